@@ -1,0 +1,122 @@
+# meterr-operator. `make help` lists the targets.
+
+IMG ?= meterr-operator:dev
+K8S_VERSION ?= 1.37.2
+LOCALBIN ?= $(CURDIR)/bin
+# Where the control plane binaries (etcd, kube-apiserver, kubectl) live. Point
+# it at existing envtest binaries to skip building them.
+KUBEBUILDER_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION)
+export KUBEBUILDER_ASSETS
+KUBECTL ?= $(KUBEBUILDER_ASSETS)/kubectl
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+GO_TEST_FLAGS ?= -count=1
+# How long each fuzz target runs inside `make test`; `make fuzz FUZZTIME=5m` for longer.
+FUZZTIME ?= 5s
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and the RBAC roles.
+	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=meterr-manager paths="./controllers/..." output:rbac:artifacts:config=config/rbac/manager
+	$(CONTROLLER_GEN) rbac:roleName=meterr-auth-server paths="./webhookserver/..." output:rbac:artifacts:config=config/rbac/auth-server
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: verify-generated
+verify-generated: $(CONTROLLER_GEN) ## Fail when `make manifests generate` would change committed files.
+	hack/verify-generated.sh
+
+.PHONY: fmt
+fmt: ## go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: envtest-assets
+envtest-assets: ## Build etcd, kube-apiserver and kubectl from Go modules into bin/k8s/<version> (once).
+	@if [ -x "$(KUBEBUILDER_ASSETS)/kube-apiserver" ] && [ -x "$(KUBEBUILDER_ASSETS)/etcd" ] && [ -x "$(KUBEBUILDER_ASSETS)/kubectl" ]; then \
+		echo "envtest-assets: using $(KUBEBUILDER_ASSETS)"; \
+	else ENVTEST_ASSETS_DIR="$(KUBEBUILDER_ASSETS)" K8S_VERSION=$(K8S_VERSION) hack/envtest-assets.sh; fi
+
+.PHONY: test
+test: verify-generated vet envtest-assets build ## Run every test: unit, envtest, fuzz smoke, e2e.
+	hack/test.sh
+
+.PHONY: test-unit
+test-unit: ## Unit tests only (no control plane).
+	go test $(GO_TEST_FLAGS) ./internal/... ./webhookserver/...
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each.
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
+##@ Build
+
+.PHONY: build
+build: ## Build bin/meterr-operator.
+	go build -o $(LOCALBIN)/meterr-operator .
+
+.PHONY: run
+run: build ## Run the manager against the cluster in KUBECONFIG.
+	$(LOCALBIN)/meterr-operator manager
+
+.PHONY: demo
+demo: envtest-assets build ## Run the whole system on a local control plane and show it working.
+	$(LOCALBIN)/meterr-operator dev --assets-dir "$(KUBEBUILDER_ASSETS)"
+
+.PHONY: bench
+bench: envtest-assets build ## Benchmarks: Go benchmarks and a load test of the running binary; writes docs/benchmarks.md.
+	hack/bench.sh
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRD into the cluster in KUBECONFIG.
+	$(KUBECTL) apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: ## Remove the CRD (and with it every MeterrAPIKey).
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator with image IMG.
+	cd config/manager && $(KUBECTL) kustomize . >/dev/null
+	$(KUBECTL) kustomize config/default | sed 's|image: meterr-operator:dev|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the operator.
+	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+##@ Tools
+
+$(CONTROLLER_GEN): hack/tools/go.mod
+	cd hack/tools && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
+
+$(GOLANGCI_LINT): hack/tools/go.mod
+	cd hack/tools && go build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint

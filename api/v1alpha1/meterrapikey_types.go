@@ -1,0 +1,280 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Permission is what a key may do: read, write or admin (admin grants everything).
+// +kubebuilder:validation:Enum=read;write;admin
+type Permission string
+
+// The permissions a key can hold.
+const (
+	PermissionRead  Permission = "read"
+	PermissionWrite Permission = "write"
+	PermissionAdmin Permission = "admin"
+)
+
+// Environment is the environment a key belongs to. Production keys start with
+// mtr_live_, staging and development keys with mtr_test_.
+// +kubebuilder:validation:Enum=development;staging;production
+type Environment string
+
+// The environments.
+const (
+	EnvironmentDevelopment Environment = "development"
+	EnvironmentStaging     Environment = "staging"
+	EnvironmentProduction  Environment = "production"
+)
+
+// Tier is a rate limit tier: standard (1,000 requests per hour), pro (10,000)
+// or enterprise (unlimited).
+// +kubebuilder:validation:Enum=standard;pro;enterprise
+type Tier string
+
+// The rate limit tiers.
+const (
+	TierStandard   Tier = "standard"
+	TierPro        Tier = "pro"
+	TierEnterprise Tier = "enterprise"
+)
+
+// IPOrCIDR is an IPv4 or IPv6 address or CIDR block in canonical form
+// ("10.0.0.0/8", not "10.0.0.1/8"; "2001:db8::/32", not "2001:0db8::/32").
+// +kubebuilder:validation:MaxLength=64
+// +kubebuilder:validation:XValidation:rule="isCIDR(self) ? string(cidr(self).masked()) == self : (isIP(self) && string(ip(self)) == self)",message="must be an IP address or CIDR in canonical form, e.g. 10.0.0.0/8 or 2001:db8::/32 (host bits of a CIDR must be zero)"
+type IPOrCIDR string
+
+// Domain is a lower-case ASCII host name (punycode for internationalised
+// names) without scheme, port, path or trailing dot. A leading "*." matches
+// subdomains at any depth but not the bare domain.
+// +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:Pattern=`^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`
+type Domain string
+
+// MeterrAPIKeySpec declares an API key: what it may do, where it may be used,
+// how fast, and how it rotates.
+type MeterrAPIKeySpec struct {
+	// Permissions the key grants: a non-empty set of read, write and admin.
+	// admin grants every permission.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=3
+	// +listType=set
+	Permissions []Permission `json:"permissions"`
+
+	// Environment of the key: development, staging or production. Immutable,
+	// because the key's prefix depends on it (mtr_live_ for production,
+	// mtr_test_ otherwise). An auth server started with --environment refuses
+	// keys of any other environment.
+	// +kubebuilder:default=production
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="environment is immutable: the key's prefix depends on it; create a new MeterrAPIKey instead"
+	// +optional
+	Environment Environment `json:"environment,omitempty"`
+
+	// RateLimit sets the key's hourly request limit. Counted per MeterrAPIKey
+	// in fixed windows aligned to the UTC clock hour; rotation does not reset it.
+	// +kubebuilder:default={}
+	// +optional
+	RateLimit RateLimit `json:"rateLimit,omitempty"`
+
+	// Restrictions limit where the key may be used from.
+	// +optional
+	Restrictions *Restrictions `json:"restrictions,omitempty"`
+
+	// Rotation controls how often the key is replaced and how long the
+	// previous key keeps working.
+	// +kubebuilder:default={}
+	// +optional
+	Rotation Rotation `json:"rotation,omitempty"`
+
+	// ExpiresAt (RFC 3339) ends the key for good: after it every version is
+	// refused with expired_api_key and the key no longer rotates.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// Disabled refuses every version of the key at once (invalid_api_key) and
+	// pauses rotation. Clearing it restores them.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+
+	// SecretName is the workload Secret, in the same namespace, that receives
+	// the plaintext key under the data keys "api-key" and "METERR_API_KEY".
+	// Defaults to the resource's name. A Secret of that name that this key
+	// does not own is never overwritten. Changing it issues a fresh key into
+	// the new Secret and deletes the old one; the previous key stays valid for
+	// the overlap.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// SecretTemplate adds labels and annotations to the workload Secret. The
+	// operator's own labels and annotations take precedence over these.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+}
+
+// RateLimit is a key's hourly request limit.
+type RateLimit struct {
+	// Tier: standard (1,000 requests per hour), pro (10,000) or enterprise
+	// (unlimited).
+	// +kubebuilder:default=standard
+	// +optional
+	Tier Tier `json:"tier,omitempty"`
+
+	// RequestsPerHour overrides the tier's number (at least 1).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +optional
+	RequestsPerHour *int64 `json:"requestsPerHour,omitempty"`
+}
+
+// Restrictions limit where a key may be used from. An empty list restricts nothing.
+type Restrictions struct {
+	// IPAllowlist: the client IP must fall in one of these addresses or CIDRs.
+	// The client IP is the TCP peer, or, behind a trusted proxy
+	// (--trusted-proxies), the right-most untrusted X-Forwarded-For address.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	IPAllowlist []IPOrCIDR `json:"ipAllowlist,omitempty"`
+
+	// Domains: the host of the request's Origin (else Referer) header must
+	// match one of these. "*.example.com" matches a.example.com and
+	// a.b.example.com but not example.com. A request with neither header is refused.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Domains []Domain `json:"domains,omitempty"`
+}
+
+// Rotation controls how often a key is replaced.
+// +kubebuilder:validation:XValidation:rule="!has(self.period) || !has(self.overlap) || duration(self.overlap) < duration(self.period)",message="rotation.overlap must be shorter than rotation.period"
+type Rotation struct {
+	// Period between automatic rotations (Go duration, at least 1h).
+	// Default 2160h (90 days).
+	// +kubebuilder:default="2160h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(h|m|s|ms|us|ns))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="rotation.period must be at least 1h"
+	// +optional
+	Period *metav1.Duration `json:"period,omitempty"`
+
+	// Overlap is how long the previous key keeps working after a new one is
+	// delivered: long enough for mounted Secrets to refresh and for pods that
+	// read the key from an environment variable to restart. "0s" makes a
+	// rotation an emergency revocation. Must be shorter than the period.
+	// Default 168h (7 days).
+	// +kubebuilder:default="168h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(h|m|s|ms|us|ns))+$`
+	// +optional
+	Overlap *metav1.Duration `json:"overlap,omitempty"`
+
+	// RequestedAt (RFC 3339) triggers one rotation from GitOps: once it is in
+	// the past and the current key was issued before it (compared in whole
+	// seconds), the key rotates once, with the overlap in force then. A future
+	// value takes effect when its time comes; re-applying the same value never
+	// rotates again.
+	// +optional
+	RequestedAt *metav1.Time `json:"requestedAt,omitempty"`
+}
+
+// SecretTemplate holds metadata copied onto the workload Secret.
+type SecretTemplate struct {
+	// Labels added to the workload Secret.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations added to the workload Secret.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// MeterrAPIKeyStatus is the observed state of a key. It never holds a plaintext key.
+type MeterrAPIKeyStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready is True when the current key is issued, recorded and
+	// delivered and the key is usable; False with reason Disabled, Expired,
+	// SecretConflict or ReconcileError otherwise.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// CurrentKey is the key now in the workload Secret.
+	// +optional
+	CurrentKey *CurrentKeyStatus `json:"currentKey,omitempty"`
+
+	// PreviousKeys are older versions still accepted until their expiresAt.
+	// +listType=atomic
+	// +optional
+	PreviousKeys []PreviousKeyStatus `json:"previousKeys,omitempty"`
+
+	// SecretName is the workload Secret that holds the current key.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+}
+
+// CurrentKeyStatus describes the current key without revealing it.
+type CurrentKeyStatus struct {
+	// ID is a short non-secret identifier derived from the key's hash; the
+	// auth server returns it as key_id.
+	ID string `json:"id"`
+	// Hint is the key's first characters, e.g. "mtr_live_AbCd…".
+	Hint string `json:"hint"`
+	// IssuedAt is when the key was issued.
+	IssuedAt metav1.Time `json:"issuedAt"`
+	// RotatesAt is when the key is next rotated automatically.
+	// +optional
+	RotatesAt *metav1.Time `json:"rotatesAt,omitempty"`
+}
+
+// PreviousKeyStatus describes an older key still accepted.
+type PreviousKeyStatus struct {
+	// ID is the key's identifier.
+	ID string `json:"id"`
+	// Hint is the key's first characters.
+	Hint string `json:"hint"`
+	// ExpiresAt is when the key stops working.
+	ExpiresAt metav1.Time `json:"expiresAt"`
+}
+
+// MeterrAPIKey declares an API key for the meterr API. The operator issues the
+// key into a workload Secret, records only its hash for the auth server, and
+// rotates it with an overlap.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=mak,categories=meterr
+// +kubebuilder:printcolumn:name="Environment",type=string,JSONPath=`.spec.environment`
+// +kubebuilder:printcolumn:name="Permissions",type=string,JSONPath=`.spec.permissions`
+// +kubebuilder:printcolumn:name="Tier",type=string,JSONPath=`.spec.rateLimit.tier`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Key",type=string,JSONPath=`.status.currentKey.hint`,priority=1
+// +kubebuilder:printcolumn:name="Next Rotation",type=date,JSONPath=`.status.currentKey.rotatesAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MeterrAPIKey struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec MeterrAPIKeySpec `json:"spec"`
+	// +optional
+	Status MeterrAPIKeyStatus `json:"status,omitempty"`
+}
+
+// MeterrAPIKeyList is a list of MeterrAPIKeys.
+// +kubebuilder:object:root=true
+type MeterrAPIKeyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MeterrAPIKey `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MeterrAPIKey{}, &MeterrAPIKeyList{})
+}
