@@ -1,0 +1,250 @@
+package controllers
+
+// The decisions of a key's lifecycle, as pure functions of the MeterrAPIKey,
+// what the cluster holds and the time. The reconciler only fetches, calls
+// these and applies what they return.
+
+import (
+	"slices"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/record"
+)
+
+// Defaults applied when the API server has not filled them (objects written
+// before a default existed, or the fake client in unit tests).
+const (
+	DefaultPeriod  = 2160 * time.Hour
+	DefaultOverlap = 168 * time.Hour
+)
+
+// Requests per hour of each tier; 0 is unlimited.
+var tierLimits = map[authv1alpha1.Tier]int64{
+	authv1alpha1.TierStandard:   1000,
+	authv1alpha1.TierPro:        10000,
+	authv1alpha1.TierEnterprise: 0,
+}
+
+// Reasons a new key is issued; also the reasons of the events that say so.
+const (
+	ReasonIssued            = "KeyIssued"
+	ReasonRotationDue       = "RotationDue"
+	ReasonRotationRequested = "RotationRequested"
+	ReasonSecretMissing     = "SecretMissing"
+	ReasonSecretModified    = "SecretModified"
+	ReasonSecretRenamed     = "SecretRenamed"
+)
+
+// workload is what the workload Secret holds, as far as a decision cares.
+type workload struct {
+	exists bool
+	// owned: the Secret's controller reference is this MeterrAPIKey.
+	owned bool
+	// key is the plaintext under api-key when the Secret is intact: both
+	// data keys hold the same well-formed key of the right environment.
+	key    string
+	intact bool
+}
+
+// decision says whether to issue a new key, and why.
+type decision struct {
+	issue   bool
+	reason  string
+	message string
+	// drift marks a reason that means someone changed what we manage.
+	drift bool
+}
+
+func period(mak *authv1alpha1.MeterrAPIKey) time.Duration {
+	if p := mak.Spec.Rotation.Period; p != nil && p.Duration > 0 {
+		return p.Duration
+	}
+	return DefaultPeriod
+}
+
+func overlap(mak *authv1alpha1.MeterrAPIKey) time.Duration {
+	if o := mak.Spec.Rotation.Overlap; o != nil && o.Duration >= 0 {
+		return o.Duration
+	}
+	return DefaultOverlap
+}
+
+func environment(mak *authv1alpha1.MeterrAPIKey) string {
+	if mak.Spec.Environment == "" {
+		return string(authv1alpha1.EnvironmentProduction)
+	}
+	return string(mak.Spec.Environment)
+}
+
+func secretName(mak *authv1alpha1.MeterrAPIKey) string {
+	if mak.Spec.SecretName != "" {
+		return mak.Spec.SecretName
+	}
+	return mak.Name
+}
+
+// expired reports whether spec.expiresAt has passed.
+func expired(mak *authv1alpha1.MeterrAPIKey, now time.Time) bool {
+	return mak.Spec.ExpiresAt != nil && !now.Before(mak.Spec.ExpiresAt.Time)
+}
+
+// findVersion returns the index of the version with this hash, or -1.
+func findVersion(rec *record.Record, hash string) int {
+	if rec == nil {
+		return -1
+	}
+	return slices.IndexFunc(rec.Keys, func(v record.Version) bool { return v.Hash == hash })
+}
+
+// decideIssue answers "should a new key be issued now, and why?". The
+// current key is the one in the workload Secret; it must be a live version of
+// the record. A record that is missing altogether is rebuilt from the Secret
+// (see rebuildRecord), so it does not cause a new key by itself.
+func decideIssue(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, wl workload, now time.Time) decision {
+	if !wl.exists {
+		switch {
+		case mak.Status.CurrentKey == nil:
+			return decision{issue: true, reason: ReasonIssued, message: "issued the first key"}
+		case mak.Status.SecretName != "" && mak.Status.SecretName != secretName(mak):
+			return decision{issue: true, reason: ReasonSecretRenamed,
+				message: "spec.secretName changed: issued a new key into the new Secret; the previous key stays valid for the overlap"}
+		default:
+			return decision{issue: true, reason: ReasonSecretMissing, drift: true,
+				message: "the workload Secret was deleted: issued a new key; the lost key stays valid for the overlap"}
+		}
+	}
+	if !wl.intact {
+		return decision{issue: true, reason: ReasonSecretModified, drift: true,
+			message: "the workload Secret's key was edited: issued a new key; the previous key stays valid for the overlap"}
+	}
+	if rec != nil {
+		i := findVersion(rec, apikey.HashOf(wl.key).String())
+		if i < 0 || rec.Keys[i].ExpiresAt != nil {
+			return decision{issue: true, reason: ReasonSecretModified, drift: true,
+				message: "the workload Secret holds a key that is not the current one: issued a new key"}
+		}
+		if mak.Spec.Disabled || expired(mak, now) {
+			return decision{}
+		}
+		issued := rec.Keys[i].NotBefore.Time
+		if ra := mak.Spec.Rotation.RequestedAt; ra != nil && !ra.After(now) && issued.Unix() < ra.Unix() {
+			return decision{issue: true, reason: ReasonRotationRequested,
+				message: "rotation.requestedAt " + ra.UTC().Format(time.RFC3339) + " reached: rotated the key"}
+		}
+		if !now.Before(issued.Add(period(mak))) {
+			return decision{issue: true, reason: ReasonRotationDue, message: "rotation period elapsed: rotated the key"}
+		}
+	}
+	return decision{}
+}
+
+// policyFor is the record policy a spec asks for.
+func policyFor(mak *authv1alpha1.MeterrAPIKey) record.Policy {
+	p := record.Policy{
+		Environment: environment(mak),
+		Disabled:    mak.Spec.Disabled,
+		ExpiresAt:   mak.Spec.ExpiresAt.DeepCopy(),
+	}
+	for _, perm := range mak.Spec.Permissions {
+		p.Permissions = append(p.Permissions, string(perm))
+	}
+	slices.Sort(p.Permissions)
+	tier := mak.Spec.RateLimit.Tier
+	if tier == "" {
+		tier = authv1alpha1.TierStandard
+	}
+	p.RequestsPerHour = tierLimits[tier]
+	if rph := mak.Spec.RateLimit.RequestsPerHour; rph != nil {
+		p.RequestsPerHour = *rph
+	}
+	if r := mak.Spec.Restrictions; r != nil {
+		for _, ip := range r.IPAllowlist {
+			p.IPAllowlist = append(p.IPAllowlist, string(ip))
+		}
+		for _, d := range r.Domains {
+			p.Domains = append(p.Domains, string(d))
+		}
+	}
+	return p
+}
+
+// settleVersions brings a record's versions in line with the current key:
+// versions written before it that have no expiry yet get one (the moment the
+// current key was delivered plus the overlap); versions written after it
+// without an expiry were never delivered (a crash between writing the record
+// and the Secret) and are dropped; tombstones past their retention are
+// dropped. current < 0 means no key is delivered: nothing is expired then.
+func settleVersions(versions []record.Version, current int, overlap, retention time.Duration, now time.Time) []record.Version {
+	out := make([]record.Version, 0, len(versions))
+	for i, v := range versions {
+		switch {
+		case current >= 0 && i < current && v.ExpiresAt == nil:
+			exp := metav1.NewTime(versions[current].NotBefore.Add(overlap))
+			v.ExpiresAt = &exp
+		case current >= 0 && i > current && v.ExpiresAt == nil:
+			continue
+		}
+		if v.ExpiresAt != nil && !now.Before(v.ExpiresAt.Add(retention)) {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// statusFor derives the key part of the status from the record.
+func statusFor(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, currentHash string, now time.Time) (*authv1alpha1.CurrentKeyStatus, []authv1alpha1.PreviousKeyStatus) {
+	var cur *authv1alpha1.CurrentKeyStatus
+	var prev []authv1alpha1.PreviousKeyStatus
+	for _, v := range rec.Keys {
+		switch {
+		case v.Hash == currentHash:
+			cur = &authv1alpha1.CurrentKeyStatus{ID: v.ID, Hint: v.Hint, IssuedAt: v.NotBefore}
+			if !mak.Spec.Disabled && !expired(mak, now) {
+				at := metav1.NewTime(v.NotBefore.Add(period(mak)))
+				cur.RotatesAt = &at
+			}
+		case v.ExpiresAt != nil && now.Before(v.ExpiresAt.Time):
+			prev = append(prev, authv1alpha1.PreviousKeyStatus{ID: v.ID, Hint: v.Hint, ExpiresAt: *v.ExpiresAt})
+		}
+	}
+	return cur, prev
+}
+
+// nextDeadline is the earliest future moment at which something about this
+// key changes by the clock alone: a rotation, a requested rotation, the end
+// of an overlap, a tombstone's removal, the key's expiry. Zero means none.
+func nextDeadline(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, currentHash string, retention time.Duration, now time.Time) time.Time {
+	var next time.Time
+	consider := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if mak.Spec.ExpiresAt != nil {
+		consider(mak.Spec.ExpiresAt.Time)
+	}
+	if rec == nil {
+		return next
+	}
+	for _, v := range rec.Keys {
+		if v.Hash == currentHash {
+			if !mak.Spec.Disabled && !expired(mak, now) {
+				consider(v.NotBefore.Add(period(mak)))
+				if ra := mak.Spec.Rotation.RequestedAt; ra != nil && v.NotBefore.Unix() < ra.Unix() {
+					consider(ra.Time)
+				}
+			}
+			continue
+		}
+		if v.ExpiresAt != nil {
+			consider(v.ExpiresAt.Time)
+			consider(v.ExpiresAt.Add(retention))
+		}
+	}
+	return next
+}

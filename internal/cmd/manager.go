@@ -1,0 +1,118 @@
+// Package cmd holds the meterr-operator subcommands, so that `dev` and the
+// tests can run the same code in one process.
+package cmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/controllers"
+)
+
+// Scheme knows the built-in types and MeterrAPIKey.
+var Scheme = runtime.NewScheme()
+
+func init() {
+	if err := clientgoscheme.AddToScheme(Scheme); err != nil {
+		panic(err)
+	}
+	if err := authv1alpha1.AddToScheme(Scheme); err != nil {
+		panic(err)
+	}
+}
+
+// ManagerOptions are the manager's flags.
+type ManagerOptions struct {
+	RecordsNamespace        string
+	MetricsAddr             string
+	ProbeAddr               string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	TombstoneRetention      time.Duration
+	QPS                     float64
+	Burst                   int
+	MaxConcurrentReconciles int
+}
+
+// AddFlags registers the manager's flags.
+func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.RecordsNamespace, "records-namespace", "meterr-system", "Namespace that holds the key records (the auth server reads Secrets here only).")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; \"0\" disables it.")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace in a cluster, else --records-namespace).")
+	fs.DurationVar(&o.TombstoneRetention, "tombstone-retention", 720*time.Hour, "How long an expired key version stays in its record, so its callers get expired_api_key rather than invalid_api_key.")
+	fs.Float64Var(&o.QPS, "kube-api-qps", 50, "Requests per second to the Kubernetes API (client-side limit).")
+	fs.IntVar(&o.Burst, "kube-api-burst", 100, "Burst of requests to the Kubernetes API (client-side limit).")
+	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "MeterrAPIKeys reconciled in parallel.")
+}
+
+// Validate checks the flags.
+func (o *ManagerOptions) Validate() error {
+	switch {
+	case o.RecordsNamespace == "":
+		return fmt.Errorf("--records-namespace must not be empty")
+	case o.TombstoneRetention < 0:
+		return fmt.Errorf("--tombstone-retention must not be negative")
+	case o.QPS <= 0 || o.Burst <= 0:
+		return fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
+	case o.MaxConcurrentReconciles < 1:
+		return fmt.Errorf("--max-concurrent-reconciles must be at least 1")
+	}
+	return nil
+}
+
+// RunManager runs the controller until ctx is done.
+func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = float32(o.QPS), o.Burst
+	leNamespace := o.LeaderElectionNamespace
+	if leNamespace == "" {
+		leNamespace = o.RecordsNamespace
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme,
+		Cache:                   controllers.CacheOptions(),
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        "meterr-operator.auth.meterr.ai",
+		LeaderElectionNamespace: leNamespace,
+		// The manager stops on SIGTERM; a quick hand-over keeps rotations on time.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+	r := &controllers.MeterrAPIKeyReconciler{
+		Client: mgr.GetClient(),
+		Options: controllers.Options{
+			RecordsNamespace:        o.RecordsNamespace,
+			TombstoneRetention:      o.TombstoneRetention,
+			MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		},
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
