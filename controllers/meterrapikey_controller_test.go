@@ -111,7 +111,9 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 
 		// Re-applying the same manifest, or changing something else, keeps k2.
 		fakeClock.Step(time.Minute)
-		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Permissions = append(m.Spec.Permissions, authv1alpha1.PermissionWrite) })
+		update(mak, func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Permissions = append(m.Spec.Permissions, authv1alpha1.PermissionWrite)
+		})
 		settled(mak, currentID(idOf(k2)))
 		poke(mak)
 		settled(mak, currentID(idOf(k2)))
@@ -236,7 +238,9 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		Expect(s.Labels).To(HaveKeyWithValue(record.LabelManagedBy, record.ManagedByValue))
 		Expect(s.Annotations).To(HaveKeyWithValue("reloader.stakater.com/match", "true"))
 
-		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.SecretTemplate.Labels = map[string]string{"team": "platform"} })
+		update(mak, func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.SecretTemplate.Labels = map[string]string{"team": "platform"}
+		})
 		Eventually(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "templated"}, s)).To(Succeed())
 			g.Expect(s.Labels).To(HaveKeyWithValue("team", "platform"))

@@ -1,0 +1,190 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/record"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func mt(t time.Time) *metav1.Time { m := metav1.NewTime(t); return &m }
+
+func testKey(t *testing.T) string {
+	t.Helper()
+	k, err := apikey.Generate(apikey.EnvProduction)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestDecideIssue(t *testing.T) {
+	key := testKey(t)
+	cur := record.NewVersion(key, t0)
+	rec := &record.Record{Keys: []record.Version{cur}}
+	old := cur
+	old.ExpiresAt = mt(t0.Add(time.Hour))
+	recOld := &record.Record{Keys: []record.Version{old}}
+	intact := workload{exists: true, owned: true, intact: true, key: key}
+	base := func() *authv1alpha1.MeterrAPIKey {
+		return &authv1alpha1.MeterrAPIKey{
+			ObjectMeta: metav1.ObjectMeta{Name: "k"},
+			Status: authv1alpha1.MeterrAPIKeyStatus{SecretName: "k",
+				CurrentKey: &authv1alpha1.CurrentKeyStatus{ID: cur.ID}},
+		}
+	}
+	with := func(f func(m *authv1alpha1.MeterrAPIKey)) *authv1alpha1.MeterrAPIKey { m := base(); f(m); return m }
+
+	cases := []struct {
+		name   string
+		mak    *authv1alpha1.MeterrAPIKey
+		rec    *record.Record
+		wl     workload
+		now    time.Time
+		reason string // "" = no new key
+	}{
+		{"first key", with(func(m *authv1alpha1.MeterrAPIKey) { m.Status = authv1alpha1.MeterrAPIKeyStatus{} }), nil, workload{}, t0, ReasonIssued},
+		{"steady", base(), rec, intact, t0.Add(time.Hour), ""},
+		{"period elapsed", base(), rec, intact, t0.Add(DefaultPeriod), ReasonRotationDue},
+		{"one second before the period", base(), rec, intact, t0.Add(DefaultPeriod - time.Second), ""},
+		{"custom period", with(func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.Period = &metav1.Duration{Duration: time.Hour}
+		}), rec, intact, t0.Add(time.Hour), ReasonRotationDue},
+		{"requested in the past, key older", with(func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.RequestedAt = mt(t0.Add(time.Minute))
+		}), rec, intact, t0.Add(2 * time.Minute), ReasonRotationRequested},
+		{"requested in the same second as the key: already done", with(func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.RequestedAt = mt(t0.Add(500 * time.Millisecond))
+		}), rec, intact, t0.Add(time.Minute), ""},
+		{"requested before the key was issued", with(func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.RequestedAt = mt(t0.Add(-time.Hour))
+		}), rec, intact, t0.Add(time.Minute), ""},
+		{"requested in the future", with(func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.RequestedAt = mt(t0.Add(time.Hour))
+		}), rec, intact, t0.Add(time.Minute), ""},
+		{"disabled pauses rotation", with(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = true }),
+			rec, intact, t0.Add(DefaultPeriod * 2), ""},
+		{"expired keys do not rotate", with(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.ExpiresAt = mt(t0.Add(time.Hour)) }),
+			rec, intact, t0.Add(DefaultPeriod), ""},
+		{"secret deleted", base(), rec, workload{}, t0, ReasonSecretMissing},
+		{"secret renamed", with(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.SecretName = "other" }), rec, workload{}, t0, ReasonSecretRenamed},
+		{"secret edited", base(), rec, workload{exists: true, owned: true}, t0, ReasonSecretModified},
+		{"secret holds an unknown key", base(), &record.Record{}, intact, t0, ReasonSecretModified},
+		{"secret holds a superseded key", base(), recOld, intact, t0, ReasonSecretModified},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := decideIssue(tc.mak, tc.rec, tc.wl, tc.now)
+			if d.reason != tc.reason || d.issue != (tc.reason != "") {
+				t.Fatalf("decideIssue = %+v, want reason %q", d, tc.reason)
+			}
+		})
+	}
+}
+
+func TestSettleVersions(t *testing.T) {
+	v := func(id string, notBefore time.Time, exp *metav1.Time) record.Version {
+		return record.Version{ID: id, Hash: id, NotBefore: metav1.NewTime(notBefore), ExpiresAt: exp}
+	}
+	overlap, retention := time.Hour, 24*time.Hour
+	in := []record.Version{
+		v("gone", t0.Add(-100*time.Hour), mt(t0.Add(-30*time.Hour))), // tombstone past retention
+		v("tomb", t0.Add(-10*time.Hour), mt(t0.Add(-time.Hour))),     // tombstone kept
+		v("prev", t0.Add(-5*time.Hour), mt(t0.Add(30*time.Minute))),  // keeps its own expiry
+		v("lost", t0.Add(-2*time.Hour), nil),                         // superseded, gets one
+		v("cur", t0, nil),                                            // current
+		v("undelivered", t0.Add(time.Minute), nil),                   // written after, never delivered
+	}
+	out := settleVersions(in, 4, overlap, retention, t0.Add(time.Minute))
+	var ids []string
+	for _, x := range out {
+		ids = append(ids, x.ID)
+	}
+	want := []string{"tomb", "prev", "lost", "cur"}
+	if len(ids) != len(want) {
+		t.Fatalf("settleVersions kept %v, want %v", ids, want)
+	}
+	for i := range want {
+		if ids[i] != want[i] {
+			t.Fatalf("settleVersions kept %v, want %v", ids, want)
+		}
+	}
+	if !out[2].ExpiresAt.Time.Equal(t0.Add(overlap)) {
+		t.Fatalf("superseded key expires at %v, want current's issue time + overlap", out[2].ExpiresAt)
+	}
+	if !out[1].ExpiresAt.Time.Equal(t0.Add(30 * time.Minute)) {
+		t.Fatal("an earlier expiry was changed")
+	}
+	if out[3].ExpiresAt != nil {
+		t.Fatal("the current key got an expiry")
+	}
+	// No delivered key: nothing gets an expiry and nothing is dropped as undelivered.
+	if got := settleVersions(in[3:], -1, overlap, retention, t0); len(got) != 3 || got[0].ExpiresAt != nil {
+		t.Fatalf("settleVersions without a current key changed %+v", got)
+	}
+}
+
+func TestNextDeadline(t *testing.T) {
+	cur := record.Version{ID: "c", Hash: "c", NotBefore: metav1.NewTime(t0)}
+	prev := record.Version{ID: "p", Hash: "p", NotBefore: metav1.NewTime(t0.Add(-time.Hour)), ExpiresAt: mt(t0.Add(2 * time.Hour))}
+	tomb := record.Version{ID: "t", Hash: "t", NotBefore: metav1.NewTime(t0.Add(-9 * time.Hour)), ExpiresAt: mt(t0.Add(-time.Hour))}
+	retention := 10 * time.Hour
+	mk := func(f func(m *authv1alpha1.MeterrAPIKey)) *authv1alpha1.MeterrAPIKey {
+		m := &authv1alpha1.MeterrAPIKey{}
+		f(m)
+		return m
+	}
+	cases := []struct {
+		name string
+		mak  *authv1alpha1.MeterrAPIKey
+		keys []record.Version
+		now  time.Time
+		want time.Time
+	}{
+		{"rotation", mk(func(*authv1alpha1.MeterrAPIKey) {}), []record.Version{cur}, t0, t0.Add(DefaultPeriod)},
+		{"end of an overlap", mk(func(*authv1alpha1.MeterrAPIKey) {}), []record.Version{prev, cur}, t0, t0.Add(2 * time.Hour)},
+		{"tombstone removal", mk(func(*authv1alpha1.MeterrAPIKey) {}), []record.Version{tomb, cur}, t0, t0.Add(9 * time.Hour)},
+		{"requested rotation", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = mt(t0.Add(time.Minute)) }),
+			[]record.Version{cur}, t0, t0.Add(time.Minute)},
+		{"request already served", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = mt(t0) }),
+			[]record.Version{cur}, t0.Add(time.Second), t0.Add(DefaultPeriod)},
+		{"expiry", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.ExpiresAt = mt(t0.Add(time.Hour)) }),
+			[]record.Version{cur}, t0, t0.Add(time.Hour)},
+		{"disabled: no rotation deadline", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = true }),
+			[]record.Version{cur}, t0, time.Time{}},
+		{"never a time in the past", mk(func(*authv1alpha1.MeterrAPIKey) {}), []record.Version{cur}, t0.Add(DefaultPeriod), time.Time{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := nextDeadline(tc.mak, &record.Record{Keys: tc.keys}, "c", retention, tc.now)
+			if !got.Equal(tc.want) {
+				t.Fatalf("nextDeadline = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPolicyFor(t *testing.T) {
+	rph := int64(5)
+	cases := []struct {
+		spec authv1alpha1.MeterrAPIKeySpec
+		want int64
+	}{
+		{authv1alpha1.MeterrAPIKeySpec{}, 1000},
+		{authv1alpha1.MeterrAPIKeySpec{RateLimit: authv1alpha1.RateLimit{Tier: authv1alpha1.TierPro}}, 10000},
+		{authv1alpha1.MeterrAPIKeySpec{RateLimit: authv1alpha1.RateLimit{Tier: authv1alpha1.TierEnterprise}}, 0},
+		{authv1alpha1.MeterrAPIKeySpec{RateLimit: authv1alpha1.RateLimit{Tier: authv1alpha1.TierEnterprise, RequestsPerHour: &rph}}, 5},
+	}
+	for _, tc := range cases {
+		p := policyFor(&authv1alpha1.MeterrAPIKey{Spec: tc.spec})
+		if p.RequestsPerHour != tc.want || p.Environment != "production" {
+			t.Fatalf("policyFor(%+v) = %+v, want %d per hour", tc.spec, p, tc.want)
+		}
+	}
+}
