@@ -23,7 +23,12 @@ build() { # name package
   fi
   echo "envtest-assets: building $name from $pkg (the first build of kube-apiserver takes ~10 minutes on 2 cores)..."
   local start=$SECONDS
+  # go build is silent for minutes: say that it is still working.
+  ( while sleep 30; do echo "envtest-assets: still building $name ($((SECONDS - start))s)..."; done ) &
+  local ticker=$!
+  trap 'kill $ticker 2>/dev/null' EXIT
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg"
+  kill $ticker 2>/dev/null || true
   mv "$out/$name.tmp" "$out/$name"
   echo "envtest-assets: built $name in $((SECONDS - start))s"
 }

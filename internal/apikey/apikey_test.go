@@ -102,8 +102,10 @@ func FuzzParse(f *testing.F) {
 	f.Add("mtr_test_" + strings.Repeat("z", 46))
 	f.Fuzz(func(t *testing.T, s string) {
 		err := Parse(s)
-		if err != nil && strings.Contains(err.Error(), s) && s != "" {
-			t.Fatal("error echoes the input")
+		switch err {
+		case nil, ErrLength, ErrPrefix, ErrCharset, ErrChecksum:
+		default:
+			t.Fatal("Parse returned an error other than its fixed ones, which might carry the input")
 		}
 		if err == nil {
 			if !regexp.MustCompile(`^` + Pattern + `$`).MatchString(s) {
