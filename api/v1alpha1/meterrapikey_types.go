@@ -45,11 +45,14 @@ const (
 // +kubebuilder:validation:XValidation:rule="isCIDR(self) ? string(cidr(self).masked()) == self : (isIP(self) && string(ip(self)) == self)",message="must be an IP address or CIDR in canonical form, e.g. 10.0.0.0/8 or 2001:db8::/32 (host bits of a CIDR must be zero)"
 type IPOrCIDR string
 
+// Domain is checked by a CEL rule rather than a pattern, so a refusal says why
+// in words instead of printing the regular expression.
+
 // Domain is a lower-case ASCII host name (punycode for internationalised
 // names) without scheme, port, path or trailing dot. A leading "*." matches
 // subdomains at any depth but not the bare domain.
 // +kubebuilder:validation:MaxLength=253
-// +kubebuilder:validation:Pattern=`^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`
+// +kubebuilder:validation:XValidation:rule="self.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",message="must be a lower-case ASCII host name (punycode for internationalised names), optionally starting with '*.', without scheme, port, path or trailing dot, e.g. api.example.com or *.example.com"
 type Domain string
 
 // MeterrAPIKeySpec declares an API key: what it may do, where it may be used,
@@ -104,7 +107,7 @@ type MeterrAPIKeySpec struct {
 	// the new Secret and deletes the old one; the previous key stays valid for
 	// the overlap.
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a valid Secret name: lower-case alphanumerics, '-' and '.', starting and ending with an alphanumeric (an RFC 1123 subdomain)"
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 
@@ -148,8 +151,13 @@ type Restrictions struct {
 	Domains []Domain `json:"domains,omitempty"`
 }
 
+// Rotation's rules: both durations are defaulted before the rules run; has()
+// guards them anyway. They skip a duration the pattern already refused, so a
+// typo gets one error, not a CEL conversion error besides. "Shorter than the
+// period" is reported on overlap, the field a user usually has to change.
+
 // Rotation controls how often a key is replaced.
-// +kubebuilder:validation:XValidation:rule="!has(self.period) || !has(self.overlap) || duration(self.overlap) < duration(self.period)",message="rotation.overlap must be shorter than rotation.period"
+// +kubebuilder:validation:XValidation:rule="!has(self.period) || !has(self.overlap) || !self.period.matches('^([0-9]+([.][0-9]+)?(h|m|s|ms|us|ns))+$') || !self.overlap.matches('^([0-9]+([.][0-9]+)?(h|m|s|ms|us|ns))+$') || duration(self.overlap) < duration(self.period)",message="rotation.overlap must be shorter than rotation.period",messageExpression="'rotation.overlap (' + self.overlap + ') must be shorter than rotation.period (' + self.period + ')'",fieldPath=".overlap"
 type Rotation struct {
 	// Period between automatic rotations (Go duration, at least 1h).
 	// Default 2160h (90 days).
@@ -157,7 +165,7 @@ type Rotation struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(h|m|s|ms|us|ns))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="rotation.period must be at least 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(h|m|s|ms|us|ns))+$') || duration(self) >= duration('1h')",message="rotation.period must be at least 1h",messageExpression="'rotation.period must be at least 1h, not ' + self"
 	// +optional
 	Period *metav1.Duration `json:"period,omitempty"`
 
@@ -184,10 +192,19 @@ type Rotation struct {
 
 // SecretTemplate holds metadata copied onto the workload Secret.
 type SecretTemplate struct {
-	// Labels added to the workload Secret.
+	// Label values are not checked here: a CEL check of map values costs too
+	// much without a length bound on them, which a map[string]string cannot
+	// carry. A bad value fails when the Secret is written.
+
+	// Labels added to the workload Secret. Keys must be valid label keys.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="label keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 characters (alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric)"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
-	// Annotations added to the workload Secret.
+	// Annotations added to the workload Secret. Keys must be valid annotation
+	// keys.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k.lowerAscii()).hasValue())",message="annotation keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 characters (alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric)"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -255,7 +272,7 @@ type PreviousKeyStatus struct {
 // +kubebuilder:printcolumn:name="Tier",type=string,JSONPath=`.spec.rateLimit.tier`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Key",type=string,JSONPath=`.status.currentKey.hint`,priority=1
-// +kubebuilder:printcolumn:name="Next Rotation",type=date,JSONPath=`.status.currentKey.rotatesAt`
+// +kubebuilder:printcolumn:name="Next Rotation",type=string,JSONPath=`.status.currentKey.rotatesAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MeterrAPIKey struct {
 	metav1.TypeMeta   `json:",inline"`
