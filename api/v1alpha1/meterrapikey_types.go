@@ -291,7 +291,3 @@ type MeterrAPIKeyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MeterrAPIKey `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MeterrAPIKey{}, &MeterrAPIKeyList{})
-}

@@ -50,7 +50,7 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; \"0\" disables it.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
-	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace in a cluster, else --records-namespace).")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: --records-namespace).")
 	fs.DurationVar(&o.TombstoneRetention, "tombstone-retention", 720*time.Hour, "How long an expired key version stays in its record, so its callers get expired_api_key rather than invalid_api_key.")
 	fs.Float64Var(&o.QPS, "kube-api-qps", 50, "Requests per second to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.Burst, "kube-api-burst", 100, "Burst of requests to the Kubernetes API (client-side limit).")
