@@ -86,10 +86,10 @@ type MeterrAPIKeyReconciler struct {
 	Options
 }
 
-// +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys/status,verbs=patch
 // +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one MeterrAPIKey's record, Secret and status in line.
