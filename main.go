@@ -1,0 +1,115 @@
+// meterr-operator: declarative meterr API keys for Kubernetes.
+//
+//	meterr-operator manager      reconcile MeterrAPIKeys into key records and workload Secrets
+//	meterr-operator auth-server  verify API keys for the meterr API and for proxies
+//	meterr-operator dev          run everything on a local control plane
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/meterr/meterr-operator/internal/cmd"
+	"github.com/meterr/meterr-operator/webhookserver"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `meterr-operator: declarative meterr API keys for Kubernetes.
+
+Usage:
+  meterr-operator manager [flags]      reconcile MeterrAPIKeys into key records and workload Secrets
+  meterr-operator auth-server [flags]  verify API keys (GET /v1/auth/verify, /v1/auth/check)
+  meterr-operator dev [flags]          run the whole system on a local control plane
+  meterr-operator version              print the version
+
+Run "meterr-operator <command> --help" for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1], os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "meterr-operator %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, command string, args []string) error {
+	fs := flag.NewFlagSet("meterr-operator "+command, flag.ContinueOnError)
+	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig; default: $KUBECONFIG, the in-cluster config, then ~/.kube/config.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+
+	var start func() error
+	switch command {
+	case "manager":
+		var o cmd.ManagerOptions
+		o.AddFlags(fs)
+		start = func() error {
+			cfg, err := restConfig(*kubeconfig)
+			if err != nil {
+				return err
+			}
+			ctrl.Log.Info("starting manager", "version", version, "recordsNamespace", o.RecordsNamespace)
+			return cmd.RunManager(ctx, cfg, o)
+		}
+	case "auth-server":
+		var o webhookserver.Options
+		o.AddFlags(fs)
+		start = func() error {
+			cfg, err := restConfig(*kubeconfig)
+			if err != nil {
+				return err
+			}
+			ctrl.Log.Info("starting auth server", "version", version, "listen", o.Listen)
+			return webhookserver.Run(ctx, cfg, o, ctrl.Log.WithName("auth-server"))
+		}
+	case "dev":
+		var o cmd.DevOptions
+		o.AddFlags(fs)
+		start = func() error { return cmd.RunDev(ctx, o, os.Stdout) }
+	case "version", "--version":
+		fmt.Println(version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q", command)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	return start()
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
+}

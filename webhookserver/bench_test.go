@@ -1,0 +1,101 @@
+package webhookserver
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meterr/meterr-operator/internal/record"
+)
+
+// nopWriter is a ResponseWriter that keeps nothing, so a benchmark measures
+// the handler rather than httptest.ResponseRecorder.
+type nopWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(s int)           { w.status = s }
+
+// benchIndex returns an index of n keys (n-2 random hashes, plus a limited
+// and an unlimited real key) and the two real keys.
+func benchIndex(b *testing.B, n int) (idx *MemoryIndex, limited, unlimited string) {
+	b.Helper()
+	idx = NewMemoryIndex()
+	limited, unlimited = newKey(b, "production"), newKey(b, "production")
+	pol := standard()
+	pol.RequestsPerHour = 1 << 60 // never runs out during the benchmark
+	if err := idx.Upsert("limited", newRecord("limited", pol, limited)); err != nil {
+		b.Fatal(err)
+	}
+	pol.RequestsPerHour = 0
+	if err := idx.Upsert("unlimited", newRecord("unlimited", pol, unlimited)); err != nil {
+		b.Fatal(err)
+	}
+	var h [32]byte
+	for i := range n - 2 {
+		_, _ = rand.Read(h[:])
+		r := newRecord(fmt.Sprint("r", i), standard())
+		r.Keys = []record.Version{{ID: hex.EncodeToString(h[:6]), Hash: hex.EncodeToString(h[:])}}
+		if err := idx.Upsert(r.Owner.Name, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return idx, limited, unlimited
+}
+
+func BenchmarkVerify(b *testing.B) {
+	for _, n := range []int{100, 100_000} {
+		idx, limited, unlimited := benchIndex(b, n)
+		srv, err := NewServer(ServerConfig{Index: idx, Registerer: prometheus.NewRegistry(),
+			Routes: []Route{{"*", "/v1/", "read"}, {"POST", "/v1/usage", "write"}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		miss := newKey(b, "production")
+		for _, tc := range []struct {
+			name, target, auth string
+			want               int
+		}{
+			{"hit", verifyPath, "Bearer " + limited, 200},
+			{"hit-unlimited", verifyPath, "Bearer " + unlimited, 200},
+			{"miss", verifyPath, "Bearer " + miss, 401},
+			{"malformed", verifyPath, "Bearer " + limited[:len(limited)-2] + "xx", 401},
+			{"check-envoy-route", checkPath + "/v1/usage/events", "Bearer " + limited, 200},
+		} {
+			r := httptest.NewRequest(http.MethodGet, tc.target, nil)
+			r.Header.Set("Authorization", tc.auth)
+			w := &nopWriter{h: http.Header{}}
+			srv.ServeHTTP(w, r)
+			if w.status != tc.want {
+				b.Fatalf("%s: status %d, want %d", tc.name, w.status, tc.want)
+			}
+			b.Run(fmt.Sprintf("keys=%d/%s", n, tc.name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					clear(w.h)
+					srv.ServeHTTP(w, r)
+				}
+			})
+		}
+		b.Run(fmt.Sprintf("keys=%d/hit-parallel", n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				r := httptest.NewRequest(http.MethodGet, verifyPath, nil)
+				r.Header.Set("Authorization", "Bearer "+limited)
+				w := &nopWriter{h: http.Header{}}
+				for pb.Next() {
+					clear(w.h)
+					srv.ServeHTTP(w, r)
+				}
+			})
+		})
+	}
+}

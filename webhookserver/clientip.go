@@ -1,0 +1,116 @@
+package webhookserver
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// clientIP returns the address a request comes from: the TCP peer, unless the
+// peer is a trusted proxy; then the right-most X-Forwarded-For address that is
+// not a trusted proxy. Every proxy appends the address it received the request
+// from, so walking from the right over trusted hops reaches the first address
+// no trusted proxy vouches for beyond; anything left of it may be forged by
+// the client. If every address is trusted the left-most one is the client. A
+// malformed entry stops the walk: the last trusted address is used, which a
+// client cannot choose. An invalid Addr means "unknown" and matches no
+// allowlist.
+func clientIP(remoteAddr string, xff []string, trusted []netip.Prefix) netip.Addr {
+	peer := parsePeer(remoteAddr)
+	if !peer.IsValid() || !isTrusted(peer, trusted) {
+		return peer
+	}
+	last := peer
+	for i := len(xff) - 1; i >= 0; i-- {
+		v := xff[i]
+		for end := len(v); end >= 0; {
+			start := strings.LastIndexByte(v[:end], ',') + 1
+			field := v[start:end]
+			end = start - 1
+			if isOWS(field) {
+				// Empty list elements (", ,") are allowed by the grammar.
+				continue
+			}
+			a, ok := parseForwardedAddr(field)
+			if !ok {
+				return last
+			}
+			if !isTrusted(a, trusted) {
+				return a
+			}
+			last = a
+		}
+	}
+	return last
+}
+
+func isOWS(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != ' ' && s[i] != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parsePeer reads http.Request.RemoteAddr ("ip:port", "[ipv6]:port").
+func parsePeer(remoteAddr string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remoteAddr); err == nil {
+		return ap.Addr().Unmap().WithZone("")
+	}
+	if a, err := netip.ParseAddr(remoteAddr); err == nil {
+		return a.Unmap().WithZone("")
+	}
+	return netip.Addr{}
+}
+
+// parseForwardedAddr reads one X-Forwarded-For element. Besides a bare
+// address it accepts what some proxies write: "ip:port", "[ipv6]" and
+// "[ipv6]:port".
+func parseForwardedAddr(s string) (netip.Addr, bool) {
+	s = strings.Trim(s, " \t")
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().WithZone(""), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().WithZone(""), true
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil && a.Is6() {
+			return a.Unmap().WithZone(""), true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// ParseTrustedProxies reads the --trusted-proxies value: comma-separated
+// CIDRs or single addresses, in canonical form.
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := parseAllowEntry(f)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(f, "/") {
+			if raw, err := netip.ParsePrefix(f); err == nil && raw != raw.Masked() {
+				return nil, fmt.Errorf("%q is not in canonical form; did you mean %s?", f, raw.Masked())
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -1,0 +1,27 @@
+// Package webhookserver is the meterr auth server: the data plane that
+// verifies API keys.
+//
+// It watches the key-record Secrets in one namespace (package record), keeps an
+// in-memory index from each key's SHA-256 hash to the compiled policy of its
+// MeterrAPIKey, and answers two kinds of HTTP request:
+//
+//   - GET /v1/auth/verify: "is this key valid, and what may it do?"
+//   - /v1/auth/check[/<original path>]: forward authentication for proxies
+//     (Envoy ext_authz, Envoy Gateway, Istio, Traefik, Caddy, ingress-nginx,
+//     NGINX auth_request), which may also require a permission.
+//
+// A decision is, in this order: authenticate the key (401), apply the key's
+// restrictions (environment, client IP, domain: 403, not counted against the
+// quota), count the request against the key's hourly limit (429), check the
+// required permission (403, counted). The hot path is one SHA-256, one map
+// lookup and the limiter; nothing on it talks to the Kubernetes API, and
+// nothing ever logs, prints or labels a plaintext key or a key hash.
+//
+// Run starts the whole server against a cluster; NewServer and
+// NewMemoryIndex build the same HTTP handler without Kubernetes, for tests and
+// development.
+package webhookserver
+
+// The auth server reads key records, and only key records, in the records
+// namespace. The Role generated from this marker is namespaced.
+// +kubebuilder:rbac:groups="",namespace=meterr-system,resources=secrets,verbs=get;list;watch

@@ -1,0 +1,175 @@
+package webhookserver
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/record"
+)
+
+func TestIndexUpsertDelete(t *testing.T) {
+	f := newFixture(t, nil)
+	a, b := newKey(t, "production"), newKey(t, "production")
+	r := newRecord("web", standard(), a)
+	if err := f.idx.Upsert("rec", r); err != nil {
+		t.Fatal(err)
+	}
+	status := func(k string) int { return f.do(req{key: k}).Code }
+	if status(a) != 200 || status(b) != 401 {
+		t.Fatal("after the first upsert")
+	}
+	// Rotation: b added, a kept for its overlap.
+	r.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
+	r.Keys = append(r.Keys, record.NewVersion(b, t0))
+	if err := f.idx.Upsert("rec", r); err != nil {
+		t.Fatal(err)
+	}
+	if status(a) != 200 || status(b) != 200 {
+		t.Fatal("both versions must work during the overlap")
+	}
+	if recs, keys := f.idx.Len(); recs != 1 || keys != 2 {
+		t.Fatalf("Len = %d, %d", recs, keys)
+	}
+	// A version dropped from the record is unknown at once.
+	r.Keys = r.Keys[1:]
+	if err := f.idx.Upsert("rec", r); err != nil {
+		t.Fatal(err)
+	}
+	if status(a) != 401 || status(b) != 200 {
+		t.Fatal("dropped version still accepted")
+	}
+	// A policy change applies to every version.
+	r.Policy.Disabled = true
+	_ = f.idx.Upsert("rec", r)
+	if status(b) != 401 {
+		t.Fatal("disabled key accepted")
+	}
+	r.Policy.Disabled = false
+	_ = f.idx.Upsert("rec", r)
+	if status(b) != 200 {
+		t.Fatal("re-enabled key refused")
+	}
+	id, ok := f.idx.Delete("rec")
+	if !ok || id != "uid-web" {
+		t.Fatalf("Delete = %q, %v", id, ok)
+	}
+	if status(b) != 401 {
+		t.Fatal("deleted record still accepted")
+	}
+	if _, ok := f.idx.Delete("rec"); ok {
+		t.Fatal("second Delete found the record")
+	}
+	if recs, keys := f.idx.Len(); recs != 0 || keys != 0 {
+		t.Fatalf("Len after delete = %d, %d", recs, keys)
+	}
+}
+
+func TestIndexSharedHash(t *testing.T) {
+	idx := NewMemoryIndex()
+	k := newKey(t, "production")
+	if err := idx.Upsert("one", newRecord("one", standard(), k)); err != nil {
+		t.Fatal(err)
+	}
+	err := idx.Upsert("two", newRecord("two", standard(), k))
+	if err == nil || !strings.Contains(err.Error(), "also in key record one") {
+		t.Fatalf("a key in two records must be reported: %v", err)
+	}
+	if strings.Contains(err.Error(), k) {
+		t.Fatal("error holds the key")
+	}
+	// Deleting the record that lost the key leaves the winner's entry.
+	idx.Delete("one")
+	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || e.Policy.Record() != "two" {
+		t.Fatal("winner's entry lost")
+	}
+}
+
+func TestCompileFailsClosed(t *testing.T) {
+	f := newFixture(t, nil)
+	k, k2 := newKey(t, "production"), newKey(t, "production")
+
+	// Every allowlist entry invalid: the key works from nowhere.
+	pol := standard()
+	pol.IPAllowlist = []string{"not-an-ip", "10.0.0.1/99"}
+	r := newRecord("ip", pol, k)
+	if err := f.idx.Upsert("rec-ip", r); err == nil {
+		t.Fatal("bad allowlist entries not reported")
+	}
+	if w := f.do(req{key: k, remote: "10.0.0.1:1"}); w.Code != http.StatusForbidden {
+		t.Fatalf("bad allowlist: %d", w.Code)
+	}
+
+	// Every domain invalid: likewise.
+	pol = standard()
+	pol.Domains = []string{"https://example.com"}
+	if err := f.idx.Upsert("rec-dom", newRecord("dom", pol, k2)); err == nil {
+		t.Fatal("bad domain not reported")
+	}
+	if w := f.do(req{key: k2, header: http.Header{"Origin": {"https://example.com"}}}); w.Code != http.StatusForbidden {
+		t.Fatalf("bad domain: %d", w.Code)
+	}
+
+	// A bad hash leaves out that version only.
+	k3, k4 := newKey(t, "production"), newKey(t, "production")
+	r = newRecord("hash", standard(), k3, k4)
+	r.Keys[0].Hash = "zz"
+	err := f.idx.Upsert("rec-hash", r)
+	if err == nil {
+		t.Fatal("bad hash not reported")
+	}
+	if f.do(req{key: k3}).Code != 401 || f.do(req{key: k4}).Code != 200 {
+		t.Fatal("bad hash handling")
+	}
+
+	// A negative limit refuses the key.
+	k5 := newKey(t, "production")
+	pol = standard()
+	pol.RequestsPerHour = -1
+	if err := f.idx.Upsert("rec-neg", newRecord("neg", pol, k5)); err == nil {
+		t.Fatal("negative limit not reported")
+	}
+	if f.do(req{key: k5}).Code != 401 {
+		t.Fatal("negative limit accepted")
+	}
+}
+
+func TestCompile(t *testing.T) {
+	k := newKey(t, "production")
+	pol := record.Policy{
+		Permissions:     []string{"admin", "read", "future-perm", "read", "bad perm"},
+		Environment:     "production",
+		RequestsPerHour: 10,
+		IPAllowlist:     []string{"192.0.2.0/24", "::ffff:198.51.100.0/120", "2001:db8::1"},
+		Domains:         []string{"*.Example.com."},
+	}
+	r := newRecord("c", pol, k)
+	r.Owner.UID = ""
+	c := Compile("rec-c", r)
+	if len(c.Problems) != 1 || !strings.Contains(c.Problems[0].Error(), "bad perm") {
+		t.Fatalf("problems: %v", c.Problems)
+	}
+	p := c.Policy
+	if got := strings.Join(p.Permissions(), ","); got != "read,admin,future-perm" {
+		t.Errorf("permissions %q", got)
+	}
+	if p.perms != permRead|permAdmin {
+		t.Errorf("mask %v", p.perms)
+	}
+	if p.LimitID() != "record/rec-c" || p.Owner() != "team-a/c" || p.Record() != "rec-c" || p.RequestsPerHour() != 10 {
+		t.Errorf("policy %+v", p)
+	}
+	for _, ip := range []string{"192.0.2.77", "198.51.100.3", "2001:db8::1"} {
+		if !p.allowsIP(parsePeer(ip)) {
+			t.Errorf("%s refused", ip)
+		}
+	}
+	if !p.allowsHost("a.b.example.com") || p.allowsHost("example.com") {
+		t.Error("domain")
+	}
+	if len(c.Keys) != 1 || c.Keys[0].Hash != apikey.HashOf(k) || c.Keys[0].Entry.KeyID != apikey.HashOf(k).ID() {
+		t.Fatalf("keys %+v", c.Keys)
+	}
+}

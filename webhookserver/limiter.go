@@ -1,0 +1,116 @@
+package webhookserver
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// windowSeconds is the length of a rate-limit window: one UTC clock hour.
+const windowSeconds = 3600
+
+// Limiter counts requests per key in fixed windows aligned to the UTC clock
+// hour. id identifies a MeterrAPIKey (not a key version, so rotation does not
+// reset the count); limit is its hourly limit, always >= 1; now comes from
+// the caller's clock. Implementations must be safe for concurrent use. The
+// in-memory one is MemoryLimiter; a shared one (Redis) can implement the same
+// interface and decide on its own what to do when its store is unreachable.
+type Limiter interface {
+	// Take spends one request. ok is false when the window's limit is
+	// already used up; then nothing is spent and remaining is 0.
+	Take(ctx context.Context, id string, limit int64, now time.Time) (remaining int64, reset time.Time, ok bool)
+	// Peek reports the window's remaining requests without spending one.
+	Peek(ctx context.Context, id string, limit int64, now time.Time) (remaining int64, reset time.Time)
+	// Forget drops everything counted for id.
+	Forget(id string)
+}
+
+// windowOf returns the index of the UTC hour now falls in, and its end.
+func windowOf(now time.Time) (hour int64, reset time.Time) {
+	s := now.Unix()
+	hour = s / windowSeconds
+	if s < 0 && s%windowSeconds != 0 {
+		hour--
+	}
+	return hour, time.Unix((hour+1)*windowSeconds, 0).UTC()
+}
+
+const limiterShards = 64
+
+// MemoryLimiter is a Limiter for one replica. Counters live in shards, each
+// with its own mutex, so concurrent requests for different keys rarely
+// contend. A counter from an earlier hour is reset when next touched.
+type MemoryLimiter struct {
+	shards [limiterShards]limiterShard
+}
+
+type limiterShard struct {
+	mu      sync.Mutex
+	windows map[string]window
+	// Keep shards on separate cache lines.
+	_ [40]byte
+}
+
+type window struct {
+	hour  int64
+	count int64
+}
+
+// NewMemoryLimiter returns an empty in-memory limiter.
+func NewMemoryLimiter() *MemoryLimiter {
+	l := &MemoryLimiter{}
+	for i := range l.shards {
+		l.shards[i].windows = map[string]window{}
+	}
+	return l
+}
+
+func (l *MemoryLimiter) shard(id string) *limiterShard {
+	// FNV-1a, inline so the string is not converted to bytes.
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return &l.shards[h%limiterShards]
+}
+
+// Take implements Limiter.
+func (l *MemoryLimiter) Take(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
+	hour, reset := windowOf(now)
+	s := l.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.windows[id]
+	if w.hour != hour {
+		w = window{hour: hour}
+	}
+	if w.count >= limit {
+		s.windows[id] = w
+		return 0, reset, false
+	}
+	w.count++
+	s.windows[id] = w
+	return limit - w.count, reset, true
+}
+
+// Peek implements Limiter.
+func (l *MemoryLimiter) Peek(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
+	hour, reset := windowOf(now)
+	s := l.shard(id)
+	s.mu.Lock()
+	w := s.windows[id]
+	s.mu.Unlock()
+	if w.hour != hour {
+		return limit, reset
+	}
+	return max(limit-w.count, 0), reset
+}
+
+// Forget implements Limiter.
+func (l *MemoryLimiter) Forget(id string) {
+	s := l.shard(id)
+	s.mu.Lock()
+	delete(s.windows, id)
+	s.mu.Unlock()
+}

@@ -1,0 +1,100 @@
+package webhookserver
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestMemoryLimiter(t *testing.T) {
+	ctx := context.Background()
+	l := NewMemoryLimiter()
+	now := t0
+	reset := time.Date(2025, 1, 15, 12, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		rem, r, ok := l.Take(ctx, "a", 3, now)
+		if !ok || rem != int64(2-i) || !r.Equal(reset) {
+			t.Fatalf("take %d: %d %v %v", i, rem, r, ok)
+		}
+	}
+	if rem, _, ok := l.Take(ctx, "a", 3, now); ok || rem != 0 {
+		t.Fatalf("over the limit: %d %v", rem, ok)
+	}
+	if rem, r := l.Peek(ctx, "a", 3, now); rem != 0 || !r.Equal(reset) {
+		t.Fatalf("peek: %d %v", rem, r)
+	}
+	// Other ids are independent.
+	if rem, _, ok := l.Take(ctx, "b", 3, now); !ok || rem != 2 {
+		t.Fatalf("b: %d %v", rem, ok)
+	}
+	// A raised limit applies to the same window at once.
+	if rem, _, ok := l.Take(ctx, "a", 5, now); !ok || rem != 1 {
+		t.Fatalf("raised limit: %d %v", rem, ok)
+	}
+	// The last instant of the hour is still the same window; the next hour
+	// is a new one, reset lazily.
+	if _, _, ok := l.Take(ctx, "a", 3, reset.Add(-time.Nanosecond)); ok {
+		t.Fatal("same window let a request through")
+	}
+	if rem, r := l.Peek(ctx, "a", 3, reset); rem != 3 || !r.Equal(reset.Add(time.Hour)) {
+		t.Fatalf("peek in the next window: %d %v", rem, r)
+	}
+	if rem, _, ok := l.Take(ctx, "a", 3, reset); !ok || rem != 2 {
+		t.Fatalf("next window: %d %v", rem, ok)
+	}
+	// Windows follow UTC, whatever the time's location.
+	tokyo := time.FixedZone("x", 5*3600+1800) // a half-hour offset
+	if _, r, _ := l.Take(ctx, "c", 3, t0.In(tokyo)); !r.Equal(reset) || r.Location() != time.UTC {
+		t.Fatalf("reset in a half-hour zone: %v", r)
+	}
+	l.Forget("a")
+	if rem, _ := l.Peek(ctx, "a", 3, reset); rem != 3 {
+		t.Fatalf("after Forget: %d", rem)
+	}
+}
+
+func TestWindowOf(t *testing.T) {
+	for _, tc := range []struct {
+		now   time.Time
+		reset time.Time
+	}{
+		{time.Unix(0, 0), time.Unix(3600, 0)},
+		{time.Unix(3599, 999), time.Unix(3600, 0)},
+		{time.Unix(-1, 0), time.Unix(0, 0)},
+		{time.Unix(-3600, 0), time.Unix(0, 0)},
+		{time.Unix(-3601, 0), time.Unix(-3600, 0)},
+	} {
+		if _, r := windowOf(tc.now); !r.Equal(tc.reset) {
+			t.Errorf("windowOf(%v) resets at %v, want %v", tc.now, r, tc.reset)
+		}
+	}
+}
+
+func TestMemoryLimiterConcurrent(t *testing.T) {
+	ctx := context.Background()
+	l := NewMemoryLimiter()
+	const limit, workers, each = 500, 8, 100
+	var mu sync.Mutex
+	granted := 0
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			n := 0
+			for range each {
+				if _, _, ok := l.Take(ctx, "k", limit, t0); ok {
+					n++
+				}
+				l.Peek(ctx, "k", limit, t0)
+				l.Take(ctx, "other", limit, t0)
+			}
+			mu.Lock()
+			granted += n
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if granted != limit {
+		t.Fatalf("granted %d of %d attempts, want exactly %d", granted, workers*each, limit)
+	}
+}

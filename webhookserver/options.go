@@ -1,0 +1,215 @@
+package webhookserver
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/clock"
+
+	"github.com/meterr/meterr-operator/internal/apikey"
+)
+
+// Defaults of the auth server's flags.
+const (
+	DefaultListen           = ":8080"
+	DefaultMetricsAddr      = ":9090"
+	DefaultRecordsNamespace = "meterr-system"
+	DefaultShutdownTimeout  = 15 * time.Second
+	DefaultMaxHeaderBytes   = 64 << 10
+)
+
+// Options are the auth server's settings, one field per flag.
+type Options struct {
+	// Listen is the address of the auth API (--listen).
+	Listen string
+	// MetricsAddr serves Prometheus metrics on /metrics; "0" turns it off
+	// (--metrics-bind-address).
+	MetricsAddr string
+	// RecordsNamespace holds the key records (--records-namespace).
+	RecordsNamespace string
+	// Environment, when set, refuses keys of any other environment
+	// (--environment).
+	Environment string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed
+	// (--trusted-proxies).
+	TrustedProxies []netip.Prefix
+	// Routes require permissions on forward-auth requests (--route).
+	Routes []Route
+	// TLSCertFile and TLSKeyFile, both or neither, serve the auth API over
+	// TLS (--tls-cert-file, --tls-key-file).
+	TLSCertFile string
+	TLSKeyFile  string
+	// ShutdownTimeout bounds how long in-flight requests may take to finish
+	// after the context is cancelled (--shutdown-timeout).
+	ShutdownTimeout time.Duration
+	// MaxHeaderBytes caps the request line and headers; larger requests get
+	// 431 (--max-header-bytes).
+	MaxHeaderBytes int
+	// ShutdownDelay keeps serving, unready, for this long after termination
+	// starts, so load balancers stop sending before the listener closes
+	// (--shutdown-delay).
+	ShutdownDelay time.Duration
+
+	// Clock is the time source of every decision; nil is the real clock.
+	// Not a flag: tests share a fake clock with the controller.
+	Clock clock.PassiveClock
+}
+
+// DefaultOptions returns the options with every flag at its default.
+func DefaultOptions() Options {
+	return Options{
+		Listen:           DefaultListen,
+		MetricsAddr:      DefaultMetricsAddr,
+		RecordsNamespace: DefaultRecordsNamespace,
+		ShutdownTimeout:  DefaultShutdownTimeout,
+		MaxHeaderBytes:   DefaultMaxHeaderBytes,
+	}
+}
+
+// AddFlags registers the auth server's flags on fs and sets o to their
+// defaults.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Listen, "listen", DefaultListen,
+		"Address the auth API (/v1/auth/verify, /v1/auth/check, /healthz, /readyz) listens on.")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", DefaultMetricsAddr,
+		`Address the Prometheus metrics endpoint (/metrics) listens on; "0" turns it off.`)
+	fs.StringVar(&o.RecordsNamespace, "records-namespace", DefaultRecordsNamespace,
+		"Namespace holding the key-record Secrets; must match the manager's --records-namespace.")
+	fs.StringVar(&o.Environment, "environment", "",
+		"If set (development, staging or production), keys of any other environment are refused with environment_mismatch. Empty accepts every environment.")
+	o.TrustedProxies = nil
+	fs.Var((*prefixListFlag)(&o.TrustedProxies), "trusted-proxies",
+		"Comma-separated CIDRs (or addresses) of proxies in front of the auth server. When the TCP peer is one of them, "+
+			"the client IP is the right-most X-Forwarded-For address that is not; otherwise X-Forwarded-For is ignored.")
+	o.Routes = nil
+	fs.Var((*routeListFlag)(&o.Routes), "route",
+		`Route rule for /v1/auth/check, repeatable: "METHOD /path/prefix=permission" (METHOD may be *, permission is read, write or admin). `+
+			"The longest matching prefix wins; at equal length a rule for the method beats *. "+
+			"A ?permission= on the bare /v1/auth/check URL takes precedence; with neither, any valid key is enough.")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "",
+		"PEM certificate (chain) to serve the auth API over TLS; needs --tls-key-file. Empty serves plain HTTP.")
+	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "",
+		"PEM private key for --tls-cert-file.")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout,
+		"On termination, how long in-flight requests may take to finish before connections are closed.")
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", 0,
+		"On termination, keep serving (with /readyz failing) this long before closing the listener, so endpoints "+
+			"and load balancers stop sending first; e.g. 5s in a cluster.")
+	fs.IntVar(&o.MaxHeaderBytes, "max-header-bytes", DefaultMaxHeaderBytes,
+		"Largest request line plus headers, in bytes; larger requests get 431 Request Header Fields Too Large.")
+}
+
+// Validate checks the options and reports every problem at once.
+func (o *Options) Validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--"+flag+": "+format, args...))
+	}
+	if err := validateAddr(o.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if o.MetricsAddr != "0" {
+		if err := validateAddr(o.MetricsAddr); err != nil {
+			bad("metrics-bind-address", `%v (use "0" to turn metrics off)`, err)
+		} else if o.MetricsAddr == o.Listen {
+			bad("metrics-bind-address", "%q is also the --listen address", o.MetricsAddr)
+		}
+	}
+	if msgs := validation.IsDNS1123Label(o.RecordsNamespace); len(msgs) > 0 {
+		bad("records-namespace", "%q is not a namespace name: %s", o.RecordsNamespace, strings.Join(msgs, "; "))
+	}
+	if err := validateEnvironment(o.Environment); err != nil {
+		bad("environment", "%v", err)
+	}
+	if _, err := compileRoutes(o.Routes); err != nil {
+		bad("route", "%v", err)
+	}
+	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
+		bad("tls-cert-file", "--tls-cert-file and --tls-key-file go together; give both or neither")
+	}
+	if o.ShutdownDelay < 0 {
+		bad("shutdown-delay", "must not be negative, got %s", o.ShutdownDelay)
+	}
+	if o.ShutdownTimeout <= 0 {
+		bad("shutdown-timeout", "must be positive, got %s", o.ShutdownTimeout)
+	}
+	if o.MaxHeaderBytes < minMaxHeaderBytes {
+		bad("max-header-bytes", "must be at least %d, got %d", minMaxHeaderBytes, o.MaxHeaderBytes)
+	}
+	return errors.Join(errs...)
+}
+
+// minMaxHeaderBytes leaves room for net/http's own 4096-byte allowance
+// (see newHTTPServer) and a real request's headers.
+const minMaxHeaderBytes = 8 << 10
+
+func validateAddr(addr string) error {
+	if addr == "" {
+		return errors.New("address is empty")
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	return nil
+}
+
+func validateEnvironment(env string) error {
+	switch env {
+	case "", apikey.EnvDevelopment, apikey.EnvStaging, apikey.EnvProduction:
+		return nil
+	}
+	return fmt.Errorf("environment %q is not development, staging or production", env)
+}
+
+// prefixListFlag is --trusted-proxies: a comma-separated list, which may
+// also be given several times.
+type prefixListFlag []netip.Prefix
+
+func (f *prefixListFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	s := make([]string, len(*f))
+	for i, p := range *f {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (f *prefixListFlag) Set(v string) error {
+	ps, err := ParseTrustedProxies(v)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, ps...)
+	return nil
+}
+
+// routeListFlag is --route, repeatable.
+type routeListFlag []Route
+
+func (f *routeListFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	s := make([]string, len(*f))
+	for i, r := range *f {
+		s[i] = r.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+func (f *routeListFlag) Set(v string) error {
+	r, err := ParseRoute(v)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, r)
+	return nil
+}

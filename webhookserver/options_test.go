@@ -1,0 +1,105 @@
+package webhookserver
+
+import (
+	"flag"
+	"io"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAddFlagsDefaults(t *testing.T) {
+	var o Options
+	fs := flag.NewFlagSet("auth-server", flag.ContinueOnError)
+	o.AddFlags(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(o, DefaultOptions()) {
+		t.Fatalf("defaults %+v, want %+v", o, DefaultOptions())
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if len(f.Usage) < 20 {
+			t.Errorf("--%s has no real help", f.Name)
+		}
+	})
+	for _, name := range []string{"listen", "metrics-bind-address", "records-namespace", "environment", "trusted-proxies",
+		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes"} {
+		if fs.Lookup(name) == nil {
+			t.Errorf("no --%s", name)
+		}
+	}
+}
+
+func TestAddFlagsParse(t *testing.T) {
+	var o Options
+	fs := flag.NewFlagSet("auth-server", flag.ContinueOnError)
+	o.AddFlags(fs)
+	err := fs.Parse([]string{
+		"--listen=127.0.0.1:8443", "--metrics-bind-address=0", "--records-namespace=keys",
+		"--environment=staging", "--trusted-proxies=10.0.0.0/8,fd00::/8", "--trusted-proxies=192.0.2.1",
+		"--route=GET /v1/usage=read", "--route", "* /v1/billing=admin",
+		"--tls-cert-file=/c", "--tls-key-file=/k", "--shutdown-timeout=3s", "--max-header-bytes=32768",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Options{
+		Listen: "127.0.0.1:8443", MetricsAddr: "0", RecordsNamespace: "keys", Environment: "staging",
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("192.0.2.1/32")},
+		Routes:         []Route{{"GET", "/v1/usage", "read"}, {"*", "/v1/billing", "admin"}},
+		TLSCertFile:    "/c", TLSKeyFile: "/k", ShutdownTimeout: 3 * time.Second, MaxHeaderBytes: 32768,
+	}
+	if !reflect.DeepEqual(o, want) {
+		t.Fatalf("parsed %+v\nwant %+v", o, want)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range [][]string{{"--trusted-proxies=10.0.0.1/8"}, {"--route=GET /x"}, {"--route=GET /x=owner"}} {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var o Options
+		o.AddFlags(fs)
+		if err := fs.Parse(bad); err == nil {
+			t.Errorf("%v parsed", bad)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		mut  func(*Options)
+		want string
+	}{
+		{func(o *Options) { o.Listen = "" }, "--listen"},
+		{func(o *Options) { o.Listen = "8080" }, "--listen"},
+		{func(o *Options) { o.MetricsAddr = "nope" }, "--metrics-bind-address"},
+		{func(o *Options) { o.MetricsAddr = o.Listen }, "--metrics-bind-address"},
+		{func(o *Options) { o.RecordsNamespace = "" }, "--records-namespace"},
+		{func(o *Options) { o.RecordsNamespace = "Meterr_System" }, "--records-namespace"},
+		{func(o *Options) { o.Environment = "prod" }, "--environment"},
+		{func(o *Options) { o.Routes = []Route{{"GET", "/a", "read"}, {"GET", "/a", "write"}} }, "--route"},
+		{func(o *Options) { o.TLSCertFile = "/c" }, "--tls-cert-file"},
+		{func(o *Options) { o.TLSKeyFile = "/k" }, "--tls-cert-file"},
+		{func(o *Options) { o.ShutdownTimeout = 0 }, "--shutdown-timeout"},
+		{func(o *Options) { o.MaxHeaderBytes = 4096 }, "--max-header-bytes"},
+	} {
+		o := DefaultOptions()
+		tc.mut(&o)
+		err := o.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want one about %s", o, err, tc.want)
+		}
+	}
+	o := DefaultOptions()
+	o.Listen, o.Environment, o.ShutdownTimeout = "", "x", -1
+	if err := o.Validate(); err == nil || strings.Count(err.Error(), "--") < 3 {
+		t.Errorf("every problem should be reported at once: %v", err)
+	}
+}

@@ -1,0 +1,357 @@
+package webhookserver
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestBearerToken(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want string
+		ok   bool
+	}{
+		{[]string{"Bearer abc"}, "abc", true},
+		{[]string{"bearer abc"}, "abc", true},
+		{[]string{"BEARER   abc"}, "abc", true},
+		{nil, "", false},
+		{[]string{"Bearer abc", "Bearer abc"}, "", false},
+		{[]string{"Bearer"}, "", false},
+		{[]string{"Bearer "}, "", false},
+		{[]string{"Bearerabc"}, "", false},
+		{[]string{"Bearer\tabc"}, "", false},
+		{[]string{"Bearer abc def"}, "", false},
+		{[]string{"Bearer abc\x00"}, "", false},
+		{[]string{"Basic abc"}, "", false},
+		{[]string{"Token abc"}, "", false},
+		{[]string{"Bearer\u00a0abc"}, "", false},
+	} {
+		got, ok := bearerToken(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("bearerToken(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestHashKey(t *testing.T) {
+	k := newKey(t, "staging")
+	if hashKey(k) != hashOf(k) {
+		t.Fatal("hashKey differs from apikey.HashOf")
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("192.168.1.1/32"),
+		netip.MustParsePrefix("fd00::/8"),
+	}
+	for _, tc := range []struct {
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"203.0.113.1:5", nil, "203.0.113.1"},
+		{"203.0.113.1:5", []string{"1.2.3.4"}, "203.0.113.1"}, // untrusted peer: XFF ignored
+		{"[::ffff:203.0.113.1]:5", nil, "203.0.113.1"},
+		{"[2001:db8::1%eth0]:5", nil, "2001:db8::1"},
+		{"203.0.113.1", nil, "203.0.113.1"},
+		{"garbage", nil, ""},
+		{"", nil, ""},
+		{"10.0.0.1:5", nil, "10.0.0.1"},
+		{"10.0.0.1:5", []string{"1.2.3.4"}, "1.2.3.4"},
+		{"10.0.0.1:5", []string{"6.6.6.6, 1.2.3.4"}, "1.2.3.4"},
+		{"10.0.0.1:5", []string{"6.6.6.6, 1.2.3.4, 10.9.9.9"}, "1.2.3.4"},
+		{"10.0.0.1:5", []string{"6.6.6.6", "1.2.3.4", "10.9.9.9, 192.168.1.1"}, "1.2.3.4"},
+		{"10.0.0.1:5", []string{"10.1.1.1, 10.2.2.2"}, "10.1.1.1"}, // all trusted: left-most
+		{"10.0.0.1:5", []string{" 1.2.3.4 ,, "}, "1.2.3.4"},
+		{"10.0.0.1:5", []string{"1.2.3.4:8080"}, "1.2.3.4"},
+		{"10.0.0.1:5", []string{"[2001:db8::9]:8080"}, "2001:db8::9"},
+		{"10.0.0.1:5", []string{"[2001:db8::9]"}, "2001:db8::9"},
+		{"10.0.0.1:5", []string{"::ffff:1.2.3.4"}, "1.2.3.4"},
+		{"10.0.0.1:5", []string{"::ffff:10.3.3.3"}, "10.3.3.3"},  // mapped, trusted, left-most
+		{"10.0.0.1:5", []string{"1.2.3.4, unknown"}, "10.0.0.1"}, // garbage stops the walk
+		{"10.0.0.1:5", []string{"unknown, 10.5.5.5"}, "10.5.5.5"},
+		{"10.0.0.1:5", []string{"1.2.3.4, \xff"}, "10.0.0.1"},
+		{"[fd00::1]:5", []string{"2001:db8::2"}, "2001:db8::2"},
+		{"[::ffff:10.0.0.1]:5", []string{"1.2.3.4"}, "1.2.3.4"}, // a mapped trusted peer is trusted
+	} {
+		got := clientIP(tc.remote, tc.xff, trusted)
+		gs := ""
+		if got.IsValid() {
+			gs = got.String()
+		}
+		if gs != tc.want {
+			t.Errorf("clientIP(%q, %q) = %q, want %q", tc.remote, tc.xff, gs, tc.want)
+		}
+	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	got, err := ParseTrustedProxies(" 10.0.0.0/8, 192.0.2.1 ,fd00::/8,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("fd00::/8")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v", got)
+	}
+	for _, bad := range []string{"10.0.0.1/8", "10.0.0.0/33", "example.com", "10.0.0.0/8;x"} {
+		if _, err := ParseTrustedProxies(bad); err == nil {
+			t.Errorf("ParseTrustedProxies(%q) succeeded", bad)
+		}
+	}
+	if _, err := ParseTrustedProxies("10.0.0.1/8"); err == nil || !strings.Contains(err.Error(), "10.0.0.0/8") {
+		t.Errorf("a non-canonical CIDR should suggest the canonical one: %v", err)
+	}
+}
+
+func TestRequestHost(t *testing.T) {
+	for _, tc := range []struct {
+		h    http.Header
+		want string
+	}{
+		{http.Header{"Origin": {"https://App.Example.com"}}, "App.Example.com"},
+		{http.Header{"Origin": {"http://a.example.com:8080"}}, "a.example.com"},
+		{http.Header{"Origin": {"https://a.example.com."}}, "a.example.com"},
+		{http.Header{"Origin": {"https://u:p@a.example.com/x"}}, "a.example.com"},
+		{http.Header{"Origin": {"https://[::1]:8080"}}, ""},
+		{http.Header{"Origin": {"null"}}, ""},
+		{http.Header{"Origin": {"null"}, "Referer": {"https://a.example.com/"}}, ""},
+		{http.Header{"Origin": {"ftp://a.example.com"}}, ""},
+		{http.Header{"Origin": {"https://a.example.com", "https://b.example.com"}}, ""},
+		{http.Header{"Origin": {"https://a_b.example.com"}}, ""},
+		{http.Header{"Origin": {"https://a.example.com\\@evil.com"}}, "a.example.com"},
+		{http.Header{"Referer": {"https://a.example.com/p?q#f"}}, "a.example.com"},
+		{http.Header{"Referer": {"https://a.example.com?q"}}, "a.example.com"},
+		{http.Header{"Referer": {"/relative"}}, ""},
+		{http.Header{}, ""},
+	} {
+		if got := requestHost(tc.h); got != tc.want {
+			t.Errorf("requestHost(%v) = %q, want %q", tc.h, got, tc.want)
+		}
+	}
+}
+
+func TestDomainPattern(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, host string
+		want          bool
+	}{
+		{"example.com", "example.com", true},
+		{"example.com", "EXAMPLE.com", true},
+		{"example.com", "a.example.com", false},
+		{"*.example.com", "a.example.com", true},
+		{"*.example.com", "a.b.example.com", true},
+		{"*.example.com", "example.com", false},
+		{"*.example.com", "aexample.com", false},
+		{"*.example.com", ".example.com", false},
+		{"*.example.com", "a..example.com", false},
+		{"Example.COM.", "example.com", true},
+		{"xn--bcher-kva.example", "xn--bcher-kva.example", true},
+	} {
+		d, err := parseDomainPattern(tc.pattern)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.pattern, err)
+		}
+		if got := d.match(tc.host); got != tc.want {
+			t.Errorf("%q matches %q = %v, want %v", tc.pattern, tc.host, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "*", "*.", "https://example.com", "example.com:443", "exa mple.com", "a..b", "*.*.example.com", "bücher.example"} {
+		if _, err := parseDomainPattern(bad); err == nil {
+			t.Errorf("parseDomainPattern(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{"", "plain", `quo"te`, `back\slash`, "new\nline\r\t", "\x00\x01\x1f\x7f", "<a>&b", "\u2028\u2029",
+		"héllo wörld ✓ 🎉", "bad \xff\xfe utf8", "\xed\xa0\x80"} {
+		want, _ := json.Marshal(s)
+		got := appendJSONString(nil, s)
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Errorf("%q: invalid JSON %s: %v", s, got, err)
+			continue
+		}
+		var wantBack string
+		_ = json.Unmarshal(want, &wantBack)
+		if back != wantBack {
+			t.Errorf("%q: decodes to %q, encoding/json's to %q", s, back, wantBack)
+		}
+	}
+}
+
+func TestErrorBodies(t *testing.T) {
+	for c := codeInvalidAPIKey; c < numCodes; c++ {
+		var body struct {
+			Error map[string]string `json:"error"`
+		}
+		if err := json.Unmarshal(errorBody(c, "m"), &body); err != nil {
+			t.Fatal(err)
+		}
+		if body.Error["code"] != c.String() || body.Error["type"] == "" || body.Error["message"] != "m" || len(body.Error) != 3 {
+			t.Errorf("%s: %v", c, body.Error)
+		}
+	}
+	want := map[code]struct {
+		typ    string
+		status int
+	}{
+		codeInvalidAPIKey:           {"authentication_error", 401},
+		codeExpiredAPIKey:           {"authentication_error", 401},
+		codeInsufficientPermissions: {"permission_error", 403},
+		codeIPNotAllowed:            {"permission_error", 403},
+		codeDomainNotAllowed:        {"permission_error", 403},
+		codeEnvironmentMismatch:     {"permission_error", 403},
+		codeRateLimitExceeded:       {"rate_limit_error", 429},
+		codeInvalidRequest:          {"invalid_request_error", 400},
+		codeNotReady:                {"api_error", 503},
+	}
+	for c, w := range want {
+		if codes[c].typ != w.typ || codes[c].status != w.status {
+			t.Errorf("%s: %s %d, want %s %d", c, codes[c].typ, codes[c].status, w.typ, w.status)
+		}
+	}
+	for m := permission(1); m <= permRead|permWrite|permAdmin; m++ {
+		if !strings.Contains(string(bodyInsufficient[m]), m.String()) {
+			t.Errorf("insufficient body for %s: %s", m, bodyInsufficient[m])
+		}
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Route
+	}{
+		{"GET /v1/usage=read", Route{"GET", "/v1/usage", "read"}},
+		{"get /v1/usage=read", Route{"GET", "/v1/usage", "read"}},
+		{"* /=admin", Route{"*", "/", "admin"}},
+		{"POST /a=b=write", Route{"POST", "/a=b", "write"}},
+		{"  PUT   /x=write ", Route{"PUT", "/x", "write"}},
+	} {
+		got, err := ParseRoute(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseRoute(%q) = %+v, %v", tc.in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "GET", "GET /x", "/x=read", "GET x=read", "GET /x=billing", "G(T /x=read", "GET /x?y=read", "GET /x y=read", "GET /x="} {
+		if _, err := ParseRoute(bad); err == nil {
+			t.Errorf("ParseRoute(%q) succeeded", bad)
+		}
+	}
+
+	table, err := compileRoutes([]Route{
+		{"*", "/v1/", "read"},
+		{"*", "/v1/usage", "read"},
+		{"POST", "/v1/usage", "write"},
+		{"*", "/v1/billing", "admin"},
+		{"GET", "/v1/billing/invoices", "read"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path string
+		want         permission
+	}{
+		{"GET", "/v1/usage", permRead},
+		{"POST", "/v1/usage", permWrite},
+		{"POST", "/v1/usage/x", permWrite},
+		{"PUT", "/v1/usage", permRead},
+		{"GET", "/v1/other", permRead},
+		{"GET", "/v1/billing", permAdmin},
+		{"GET", "/v1/billing-export", permAdmin},
+		{"GET", "/v1/billing/invoices/1", permRead},
+		{"POST", "/v1/billing/invoices/1", permAdmin},
+		{"GET", "/v2", 0},
+		{"GET", "/", 0},
+	} {
+		if got := table.match(tc.method, tc.path); got != tc.want {
+			t.Errorf("%s %s requires %q, want %q", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestForEachOriginal(t *testing.T) {
+	collect := func(r *http.Request) (got []string, found, ok bool) {
+		found, ok = forEachOriginal(r, func(m, p string) { got = append(got, m+" "+p) })
+		slices.Sort(got)
+		return slices.Compact(got), found, ok
+	}
+	mk := func(method, target string, h http.Header) *http.Request {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h == nil {
+			h = http.Header{}
+		}
+		return &http.Request{Method: method, URL: u, Header: h}
+	}
+	for _, tc := range []struct {
+		r     *http.Request
+		want  []string
+		found bool
+		ok    bool
+	}{
+		{mk("GET", checkPath, nil), nil, false, true},
+		{mk("PUT", checkPath+"/a/b?x=1", nil), []string{"PUT /a/b"}, true, true},
+		{mk("GET", checkPath+"/", nil), []string{"GET /"}, true, true},
+		{mk("GET", checkPath+"/a//b/./c/", nil), []string{"GET /a//b/./c/", "GET /a/b/c/"}, true, true},
+		{mk("GET", checkPath+"/a%2Fb", nil), []string{"GET /a%2Fb", "GET /a/b"}, true, true},
+		{mk("GET", checkPath+"%2Fadmin", nil), []string{"GET /admin"}, true, true},
+		{mk("GET", checkPath+"/%2e%2e/x", nil), []string{"GET /%2e%2e/x", "GET /../x", "GET /x"}, true, true},
+		{mk("get", checkPath+"/a", nil), []string{"GET /a", "get /a"}, true, true},
+		{mk("GET", checkPath, http.Header{"X-Forwarded-Method": {"DELETE"}, "X-Forwarded-Uri": {"/x?y#z"}}), []string{"DELETE /x"}, true, true},
+		{mk("GET", checkPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Url": {"https://h:1/p/q?r"}}), []string{"POST /p/q"}, true, true},
+		{mk("GET", checkPath, http.Header{"X-Original-Url": {"https://h"}}), []string{"GET /"}, true, true},
+		{mk("HEAD", checkPath, http.Header{"X-Original-Uri": {"/n;jsessionid=1/m"}}), []string{"HEAD /n/m", "HEAD /n;jsessionid=1/m"}, true, true},
+		{mk("GET", checkPath, http.Header{"X-Original-Uri": {`/a\b`}}), []string{"GET /a/b", `GET /a\b`}, true, true},
+		{mk("GET", checkPath, http.Header{"X-Original-Uri": {"http://h/abs"}}), []string{"GET /abs"}, true, true},
+		{mk("GET", checkPath, http.Header{"X-Original-Uri": {"rel"}}), nil, true, false},
+		{mk("GET", checkPath, http.Header{"X-Original-Uri": {""}}), nil, true, false},
+		{mk("GET", checkPath, http.Header{"X-Original-Uri": {"/a\x00"}}), nil, true, false},
+		{mk("GET", checkPath, http.Header{"X-Forwarded-Uri": {"/a"}, "X-Forwarded-Method": {"GET", "POST"}}), nil, true, false},
+		{mk("GET", checkPath+"/e", http.Header{"X-Forwarded-Uri": {"/f"}, "X-Original-Uri": {"/g"}}), []string{"GET /e", "GET /f", "GET /g"}, true, true},
+	} {
+		got, found, ok := collect(tc.r)
+		if found != tc.found || ok != tc.ok || (ok && !slices.Equal(got, tc.want)) {
+			t.Errorf("%s %s %v: got %q found=%v ok=%v; want %q found=%v ok=%v",
+				tc.r.Method, tc.r.URL, tc.r.Header, got, found, ok, tc.want, tc.found, tc.ok)
+		}
+	}
+}
+
+func TestQueryPermission(t *testing.T) {
+	for _, tc := range []struct {
+		q                string
+		need             permission
+		present, correct bool
+	}{
+		{"", 0, false, true},
+		{"x=1", 0, false, true},
+		{"permission=read", permRead, true, true},
+		{"permission=read,write", permRead | permWrite, true, true},
+		{"permission=read&permission=admin", permRead | permAdmin, true, true},
+		{"permission=read%2C+write", permRead | permWrite, true, true},
+		{"perm%69ssion=write", permWrite, true, true},
+		{"permission=", 0, true, false},
+		{"permission", 0, true, false},
+		{"permission=READ", 0, true, false},
+		{"permission=%zz", 0, true, false},
+		{"permissions=read", 0, false, true},
+	} {
+		need, present, ok := queryPermission(tc.q)
+		if need != tc.need || present != tc.present || ok != tc.correct {
+			t.Errorf("queryPermission(%q) = %v %v %v", tc.q, need, present, ok)
+		}
+	}
+}

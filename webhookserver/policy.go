@@ -1,0 +1,411 @@
+package webhookserver
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/record"
+)
+
+// permission is a set of permissions as a bitmask.
+type permission uint8
+
+const (
+	permRead permission = 1 << iota
+	permWrite
+	permAdmin
+)
+
+// permissionNames lists the permissions this build knows, in the order they
+// are shown.
+var permissionNames = [...]struct {
+	name string
+	bit  permission
+}{{"read", permRead}, {"write", permWrite}, {"admin", permAdmin}}
+
+func parsePermission(s string) (permission, bool) {
+	for _, p := range permissionNames {
+		if s == p.name {
+			return p.bit, true
+		}
+	}
+	return 0, false
+}
+
+// grants reports whether a key holding p may do everything in need. admin
+// grants everything.
+func (p permission) grants(need permission) bool {
+	return p&permAdmin != 0 || p&need == need
+}
+
+// String returns the names in p, comma-separated.
+func (p permission) String() string {
+	var names []string
+	for _, n := range permissionNames {
+		if p&n.bit != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// Policy is one key record's policy compiled for the hot path: parsed
+// allowlists, a permission bitmask and the header values and JSON fragments
+// every answer needs, computed once per record change instead of once per
+// request. A Policy is shared by every version of the key and never changes
+// after Compile returns it.
+type Policy struct {
+	record      string
+	owner       string
+	limitID     string
+	environment string
+	permissions []string
+	perms       permission
+	limit       int64
+	disabled    bool
+	expiresAt   time.Time
+
+	// ipRestricted and domainRestricted stay true when every entry of a
+	// non-empty list failed to parse, so a bad entry narrows access instead
+	// of lifting the restriction.
+	ipRestricted     bool
+	allow            []netip.Prefix
+	domainRestricted bool
+	domains          []domainPattern
+
+	// Header values, shared by every answer; never mutated.
+	hKeyName     []string
+	hPermissions []string
+	hEnvironment []string
+	hLimit       []string
+	hPolicy      []string
+}
+
+// Record returns the name of the key-record Secret the policy came from.
+func (p *Policy) Record() string { return p.record }
+
+// Owner returns the MeterrAPIKey as "namespace/name".
+func (p *Policy) Owner() string { return p.owner }
+
+// Environment returns the key's environment.
+func (p *Policy) Environment() string { return p.environment }
+
+// Permissions returns the key's permissions.
+func (p *Policy) Permissions() []string { return append([]string(nil), p.permissions...) }
+
+// RequestsPerHour returns the hourly limit; 0 means unlimited.
+func (p *Policy) RequestsPerHour() int64 { return p.limit }
+
+// Disabled reports whether every version of the key is refused.
+func (p *Policy) Disabled() bool { return p.disabled }
+
+// ExpiresAt returns the time after which every version is refused, or the
+// zero time.
+func (p *Policy) ExpiresAt() time.Time { return p.expiresAt }
+
+// LimitID returns the identity the rate limiter counts under: the owner's
+// UID, so that rotating the key does not reset its quota.
+func (p *Policy) LimitID() string { return p.limitID }
+
+func (p *Policy) allowsIP(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, pre := range p.allow {
+		if pre.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Policy) allowsHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	for _, d := range p.domains {
+		if d.match(host) {
+			return true
+		}
+	}
+	return false
+}
+
+// Entry is what the index holds for one key version.
+type Entry struct {
+	// Policy is shared by every version of the key.
+	Policy *Policy
+	// KeyID is the version's short, non-secret identifier.
+	KeyID string
+	// ExpiresAt is when this version stops being accepted (a tombstone from
+	// then on); zero for the current key.
+	ExpiresAt time.Time
+
+	hKeyID []string
+	// okBody is the 200 answer up to and including `"rate_limit":`; for an
+	// unlimited key it is the whole answer.
+	okBody []byte
+}
+
+// expired reports whether the version, or the whole key, has expired at now.
+func (e *Entry) expired(now time.Time) bool {
+	if !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt) {
+		return true
+	}
+	exp := e.Policy.expiresAt
+	return !exp.IsZero() && !now.Before(exp)
+}
+
+// CompiledKey is one key version of a compiled record.
+type CompiledKey struct {
+	Hash  apikey.Hash
+	Entry *Entry
+}
+
+// CompiledRecord is a key record ready for an index.
+type CompiledRecord struct {
+	Policy *Policy
+	Keys   []CompiledKey
+	// Problems lists the parts of the record that could not be used. They
+	// fail closed: a version with a bad hash is left out, a bad allowlist
+	// entry or domain allows nothing, a negative limit disables the key.
+	Problems []error
+}
+
+// Compile prepares a key record (the Secret named name) for the hot path. It
+// never fails as a whole; see CompiledRecord.Problems.
+func Compile(name string, r *record.Record) *CompiledRecord {
+	c := &CompiledRecord{}
+	problem := func(format string, args ...any) {
+		c.Problems = append(c.Problems, fmt.Errorf("key record %s: "+format, append([]any{name}, args...)...))
+	}
+	pol := r.Policy
+	p := &Policy{
+		record:      name,
+		owner:       r.Owner.String(),
+		limitID:     string(r.Owner.UID),
+		environment: pol.Environment,
+		limit:       pol.RequestsPerHour,
+		disabled:    pol.Disabled,
+	}
+	if p.limitID == "" {
+		// A record without an owner UID still needs a quota of its own.
+		p.limitID = "record/" + name
+	}
+	if pol.ExpiresAt != nil {
+		p.expiresAt = pol.ExpiresAt.Time
+	}
+	if p.limit < 0 {
+		problem("negative requestsPerHour %d; the key is refused", p.limit)
+		p.disabled = true
+		p.limit = 0
+	}
+
+	// Known permissions first, in their usual order; then, for forward
+	// compatibility, names this build does not know: shown, never granted.
+	seen := map[string]bool{}
+	for _, n := range permissionNames {
+		for _, s := range pol.Permissions {
+			if s == n.name && !seen[s] {
+				seen[s] = true
+				p.perms |= n.bit
+				p.permissions = append(p.permissions, s)
+			}
+		}
+	}
+	for _, s := range pol.Permissions {
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		if !validToken(s) {
+			problem("permission %q is not a valid name; ignored", s)
+			continue
+		}
+		p.permissions = append(p.permissions, s)
+	}
+
+	if len(pol.IPAllowlist) > 0 {
+		p.ipRestricted = true
+		for _, s := range pol.IPAllowlist {
+			pre, err := parseAllowEntry(s)
+			if err != nil {
+				problem("ipAllowlist: %v; it allows nothing", err)
+				continue
+			}
+			p.allow = append(p.allow, pre)
+		}
+	}
+	if len(pol.Domains) > 0 {
+		p.domainRestricted = true
+		for _, s := range pol.Domains {
+			d, err := parseDomainPattern(s)
+			if err != nil {
+				problem("domains: %v; it allows nothing", err)
+				continue
+			}
+			p.domains = append(p.domains, d)
+		}
+	}
+
+	permHeader := strings.Join(p.permissions, ",")
+	p.hKeyName = []string{p.owner}
+	p.hPermissions = []string{permHeader}
+	p.hEnvironment = []string{p.environment}
+	if p.limit > 0 {
+		p.hLimit = []string{strconv.FormatInt(p.limit, 10)}
+		p.hPolicy = []string{`"hourly";q=` + strconv.FormatInt(p.limit, 10) + `;w=3600`}
+	}
+	c.Policy = p
+
+	seenHash := map[apikey.Hash]bool{}
+	for i, v := range r.Keys {
+		h, err := apikey.ParseHash(v.Hash)
+		if err != nil {
+			problem("key version %d (id %q): %v; left out", i, v.ID, err)
+			continue
+		}
+		if seenHash[h] {
+			problem("key version %d (id %q) repeats an earlier version; left out", i, v.ID)
+			continue
+		}
+		seenHash[h] = true
+		id := v.ID
+		if id == "" || !validToken(id) {
+			id = h.ID()
+		}
+		e := &Entry{Policy: p, KeyID: id, hKeyID: []string{id}}
+		if v.ExpiresAt != nil {
+			e.ExpiresAt = v.ExpiresAt.Time
+		}
+		e.okBody = appendOKPrefix(nil, e)
+		if p.limit == 0 {
+			e.okBody = append(e.okBody, `{"unlimited":true}}`+"\n"...)
+		}
+		c.Keys = append(c.Keys, CompiledKey{Hash: h, Entry: e})
+	}
+	return c
+}
+
+// validToken reports whether s is a short identifier safe in a header value.
+func validToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseAllowEntry reads an address or a CIDR. IPv4-mapped IPv6 forms are
+// turned into IPv4, as client addresses are.
+func parseAllowEntry(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	pre, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
+	}
+	if a := pre.Addr(); a.Is4In6() {
+		if pre.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%q mixes IPv4-mapped and plain IPv6 addresses", s)
+		}
+		pre = netip.PrefixFrom(a.Unmap(), pre.Bits()-96)
+	}
+	return pre.Masked(), nil
+}
+
+// domainPattern is an exact host name or, for "*.example.com", a suffix
+// ".example.com" that matches subdomains at any depth but not the bare domain.
+type domainPattern struct {
+	host     string
+	wildcard bool
+}
+
+func parseDomainPattern(s string) (domainPattern, error) {
+	d := strings.TrimSuffix(strings.ToLower(s), ".")
+	wildcard := strings.HasPrefix(d, "*.")
+	if wildcard {
+		d = d[1:] // keep the dot: ".example.com"
+	}
+	body := strings.TrimPrefix(d, ".")
+	if body == "" || !validHostName(body) {
+		return domainPattern{}, fmt.Errorf("%q is not a host name or *.host name", s)
+	}
+	return domainPattern{host: d, wildcard: wildcard}, nil
+}
+
+// validHostName accepts lower-case LDH labels separated by single dots.
+func validHostName(s string) bool {
+	if len(s) > 253 || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	prevDot := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if prevDot {
+				return false
+			}
+			prevDot = true
+			continue
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+		default:
+			return false
+		}
+		prevDot = false
+	}
+	return true
+}
+
+// match compares a host (already without port and trailing dot) ASCII
+// case-insensitively.
+func (d domainPattern) match(host string) bool {
+	if !d.wildcard {
+		return asciiEqualFold(host, d.host)
+	}
+	// ".example.com": host must be longer, and the label before the suffix
+	// must not be empty ("a..example.com" or ".example.com").
+	if len(host) <= len(d.host) {
+		return false
+	}
+	cut := len(host) - len(d.host)
+	return asciiEqualFold(host[cut:], d.host) && host[cut-1] != '.'
+}
+
+// asciiEqualFold is strings.EqualFold restricted to ASCII, so that no Unicode
+// folding ("K" for the Kelvin sign) can make two different hosts equal.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 'A' && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if y >= 'A' && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

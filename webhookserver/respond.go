@@ -1,0 +1,209 @@
+package webhookserver
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// code is the outcome of a decision; its name is the error code of the answer
+// and the label of meterr_auth_decisions_total.
+type code uint8
+
+const (
+	codeOK code = iota
+	codeInvalidAPIKey
+	codeExpiredAPIKey
+	codeInsufficientPermissions
+	codeIPNotAllowed
+	codeDomainNotAllowed
+	codeEnvironmentMismatch
+	codeRateLimitExceeded
+	codeInvalidRequest
+	// codeNotReady answers decisions asked for before the first full load of
+	// key records: a 503 the client retries, never a wrong 401.
+	codeNotReady
+	numCodes
+)
+
+var codes = [numCodes]struct {
+	name   string
+	typ    string
+	status int
+}{
+	codeOK:                      {"ok", "", http.StatusOK},
+	codeInvalidAPIKey:           {"invalid_api_key", "authentication_error", http.StatusUnauthorized},
+	codeExpiredAPIKey:           {"expired_api_key", "authentication_error", http.StatusUnauthorized},
+	codeInsufficientPermissions: {"insufficient_permissions", "permission_error", http.StatusForbidden},
+	codeIPNotAllowed:            {"ip_not_allowed", "permission_error", http.StatusForbidden},
+	codeDomainNotAllowed:        {"domain_not_allowed", "permission_error", http.StatusForbidden},
+	codeEnvironmentMismatch:     {"environment_mismatch", "permission_error", http.StatusForbidden},
+	codeRateLimitExceeded:       {"rate_limit_exceeded", "rate_limit_error", http.StatusTooManyRequests},
+	codeInvalidRequest:          {"invalid_request", "invalid_request_error", http.StatusBadRequest},
+	codeNotReady:                {"not_ready", "api_error", http.StatusServiceUnavailable},
+}
+
+func (c code) String() string { return codes[c].name }
+
+// Error answers, built once. None of them depends on the request, so none can
+// echo a key.
+var (
+	bodyInvalidAPIKey    = errorBody(codeInvalidAPIKey, "Invalid API key provided")
+	bodyExpiredAPIKey    = errorBody(codeExpiredAPIKey, "API key has expired")
+	bodyIPNotAllowed     = errorBody(codeIPNotAllowed, "Requests from this IP address are not allowed for this API key")
+	bodyDomainNotAllowed = errorBody(codeDomainNotAllowed, "Requests from this domain are not allowed for this API key")
+	bodyRateLimited      = errorBody(codeRateLimitExceeded, "Rate limit exceeded; retry after the time in Retry-After")
+	bodyUnknownPerm      = errorBody(codeInvalidRequest, "Unknown permission in the permission parameter; use read, write or admin")
+	bodyBadOriginal      = errorBody(codeInvalidRequest, "The original request URI forwarded by the proxy is malformed")
+	bodyNoOriginal       = errorBody(codeInvalidRequest, "Route rules are configured but the request does not say which request it authorizes: "+
+		"append the original path to /v1/auth/check or send X-Forwarded-Uri, X-Original-URL or X-Original-URI")
+	bodyNotFound         = errorBody(codeInvalidRequest, "Not found; the endpoints are /v1/auth/verify and /v1/auth/check")
+	bodyMethodNotAllowed = errorBody(codeInvalidRequest, "Method not allowed; /v1/auth/verify takes GET or HEAD")
+	bodyNotLoaded        = errorBody(codeNotReady, "The auth server has not loaded the key records yet; retry after the time in Retry-After")
+	bodyInsufficient     = func() (b [permAdmin << 1][]byte) {
+		for m := range b {
+			b[m] = errorBody(codeInsufficientPermissions,
+				"API key lacks the required permission: "+permission(m).String())
+		}
+		return b
+	}()
+
+	bodyHealthy  = []byte(`{"status":"ok"}` + "\n")
+	bodyReady    = []byte(`{"status":"ready"}` + "\n")
+	bodyNotReady = []byte(`{"status":"not ready","message":"key records have not been loaded yet"}` + "\n")
+)
+
+func environmentMismatchBody(env string) []byte {
+	return errorBody(codeEnvironmentMismatch, "API key is not valid in this environment; this server accepts "+env+" keys")
+}
+
+func errorBody(c code, message string) []byte {
+	b := append([]byte(nil), `{"error":{"type":`...)
+	b = appendJSONString(b, codes[c].typ)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, message)
+	b = append(b, `,"code":`...)
+	b = appendJSONString(b, codes[c].name)
+	return append(b, "}}\n"...)
+}
+
+// appendOKPrefix appends the 200 answer for a key version up to
+// `"rate_limit":`.
+func appendOKPrefix(b []byte, e *Entry) []byte {
+	b = append(b, `{"valid":true,"key_id":`...)
+	b = appendJSONString(b, e.KeyID)
+	b = append(b, `,"permissions":[`...)
+	for i, p := range e.Policy.permissions {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, p)
+	}
+	b = append(b, `],"environment":`...)
+	b = appendJSONString(b, e.Policy.environment)
+	return append(b, `,"rate_limit":`...)
+}
+
+// appendRateLimit appends the rate_limit object and closes the 200 answer.
+func appendRateLimit(b []byte, limit, remaining int64, reset time.Time) []byte {
+	b = append(b, `{"limit":`...)
+	b = strconv.AppendInt(b, limit, 10)
+	b = append(b, `,"remaining":`...)
+	b = strconv.AppendInt(b, remaining, 10)
+	b = append(b, `,"reset":"`...)
+	b = reset.UTC().AppendFormat(b, time.RFC3339)
+	return append(b, "\"}}\n"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// does: quotes, backslashes, control characters, <, >, &, U+2028 and U+2029;
+// invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			i++
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x7f:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// Header values shared by every answer; net/http never modifies them.
+var (
+	hvJSON           = []string{"application/json"}
+	hvNoStore        = []string{"no-store"}
+	hvNoSniff        = []string{"nosniff"}
+	hvBearer         = []string{"Bearer"}
+	hvAllowVerify    = []string{"GET, HEAD"}
+	hvRetryOneSecond = []string{"1"}
+)
+
+// writeAnswer sets the headers every answer carries and writes body.
+func writeAnswer(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = hvJSON
+	h["Cache-Control"] = hvNoStore
+	h["X-Content-Type-Options"] = hvNoSniff
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// setRateLimitHeaders sets the GitHub-style X-RateLimit-* headers and the
+// IETF draft's RateLimit-Policy and RateLimit, and Retry-After on a 429. The
+// dynamic values share one string and one slice: two allocations.
+func setRateLimitHeaders(h http.Header, p *Policy, remaining int64, reset, now time.Time, retryAfter bool) {
+	secs := max(reset.Unix()-now.Unix(), 1)
+	var buf [96]byte
+	b := strconv.AppendInt(buf[:0], remaining, 10)
+	i1 := len(b)
+	b = strconv.AppendInt(b, reset.Unix(), 10)
+	i2 := len(b)
+	b = append(b, `"hourly";r=`...)
+	b = strconv.AppendInt(b, remaining, 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, secs, 10)
+	i3 := len(b)
+	b = strconv.AppendInt(b, secs, 10)
+	s := string(b)
+	v := []string{s[:i1], s[i1:i2], s[i2:i3], s[i3:]}
+	h["X-Ratelimit-Limit"] = p.hLimit
+	h["X-Ratelimit-Remaining"] = v[0:1:1]
+	h["X-Ratelimit-Reset"] = v[1:2:2]
+	h["Ratelimit-Policy"] = p.hPolicy
+	h["Ratelimit"] = v[2:3:3]
+	if retryAfter {
+		h["Retry-After"] = v[3:4:4]
+	}
+}

@@ -1,0 +1,260 @@
+package webhookserver
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	"github.com/meterr/meterr-operator/internal/apikey"
+)
+
+// ServerConfig configures the HTTP handler.
+type ServerConfig struct {
+	// Index finds keys. Required.
+	Index Index
+	// Limiter counts requests; nil means a new MemoryLimiter.
+	Limiter Limiter
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
+	// Environment, when set, refuses keys of any other environment.
+	Environment string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// Routes require permissions on forward-auth requests.
+	Routes []Route
+	// Registerer receives the handler's metrics; nil means a private
+	// registry (nothing is ever registered globally).
+	Registerer prometheus.Registerer
+}
+
+// Server is the auth server's HTTP handler.
+type Server struct {
+	index   Index
+	limiter Limiter
+	clock   clock.PassiveClock
+	env     string
+	trusted []netip.Prefix
+	routes  routeTable
+	metrics *serverMetrics
+	ready   atomic.Bool
+	// loaded is set with the first SetReady(true) and never cleared: a
+	// server draining for shutdown still decides correctly.
+	loaded atomic.Bool
+
+	envMismatchBody []byte
+}
+
+// NewServer returns the handler for c. It is not ready (/readyz answers 503)
+// until SetReady(true).
+func NewServer(c ServerConfig) (*Server, error) {
+	if c.Index == nil {
+		return nil, fmt.Errorf("auth server: no index")
+	}
+	if c.Limiter == nil {
+		c.Limiter = NewMemoryLimiter()
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+	if err := validateEnvironment(c.Environment); err != nil {
+		return nil, err
+	}
+	routes, err := compileRoutes(c.Routes)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newServerMetrics(c.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		index:           c.Index,
+		limiter:         c.Limiter,
+		clock:           c.Clock,
+		env:             c.Environment,
+		trusted:         append([]netip.Prefix(nil), c.TrustedProxies...),
+		routes:          routes,
+		metrics:         m,
+		envMismatchBody: environmentMismatchBody(c.Environment),
+	}, nil
+}
+
+// SetReady sets what /readyz answers.
+// Decisions asked for before the first SetReady(true) get 503 not_ready
+// rather than a 401 for a key that simply has not been loaded yet.
+func (s *Server) SetReady(ready bool) {
+	if ready {
+		s.loaded.Store(true)
+	}
+	s.ready.Store(ready)
+}
+
+// Ready reports what /readyz answers.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch p := r.URL.Path; {
+	case (p == verifyPath || p == checkPath || strings.HasPrefix(p, checkPath+"/")) && !s.loaded.Load():
+		w.Header()["Retry-After"] = hvRetryOneSecond
+		writeAnswer(w, http.StatusServiceUnavailable, bodyNotLoaded)
+		s.observe(codeNotReady, s.clock.Now())
+	case p == verifyPath:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header()["Allow"] = hvAllowVerify
+			writeAnswer(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
+			return
+		}
+		s.decide(w, r, 0, false, s.clock.Now())
+	case p == checkPath || strings.HasPrefix(p, checkPath+"/"):
+		s.check(w, r)
+	case p == "/healthz":
+		writeAnswer(w, http.StatusOK, bodyHealthy)
+	case p == "/readyz":
+		if s.ready.Load() {
+			writeAnswer(w, http.StatusOK, bodyReady)
+		} else {
+			writeAnswer(w, http.StatusServiceUnavailable, bodyNotReady)
+		}
+	default:
+		writeAnswer(w, http.StatusNotFound, bodyNotFound)
+	}
+}
+
+// check works out the permission a forward-auth request requires, then
+// decides. ?permission= counts only on the bare /v1/auth/check URL: when
+// Envoy appends the original path, the query string is the client's own.
+func (s *Server) check(w http.ResponseWriter, r *http.Request) {
+	start := s.clock.Now()
+	need, explicit := permission(0), false
+	if r.URL.Path == checkPath && r.URL.RawQuery != "" {
+		n, present, ok := queryPermission(r.URL.RawQuery)
+		if !ok {
+			s.invalidRequest(w, bodyUnknownPerm, start)
+			return
+		}
+		need, explicit = n, present
+	}
+	if !explicit && len(s.routes) > 0 {
+		found, ok := forEachOriginal(r, func(method, path string) { need |= s.routes.match(method, path) })
+		if !ok {
+			s.invalidRequest(w, bodyBadOriginal, start)
+			return
+		}
+		if !found {
+			s.invalidRequest(w, bodyNoOriginal, start)
+			return
+		}
+	}
+	s.decide(w, r, need, true, start)
+}
+
+func (s *Server) invalidRequest(w http.ResponseWriter, body []byte, start time.Time) {
+	writeAnswer(w, http.StatusBadRequest, body)
+	s.observe(codeInvalidRequest, start)
+}
+
+func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission, check bool, start time.Time) {
+	s.observe(s.authorize(w, r, need, check, start), start)
+}
+
+func (s *Server) observe(c code, start time.Time) {
+	s.metrics.decisions[c].Inc()
+	s.metrics.duration.Observe(s.clock.Since(start).Seconds())
+}
+
+// authorize decides a request and writes the answer: authenticate (401),
+// restrictions (403, not counted), hourly limit (429), permission (403,
+// counted).
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permission, check bool, now time.Time) code {
+	h := w.Header()
+	tok, ok := bearerToken(r.Header["Authorization"])
+	// Shape and checksum first: a malformed key costs no hash and no lookup.
+	if !ok || apikey.Parse(tok) != nil {
+		return unauthorized(w, codeInvalidAPIKey, bodyInvalidAPIKey)
+	}
+	e, ok := s.index.Lookup(hashKey(tok))
+	// A disabled key gets exactly the answer of an unknown one.
+	if !ok || e.Policy.disabled {
+		return unauthorized(w, codeInvalidAPIKey, bodyInvalidAPIKey)
+	}
+	if e.expired(now) {
+		return unauthorized(w, codeExpiredAPIKey, bodyExpiredAPIKey)
+	}
+	p := e.Policy
+
+	if c, body := s.restrict(r, p); c != codeOK {
+		// Not counted, so a stolen key used from elsewhere cannot exhaust
+		// the quota; the headers show where the key stands.
+		if p.limit > 0 {
+			remaining, reset := s.limiter.Peek(r.Context(), p.limitID, p.limit, now)
+			setRateLimitHeaders(h, p, remaining, reset, now, false)
+		}
+		writeAnswer(w, codes[c].status, body)
+		return c
+	}
+
+	var remaining int64
+	var reset time.Time
+	if p.limit > 0 {
+		var ok bool
+		remaining, reset, ok = s.limiter.Take(r.Context(), p.limitID, p.limit, now)
+		setRateLimitHeaders(h, p, remaining, reset, now, !ok)
+		if !ok {
+			writeAnswer(w, http.StatusTooManyRequests, bodyRateLimited)
+			return codeRateLimitExceeded
+		}
+	}
+
+	if need != 0 && !p.perms.grants(need) {
+		writeAnswer(w, http.StatusForbidden, bodyInsufficient[need])
+		return codeInsufficientPermissions
+	}
+
+	if check {
+		h["X-Meterr-Key-Id"] = e.hKeyID
+		h["X-Meterr-Key-Name"] = p.hKeyName
+		h["X-Meterr-Permissions"] = p.hPermissions
+		h["X-Meterr-Environment"] = p.hEnvironment
+	}
+	if p.limit == 0 {
+		writeAnswer(w, http.StatusOK, e.okBody)
+		return codeOK
+	}
+	bp := bufPool.Get().(*[]byte)
+	b := appendRateLimit(append((*bp)[:0], e.okBody...), p.limit, remaining, reset)
+	writeAnswer(w, http.StatusOK, b)
+	*bp = b
+	bufPool.Put(bp)
+	return codeOK
+}
+
+// restrict applies the key's restrictions in order: environment, client IP,
+// domain.
+func (s *Server) restrict(r *http.Request, p *Policy) (code, []byte) {
+	if s.env != "" && p.environment != s.env {
+		return codeEnvironmentMismatch, s.envMismatchBody
+	}
+	if p.ipRestricted && !p.allowsIP(clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted)) {
+		return codeIPNotAllowed, bodyIPNotAllowed
+	}
+	if p.domainRestricted && !p.allowsHost(requestHost(r.Header)) {
+		return codeDomainNotAllowed, bodyDomainNotAllowed
+	}
+	return codeOK, nil
+}
+
+func unauthorized(w http.ResponseWriter, c code, body []byte) code {
+	w.Header()["Www-Authenticate"] = hvBearer
+	writeAnswer(w, http.StatusUnauthorized, body)
+	return c
+}

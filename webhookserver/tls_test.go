@@ -1,0 +1,117 @@
+package webhookserver
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/kubernetes/fake"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+// writeCert writes a self-signed certificate for 127.0.0.1 with the given
+// serial number, and returns it.
+func writeCert(t *testing.T, dir string, serial int64, mod time.Time) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "meterr-auth"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{certFile, keyFile} {
+		if err := os.Chtimes(f, mod, mod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+func TestRunTLSReload(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, 1, time.Unix(1000, 0))
+	clk := clocktesting.NewFakeClock(t0)
+	ln := listen(t)
+	o := DefaultOptions()
+	o.MetricsAddr = "0"
+	o.TLSCertFile, o.TLSKeyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, fake.NewClientset(), o, logr.Discard(), runDeps{clock: clk, listener: ln}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	serial := func() int64 {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test certificate
+			DisableKeepAlives: true,
+		}}
+		resp, err := c.Get("https://" + ln.Addr().String() + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("healthz over TLS: %d", resp.StatusCode)
+		}
+		return resp.TLS.PeerCertificates[0].SerialNumber.Int64()
+	}
+	if s := serial(); s != 1 {
+		t.Fatalf("serial %d", s)
+	}
+	writeCert(t, dir, 2, time.Unix(2000, 0))
+	if s := serial(); s != 1 {
+		t.Fatalf("reloaded before the recheck interval: serial %d", s)
+	}
+	clk.Step(certRecheck)
+	if s := serial(); s != 2 {
+		t.Fatalf("not reloaded: serial %d", s)
+	}
+	// A broken pair keeps the previous certificate.
+	if err := os.WriteFile(o.TLSKeyFile, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chtimes(o.TLSKeyFile, time.Unix(3000, 0), time.Unix(3000, 0))
+	clk.Step(certRecheck)
+	if s := serial(); s != 2 {
+		t.Fatalf("broken pair: serial %d", s)
+	}
+}
