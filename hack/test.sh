@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every test, in phases, with one summary at the end. Called by `make test`
+# after the generated files are verified and the control plane is built.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${KUBEBUILDER_ASSETS:?KUBEBUILDER_ASSETS must point at etcd, kube-apiserver and kubectl (make envtest-assets)}"
+export KUBEBUILDER_ASSETS
+GO_TEST_FLAGS="${GO_TEST_FLAGS:--count=1}"
+
+declare -a names results
+run() { # name command...
+  local name=$1; shift
+  echo
+  echo "==== $name: $*"
+  local start=$SECONDS
+  if "$@"; then results+=("PASS"); else results+=("FAIL"); fi
+  names+=("$name ($((SECONDS - start))s)")
+}
+
+# Unit tests and the envtest suites (schema, controller); packages run in parallel.
+run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v /test/e2e)
+run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
+run "benchmark harness smoke run" hack/bench.sh --smoke
+run "end-to-end (real binary, kubectl, HTTP)" go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/
+
+echo
+echo "==== summary"
+passed=0 failed=0
+for i in "${!names[@]}"; do
+  printf '  %-4s %s\n' "${results[$i]}" "${names[$i]}"
+  if [ "${results[$i]}" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "phases: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
