@@ -104,14 +104,14 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	// Bind before anything starts, so a taken port is an error from Run.
 	ln := d.listener
 	if ln == nil {
-		if ln, err = net.Listen("tcp", o.Listen); err != nil {
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", o.Listen); err != nil {
 			return fmt.Errorf("listening on %s: %w", o.Listen, err)
 		}
 	}
 	defer func() { _ = ln.Close() }()
 	mln := d.metricsListener
 	if mln == nil && o.MetricsAddr != "0" {
-		if mln, err = net.Listen("tcp", o.MetricsAddr); err != nil {
+		if mln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", o.MetricsAddr); err != nil {
 			return fmt.Errorf("listening on %s for metrics: %w", o.MetricsAddr, err)
 		}
 	}
