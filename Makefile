@@ -61,7 +61,7 @@ envtest-assets: ## Build etcd, kube-apiserver and kubectl from Go modules into b
 	else ENVTEST_ASSETS_DIR="$(KUBEBUILDER_ASSETS)" K8S_VERSION=$(K8S_VERSION) hack/envtest-assets.sh; fi
 
 .PHONY: test
-test: verify-generated vet envtest-assets build ## Run every test: unit, envtest, fuzz smoke, e2e.
+test: verify-generated vet $(GOLANGCI_LINT) envtest-assets build ## Run every test: lint, unit, envtest, fuzz smoke, bench smoke, e2e.
 	hack/test.sh
 
 .PHONY: test-unit

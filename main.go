@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"k8s.io/client-go/rest"
@@ -86,7 +87,21 @@ func run(ctx context.Context, command string, args []string) error {
 	case "dev":
 		var o cmd.DevOptions
 		o.AddFlags(fs)
-		start = func() error { return cmd.RunDev(ctx, o, os.Stdout) }
+		start = func() error {
+			// The components' logs go to a file, so the instructions stay readable.
+			if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+				return err
+			}
+			logPath := filepath.Join(o.DataDir, "meterr-operator.log")
+			f, err := os.Create(logPath)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(f)))
+			fmt.Printf("==> logs of the manager and the auth server: %s\n", logPath)
+			return cmd.RunDev(ctx, o, os.Stdout)
+		}
 	case "version", "--version":
 		fmt.Println(version)
 		return nil
@@ -103,7 +118,9 @@ func run(ctx context.Context, command string, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if command != "dev" { // dev logs to a file of its own
+		ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	}
 	return start()
 }
 

@@ -17,6 +17,7 @@ run() { # name command...
   names+=("$name ($((SECONDS - start))s)")
 }
 
+run "lint (golangci-lint)" "${GOLANGCI_LINT:-bin/golangci-lint}" run ./...
 # Unit tests and the envtest suites (schema, controller); packages run in parallel.
 run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v /test/e2e)
 run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
