@@ -160,6 +160,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			return ctrl.Result{}, err
 		}
 		currentHash = v.Hash
+		keysIssued.WithLabelValues(d.reason).Inc()
 		log.Info("issued key", "reason", d.reason, "keyID", v.ID)
 		evType := corev1.EventTypeNormal
 		if d.drift {
