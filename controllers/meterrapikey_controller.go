@@ -155,7 +155,8 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	d := decideIssue(mak, rec, wl, now)
 	currentHash := ""
 	if d.issue {
-		v, err := r.issue(ctx, mak, recSecret, rec, wlSecret, now)
+		var v record.Version
+		v, recSecret, wlSecret, err = r.issue(ctx, mak, recSecret, rec, wlSecret, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -167,11 +168,9 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			evType = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(mak, nil, evType, d.reason, "Issue", "%s (key %s)", d.message, v.ID)
-		// issue rewrote both; read them back for the settle step below.
-		if recSecret, rec, err = r.readRecord(ctx, mak); err != nil {
-			return ctrl.Result{}, err
-		}
-		if wlSecret, _, err = r.readWorkload(ctx, mak); err != nil {
+		// The settle step below works on what issue wrote: the API server's
+		// answers to its writes, so no read is needed.
+		if rec, err = record.Decode(recSecret); err != nil {
 			return ctrl.Result{}, err
 		}
 	} else {
@@ -184,7 +183,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	}
 	desired := &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak),
 		Keys: settleVersions(rec.Keys, findVersion(rec, currentHash), overlap(mak), r.TombstoneRetention, now)}
-	if err := r.writeRecord(ctx, mak, recSecret, desired); err != nil {
+	if _, err := r.writeRecord(ctx, mak, recSecret, desired); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.writeWorkloadMeta(ctx, mak, wlSecret); err != nil {
@@ -213,12 +212,13 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 
 // issue writes a new key: first to the record, then to the workload Secret,
 // so every key a workload can ever read is already accepted. It returns the
-// new version; the plaintext leaves this function only in the Secret.
+// new version and both Secrets as written; the plaintext leaves this
+// function only in the workload Secret.
 func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.MeterrAPIKey,
-	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, now time.Time) (record.Version, error) {
+	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, now time.Time) (record.Version, *corev1.Secret, *corev1.Secret, error) {
 	key, err := apikey.Generate(environment(mak))
 	if err != nil {
-		return record.Version{}, fmt.Errorf("generating key: %w", err)
+		return record.Version{}, nil, nil, fmt.Errorf("generating key: %w", err)
 	}
 	issuedAt := now.Truncate(time.Second)
 	v := record.NewVersion(key, issuedAt)
@@ -228,8 +228,8 @@ func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.Me
 		next.Keys = append(next.Keys, rec.Keys...)
 	}
 	next.Keys = append(next.Keys, v)
-	if err := r.writeRecord(ctx, mak, recSecret, next); err != nil {
-		return record.Version{}, err
+	if recSecret, err = r.writeRecord(ctx, mak, recSecret, next); err != nil {
+		return record.Version{}, nil, nil, err
 	}
 
 	s := wlSecret
@@ -241,7 +241,7 @@ func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.Me
 	s.StringData = nil
 	s.Labels, s.Annotations = workloadMeta(mak, v.ID, issuedAt)
 	if err := controllerutil.SetControllerReference(mak, s, r.Scheme()); err != nil {
-		return record.Version{}, fmt.Errorf("owning workload Secret: %w", err)
+		return record.Version{}, nil, nil, fmt.Errorf("owning workload Secret: %w", err)
 	}
 	if wlSecret == nil {
 		err = r.Create(ctx, s)
@@ -249,9 +249,9 @@ func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.Me
 		err = r.Update(ctx, s)
 	}
 	if err != nil {
-		return record.Version{}, fmt.Errorf("writing workload Secret %s/%s: %w", s.Namespace, s.Name, err)
+		return record.Version{}, nil, nil, fmt.Errorf("writing workload Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	return v, nil
+	return v, recSecret, s, nil
 }
 
 func (r *MeterrAPIKeyReconciler) rebuildRecord(mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, key string, now time.Time) *record.Record {
@@ -301,18 +301,19 @@ func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1al
 	return s, wl, nil
 }
 
-// writeRecord creates or updates the record when its content differs.
-func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, existing *corev1.Secret, rec *record.Record) error {
+// writeRecord creates or updates the record when its content differs, and
+// returns the record Secret as the API server holds it.
+func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, existing *corev1.Secret, rec *record.Record) (*corev1.Secret, error) {
 	data, err := record.Encode(rec)
 	if err != nil {
-		return fmt.Errorf("encoding key record: %w", err)
+		return nil, fmt.Errorf("encoding key record: %w", err)
 	}
 	s := existing
 	if s == nil {
 		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.RecordsNamespace, Name: record.Name(mak.Namespace, mak.Name, mak.UID)}}
 	} else if string(s.Data[record.DataKey]) == string(data) && maps.Equal(s.Labels, record.Labels()) &&
 		s.Annotations[record.AnnotationOwner] == ownerOf(mak).String() {
-		return nil
+		return s, nil
 	}
 	s.Labels = record.Labels()
 	s.Annotations = map[string]string{record.AnnotationOwner: ownerOf(mak).String()}
@@ -324,9 +325,9 @@ func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alp
 		err = r.Update(ctx, s)
 	}
 	if err != nil {
-		return fmt.Errorf("writing key record %s/%s: %w", s.Namespace, s.Name, err)
+		return nil, fmt.Errorf("writing key record %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	return nil
+	return s, nil
 }
 
 // writeWorkloadMeta keeps the workload Secret's labels and annotations in
