@@ -59,6 +59,7 @@ func BenchmarkVerify(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		srv.SetReady(true)
 		miss := newKey(b, "production")
 		for _, tc := range []struct {
 			name, target, auth string

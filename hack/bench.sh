@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# make bench: the Go benchmarks of the hot path, then the harness in
+# hack/bench/cmd/bench (the auth server binary under load beside a bare
+# net/http handler, propagation, memory, start-up, and the manager with
+# fleets of keys), which writes docs/benchmarks.md.
+#
+#   hack/bench.sh            full run, report to docs/benchmarks.md (~10 min)
+#   hack/bench.sh --smoke    tiny sizes, report to a temporary file (~1 min);
+#                            fails only when the harness or a server breaks
+#   hack/bench.sh --out F    report to F
+#
+# Extra arguments after -- go to the harness (go run ./hack/bench/cmd/bench -h).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+out=""
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --out) out="$2"; shift ;;
+    --) shift; extra=("$@"); break ;;
+    *) echo "usage: $0 [--smoke] [--out FILE] [-- harness flags]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+export KUBEBUILDER_ASSETS="${KUBEBUILDER_ASSETS:-$PWD/bin/k8s/1.37.2}"
+for b in etcd kube-apiserver kubectl; do
+  if [ ! -x "$KUBEBUILDER_ASSETS/$b" ]; then
+    echo "bench: $KUBEBUILDER_ASSETS/$b is missing: run make envtest-assets" >&2
+    exit 1
+  fi
+done
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/meterr-bench.XXXXXX")"
+chmod 700 "$work"
+harness_pid=""
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$harness_pid" ] && kill -0 "$harness_pid" 2>/dev/null; then
+    kill -TERM "$harness_pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$harness_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$harness_pid" 2>/dev/null || true
+  fi
+  # Anything the harness started and could not stop (it was killed): the
+  # pids it recorded, each checked against its name before it is signalled.
+  if [ -f "$work/pids" ]; then
+    while read -r pid name; do
+      [ -r "/proc/$pid/comm" ] || continue
+      comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
+      case "$comm" in
+        etcd|kube-apiserver|meterr-operator|bare|load|wrk|kubectl|taskset) kill -KILL "$pid" 2>/dev/null || true ;;
+      esac
+    done < "$work/pids"
+  fi
+  if [ "${BENCH_KEEP_WORK:-}" = 1 ]; then
+    echo "bench: logs kept in $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wrk from Debian's packages; the Go load generator if it cannot be had.
+wrk="$(command -v wrk || true)"
+if [ -z "$wrk" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "bench: installing wrk"
+  if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >"$work/apt.log" 2>&1; then
+    wrk="$(command -v wrk || true)"
+  else
+    echo "bench: could not install wrk (see below); using the Go load generator" >&2
+    tail -5 "$work/apt.log" >&2 || true
+  fi
+fi
+[ -n "$wrk" ] || echo "bench: wrk not available; using the Go load generator hack/bench/cmd/load" >&2
+
+echo "bench: building"
+go build -o bin/meterr-operator .
+go build -o "$work/bare" ./hack/bench/cmd/bare
+go build -o "$work/load" ./hack/bench/cmd/load
+go build -o "$work/bench" ./hack/bench/cmd/bench
+
+# The Go benchmarks: the hot path in-process, beside a bare handler.
+pkgs=(./internal/... ./webhookserver/... ./hack/bench/...)
+if [ "$smoke" = 1 ]; then
+  benchtime=(-benchtime=200x)
+else
+  benchtime=()
+fi
+echo "bench: go test -run='^\$' -bench=. -benchmem ${benchtime[*]} ${pkgs[*]}"
+go test -run='^$' -bench=. -benchmem -count=1 "${benchtime[@]}" "${pkgs[@]}" 2>&1 | tee "$work/gobench.txt" | grep -E '^(Benchmark|ok|FAIL|---|    )' || true
+gobench_failed=0
+if grep -qE '^(FAIL|--- FAIL)' "$work/gobench.txt"; then
+  # Reported (and the run fails) after the harness, which still runs.
+  echo "bench: some Go benchmarks FAILED; continuing with the harness" >&2
+  gobench_failed=1
+fi
+
+args=(-work "$work" -bin bin/meterr-operator -bare "$work/bare" -load "$work/load" -wrk "$wrk"
+  -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt")
+if [ "$smoke" = 1 ]; then
+  out="${out:-$(mktemp "${TMPDIR:-/tmp}/meterr-bench-smoke.XXXXXX.md")}"
+  args+=(-smoke -out "$out" -keys-small 10 -keys-large 100 -probe-keys 10 -duration 1s -rounds 1
+    -create-workers 16 -prop-samples 10 -apply-samples 5 -controller-keys 20 -controller-timeout 90s)
+else
+  out="${out:-docs/benchmarks.md}"
+  args+=(-out "$out")
+fi
+
+# The harness runs in its own session so that the trap can stop it (and it
+# its children) even when this script is not in the foreground.
+setsid "$work/bench" "${args[@]}" "${extra[@]}" &
+harness_pid=$!
+wait "$harness_pid"
+harness_pid=""
+echo "bench: report: $out"
+if [ "$gobench_failed" = 1 ]; then
+  echo "bench: FAILED: some Go benchmarks failed (see above and the report)" >&2
+  exit 1
+fi

@@ -1,0 +1,556 @@
+// Command bench is the harness behind `make bench` (hack/bench.sh): it starts
+// local control planes, loads key records, runs the auth server binary beside
+// a bare net/http handler under a load generator, measures propagation of
+// record changes, runs the manager binary against fleets of MeterrAPIKeys,
+// and writes a Markdown report with every figure beside a baseline measured
+// in the same run.
+//
+// It fails (exit 1) only when the harness or the system under test breaks:
+// a server that does not start, a valid key refused, an unknown key accepted.
+// Figures that miss their targets are reported, not failed: benchmarks are
+// not timed tests.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+type config struct {
+	smoke        bool
+	out          string
+	work         string
+	bin, bareBin string
+	loadBin, wrk string
+	kubectl      string
+	assets       string
+	crdDir       string
+	goBench      string
+
+	smallKeys, largeKeys int
+	probeKeys            int
+	duration             time.Duration
+	conns                int
+	rounds               int
+	createWorkers        int
+	propSamples          int
+	applySamples         int
+	ctrlKeys             int
+	ctrlTimeout          time.Duration
+	pollInterval         time.Duration
+	serverCPUs, loadCPUs string
+
+	managerQPS, managerBurst, managerConcurrency int
+	skipController                               bool
+	skipAuth                                     bool
+
+	// pprofBin, when set, runs the manager and the auth server through
+	// hack/bench/cmd/pprofwrap and saves CPU and heap profiles to profileDir.
+	pprofBin   string
+	profileDir string
+	// authEnv is extra environment of the auth server processes
+	// (GOMEMLIMIT, GOGC, GODEBUG experiments).
+	authEnv stringList
+}
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+type harness struct {
+	cfg   config
+	procs *procs
+	res   *results
+	start time.Time
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[bench %5.1fs] "+format+"\n", append([]any{time.Since(h.start).Seconds()}, args...)...)
+}
+
+func main() {
+	var c config
+	flag.BoolVar(&c.smoke, "smoke", false, "Tiny sizes: checks that the harness works; timing is not judged.")
+	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "Markdown report to write.")
+	flag.StringVar(&c.work, "work", "", "Private temporary directory for logs, kubeconfigs and key files (required).")
+	flag.StringVar(&c.bin, "bin", "bin/meterr-operator", "The meterr-operator binary.")
+	flag.StringVar(&c.bareBin, "bare", "", "The bare baseline server binary (hack/bench/cmd/bare).")
+	flag.StringVar(&c.loadBin, "load", "", "The Go load generator binary (hack/bench/cmd/load), used when -wrk is empty.")
+	flag.StringVar(&c.wrk, "wrk", "", "wrk binary; empty uses the Go load generator.")
+	flag.StringVar(&c.kubectl, "kubectl", "", "kubectl binary (default: <assets>/kubectl).")
+	flag.StringVar(&c.assets, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory with etcd, kube-apiserver and kubectl.")
+	flag.StringVar(&c.crdDir, "crd-dir", "config/crd/bases", "CRDs to install.")
+	flag.StringVar(&c.goBench, "go-bench", "", "Output of the Go benchmarks to include.")
+	flag.IntVar(&c.smallKeys, "keys-small", 100, "Keys of the small index.")
+	flag.IntVar(&c.largeKeys, "keys-large", 100_000, "Keys of the large index.")
+	flag.IntVar(&c.probeKeys, "probe-keys", 1000, "Distinct keys each load run cycles through.")
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "Length of each load run.")
+	flag.IntVar(&c.conns, "conns", 32, "Load generator connections (keep-alive).")
+	flag.IntVar(&c.rounds, "rounds", 3, "Rounds of interleaved load runs; the median is reported.")
+	flag.IntVar(&c.createWorkers, "create-workers", 64, "Concurrent creates when loading records and keys.")
+	flag.IntVar(&c.propSamples, "prop-samples", 300, "Samples of each record-change propagation.")
+	flag.IntVar(&c.applySamples, "apply-samples", 100, "Samples of MeterrAPIKey create -> key accepted.")
+	flag.IntVar(&c.ctrlKeys, "controller-keys", 10_000, "MeterrAPIKeys of the controller scale test.")
+	flag.DurationVar(&c.ctrlTimeout, "controller-timeout", 6*time.Minute, "Longest wait for all keys Ready, and again for all rotated.")
+	flag.DurationVar(&c.pollInterval, "poll-interval", time.Millisecond, "Polling interval of the propagation measurements.")
+	flag.StringVar(&c.serverCPUs, "server-cpus", "", "CPUs (taskset list) of the measured servers; empty: 0 on a machine with 2+ CPUs.")
+	flag.StringVar(&c.loadCPUs, "load-cpus", "", "CPUs of the load generator; empty: the last CPU on a machine with 2+ CPUs.")
+	flag.IntVar(&c.managerQPS, "manager-qps", 2000, "The manager's --kube-api-qps.")
+	flag.IntVar(&c.managerBurst, "manager-burst", 4000, "The manager's --kube-api-burst.")
+	flag.IntVar(&c.managerConcurrency, "manager-concurrency", 16, "The manager's --max-concurrent-reconciles.")
+	flag.BoolVar(&c.skipController, "skip-controller", false, "Skip the manager phase (for quick iterations).")
+	flag.BoolVar(&c.skipAuth, "skip-auth", false, "Skip the auth server phase (for quick iterations).")
+	flag.StringVar(&c.pprofBin, "pprof", "", "hack/bench/cmd/pprofwrap binary: profile the manager and the auth server (same code, plus net/http/pprof).")
+	flag.Var(&c.authEnv, "auth-env", "KEY=VALUE added to the auth servers' environment (repeatable), e.g. GOMEMLIMIT=90MiB.")
+	flag.StringVar(&c.profileDir, "profile-dir", "", "Where -pprof saves profiles (default <work>/profiles).")
+	flag.Parse()
+
+	if c.work == "" {
+		fmt.Fprintln(os.Stderr, "bench: -work is required")
+		os.Exit(2)
+	}
+	if c.profileDir == "" {
+		c.profileDir = filepath.Join(c.work, "profiles")
+	}
+	if c.kubectl == "" {
+		c.kubectl = filepath.Join(c.assets, "kubectl")
+	}
+	if c.serverCPUs == "" && c.loadCPUs == "" && runtime.NumCPU() >= 2 {
+		c.serverCPUs, c.loadCPUs = "0", strconv.Itoa(runtime.NumCPU()-1)
+	}
+
+	ctrllog.SetLogger(logr.Discard())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	h := &harness{cfg: c, start: time.Now(), res: newResults(c)}
+	taskset, _ := exec.LookPath("taskset")
+	if c.serverCPUs == "" && c.loadCPUs == "" {
+		taskset = ""
+	}
+	h.procs = &procs{dir: c.work, pidsFile: filepath.Join(c.work, "pids"), taskset: taskset}
+	err := h.run(ctx)
+	h.procs.stopAll()
+	_ = os.RemoveAll(filepath.Join(c.work, "keys"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: FAILED:", err)
+		os.Exit(1)
+	}
+}
+
+func (h *harness) run(ctx context.Context) error {
+	h.res.loadStart = loadAvg()
+	if h.cfg.goBench != "" {
+		if err := h.res.readGoBench(h.cfg.goBench); err != nil {
+			return err
+		}
+	}
+	if !h.cfg.skipAuth {
+		if err := h.authPhase(ctx); err != nil {
+			return fmt.Errorf("auth server phase: %w", err)
+		}
+	}
+	if !h.cfg.skipController {
+		if err := h.controllerPhase(ctx); err != nil {
+			return fmt.Errorf("controller phase: %w", err)
+		}
+	}
+	h.res.loadEnd = loadAvg()
+	h.res.finished = time.Now()
+	report := h.res.markdown()
+	if err := os.WriteFile(h.cfg.out, []byte(report), 0o644); err != nil {
+		return err
+	}
+	h.logf("report written to %s", h.cfg.out)
+	fmt.Println(h.res.table())
+	return nil
+}
+
+// controlPlane is a local etcd and kube-apiserver.
+type controlPlane struct {
+	env        *envtest.Environment
+	cfg        *rest.Config
+	kubeconfig string
+	cs         kubernetes.Interface
+}
+
+func (h *harness) startControlPlane(name string) (*controlPlane, error) {
+	env := &envtest.Environment{
+		BinaryAssetsDirectory:    h.cfg.assets,
+		ControlPlaneStartTimeout: 90 * time.Second,
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	if _, err := env.Start(); err != nil {
+		return nil, fmt.Errorf("starting the control plane: %w", err)
+	}
+	h.procs.recordChildren()
+	cp := &controlPlane{env: env}
+	user, err := env.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	cp.kubeconfig = filepath.Join(h.cfg.work, name+".kubeconfig")
+	if err := os.WriteFile(cp.kubeconfig, kc, 0o600); err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	cp.cfg = rest.CopyConfig(user.Config())
+	cp.cfg.QPS, cp.cfg.Burst = 5000, 10000
+	cp.cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	if cp.cs, err = kubernetes.NewForConfig(cp.cfg); err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	return cp, nil
+}
+
+func (h *harness) stopControlPlane(cp *controlPlane) {
+	// Its clients first, or the API server waits for their watches.
+	h.procs.stopAll()
+	t := time.Now()
+	if err := cp.env.Stop(); err != nil {
+		h.logf("stopping the control plane: %v", err)
+	}
+	h.logf("control plane stopped in %s", time.Since(t).Round(time.Millisecond))
+}
+
+func ensureNamespace(ctx context.Context, cs kubernetes.Interface, name string) error {
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+// authServer is a running auth server.
+type authServer struct {
+	p     *proc
+	addr  string
+	ready time.Duration
+	pprof string // base URL of net/http/pprof with -pprof
+	// metrics is the URL of its Prometheus endpoint.
+	metrics string
+}
+
+// heapInuse reads go_memstats_heap_inuse_bytes from the auth server's
+// metrics.
+func (a *authServer) heapInuse(ctx context.Context) int64 {
+	body, err := httpGet(ctx, a.metrics)
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, "go_memstats_heap_inuse_bytes "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f)
+		}
+	}
+	return 0
+}
+
+// binary returns the argv prefix that runs a meterr-operator subcommand, and
+// the pprof base URL when -pprof is on.
+func (h *harness) binary(sub string) ([]string, string, error) {
+	if h.cfg.pprofBin == "" {
+		return []string{h.cfg.bin, sub}, "", nil
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	return []string{h.cfg.pprofBin, sub, "--pprof-addr", addr}, "http://" + addr + "/debug/pprof", nil
+}
+
+// profile saves a profile from a pprof endpoint (in the background when
+// asked); it does nothing without -pprof.
+func (h *harness) profile(ctx context.Context, base, path, name string) {
+	if base == "" {
+		return
+	}
+	if err := os.MkdirAll(h.cfg.profileDir, 0o755); err != nil {
+		return
+	}
+	body, err := httpGet(ctx, base+"/"+path)
+	if err != nil {
+		h.logf("profile %s: %v", name, err)
+		return
+	}
+	file := filepath.Join(h.cfg.profileDir, name+".pprof")
+	if err := os.WriteFile(file, body, 0o644); err == nil {
+		h.logf("  profile saved: %s", file)
+	}
+}
+
+func (h *harness) startAuthServer(ctx context.Context, name, kubeconfig, ns, cpus string) (*authServer, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	maddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	argv, pprofURL, err := h.binary("auth-server")
+	if err != nil {
+		return nil, err
+	}
+	p, err := h.procs.startEnv(name, cpus, h.cfg.authEnv, append(argv, "--kubeconfig", kubeconfig, "--listen", addr,
+		"--metrics-bind-address", maddr, "--records-namespace", ns)...)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+addr+"/readyz", p, 5*time.Minute); err != nil {
+		return nil, err
+	}
+	a := &authServer{p: p, addr: addr, ready: time.Since(p.started), pprof: pprofURL, metrics: "http://" + maddr + "/metrics"}
+	h.profile(ctx, pprofURL, "heap", name+"-heap-ready-nogc")
+	h.profile(ctx, pprofURL, "heap?gc=1", name+"-heap-ready")
+	return a, nil
+}
+
+// pick returns up to n distinct random elements of s.
+func pick(s []string, n int) []string {
+	if n >= len(s) {
+		return append([]string(nil), s...)
+	}
+	idx := rand.Perm(len(s))[:n]
+	out := make([]string, n)
+	for i, j := range idx {
+		out[i] = s[j]
+	}
+	return out
+}
+
+func (h *harness) authPhase(ctx context.Context) error {
+	c := h.cfg
+	r := h.res
+	h.logf("auth server phase: starting a control plane")
+	cp, err := h.startControlPlane("auth")
+	if err != nil {
+		return err
+	}
+	defer h.stopControlPlane(cp)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	const ns = "meterr-system"
+	if err := ensureNamespace(ctx, cp.cs, ns); err != nil {
+		return err
+	}
+
+	t := time.Now()
+	keys, err := generateKeys(c.largeKeys)
+	if err != nil {
+		return err
+	}
+	unknownKeys, err := generateKeys(c.probeKeys)
+	if err != nil {
+		return err
+	}
+	h.logf("generated %d keys in %s", len(keys)+len(unknownKeys), time.Since(t).Round(time.Millisecond))
+	small := min(c.smallKeys, c.largeKeys)
+	t = time.Now()
+	if err := h.createRecords(ctx, cp.cs, ns, keys, 0, small); err != nil {
+		return err
+	}
+	h.logf("created %d records in %s", small, time.Since(t).Round(time.Millisecond))
+
+	// The baseline, and two steps from it towards what the auth server must
+	// do, to attribute the gap: its HTTP timeouts, then its answer's headers.
+	startBare := func(name string, flags ...string) (*proc, string, error) {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, "", err
+		}
+		p, err := h.procs.start(name, c.serverCPUs, append([]string{c.bareBin, "-listen", addr}, flags...)...)
+		if err != nil {
+			return nil, "", err
+		}
+		return p, addr, waitHTTP(ctx, "http://"+addr+"/", p, 30*time.Second)
+	}
+	bare, bareAddr, err := startBare("bare")
+	if err != nil {
+		return err
+	}
+	bareT, bareTAddr, err := startBare("bare-timeouts", "-timeouts")
+	if err != nil {
+		return err
+	}
+	bareTH, bareTHAddr, err := startBare("bare-timeouts-headers", "-timeouts", "-headers")
+	if err != nil {
+		return err
+	}
+	auth, err := h.startAuthServer(ctx, "auth-server-small", cp.kubeconfig, ns, c.serverCPUs)
+	if err != nil {
+		return err
+	}
+	r.readySmall = auth.ready
+	h.logf("auth server ready with %d records after %s", small, auth.ready.Round(time.Millisecond))
+
+	malformedKeys := make([]string, 0, c.probeKeys)
+	for _, k := range pick(keys[:small], c.probeKeys) {
+		malformedKeys = append(malformedKeys, malform(k))
+	}
+	sets := map[string][]string{
+		"valid-small": pick(keys[:small], c.probeKeys),
+		"unknown":     unknownKeys,
+		"malformed":   malformedKeys,
+	}
+	ks := map[string]keySet{}
+	for name, tokens := range sets {
+		if ks[name], err = h.writeKeySet(name, tokens); err != nil {
+			return err
+		}
+	}
+	if err := h.sanity(ctx, auth.addr, keys[0], unknownKeys[0], malformedKeys[0]); err != nil {
+		return err
+	}
+
+	type target struct {
+		name string
+		p    *proc
+		addr string
+		ks   keySet
+		out  *runs
+		want string // "2xx" or "non2xx"
+		prof string // pprof base URL
+	}
+	measure := func(targets []target) error {
+		for round := range c.rounds {
+			for _, tg := range targets {
+				var wg sync.WaitGroup
+				if tg.prof != "" {
+					secs := max(1, int(c.duration/time.Second)-1)
+					name := fmt.Sprintf("%s-%s-round%d-cpu", tg.p.name, strings.ReplaceAll(tg.name, " ", "-"), round+1)
+					wg.Go(func() { h.profile(ctx, tg.prof, fmt.Sprintf("profile?seconds=%d", secs), name) })
+				}
+				lr, err := h.load(ctx, tg.p, tg.addr, tg.ks, c.duration)
+				wg.Wait()
+				if err != nil {
+					return fmt.Errorf("%s: %w", tg.name, err)
+				}
+				h.logf("  round %d %-22s %8.0f req/s  p50 %-8s p99 %-8s cpu/req %-8s non2xx %d errors %d", round+1, tg.name,
+					lr.RPS, lr.P50, lr.P99, lr.cpuPerRequest(), lr.Non2xx, lr.Errors)
+				switch {
+				case tg.want == "2xx" && lr.Non2xx > 0:
+					return fmt.Errorf("%s: %d of %d answers were not 2xx: valid keys were refused", tg.name, lr.Non2xx, lr.Requests)
+				case tg.want == "non2xx" && lr.Non2xx != lr.Requests:
+					return fmt.Errorf("%s: %d of %d answers were 2xx: invalid keys were accepted", tg.name, lr.Requests-lr.Non2xx, lr.Requests)
+				}
+				*tg.out = append(*tg.out, lr)
+			}
+		}
+		return nil
+	}
+	h.logf("load at %d keys: %d rounds of %s, %d connections, %s", small, c.rounds, c.duration, c.conns, r.tool)
+	if err := measure([]target{
+		{"bare handler", bare, bareAddr, ks["valid-small"], &r.bareSmall, "2xx", ""},
+		{"bare + timeouts", bareT, bareTAddr, ks["valid-small"], &r.bareTimeouts, "2xx", ""},
+		{"bare + timeouts, headers", bareTH, bareTHAddr, ks["valid-small"], &r.bareHeaders, "2xx", ""},
+		{"auth valid", auth.p, auth.addr, ks["valid-small"], &r.validSmall, "2xx", auth.pprof},
+		{"auth unknown", auth.p, auth.addr, ks["unknown"], &r.unknownSmall, "non2xx", auth.pprof},
+		{"auth malformed", auth.p, auth.addr, ks["malformed"], &r.malformedSmall, "non2xx", auth.pprof},
+	}); err != nil {
+		return err
+	}
+	if r.rssSmall, err = rssBytes(auth.p.pid()); err != nil {
+		return err
+	}
+	r.heapSmall = auth.heapInuse(ctx)
+	auth.p.stop(20 * time.Second)
+	bareT.stop(5 * time.Second)
+	bareTH.stop(5 * time.Second)
+
+	t = time.Now()
+	h.logf("creating %d more records", c.largeKeys-small)
+	if err := h.createRecords(ctx, cp.cs, ns, keys, small, c.largeKeys); err != nil {
+		return err
+	}
+	r.createLarge = time.Since(t)
+	r.createLargeN = c.largeKeys - small
+	h.logf("created them in %s", r.createLarge.Round(time.Millisecond))
+
+	auth, err = h.startAuthServer(ctx, "auth-server-large", cp.kubeconfig, ns, c.serverCPUs)
+	if err != nil {
+		return err
+	}
+	r.readyLarge = auth.ready
+	h.logf("auth server ready with %d records after %s", c.largeKeys, auth.ready.Round(time.Millisecond))
+	rssReady, err := rssBytes(auth.p.pid())
+	if err != nil {
+		return err
+	}
+	r.rssLargeReady = rssReady
+	if ks["valid-large"], err = h.writeKeySet("valid-large", pick(keys, c.probeKeys)); err != nil {
+		return err
+	}
+	if err := h.sanity(ctx, auth.addr, keys[len(keys)-1], unknownKeys[0], malformedKeys[0]); err != nil {
+		return err
+	}
+	h.logf("load at %d keys", c.largeKeys)
+	if err := measure([]target{
+		{"bare handler", bare, bareAddr, ks["valid-large"], &r.bareLarge, "2xx", ""},
+		{"auth valid", auth.p, auth.addr, ks["valid-large"], &r.validLarge, "2xx", auth.pprof},
+	}); err != nil {
+		return err
+	}
+	rssLoaded, err := rssBytes(auth.p.pid())
+	if err != nil {
+		return err
+	}
+	r.rssLarge = max(rssReady, rssLoaded)
+	r.rssLargeLoaded = rssLoaded
+	r.heapLarge = auth.heapInuse(ctx)
+	h.profile(ctx, auth.pprof, "heap?gc=1", auth.p.name+"-heap-loaded")
+
+	h.logf("propagation of record changes: %d samples each", c.propSamples)
+	if r.prop, err = h.propagation(ctx, cp.cs, ns, auth.addr, c.propSamples); err != nil {
+		return err
+	}
+	for _, k := range []string{"add", "disable", "delete"} {
+		h.logf("  %-8s p50 %-10s p99 %-10s (harness watch p50 %s p99 %s)", k, r.prop[k].pct(0.5), r.prop[k].pct(0.99),
+			r.prop[k+"-watch"].pct(0.5), r.prop[k+"-watch"].pct(0.99))
+	}
+	auth.p.stop(20 * time.Second)
+	bare.stop(5 * time.Second)
+	return nil
+}
+
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is a process the harness started and must stop.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error
+	started time.Time
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// logTail returns the end of the process's log, for error messages.
+func (p *proc) logTail() string {
+	data, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return ""
+	}
+	const n = 3000
+	if len(data) > n {
+		data = data[len(data)-n:]
+	}
+	return string(data)
+}
+
+// stop sends SIGTERM, waits, then SIGKILL.
+func (p *proc) stop(grace time.Duration) {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// procs tracks every child so that nothing outlives the harness. Each pid is
+// also appended to a file that hack/bench.sh reads if the harness itself is
+// killed before it can clean up.
+type procs struct {
+	mu       sync.Mutex
+	list     []*proc
+	dir      string
+	pidsFile string
+	taskset  string
+}
+
+func (ps *procs) recordPID(pid int, name string) {
+	f, err := os.OpenFile(ps.pidsFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%d %s\n", pid, name)
+}
+
+// command builds argv, pinned to cpus with taskset when asked and possible.
+func (ps *procs) command(ctx context.Context, cpus string, argv []string) *exec.Cmd {
+	if cpus != "" && ps.taskset != "" {
+		argv = append([]string{ps.taskset, "-c", cpus}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// If the harness dies, so do its children.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// start starts a long-running process with its output in <dir>/<name>.log.
+func (ps *procs) start(name, cpus string, argv ...string) (*proc, error) {
+	return ps.startEnv(name, cpus, nil, argv...)
+}
+
+// startEnv is start with extra environment variables.
+func (ps *procs) startEnv(name, cpus string, env []string, argv ...string) (*proc, error) {
+	logPath := filepath.Join(ps.dir, name+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := ps.command(context.Background(), cpus, argv)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{}), started: time.Now()}
+	ps.recordPID(cmd.Process.Pid, name)
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	ps.mu.Lock()
+	ps.list = append(ps.list, p)
+	ps.mu.Unlock()
+	return p, nil
+}
+
+// run runs a short-lived process (wrk, load, kubectl) and returns its
+// standard output.
+func (ps *procs) run(ctx context.Context, name, cpus string, argv ...string) ([]byte, error) {
+	cmd := ps.command(ctx, cpus, argv)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	ps.recordPID(cmd.Process.Pid, name)
+	if err := cmd.Wait(); err != nil {
+		return out.Bytes(), fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(errb.String()))
+	}
+	return out.Bytes(), nil
+}
+
+func (ps *procs) stopAll() {
+	ps.mu.Lock()
+	list := append([]*proc(nil), ps.list...)
+	ps.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range list {
+		wg.Go(func() { p.stop(20 * time.Second) })
+	}
+	wg.Wait()
+}
+
+// recordChildren appends the pids of the harness's direct children that it
+// did not start itself (the control plane's etcd and kube-apiserver, which
+// envtest starts in their own process groups) to the pids file.
+func (ps *procs) recordChildren() {
+	self := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		fields := statFields(stat)
+		if len(fields) > 1 && fields[1] == strconv.Itoa(self) {
+			comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+			ps.recordPID(pid, strings.TrimSpace(string(comm)))
+		}
+	}
+}
+
+// statFields returns the fields of /proc/<pid>/stat after the command name:
+// [0] is the state (field 3), [1] the parent pid (field 4), [11] utime
+// (field 14), [12] stime (field 15).
+func statFields(stat []byte) []string {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(stat[i+1:]))
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime: 100 on every Linux
+// architecture Go supports.
+const clockTicks = 100
+
+// cpuTicks returns a process's user plus system CPU time in clock ticks.
+func cpuTicks(pid int) (int64, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	f := statFields(stat)
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("bad /proc stat")
+	}
+	return u + s, nil
+}
+
+// rssBytes returns a process's resident set size (VmRSS).
+func rssBytes(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				return kb * 1024, err
+			}
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// freePort returns a port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func freeAddr() (string, error) {
+	p, err := freePort()
+	return "127.0.0.1:" + strconv.Itoa(p), err
+}
+
+// waitHTTP polls url every 10 ms until it answers 200, the process exits or
+// the timeout passes.
+func waitHTTP(ctx context.Context, url string, p *proc, timeout time.Duration) error {
+	c := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s exited before %s answered 200 (%w); its log ends with:\n%s", p.name, url, p.err, p.logTail())
+		}
+		if time.Now().After(deadline) {
+			tail := ""
+			if p != nil {
+				tail = "; its log ends with:\n" + p.logTail()
+			}
+			return fmt.Errorf("%s did not answer 200 within %s%s", url, timeout, tail)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
