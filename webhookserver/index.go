@@ -95,3 +95,14 @@ func (x *MemoryIndex) Len() (records, keys int) {
 	defer x.mu.RUnlock()
 	return len(x.records), len(x.keys)
 }
+
+// names returns the names of the records in the index.
+func (x *MemoryIndex) names() []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	out := make([]string, 0, len(x.records))
+	for n := range x.records {
+		out = append(out, n)
+	}
+	return out
+}

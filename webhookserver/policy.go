@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
@@ -59,15 +60,23 @@ func (p permission) String() string {
 // request. A Policy is shared by every version of the key and never changes
 // after Compile returns it.
 type Policy struct {
-	record      string
-	owner       string
-	limitID     string
+	// policyClass is the part that many keys share (interned when the key
+	// has no restrictions).
+	*policyClass
+	record    string
+	owner     string
+	limitID   string
+	disabled  bool
+	expiresAt time.Time
+}
+
+// policyClass is what a policy says apart from whose key it is: keys with
+// the same permissions, environment and limit, and no restrictions, share one.
+type policyClass struct {
 	environment string
 	permissions []string
 	perms       permission
 	limit       int64
-	disabled    bool
-	expiresAt   time.Time
 
 	// ipRestricted and domainRestricted stay true when every entry of a
 	// non-empty list failed to parse, so a bad entry narrows access instead
@@ -78,11 +87,37 @@ type Policy struct {
 	domains          []domainPattern
 
 	// Header values, shared by every answer; never mutated.
-	hKeyName     []string
 	hPermissions []string
 	hEnvironment []string
 	hLimit       []string
 	hPolicy      []string
+	// okTail is the 200 answer after the key id, up to `"rate_limit":`.
+	okTail []byte
+}
+
+// classes interns the policy classes of unrestricted keys.
+var classes = struct {
+	sync.Mutex
+	m map[string]*policyClass
+}{m: map[string]*policyClass{}}
+
+// maxClasses bounds the intern table; past it classes are simply not shared.
+const maxClasses = 4096
+
+func intern(c *policyClass) *policyClass {
+	if c.ipRestricted || c.domainRestricted {
+		return c
+	}
+	key := c.environment + "\x00" + strings.Join(c.permissions, ",") + "\x00" + strconv.FormatInt(c.limit, 10)
+	classes.Lock()
+	defer classes.Unlock()
+	if have, ok := classes.m[key]; ok {
+		return have
+	}
+	if len(classes.m) < maxClasses {
+		classes.m[key] = c
+	}
+	return c
 }
 
 // Record returns the name of the key-record Secret the policy came from.
@@ -144,11 +179,6 @@ type Entry struct {
 	// ExpiresAt is when this version stops being accepted (a tombstone from
 	// then on); zero for the current key.
 	ExpiresAt time.Time
-
-	hKeyID []string
-	// okBody is the 200 answer up to and including `"rate_limit":`; for an
-	// unlimited key it is the whole answer.
-	okBody []byte
 }
 
 // expired reports whether the version, or the whole key, has expired at now.
@@ -185,11 +215,10 @@ func Compile(name string, r *record.Record) *CompiledRecord {
 	}
 	pol := r.Policy
 	p := &Policy{
+		policyClass: &policyClass{environment: pol.Environment, limit: pol.RequestsPerHour},
 		record:      name,
 		owner:       r.Owner.String(),
 		limitID:     string(r.Owner.UID),
-		environment: pol.Environment,
-		limit:       pol.RequestsPerHour,
 		disabled:    pol.Disabled,
 	}
 	if p.limitID == "" {
@@ -253,16 +282,20 @@ func Compile(name string, r *record.Record) *CompiledRecord {
 	}
 
 	permHeader := strings.Join(p.permissions, ",")
-	p.hKeyName = []string{p.owner}
 	p.hPermissions = []string{permHeader}
 	p.hEnvironment = []string{p.environment}
 	if p.limit > 0 {
 		p.hLimit = []string{strconv.FormatInt(p.limit, 10)}
 		p.hPolicy = []string{`"hourly";q=` + strconv.FormatInt(p.limit, 10) + `;w=3600`}
 	}
+	p.okTail = appendOKTail(nil, p.policyClass)
+	p.policyClass = intern(p.policyClass)
 	c.Policy = p
 
-	seenHash := map[apikey.Hash]bool{}
+	seenHash := make(map[apikey.Hash]bool, len(r.Keys))
+	// One allocation for every version's entry.
+	entries := make([]Entry, 0, len(r.Keys))
+	hashes := make([]apikey.Hash, 0, len(r.Keys))
 	for i, v := range r.Keys {
 		h, err := apikey.ParseHash(v.Hash)
 		if err != nil {
@@ -278,15 +311,18 @@ func Compile(name string, r *record.Record) *CompiledRecord {
 		if id == "" || !validToken(id) {
 			id = h.ID()
 		}
-		e := &Entry{Policy: p, KeyID: id, hKeyID: []string{id}}
+		e := Entry{Policy: p, KeyID: id}
 		if v.ExpiresAt != nil {
 			e.ExpiresAt = v.ExpiresAt.Time
 		}
-		e.okBody = appendOKPrefix(nil, e)
-		if p.limit == 0 {
-			e.okBody = append(e.okBody, `{"unlimited":true}}`+"\n"...)
+		entries = append(entries, e)
+		hashes = append(hashes, h)
+	}
+	if len(entries) > 0 {
+		c.Keys = make([]CompiledKey, len(entries))
+		for i := range entries {
+			c.Keys[i] = CompiledKey{Hash: hashes[i], Entry: &entries[i]}
 		}
-		c.Keys = append(c.Keys, CompiledKey{Hash: h, Entry: e})
 	}
 	return c
 }

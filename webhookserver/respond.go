@@ -89,20 +89,18 @@ func errorBody(c code, message string) []byte {
 	return append(b, "}}\n"...)
 }
 
-// appendOKPrefix appends the 200 answer for a key version up to
+// appendOKTail appends the part of a 200 answer after the key id, up to
 // `"rate_limit":`.
-func appendOKPrefix(b []byte, e *Entry) []byte {
-	b = append(b, `{"valid":true,"key_id":`...)
-	b = appendJSONString(b, e.KeyID)
+func appendOKTail(b []byte, c *policyClass) []byte {
 	b = append(b, `,"permissions":[`...)
-	for i, p := range e.Policy.permissions {
+	for i, p := range c.permissions {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendJSONString(b, p)
 	}
 	b = append(b, `],"environment":`...)
-	b = appendJSONString(b, e.Policy.environment)
+	b = appendJSONString(b, c.environment)
 	return append(b, `,"rate_limit":`...)
 }
 

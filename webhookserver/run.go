@@ -7,6 +7,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -14,9 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -119,32 +120,35 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		defer func() { _ = mln.Close() }()
 	}
 
-	// Watch only key records, only in the records namespace.
-	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
-		informers.WithNamespace(o.RecordsNamespace),
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = record.Selector }),
-		informers.WithTransform(stripManagedFields),
-	)
-	informer := factory.Core().V1().Secrets().Informer()
+	// Watch only key records, only in the records namespace. A reflector
+	// feeds the index directly: no informer store keeps a copy of every
+	// Secret (for 100,000 records that copy alone is about 200 MB of heap).
 	l := &loader{idx: idx, limiter: lim, errors: recordErrors, log: log.WithName("records")}
-	reg2, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    l.upsert,
-		UpdateFunc: func(_, obj any) { l.upsert(obj) },
-		DeleteFunc: l.delete,
-	})
-	if err != nil {
-		return fmt.Errorf("watching key records: %w", err)
-	}
+	store := &recordStore{l: l, synced: make(chan struct{})}
+	ns := o.RecordsNamespace
+	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.LabelSelector = record.Selector
+			return cs.CoreV1().Secrets(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.LabelSelector = record.Selector
+			return cs.CoreV1().Secrets(ns).Watch(ctx, lo)
+		},
+	}, cs)
+	reflector := cache.NewReflectorWithOptions(lw, &corev1.Secret{}, store, cache.ReflectorOptions{Name: "key-records"})
 	informerCtx, stopInformers := context.WithCancel(ctx)
-	defer func() {
-		stopInformers()
-		factory.Shutdown()
-	}()
-	factory.Start(informerCtx.Done())
+	defer stopInformers()
+	go reflector.RunWithContext(informerCtx)
 	go func() {
-		if !cache.WaitForCacheSync(informerCtx.Done(), reg2.HasSynced) {
+		select {
+		case <-informerCtx.Done():
 			return
+		case <-store.synced:
 		}
+		// The first list decoded every record Secret at once; give that
+		// memory back now rather than keep it as RSS.
+		debug.FreeOSMemory()
 		records, keys := idx.Len()
 		log.Info("key records loaded; ready", "namespace", o.RecordsNamespace, "records", records, "keys", keys)
 		srv.SetReady(true)
@@ -214,13 +218,39 @@ func newHTTPServer(h http.Handler, maxHeaderBytes int) *http.Server {
 	}
 }
 
-// stripManagedFields drops what the auth server never reads from the cached
-// Secrets.
-func stripManagedFields(obj any) (any, error) {
-	if a, err := meta.Accessor(obj); err == nil {
-		a.SetManagedFields(nil)
+// recordStore is the reflector's store: it compiles each record into the
+// index and keeps nothing else. The reflector calls it from one goroutine.
+type recordStore struct {
+	l      *loader
+	synced chan struct{}
+	once   bool
+}
+
+func (s *recordStore) Add(obj any) error    { s.l.upsert(obj); return nil }
+func (s *recordStore) Update(obj any) error { s.l.upsert(obj); return nil }
+func (s *recordStore) Delete(obj any) error { s.l.delete(obj); return nil }
+func (s *recordStore) Resync() error        { return nil }
+
+// Replace loads a full list: every record in it, and drops the records the
+// index holds that are no longer there.
+func (s *recordStore) Replace(list []any, _ string) error {
+	keep := make(map[string]struct{}, len(list))
+	for _, obj := range list {
+		if sec, ok := obj.(*corev1.Secret); ok {
+			keep[sec.Name] = struct{}{}
+			s.l.upsert(sec)
+		}
 	}
-	return obj, nil
+	for _, name := range s.l.idx.names() {
+		if _, ok := keep[name]; !ok {
+			s.l.deleteName(name)
+		}
+	}
+	if !s.once {
+		s.once = true
+		close(s.synced)
+	}
+	return nil
 }
 
 // loader feeds the index from informer events. Log lines name records, never
@@ -269,6 +299,10 @@ func (l *loader) delete(obj any) {
 	default:
 		return
 	}
+	l.deleteName(name)
+}
+
+func (l *loader) deleteName(name string) {
 	if id, ok := l.idx.Delete(name); ok {
 		l.limiter.Forget(id)
 		l.log.V(1).Info("key record removed", "record", name)

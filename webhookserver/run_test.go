@@ -204,14 +204,6 @@ func TestRun(t *testing.T) {
 	}
 }
 
-func TestRunStripsManagedFields(t *testing.T) {
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "x"}}}}
-	out, err := stripManagedFields(s)
-	if err != nil || out.(*corev1.Secret).ManagedFields != nil {
-		t.Fatalf("managed fields kept: %v", err)
-	}
-}
-
 func TestRunBindError(t *testing.T) {
 	taken := listen(t)
 	defer func() { _ = taken.Close() }()

@@ -221,17 +221,23 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	}
 
 	if check {
-		h["X-Meterr-Key-Id"] = e.hKeyID
-		h["X-Meterr-Key-Name"] = p.hKeyName
+		h["X-Meterr-Key-Id"] = []string{e.KeyID}
+		h["X-Meterr-Key-Name"] = []string{p.owner}
 		h["X-Meterr-Permissions"] = p.hPermissions
 		h["X-Meterr-Environment"] = p.hEnvironment
 	}
-	if p.limit == 0 {
-		writeAnswer(w, http.StatusOK, e.okBody)
-		return codeOK
-	}
+	// The 200 answer: built per request from the key id (a validated
+	// token, so it needs no escaping) and the policy's shared fragment.
 	bp := bufPool.Get().(*[]byte)
-	b := appendRateLimit(append((*bp)[:0], e.okBody...), p.limit, remaining, reset)
+	b := append((*bp)[:0], `{"valid":true,"key_id":"`...)
+	b = append(b, e.KeyID...)
+	b = append(b, '"')
+	b = append(b, p.okTail...)
+	if p.limit == 0 {
+		b = append(b, `{"unlimited":true}}`+"\n"...)
+	} else {
+		b = appendRateLimit(b, p.limit, remaining, reset)
+	}
 	writeAnswer(w, http.StatusOK, b)
 	*bp = b
 	bufPool.Put(bp)
