@@ -1,11 +1,5 @@
 package webhookserver
 
-import (
-	"crypto/sha256"
-
-	"github.com/meterr/meterr-operator/internal/apikey"
-)
-
 // bearerToken returns the token of the request's only Authorization header,
 // "Bearer <token>": the scheme in any case, one or more spaces, then exactly
 // one token. Several Authorization headers are refused, as ambiguous.
@@ -32,12 +26,4 @@ func bearerToken(values []string) (string, bool) {
 		}
 	}
 	return tok, true
-}
-
-// hashKey is apikey.HashOf for a parsed key without the allocation that
-// converting a string to a []byte costs.
-func hashKey(key string) apikey.Hash {
-	var buf [apikey.Len]byte
-	n := copy(buf[:], key)
-	return sha256.Sum256(buf[:n])
 }

@@ -38,13 +38,6 @@ func TestBearerToken(t *testing.T) {
 	}
 }
 
-func TestHashKey(t *testing.T) {
-	k := newKey(t, "staging")
-	if hashKey(k) != hashOf(k) {
-		t.Fatal("hashKey differs from apikey.HashOf")
-	}
-}
-
 func TestClientIP(t *testing.T) {
 	trusted := []netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"),

@@ -182,7 +182,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	if !ok || apikey.Parse(tok) != nil {
 		return unauthorized(w, codeInvalidAPIKey, bodyInvalidAPIKey)
 	}
-	e, ok := s.index.Lookup(hashKey(tok))
+	e, ok := s.index.Lookup(apikey.HashOf(tok))
 	// A disabled key gets exactly the answer of an unknown one.
 	if !ok || e.Policy.disabled {
 		return unauthorized(w, codeInvalidAPIKey, bodyInvalidAPIKey)

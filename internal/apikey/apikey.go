@@ -15,6 +15,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"math/big"
+	"unsafe"
 )
 
 const (
@@ -65,8 +66,17 @@ func PrefixFor(environment string) string {
 // Hash is the SHA-256 of a whole key: the only form stored at rest.
 type Hash [sha256.Size]byte
 
-// HashOf hashes a key (or any string; callers parse first).
-func HashOf(key string) Hash { return sha256.Sum256([]byte(key)) }
+// HashOf hashes a key (or any string; callers parse first). A key-sized
+// input is copied to the stack: converting it to a []byte would allocate on
+// every request.
+func HashOf(key string) Hash {
+	if len(key) <= Len {
+		var buf [Len]byte
+		n := copy(buf[:], key)
+		return sha256.Sum256(buf[:n])
+	}
+	return sha256.Sum256([]byte(key))
+}
 
 // String returns the hash in lower-case hex.
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
@@ -122,14 +132,14 @@ func Parse(key string) error {
 		return ErrPrefix
 	}
 	for i := prefixLen; i < Len; i++ {
-		if value(key[i]) < 0 {
+		if base62[key[i]] < 0 {
 			return ErrCharset
 		}
 	}
 	sum := crcString(key[:prefixLen+randomLen])
 	var got uint64
 	for i := prefixLen + randomLen; i < Len; i++ {
-		got = got*62 + uint64(value(key[i]))
+		got = got*62 + uint64(base62[key[i]])
 	}
 	if got != uint64(sum) {
 		return ErrChecksum
@@ -137,27 +147,23 @@ func Parse(key string) error {
 	return nil
 }
 
-// crcString is crc32.ChecksumIEEE over a string: the library's version takes
-// a []byte that escapes, which would cost an allocation on every request.
+// crcString is crc32.ChecksumIEEE over a string's bytes without copying
+// them: converting would allocate on every request, and the library's
+// accelerated version beats a byte loop. The bytes are only read.
 func crcString(s string) uint32 {
-	crc := ^uint32(0)
-	for i := 0; i < len(s); i++ {
-		crc = crc32.IEEETable[byte(crc)^s[i]] ^ (crc >> 8)
-	}
-	return ^crc
+	return crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
-func value(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'A' && c <= 'Z':
-		return int(c-'A') + 10
-	case c >= 'a' && c <= 'z':
-		return int(c-'a') + 36
+// base62 maps a byte to its value in the alphabet, or -1.
+var base62 = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
 	}
-	return -1
-}
+	for i := range len(alphabet) {
+		t[alphabet[i]] = int8(i)
+	}
+	return t
+}()
 
 // IsLive reports whether a well-formed key is a production key.
 func IsLive(key string) bool { return len(key) >= prefixLen && key[:prefixLen] == LivePrefix }

@@ -52,9 +52,12 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: --records-namespace).")
 	fs.DurationVar(&o.TombstoneRetention, "tombstone-retention", 720*time.Hour, "How long an expired key version stays in its record, so its callers get expired_api_key rather than invalid_api_key.")
-	fs.Float64Var(&o.QPS, "kube-api-qps", 50, "Requests per second to the Kubernetes API (client-side limit).")
-	fs.IntVar(&o.Burst, "kube-api-burst", 100, "Burst of requests to the Kubernetes API (client-side limit).")
-	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "MeterrAPIKeys reconciled in parallel.")
+	// A rotation costs about ten API requests per key: at 50 QPS a wave of
+	// 10,000 keys would take half an hour. The API server's priority and
+	// fairness still protects it from this client.
+	fs.Float64Var(&o.QPS, "kube-api-qps", 500, "Requests per second to the Kubernetes API (client-side limit).")
+	fs.IntVar(&o.Burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API (client-side limit).")
+	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "MeterrAPIKeys reconciled in parallel.")
 }
 
 // Validate checks the flags.
