@@ -93,7 +93,7 @@ func run(ctx context.Context, command string, args []string) error {
 				return err
 			}
 			logPath := filepath.Join(o.DataDir, "meterr-operator.log")
-			f, err := os.Create(logPath)
+			f, err := os.Create(logPath) //nolint:gosec // the user names the data directory
 			if err != nil {
 				return err
 			}

@@ -180,5 +180,3 @@ func hasRateLimitHeaders(h http.Header) (all, none bool) {
 	}
 	return all, none
 }
-
-func hashOf(k string) apikey.Hash { return apikey.HashOf(k) }
