@@ -37,6 +37,8 @@ const (
 	ReasonSecretMissing     = "SecretMissing"
 	ReasonSecretModified    = "SecretModified"
 	ReasonSecretRenamed     = "SecretRenamed"
+	// ReasonRecordRebuilt is the event of a record rebuilt from the workload Secret.
+	ReasonRecordRebuilt = "RecordRebuilt"
 )
 
 // workload is what the workload Secret holds, as far as a decision cares.

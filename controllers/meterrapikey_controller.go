@@ -148,7 +148,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	// A record deleted by hand is rebuilt from the key the workload still holds.
 	if rec == nil && wl.intact {
 		rec = r.rebuildRecord(mak, wlSecret, wl.key, now)
-		r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, "RecordRebuilt", "Rebuild",
+		r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, ReasonRecordRebuilt, "Rebuild",
 			"the key record was missing: rebuilt it from the workload Secret; older key versions are no longer accepted")
 	}
 

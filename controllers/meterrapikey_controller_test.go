@@ -305,7 +305,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 				g.Expect(accepted(rec, key, fakeClock.Now())).To(BeTrue())
 			}).Should(Succeed())
 			Expect(secretKey(ns, "drift-rec")).To(Equal(key))
-			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement("RecordRebuilt"))
+			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(controllers.ReasonRecordRebuilt))
 		})
 
 		It("never overwrites a Secret it does not own", func() {
