@@ -21,7 +21,9 @@ build() { # name package
     echo "envtest-assets: $name already built ($out/$name)"
     return
   fi
-  echo "envtest-assets: building $name from $pkg (the first build of kube-apiserver takes ~10 minutes on 2 cores)..."
+  local hint=""
+  [ "$name" = kube-apiserver ] && hint=" (the first build takes 5-10 minutes on 2 cores)"
+  echo "envtest-assets: building $name from $pkg$hint..."
   local start=$SECONDS
   # go build is silent for minutes: say that it is still working.
   ( while sleep 30; do echo "envtest-assets: still building $name ($((SECONDS - start))s)..."; done ) &
