@@ -15,6 +15,9 @@ minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
 pkg=k8s.io/component-base/version
 ldflags="-s -w -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
 
+ticker=""
+trap '[ -n "$ticker" ] && kill "$ticker" 2>/dev/null; true' EXIT
+
 build() { # name package
   local name=$1 pkg=$2
   if [ -x "$out/$name" ]; then
@@ -27,10 +30,10 @@ build() { # name package
   local start=$SECONDS
   # go build is silent for minutes: say that it is still working.
   ( while sleep 30; do echo "envtest-assets: still building $name ($((SECONDS - start))s)..."; done ) &
-  local ticker=$!
-  trap 'kill $ticker 2>/dev/null' EXIT
+  ticker=$!
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg"
-  kill $ticker 2>/dev/null || true
+  kill "$ticker" 2>/dev/null || true
+  ticker=""
   mv "$out/$name.tmp" "$out/$name"
   echo "envtest-assets: built $name in $((SECONDS - start))s"
 }
