@@ -53,6 +53,10 @@ func hostOfURL(u string) string {
 		rest = rest[:j]
 	}
 	rest = strings.TrimSuffix(rest, ".")
+	// Empty labels ("..", a leading dot) make no host name.
+	if strings.HasPrefix(rest, ".") || strings.HasSuffix(rest, ".") || strings.Contains(rest, "..") {
+		return ""
+	}
 	for k := 0; k < len(rest); k++ {
 		c := rest[k]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
