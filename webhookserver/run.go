@@ -137,12 +137,12 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		},
 	}, cs)
 	reflector := cache.NewReflectorWithOptions(lw, &corev1.Secret{}, store, cache.ReflectorOptions{Name: "key-records"})
-	informerCtx, stopInformers := context.WithCancel(ctx)
-	defer stopInformers()
-	go reflector.RunWithContext(informerCtx)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go reflector.RunWithContext(watchCtx)
 	go func() {
 		select {
-		case <-informerCtx.Done():
+		case <-watchCtx.Done():
 			return
 		case <-store.synced:
 		}
@@ -253,7 +253,7 @@ func (s *recordStore) Replace(list []any, _ string) error {
 	return nil
 }
 
-// loader feeds the index from informer events. Log lines name records, never
+// loader feeds the index from the reflector's events. Log lines name records, never
 // keys.
 type loader struct {
 	idx     *MemoryIndex

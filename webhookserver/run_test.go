@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,6 +21,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 )
 
@@ -300,5 +302,40 @@ func TestRawHeaders(t *testing.T) {
 				t.Fatal("answer echoes the key")
 			}
 		})
+	}
+}
+
+// A relist (after a watch expired) replaces the whole index: a record deleted
+// while no watch was open must stop working, and its quota is dropped.
+func TestRecordStoreReplaceDropsVanishedRecords(t *testing.T) {
+	idx, lim := NewMemoryIndex(), NewMemoryLimiter()
+	st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: lim,
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: logr.Discard()}}
+	kept, gone := newKey(t, "production"), newKey(t, "production")
+	a := recordSecret(t, "meterr-system", newRecord("a", standard(), kept))
+	b := recordSecret(t, "meterr-system", newRecord("b", standard(), gone))
+	if err := st.Replace([]any{a, b}, "1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-st.synced:
+	default:
+		t.Fatal("the first full list did not mark the store synced")
+	}
+	now := time.Now()
+	if _, _, ok := lim.Take(context.Background(), "uid-b", 1, now); !ok {
+		t.Fatal("spending b's quota failed")
+	}
+	if err := st.Replace([]any{a}, "2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(kept)); !ok {
+		t.Fatal("a record still listed was dropped")
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(gone)); ok {
+		t.Fatal("a record missing from the relist is still accepted")
+	}
+	if remaining, _ := lim.Peek(context.Background(), "uid-b", 1, now); remaining != 1 {
+		t.Fatal("the vanished record's quota was kept")
 	}
 }
