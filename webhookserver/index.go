@@ -2,7 +2,9 @@ package webhookserver
 
 import (
 	"errors"
+	"math"
 	"sync"
+	"time"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
@@ -13,30 +15,65 @@ import (
 // not block on I/O and should not allocate. Entries come from Compile;
 // MemoryIndex is the implementation the auth server uses.
 type Index interface {
-	Lookup(h apikey.Hash) (*Entry, bool)
+	Lookup(h apikey.Hash) (Entry, bool)
 }
 
 // MemoryIndex is the Index the auth server builds from key records. Lookups
 // take a read lock on one map; Upsert and Delete compile outside the lock
 // and then swap a record's entries under the write lock, so a reader sees
 // either all of a record's old entries or all of its new ones.
+//
+// The key table holds no pointers (a key version is its hash, the slot of
+// its record and plain numbers), so the garbage collector never scans it;
+// what it does scan is one Policy and one string per record. With 100,000
+// keys that is what keeps collections, and the latency they add, small.
 type MemoryIndex struct {
-	mu      sync.RWMutex
-	keys    map[apikey.Hash]*Entry
-	records map[string]*CompiledRecord
+	mu    sync.RWMutex
+	keys  map[apikey.Hash]keySlot
+	slots []recordSlot
+	free  []uint32
+	// records maps a record's name (a substring of its policy's text) to
+	// its slot.
+	records map[string]uint32
+}
+
+// keySlot is one key version in the table.
+type keySlot struct {
+	rec uint32
+	// The key id is policy text [idOff, idOff+idLen).
+	idOff uint32
+	idLen uint32
+	// expires is the version's expiry in Unix nanoseconds; 0 means none.
+	expires int64
+}
+
+// recordSlot is one record: its policy and the hashes of its versions (a
+// pointer-free array), so they can be removed. pol is nil on a free slot.
+type recordSlot struct {
+	pol    *Policy
+	hashes []apikey.Hash
 }
 
 // NewMemoryIndex returns an empty index.
 func NewMemoryIndex() *MemoryIndex {
-	return &MemoryIndex{keys: map[apikey.Hash]*Entry{}, records: map[string]*CompiledRecord{}}
+	return &MemoryIndex{keys: map[apikey.Hash]keySlot{}, records: map[string]uint32{}}
 }
 
 // Lookup implements Index.
-func (x *MemoryIndex) Lookup(h apikey.Hash) (*Entry, bool) {
+func (x *MemoryIndex) Lookup(h apikey.Hash) (Entry, bool) {
 	x.mu.RLock()
-	e, ok := x.keys[h]
+	k, ok := x.keys[h]
+	if !ok {
+		x.mu.RUnlock()
+		return Entry{}, false
+	}
+	p := x.slots[k.rec].pol
 	x.mu.RUnlock()
-	return e, ok
+	e := Entry{Policy: p, KeyID: p.text[k.idOff : k.idOff+k.idLen]}
+	if k.expires != 0 {
+		e.ExpiresAt = time.Unix(0, k.expires)
+	}
+	return e, true
 }
 
 // Upsert replaces every entry of the record named name with those of r. The
@@ -44,21 +81,56 @@ func (x *MemoryIndex) Lookup(h apikey.Hash) (*Entry, bool) {
 // the parts that could not be used, which fail closed (see
 // CompiledRecord.Problems). It never contains key material.
 func (x *MemoryIndex) Upsert(name string, r *record.Record) error {
-	c := Compile(name, r)
+	return x.Install(Compile(name, r))
+}
+
+// Install is Upsert for a record already compiled.
+func (x *MemoryIndex) Install(c *CompiledRecord) error {
+	p := c.Policy
+	hashes := make([]apikey.Hash, len(c.Keys))
+	for i, k := range c.Keys {
+		hashes[i] = k.Hash
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.removeLocked(name)
+	x.removeLocked(p.record)
+	var rec uint32
+	if n := len(x.free); n > 0 {
+		rec = x.free[n-1]
+		x.free = x.free[:n-1]
+	} else {
+		rec = uint32(len(x.slots))
+		x.slots = append(x.slots, recordSlot{})
+	}
+	x.slots[rec] = recordSlot{pol: p, hashes: hashes}
+	x.records[p.record] = rec
 	for _, k := range c.Keys {
 		if other, ok := x.keys[k.Hash]; ok {
 			// Two records claiming one key: only a copied record does
 			// that. The newer one wins; say so.
-			c.Problems = append(c.Problems, errors.New("key record "+name+": key "+k.Entry.KeyID+
-				" is also in key record "+other.Policy.record+"; using this record"))
+			c.Problems = append(c.Problems, errors.New("key record "+p.record+": key "+k.KeyID+
+				" is also in key record "+x.slots[other.rec].pol.record+"; using this record"))
 		}
-		x.keys[k.Hash] = k.Entry
+		x.keys[k.Hash] = keySlot{rec: rec, idOff: k.idOff, idLen: uint32(len(k.KeyID)), expires: unixNano(k.ExpiresAt)}
 	}
-	x.records[name] = c
 	return errors.Join(c.Problems...)
+}
+
+// unixNano returns t in Unix nanoseconds, 0 for the zero time; times beyond
+// what int64 nanoseconds hold are clamped (the API server's range is wider).
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.IsZero():
+		return 0
+	case t.Unix() >= math.MaxInt64/int64(time.Second):
+		return math.MaxInt64
+	case t.Unix() <= math.MinInt64/int64(time.Second):
+		return math.MinInt64 + 1
+	}
+	if n := t.UnixNano(); n != 0 {
+		return n
+	}
+	return 1
 }
 
 // Delete removes every entry of the record named name. It returns the
@@ -66,25 +138,28 @@ func (x *MemoryIndex) Upsert(name string, r *record.Record) error {
 func (x *MemoryIndex) Delete(name string) (limitID string, ok bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	c, ok := x.records[name]
+	rec, ok := x.records[name]
 	if !ok {
 		return "", false
 	}
+	limitID = x.slots[rec].pol.limitID
 	x.removeLocked(name)
-	return c.Policy.limitID, true
+	return limitID, true
 }
 
 func (x *MemoryIndex) removeLocked(name string) {
-	old, ok := x.records[name]
+	rec, ok := x.records[name]
 	if !ok {
 		return
 	}
-	for _, k := range old.Keys {
+	for _, h := range x.slots[rec].hashes {
 		// Only our own entry: another record may have claimed the hash since.
-		if x.keys[k.Hash] == k.Entry {
-			delete(x.keys, k.Hash)
+		if k, ok := x.keys[h]; ok && k.rec == rec {
+			delete(x.keys, h)
 		}
 	}
+	x.slots[rec] = recordSlot{}
+	x.free = append(x.free, rec)
 	delete(x.records, name)
 }
 

@@ -169,7 +169,41 @@ func TestCompile(t *testing.T) {
 	if !p.allowsHost("a.b.example.com") || p.allowsHost("example.com") {
 		t.Error("domain")
 	}
-	if len(c.Keys) != 1 || c.Keys[0].Hash != apikey.HashOf(k) || c.Keys[0].Entry.KeyID != apikey.HashOf(k).ID() {
+	if len(c.Keys) != 1 || c.Keys[0].Hash != apikey.HashOf(k) || c.Keys[0].KeyID != apikey.HashOf(k).ID() {
 		t.Fatalf("keys %+v", c.Keys)
+	}
+}
+
+// A deleted record's slot is reused: lookups must still find each key's own
+// record, id and expiry, and a stale hash must not reach the new tenant.
+func TestIndexSlotReuse(t *testing.T) {
+	idx := NewMemoryIndex()
+	ka, kb, kc, kcOld := newKey(t, "production"), newKey(t, "production"), newKey(t, "production"), newKey(t, "production")
+	_ = idx.Upsert("a", newRecord("a", standard(), ka))
+	_ = idx.Upsert("b", newRecord("b", standard(), kb))
+	if _, ok := idx.Delete("a"); !ok {
+		t.Fatal("delete a")
+	}
+	rc := newRecord("c", standard(), kcOld, kc)
+	rc.Keys[0].ID = "old-id"
+	rc.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
+	if err := idx.Upsert("c", rc); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(ka)); ok {
+		t.Fatal("a's key found after a was deleted and its slot reused")
+	}
+	if e, ok := idx.Lookup(apikey.HashOf(kb)); !ok || e.Policy.Record() != "b" || e.KeyID != apikey.HashOf(kb).ID() || !e.ExpiresAt.IsZero() {
+		t.Fatalf("b: %+v", e)
+	}
+	e, ok := idx.Lookup(apikey.HashOf(kcOld))
+	if !ok || e.Policy.Record() != "c" || e.Policy.Owner() != "team-a/c" || e.KeyID != "old-id" || !e.ExpiresAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("c's previous version: %+v", e)
+	}
+	if e, ok := idx.Lookup(apikey.HashOf(kc)); !ok || e.KeyID != apikey.HashOf(kc).ID() || !e.ExpiresAt.IsZero() {
+		t.Fatalf("c's current version: %+v", e)
+	}
+	if recs, keys := idx.Len(); recs != 2 || keys != 3 {
+		t.Fatalf("len %d %d", recs, keys)
 	}
 }

@@ -63,9 +63,11 @@ type Policy struct {
 	// policyClass is the part that many keys share (interned when the key
 	// has no restrictions).
 	*policyClass
-	record    string
-	owner     string
-	limitID   string
+	record  string
+	owner   string
+	limitID string
+	// text holds record, owner, limitID and the key ids (see Compile).
+	text      string
 	disabled  bool
 	expiresAt time.Time
 }
@@ -170,7 +172,8 @@ func (p *Policy) allowsHost(host string) bool {
 	return false
 }
 
-// Entry is what the index holds for one key version.
+// Entry is what a lookup finds for one key version. It is a plain value,
+// built on each lookup from the index's pointer-free table.
 type Entry struct {
 	// Policy is shared by every version of the key.
 	Policy *Policy
@@ -192,8 +195,13 @@ func (e *Entry) expired(now time.Time) bool {
 
 // CompiledKey is one key version of a compiled record.
 type CompiledKey struct {
-	Hash  apikey.Hash
-	Entry *Entry
+	Hash apikey.Hash
+	// KeyID is the version's identifier; ExpiresAt is zero for the current
+	// key.
+	KeyID     string
+	ExpiresAt time.Time
+	// idOff is where KeyID starts in the policy's text.
+	idOff uint32
 }
 
 // CompiledRecord is a key record ready for an index.
@@ -216,14 +224,7 @@ func Compile(name string, r *record.Record) *CompiledRecord {
 	pol := r.Policy
 	p := &Policy{
 		policyClass: &policyClass{environment: pol.Environment, limit: pol.RequestsPerHour},
-		record:      name,
-		owner:       r.Owner.String(),
-		limitID:     string(r.Owner.UID),
 		disabled:    pol.Disabled,
-	}
-	if p.limitID == "" {
-		// A record without an owner UID still needs a quota of its own.
-		p.limitID = "record/" + name
 	}
 	if pol.ExpiresAt != nil {
 		p.expiresAt = pol.ExpiresAt.Time
@@ -293,9 +294,7 @@ func Compile(name string, r *record.Record) *CompiledRecord {
 	c.Policy = p
 
 	seenHash := make(map[apikey.Hash]bool, len(r.Keys))
-	// One allocation for every version's entry.
-	entries := make([]Entry, 0, len(r.Keys))
-	hashes := make([]apikey.Hash, 0, len(r.Keys))
+	ids := make([]string, 0, len(r.Keys))
 	for i, v := range r.Keys {
 		h, err := apikey.ParseHash(v.Hash)
 		if err != nil {
@@ -311,18 +310,39 @@ func Compile(name string, r *record.Record) *CompiledRecord {
 		if id == "" || !validToken(id) {
 			id = h.ID()
 		}
-		e := Entry{Policy: p, KeyID: id}
+		k := CompiledKey{Hash: h}
 		if v.ExpiresAt != nil {
-			e.ExpiresAt = v.ExpiresAt.Time
+			k.ExpiresAt = v.ExpiresAt.Time
 		}
-		entries = append(entries, e)
-		hashes = append(hashes, h)
+		c.Keys = append(c.Keys, k)
+		ids = append(ids, id)
 	}
-	if len(entries) > 0 {
-		c.Keys = make([]CompiledKey, len(entries))
-		for i := range entries {
-			c.Keys[i] = CompiledKey{Hash: hashes[i], Entry: &entries[i]}
-		}
+
+	// The strings a record keeps (its name, its owner, its quota's identity
+	// and the key ids) are cut from one allocation: the index holds 100,000
+	// records, and every object in it is work for the garbage collector.
+	owner := r.Owner.String()
+	limitID := string(r.Owner.UID)
+	if limitID == "" {
+		// A record without an owner UID still needs a quota of its own.
+		limitID = "record/" + name
+	}
+	var b strings.Builder
+	b.Grow(len(name) + len(owner) + len(limitID) + 16*len(ids))
+	b.WriteString(name)
+	b.WriteString(owner)
+	b.WriteString(limitID)
+	for _, id := range ids {
+		b.WriteString(id)
+	}
+	text := b.String()
+	p.text = text
+	at := 0
+	cut := func(n int) string { s := text[at : at+n]; at += n; return s }
+	p.record, p.owner, p.limitID = cut(len(name)), cut(len(owner)), cut(len(limitID))
+	for i, id := range ids {
+		c.Keys[i].idOff = uint32(at)
+		c.Keys[i].KeyID = cut(len(id))
 	}
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // code is the outcome of a decision; its name is the error code of the answer
@@ -183,8 +184,10 @@ func writeAnswer(w http.ResponseWriter, status int, body []byte) {
 // dynamic values share one string and one slice: two allocations.
 func setRateLimitHeaders(h http.Header, p *Policy, remaining int64, reset, now time.Time, retryAfter bool) {
 	secs := max(reset.Unix()-now.Unix(), 1)
-	var buf [96]byte
-	b := strconv.AppendInt(buf[:0], remaining, 10)
+	// One allocation holds the values and the bytes they are cut from; the
+	// header map keeps it alive until net/http has written the answer.
+	a := new(rateLimitValues)
+	b := strconv.AppendInt(a.buf[:0], remaining, 10)
 	i1 := len(b)
 	b = strconv.AppendInt(b, reset.Unix(), 10)
 	i2 := len(b)
@@ -194,14 +197,26 @@ func setRateLimitHeaders(h http.Header, p *Policy, remaining int64, reset, now t
 	b = strconv.AppendInt(b, secs, 10)
 	i3 := len(b)
 	b = strconv.AppendInt(b, secs, 10)
-	s := string(b)
-	v := []string{s[:i1], s[i1:i2], s[i2:i3], s[i3:]}
-	h["X-Ratelimit-Limit"] = p.hLimit
-	h["X-Ratelimit-Remaining"] = v[0:1:1]
-	h["X-Ratelimit-Reset"] = v[1:2:2]
-	h["Ratelimit-Policy"] = p.hPolicy
-	h["Ratelimit"] = v[2:3:3]
-	if retryAfter {
-		h["Retry-After"] = v[3:4:4]
+	var s string
+	if len(b) <= len(a.buf) {
+		s = unsafe.String(&a.buf[0], len(b))
+	} else {
+		s = string(b) // cannot happen with int64 values; stay correct anyway
 	}
+	a.v = [4]string{s[:i1], s[i1:i2], s[i2:i3], s[i3:]}
+	h["X-Ratelimit-Limit"] = p.hLimit
+	h["X-Ratelimit-Remaining"] = a.v[0:1:1]
+	h["X-Ratelimit-Reset"] = a.v[1:2:2]
+	h["Ratelimit-Policy"] = p.hPolicy
+	h["Ratelimit"] = a.v[2:3:3]
+	if retryAfter {
+		h["Retry-After"] = a.v[3:4:4]
+	}
+}
+
+// rateLimitValues backs the per-request rate-limit header values. buf is
+// written once, before any string is cut from it, and never again.
+type rateLimitValues struct {
+	v   [4]string
+	buf [112]byte
 }

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -146,15 +147,25 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 			return
 		case <-store.synced:
 		}
-		// The first list decoded every record Secret at once; give that
-		// memory back now rather than keep it as RSS.
-		debug.FreeOSMemory()
 		records, keys := idx.Len()
 		log.Info("key records loaded; ready", "namespace", o.RecordsNamespace, "records", records, "keys", keys)
 		srv.SetReady(true)
 		if d.ready != nil {
 			d.ready(srv)
 		}
+		// The first list held every record Secret at once. Collect it once
+		// the reflector has let go of it (it records the list's version
+		// right after Replace returns), and give the memory back: a
+		// collection while the list is still live would set the next
+		// heap goal at twice the list's size.
+		for reflector.LastSyncResourceVersion() == "" {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		debug.FreeOSMemory()
 	}()
 
 	api := newHTTPServer(srv, o.MaxHeaderBytes)
@@ -226,6 +237,44 @@ type recordStore struct {
 	once   bool
 }
 
+var _ cache.TransformingStore = (*recordStore)(nil)
+
+// Transformer lets the reflector compile each record as the initial list
+// streams in (client-go's TransformingStore): the reflector holds that whole
+// list in a temporary store before it hands it to Replace, and a compiled
+// record is a fraction of its Secret's size.
+func (s *recordStore) Transformer() cache.TransformFunc {
+	return func(obj any) (any, error) {
+		if sec, ok := obj.(*corev1.Secret); ok {
+			return compileSecret(sec), nil
+		}
+		return obj, nil
+	}
+}
+
+// compiledSecret is what is kept of a record Secret between decoding it and
+// installing it in the index: its name (the store's key) and the compiled
+// record, or why it could not be read.
+type compiledSecret struct {
+	metav1.ObjectMeta
+	c   *CompiledRecord
+	err error
+}
+
+func (c *compiledSecret) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+func (c *compiledSecret) DeepCopyObject() runtime.Object   { out := *c; return &out }
+
+func compileSecret(sec *corev1.Secret) *compiledSecret {
+	out := &compiledSecret{ObjectMeta: metav1.ObjectMeta{Namespace: sec.Namespace, Name: sec.Name}}
+	r, err := record.Decode(sec)
+	if err != nil {
+		out.err = err
+		return out
+	}
+	out.c = Compile(sec.Name, r)
+	return out
+}
+
 func (s *recordStore) Add(obj any) error    { s.l.upsert(obj); return nil }
 func (s *recordStore) Update(obj any) error { s.l.upsert(obj); return nil }
 func (s *recordStore) Delete(obj any) error { s.l.delete(obj); return nil }
@@ -236,9 +285,9 @@ func (s *recordStore) Resync() error        { return nil }
 func (s *recordStore) Replace(list []any, _ string) error {
 	keep := make(map[string]struct{}, len(list))
 	for _, obj := range list {
-		if sec, ok := obj.(*corev1.Secret); ok {
-			keep[sec.Name] = struct{}{}
-			s.l.upsert(sec)
+		if o, ok := obj.(metav1.Object); ok {
+			keep[o.GetName()] = struct{}{}
+			s.l.upsert(obj)
 		}
 	}
 	for _, name := range s.l.idx.names() {
@@ -263,26 +312,30 @@ type loader struct {
 }
 
 func (l *loader) upsert(obj any) {
-	s, ok := obj.(*corev1.Secret)
-	if !ok {
-		return
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		l.install(compileSecret(o))
+	case *compiledSecret:
+		l.install(o)
 	}
-	r, err := record.Decode(s)
-	if err != nil {
+}
+
+func (l *loader) install(cs *compiledSecret) {
+	if cs.err != nil {
 		// Fail closed: a record we cannot read must not leave its old
 		// entries in force (it may have just disabled the key). The quota
 		// is kept: the record will most likely be readable again.
-		l.idx.Delete(s.Name)
+		l.idx.Delete(cs.Name)
 		l.errors.Inc()
-		l.log.Error(err, "skipping key record", "record", s.Name)
+		l.log.Error(cs.err, "skipping key record", "record", cs.Name)
 		return
 	}
-	if err := l.idx.Upsert(s.Name, r); err != nil {
+	if err := l.idx.Install(cs.c); err != nil {
 		l.errors.Inc()
-		l.log.Error(err, "key record loaded with problems", "record", s.Name, "owner", r.Owner.String())
+		l.log.Error(err, "key record loaded with problems", "record", cs.Name, "owner", cs.c.Policy.Owner())
 		return
 	}
-	l.log.V(1).Info("key record loaded", "record", s.Name, "owner", r.Owner.String(), "versions", len(r.Keys))
+	l.log.V(1).Info("key record loaded", "record", cs.Name, "owner", cs.c.Policy.Owner(), "versions", len(cs.c.Keys))
 }
 
 func (l *loader) delete(obj any) {

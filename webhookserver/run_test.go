@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
@@ -337,5 +338,45 @@ func TestRecordStoreReplaceDropsVanishedRecords(t *testing.T) {
 	}
 	if remaining, _ := lim.Peek(context.Background(), "uid-b", 1, now); remaining != 1 {
 		t.Fatal("the vanished record's quota was kept")
+	}
+}
+
+// The initial list streams through the reflector's temporary store, which
+// applies the store's transformer: each record arrives compiled, and a record
+// that cannot be read still fails closed.
+func TestRecordStoreStreamedListIsCompiled(t *testing.T) {
+	idx, lim := NewMemoryIndex(), NewMemoryLimiter()
+	st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: lim,
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: logr.Discard()}}
+	good, bad := newKey(t, "production"), newKey(t, "production")
+	a := recordSecret(t, "meterr-system", newRecord("a", standard(), good))
+	b := recordSecret(t, "meterr-system", newRecord("b", standard(), bad))
+	if err := st.Replace([]any{b}, "1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(bad)); !ok {
+		t.Fatal("b not loaded")
+	}
+	b.Data[record.DataKey] = []byte("{not json")
+
+	tmp := cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc, cache.WithTransformer(st.Transformer()))
+	for _, s := range []*corev1.Secret{a, b} {
+		if err := tmp.Add(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, obj := range tmp.List() {
+		if _, ok := obj.(*compiledSecret); !ok {
+			t.Fatalf("the temporary store kept a %T, not the compiled record", obj)
+		}
+	}
+	if err := st.Replace(tmp.List(), "2"); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := idx.Lookup(apikey.HashOf(good)); !ok || e.Policy.Owner() != "team-a/a" || e.KeyID != apikey.HashOf(good).ID() {
+		t.Fatalf("a: %+v %v", e, ok)
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(bad)); ok {
+		t.Fatal("a record that no longer decodes is still accepted")
 	}
 }
