@@ -64,7 +64,10 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 
 		fakeClock.Step(10*time.Hour - time.Second)
 		poke(mak)
-		settled(mak, currentID(idOf(oldKey)))
+		// A poke changes no generation, so settled() would already hold
+		// before the reconcile runs: watch that no rotation happens instead.
+		Consistently(func() string { return getKey(mak).Status.CurrentKey.ID }).WithTimeout(2 * time.Second).
+			Should(Equal(idOf(oldKey)))
 		Expect(secretKey(ns, "rotating")).To(Equal(oldKey), "no rotation before the period has elapsed")
 
 		fakeClock.Step(time.Second)
@@ -116,7 +119,8 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		})
 		settled(mak, currentID(idOf(k2)))
 		poke(mak)
-		settled(mak, currentID(idOf(k2)))
+		Consistently(func() string { return getKey(mak).Status.CurrentKey.ID }).WithTimeout(2*time.Second).
+			Should(Equal(idOf(k2)), "a poke with an already-used requestedAt never rotates")
 		Expect(secretKey(ns, "gitops")).To(Equal(k2))
 
 		// A future value waits for its time.
@@ -188,7 +192,9 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 
 		fakeClock.Step(2 * time.Hour)
 		poke(mak)
-		settled(mak, readyReason(controllers.ReasonDisabled), currentID(idOf(key)))
+		Consistently(func() string { return getKey(mak).Status.CurrentKey.ID }).WithTimeout(2*time.Second).
+			Should(Equal(idOf(key)), "a disabled key does not rotate when its period elapses")
+		settled(mak, readyReason(controllers.ReasonDisabled))
 
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = false })
 		got = settled(mak, ready)

@@ -52,6 +52,9 @@ func TestControllers(t *testing.T) {
 
 var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	// Gomega's 1 s default is too short on a busy CI machine: bare
+	// Eventually calls and the update/poke helpers use this.
+	SetDefaultEventuallyTimeout(10 * time.Second)
 	ctx, cancel = context.WithCancel(context.Background())
 
 	testEnv = &envtest.Environment{
