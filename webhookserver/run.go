@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -147,25 +146,27 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 			return
 		case <-store.synced:
 		}
+		// The initial list held every record at once. Collect it once the
+		// reflector has let go of it (it records the list's version right
+		// after Replace returns) and give the memory back before saying
+		// ready, so a new replica starts at its steady-state size.
+		// (Bounded: readiness must not hang on a detail of client-go.)
+		for deadline := time.Now().Add(2 * time.Second); reflector.LastSyncResourceVersion() == "" && time.Now().Before(deadline); {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		debug.FreeOSMemory()
 		records, keys := idx.Len()
 		log.Info("key records loaded; ready", "namespace", o.RecordsNamespace, "records", records, "keys", keys)
 		srv.SetReady(true)
 		if d.ready != nil {
 			d.ready(srv)
 		}
-		// The first list held every record Secret at once. Collect it once
-		// the reflector has let go of it (it records the list's version
-		// right after Replace returns), and give the memory back: a
-		// collection while the list is still live would set the next
-		// heap goal at twice the list's size.
-		for reflector.LastSyncResourceVersion() == "" {
-			select {
-			case <-watchCtx.Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-		debug.FreeOSMemory()
+		// From here on the heap is the index plus requests in flight.
+		tuneGC(watchCtx)
 	}()
 
 	api := newHTTPServer(srv, o.MaxHeaderBytes)
@@ -254,18 +255,20 @@ func (s *recordStore) Transformer() cache.TransformFunc {
 
 // compiledSecret is what is kept of a record Secret between decoding it and
 // installing it in the index: its name (the store's key) and the compiled
-// record, or why it could not be read.
+// record, or why it could not be read. It carries no ObjectMeta: the
+// reflector's store finds the name through GetObjectMeta.
 type compiledSecret struct {
-	metav1.ObjectMeta
-	c   *CompiledRecord
-	err error
+	namespace, name string
+	c               *CompiledRecord
+	err             error
 }
 
-func (c *compiledSecret) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
-func (c *compiledSecret) DeepCopyObject() runtime.Object   { out := *c; return &out }
+func (c *compiledSecret) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Namespace: c.namespace, Name: c.name}
+}
 
 func compileSecret(sec *corev1.Secret) *compiledSecret {
-	out := &compiledSecret{ObjectMeta: metav1.ObjectMeta{Namespace: sec.Namespace, Name: sec.Name}}
+	out := &compiledSecret{namespace: sec.Namespace, name: sec.Name}
 	r, err := record.Decode(sec)
 	if err != nil {
 		out.err = err
@@ -285,10 +288,15 @@ func (s *recordStore) Resync() error        { return nil }
 func (s *recordStore) Replace(list []any, _ string) error {
 	keep := make(map[string]struct{}, len(list))
 	for _, obj := range list {
-		if o, ok := obj.(metav1.Object); ok {
-			keep[o.GetName()] = struct{}{}
-			s.l.upsert(obj)
+		switch o := obj.(type) {
+		case *corev1.Secret:
+			keep[o.Name] = struct{}{}
+		case *compiledSecret:
+			keep[o.name] = struct{}{}
+		default:
+			continue
 		}
+		s.l.upsert(obj)
 	}
 	for _, name := range s.l.idx.names() {
 		if _, ok := keep[name]; !ok {
@@ -325,17 +333,17 @@ func (l *loader) install(cs *compiledSecret) {
 		// Fail closed: a record we cannot read must not leave its old
 		// entries in force (it may have just disabled the key). The quota
 		// is kept: the record will most likely be readable again.
-		l.idx.Delete(cs.Name)
+		l.idx.Delete(cs.name)
 		l.errors.Inc()
-		l.log.Error(cs.err, "skipping key record", "record", cs.Name)
+		l.log.Error(cs.err, "skipping key record", "record", cs.name)
 		return
 	}
 	if err := l.idx.Install(cs.c); err != nil {
 		l.errors.Inc()
-		l.log.Error(err, "key record loaded with problems", "record", cs.Name, "owner", cs.c.Policy.Owner())
+		l.log.Error(err, "key record loaded with problems", "record", cs.name, "owner", cs.c.Policy.Owner())
 		return
 	}
-	l.log.V(1).Info("key record loaded", "record", cs.Name, "owner", cs.c.Policy.Owner(), "versions", len(cs.c.Keys))
+	l.log.V(1).Info("key record loaded", "record", cs.name, "owner", cs.c.Policy.Owner(), "versions", len(cs.c.Keys))
 }
 
 func (l *loader) delete(obj any) {

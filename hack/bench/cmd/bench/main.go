@@ -527,6 +527,9 @@ func (h *harness) authPhase(ctx context.Context) error {
 	}
 	r.rssLarge = max(rssReady, rssLoaded)
 	r.rssLargeLoaded = rssLoaded
+	if st, err := procStatus(auth.p.pid()); err == nil {
+		r.rssLargePeak, r.rssLargeAnon, r.rssLargeFile = st["VmHWM"], st["RssAnon"], st["RssFile"]
+	}
 	r.heapLarge = auth.heapInuse(ctx)
 	h.profile(ctx, auth.pprof, "heap?gc=1", auth.p.name+"-heap-loaded")
 

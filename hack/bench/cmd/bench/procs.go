@@ -215,20 +215,38 @@ func cpuTicks(pid int) (int64, error) {
 
 // rssBytes returns a process's resident set size (VmRSS).
 func rssBytes(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	m, err := procStatus(pid)
 	if err != nil {
 		return 0, err
 	}
+	v, ok := m["VmRSS"]
+	if !ok {
+		return 0, errors.New("no VmRSS")
+	}
+	return v, nil
+}
+
+// procStatus returns the kB fields of /proc/<pid>/status (VmRSS, VmHWM,
+// RssAnon, RssFile, ...) in bytes.
+func procStatus(pid int) (map[string]int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
 	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) >= 1 {
-				kb, err := strconv.ParseInt(f[0], 10, 64)
-				return kb * 1024, err
+		name, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 2 && f[1] == "kB" {
+			if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				out[name] = kb * 1024
 			}
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return out, nil
 }
 
 // freePort returns a port on 127.0.0.1 that was free a moment ago.

@@ -27,6 +27,7 @@ type results struct {
 	bareLarge, validLarge                               runs
 	bareTimeouts, bareHeaders                           runs
 	rssLargeReady, rssLargeLoaded                       int64
+	rssLargePeak, rssLargeAnon, rssLargeFile            int64
 	heapSmall, heapLarge                                int64
 	readySmall, readyLarge                              time.Duration
 	rssSmall, rssLarge                                  int64
@@ -394,6 +395,11 @@ func (r *results) markdown() string {
 		w("- **Memory**: auth server VmRSS with %s keys %s right after ready, %s after the load runs (Go heap in use %s);\n",
 			num(c.largeKeys), mib(r.rssLargeReady), mib(r.rssLargeLoaded), mib(r.heapLarge))
 		w("  with %s keys %s (heap in use %s).\n", num(min(c.smallKeys, c.largeKeys)), mib(r.rssSmall), mib(r.heapSmall))
+		if r.rssLargePeak > 0 {
+			w("  After the load runs with %s keys: %s anonymous, %s file-backed (the binary's pages); peak VmRSS (VmHWM) %s,\n",
+				num(c.largeKeys), mib(r.rssLargeAnon), mib(r.rssLargeFile), mib(r.rssLargePeak))
+			w("  reached while the initial list was loading (a memory limit must allow for it).\n")
+		}
 	}
 	if r.createLargeN > 0 {
 		w("- **Records**: %s record Secrets created directly in the records namespace (`record.Encode`, `record.Labels()`), %d concurrent\n", num(r.createLargeN), c.createWorkers)
