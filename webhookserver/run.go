@@ -140,6 +140,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go reflector.RunWithContext(watchCtx)
+	go tuneGC(watchCtx)
 	go func() {
 		select {
 		case <-watchCtx.Done():
@@ -165,8 +166,6 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		if d.ready != nil {
 			d.ready(srv)
 		}
-		// From here on the heap is the index plus requests in flight.
-		tuneGC(watchCtx)
 	}()
 
 	api := newHTTPServer(srv, o.MaxHeaderBytes)
