@@ -1,6 +1,7 @@
 package webhookserver
 
 import (
+	"crypto/sha256"
 	"errors"
 	"math"
 	"sync"
@@ -28,13 +29,15 @@ type Index interface {
 // what it does scan is one Policy and one string per record. With 100,000
 // keys that is what keeps collections, and the latency they add, small.
 type MemoryIndex struct {
-	mu    sync.RWMutex
-	keys  map[apikey.Hash]keySlot
-	slots []recordSlot
+	mu   sync.RWMutex
+	keys map[apikey.Hash]keySlot
+	// slots holds each record's policy; nil on a free slot. A policy
+	// carries its versions' hashes, so they can be removed.
+	slots []*Policy
 	free  []uint32
-	// records maps a record's name (a substring of its policy's text) to
-	// its slot.
-	records map[string]uint32
+	// records maps a record's name, by its digest, to its slot: a map
+	// without pointers, like keys.
+	records map[nameKey]uint32
 }
 
 // keySlot is one key version in the table.
@@ -47,16 +50,9 @@ type keySlot struct {
 	expires int64
 }
 
-// recordSlot is one record: its policy and the hashes of its versions (a
-// pointer-free array), so they can be removed. pol is nil on a free slot.
-type recordSlot struct {
-	pol    *Policy
-	hashes []apikey.Hash
-}
-
 // NewMemoryIndex returns an empty index.
 func NewMemoryIndex() *MemoryIndex {
-	return &MemoryIndex{keys: map[apikey.Hash]keySlot{}, records: map[string]uint32{}}
+	return &MemoryIndex{keys: map[apikey.Hash]keySlot{}, records: map[nameKey]uint32{}}
 }
 
 // Lookup implements Index.
@@ -67,7 +63,7 @@ func (x *MemoryIndex) Lookup(h apikey.Hash) (Entry, bool) {
 		x.mu.RUnlock()
 		return Entry{}, false
 	}
-	p := x.slots[k.rec].pol
+	p := x.slots[k.rec]
 	x.mu.RUnlock()
 	e := Entry{Policy: p, KeyID: p.text[k.idOff : k.idOff+k.idLen]}
 	if k.expires != 0 {
@@ -87,29 +83,26 @@ func (x *MemoryIndex) Upsert(name string, r *record.Record) error {
 // Install is Upsert for a record already compiled.
 func (x *MemoryIndex) Install(c *CompiledRecord) error {
 	p := c.Policy
-	hashes := make([]apikey.Hash, len(c.Keys))
-	for i, k := range c.Keys {
-		hashes[i] = k.Hash
-	}
+	name := p.Record()
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.removeLocked(p.record)
+	x.removeLocked(name)
 	var rec uint32
 	if n := len(x.free); n > 0 {
 		rec = x.free[n-1]
 		x.free = x.free[:n-1]
 	} else {
 		rec = uint32(len(x.slots))
-		x.slots = append(x.slots, recordSlot{})
+		x.slots = append(x.slots, nil)
 	}
-	x.slots[rec] = recordSlot{pol: p, hashes: hashes}
-	x.records[p.record] = rec
+	x.slots[rec] = p
+	x.records[keyOfName(name)] = rec
 	for _, k := range c.Keys {
 		if other, ok := x.keys[k.Hash]; ok {
 			// Two records claiming one key: only a copied record does
 			// that. The newer one wins; say so.
-			c.Problems = append(c.Problems, errors.New("key record "+p.record+": key "+k.KeyID+
-				" is also in key record "+x.slots[other.rec].pol.record+"; using this record"))
+			c.Problems = append(c.Problems, errors.New("key record "+name+": key "+k.KeyID+
+				" is also in key record "+x.slots[other.rec].Record()+"; using this record"))
 		}
 		x.keys[k.Hash] = keySlot{rec: rec, idOff: k.idOff, idLen: uint32(len(k.KeyID)), expires: unixNano(k.ExpiresAt)}
 	}
@@ -138,29 +131,31 @@ func unixNano(t time.Time) int64 {
 func (x *MemoryIndex) Delete(name string) (limitID string, ok bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	rec, ok := x.records[name]
+	rec, ok := x.records[keyOfName(name)]
 	if !ok {
 		return "", false
 	}
-	limitID = x.slots[rec].pol.limitID
+	limitID = x.slots[rec].LimitID()
 	x.removeLocked(name)
 	return limitID, true
 }
 
 func (x *MemoryIndex) removeLocked(name string) {
-	rec, ok := x.records[name]
+	rec, ok := x.records[keyOfName(name)]
 	if !ok {
 		return
 	}
-	for _, h := range x.slots[rec].hashes {
+	p := x.slots[rec]
+	for i := range int(p.nKeys) {
 		// Only our own entry: another record may have claimed the hash since.
+		h := p.hash(i)
 		if k, ok := x.keys[h]; ok && k.rec == rec {
 			delete(x.keys, h)
 		}
 	}
-	x.slots[rec] = recordSlot{}
+	x.slots[rec] = nil
 	x.free = append(x.free, rec)
-	delete(x.records, name)
+	delete(x.records, keyOfName(name))
 }
 
 // Len returns how many records and key versions (tombstones included) the
@@ -176,8 +171,20 @@ func (x *MemoryIndex) names() []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	out := make([]string, 0, len(x.records))
-	for n := range x.records {
-		out = append(out, n)
+	for _, p := range x.slots {
+		if p != nil {
+			out = append(out, p.Record())
+		}
 	}
 	return out
+}
+
+// nameKey is a record name's digest: the first 128 bits of its SHA-256.
+// Record names are chosen by the operator, not by clients, and two of
+// 100,000 names share a digest with a probability of about 2^-94.
+type nameKey [16]byte
+
+func keyOfName(name string) nameKey {
+	d := sha256.Sum256([]byte(name))
+	return nameKey(d[:16])
 }

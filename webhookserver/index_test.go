@@ -2,6 +2,7 @@ package webhookserver
 
 import (
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +206,36 @@ func TestIndexSlotReuse(t *testing.T) {
 	}
 	if recs, keys := idx.Len(); recs != 2 || keys != 3 {
 		t.Fatalf("len %d %d", recs, keys)
+	}
+}
+
+// The index's two maps must stay free of pointers: the garbage collector then
+// never scans them, which is what keeps 100,000 keys cheap (see MemoryIndex).
+func TestIndexMapsHoldNoPointers(t *testing.T) {
+	var hasPointers func(reflect.Type) bool
+	hasPointers = func(ty reflect.Type) bool {
+		switch ty.Kind() {
+		case reflect.Array:
+			return hasPointers(ty.Elem())
+		case reflect.Struct:
+			for i := range ty.NumField() {
+				if hasPointers(ty.Field(i).Type) {
+					return true
+				}
+			}
+			return false
+		case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+			reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+			return false
+		}
+		return true
+	}
+	x := NewMemoryIndex()
+	for _, m := range []any{x.keys, x.records} {
+		ty := reflect.TypeOf(m)
+		if hasPointers(ty.Key()) || hasPointers(ty.Elem()) {
+			t.Errorf("%v holds pointers", ty)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package webhookserver
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -63,13 +64,16 @@ type Policy struct {
 	// policyClass is the part that many keys share (interned when the key
 	// has no restrictions).
 	*policyClass
-	record  string
-	owner   string
-	limitID string
-	// text holds record, owner, limitID and the key ids (see Compile).
+	// text is the record's one allocation (see Compile): the versions'
+	// hashes, 32 bytes each, then the record's name, the owner, the quota's
+	// identity and the key ids. The offsets below cut it.
 	text      string
+	expiresAt int64 // Unix nanoseconds; 0: never
+	ownerAt   uint32
+	limitAt   uint32
+	idsAt     uint32
+	nKeys     uint16
 	disabled  bool
-	expiresAt time.Time
 }
 
 // policyClass is what a policy says apart from whose key it is: keys with
@@ -123,10 +127,10 @@ func intern(c *policyClass) *policyClass {
 }
 
 // Record returns the name of the key-record Secret the policy came from.
-func (p *Policy) Record() string { return p.record }
+func (p *Policy) Record() string { return p.text[int(p.nKeys)*len(apikey.Hash{}) : p.ownerAt] }
 
 // Owner returns the MeterrAPIKey as "namespace/name".
-func (p *Policy) Owner() string { return p.owner }
+func (p *Policy) Owner() string { return p.text[p.ownerAt:p.limitAt] }
 
 // Environment returns the key's environment.
 func (p *Policy) Environment() string { return p.environment }
@@ -142,11 +146,22 @@ func (p *Policy) Disabled() bool { return p.disabled }
 
 // ExpiresAt returns the time after which every version is refused, or the
 // zero time.
-func (p *Policy) ExpiresAt() time.Time { return p.expiresAt }
+func (p *Policy) ExpiresAt() time.Time {
+	if p.expiresAt == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, p.expiresAt)
+}
 
 // LimitID returns the identity the rate limiter counts under: the owner's
 // UID, so that rotating the key does not reset its quota.
-func (p *Policy) LimitID() string { return p.limitID }
+func (p *Policy) LimitID() string { return p.text[p.limitAt:p.idsAt] }
+
+// hash returns the hash of the record's i-th version.
+func (p *Policy) hash(i int) (h apikey.Hash) {
+	copy(h[:], p.text[i*len(h):])
+	return h
+}
 
 func (p *Policy) allowsIP(a netip.Addr) bool {
 	if !a.IsValid() {
@@ -190,7 +205,7 @@ func (e *Entry) expired(now time.Time) bool {
 		return true
 	}
 	exp := e.Policy.expiresAt
-	return !exp.IsZero() && !now.Before(exp)
+	return exp != 0 && now.UnixNano() >= exp
 }
 
 // CompiledKey is one key version of a compiled record.
@@ -227,7 +242,7 @@ func Compile(name string, r *record.Record) *CompiledRecord {
 		disabled:    pol.Disabled,
 	}
 	if pol.ExpiresAt != nil {
-		p.expiresAt = pol.ExpiresAt.Time
+		p.expiresAt = unixNano(pol.ExpiresAt.Time)
 	}
 	if p.limit < 0 {
 		problem("negative requestsPerHour %d; the key is refused", p.limit)
@@ -318,31 +333,44 @@ func Compile(name string, r *record.Record) *CompiledRecord {
 		ids = append(ids, id)
 	}
 
-	// The strings a record keeps (its name, its owner, its quota's identity
-	// and the key ids) are cut from one allocation: the index holds 100,000
-	// records, and every object in it is work for the garbage collector.
+	if len(c.Keys) > math.MaxUint16 {
+		problem("%d key versions; the %d oldest are used", len(c.Keys), math.MaxUint16)
+		c.Keys, ids = c.Keys[:math.MaxUint16], ids[:math.MaxUint16]
+	}
+
+	// What a record keeps (its versions' hashes, its name, its owner, its
+	// quota's identity and the key ids) is one allocation: the index holds
+	// 100,000 records, and every object in it is work for the garbage
+	// collector.
 	owner := r.Owner.String()
 	limitID := string(r.Owner.UID)
 	if limitID == "" {
 		// A record without an owner UID still needs a quota of its own.
 		limitID = "record/" + name
 	}
+	n := len(name) + len(owner) + len(limitID)
+	for i, id := range ids {
+		n += len(c.Keys[i].Hash) + len(id)
+	}
 	var b strings.Builder
-	b.Grow(len(name) + len(owner) + len(limitID) + 16*len(ids))
+	b.Grow(n)
+	for _, k := range c.Keys {
+		b.Write(k.Hash[:])
+	}
 	b.WriteString(name)
+	p.ownerAt = uint32(b.Len())
 	b.WriteString(owner)
+	p.limitAt = uint32(b.Len())
 	b.WriteString(limitID)
-	for _, id := range ids {
+	p.idsAt = uint32(b.Len())
+	for i, id := range ids {
+		c.Keys[i].idOff = uint32(b.Len())
 		b.WriteString(id)
 	}
-	text := b.String()
-	p.text = text
-	at := 0
-	cut := func(n int) string { s := text[at : at+n]; at += n; return s }
-	p.record, p.owner, p.limitID = cut(len(name)), cut(len(owner)), cut(len(limitID))
+	p.text = b.String()
+	p.nKeys = uint16(len(c.Keys))
 	for i, id := range ids {
-		c.Keys[i].idOff = uint32(at)
-		c.Keys[i].KeyID = cut(len(id))
+		c.Keys[i].KeyID = p.text[c.Keys[i].idOff : int(c.Keys[i].idOff)+len(id)]
 	}
 	return c
 }

@@ -196,7 +196,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 		// Not counted, so a stolen key used from elsewhere cannot exhaust
 		// the quota; the headers show where the key stands.
 		if p.limit > 0 {
-			remaining, reset := s.limiter.Peek(r.Context(), p.limitID, p.limit, now)
+			remaining, reset := s.limiter.Peek(r.Context(), p.LimitID(), p.limit, now)
 			setRateLimitHeaders(h, p, remaining, reset, now, false)
 		}
 		writeAnswer(w, codes[c].status, body)
@@ -207,7 +207,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	var reset time.Time
 	if p.limit > 0 {
 		var ok bool
-		remaining, reset, ok = s.limiter.Take(r.Context(), p.limitID, p.limit, now)
+		remaining, reset, ok = s.limiter.Take(r.Context(), p.LimitID(), p.limit, now)
 		setRateLimitHeaders(h, p, remaining, reset, now, !ok)
 		if !ok {
 			writeAnswer(w, http.StatusTooManyRequests, bodyRateLimited)
@@ -222,7 +222,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 
 	if check {
 		h["X-Meterr-Key-Id"] = []string{e.KeyID}
-		h["X-Meterr-Key-Name"] = []string{p.owner}
+		h["X-Meterr-Key-Name"] = []string{p.Owner()}
 		h["X-Meterr-Permissions"] = p.hPermissions
 		h["X-Meterr-Environment"] = p.hEnvironment
 	}
