@@ -90,6 +90,10 @@ demo: envtest-assets build ## Run the whole system on a local control plane and 
 bench: envtest-assets build ## Benchmarks: Go benchmarks and a load test of the running binary; writes docs/benchmarks.md.
 	hack/bench.sh
 
+.PHONY: bench-compare
+bench-compare: ## Go benchmarks of the hot path at BASE (a git revision) and now, interleaved, through benchstat.
+	hack/bench-compare.sh $(BASE) $(or $(COUNT),6)
+
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build -t $(IMG) .

@@ -199,7 +199,7 @@ func setRateLimitHeaders(h http.Header, p *Policy, remaining int64, reset, now t
 	b = strconv.AppendInt(b, secs, 10)
 	var s string
 	if len(b) <= len(a.buf) {
-		s = unsafe.String(&a.buf[0], len(b))
+		s = unsafe.String(&a.buf[0], len(b)) //nolint:gosec // b was appended within a.buf, which is never written again
 	} else {
 		s = string(b) // cannot happen with int64 values; stay correct anyway
 	}
