@@ -13,10 +13,10 @@ import (
 // heap before the next collection. Go's default (GOGC=100) makes it the live
 // heap itself, which is too little for a small index (a collection every few
 // thousand requests, each marking client-go's type registry) and too much for
-// a large one (100,000 keys would double a ~45 MiB heap). The key table holds
+// a large one (100,000 keys would double a ~35 MiB heap). The key table holds
 // no pointers, so collecting more often costs little when the index is large.
 const (
-	minHeadroom   = 24 << 20
+	minHeadroom   = 16 << 20
 	minGCPercent  = 50
 	maxGCPercent  = 400
 	liveHeapGauge = "/gc/heap/live:bytes"

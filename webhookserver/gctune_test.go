@@ -12,10 +12,11 @@ func TestGCPercentFor(t *testing.T) {
 		want int
 	}{
 		{0, maxGCPercent},
-		{1 << 20, maxGCPercent},  // a tiny heap: 400%, not 2400%
-		{8 << 20, 300},           // 24 MiB of headroom
-		{24 << 20, 100},          // Go's default
-		{48 << 20, minGCPercent}, // a large index: half the live heap
+		{1 << 20, maxGCPercent},  // a tiny heap: 400%, not 1600%
+		{8 << 20, 200},           // 16 MiB of headroom
+		{16 << 20, 100},          // Go's default
+		{24 << 20, 66},           // still 16 MiB
+		{32 << 20, minGCPercent}, // from here on, half the live heap
 		{1 << 30, minGCPercent},
 	} {
 		if got := gcPercentFor(tc.live); got != tc.want {
