@@ -3,6 +3,7 @@
 //	meterr-operator manager      reconcile MeterrAPIKeys into key records and workload Secrets
 //	meterr-operator auth-server  verify API keys for the meterr API and for proxies
 //	meterr-operator dev          run everything on a local control plane
+//	meterr-operator webhook      sign and verify webhook payloads (X-Meterr-Signature)
 package main
 
 import (
@@ -33,6 +34,7 @@ Usage:
   meterr-operator manager [flags]      reconcile MeterrAPIKeys into key records and workload Secrets
   meterr-operator auth-server [flags]  verify API keys (GET /v1/auth/verify, /v1/auth/check)
   meterr-operator dev [flags]          run the whole system on a local control plane
+  meterr-operator webhook sign|verify  sign or verify a webhook body (X-Meterr-Signature)
   meterr-operator version              print the version
 
 Run "meterr-operator <command> --help" for a command's flags.
@@ -55,6 +57,10 @@ func main() {
 }
 
 func run(ctx context.Context, command string, args []string) error {
+	if command == "webhook" {
+		// A small tool with flags of its own, and no cluster.
+		return cmd.RunWebhook(args, os.Stdin, os.Stdout, os.Stderr, nil)
+	}
 	fs := flag.NewFlagSet("meterr-operator "+command, flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig; default: $KUBECONFIG, the in-cluster config, then ~/.kube/config.")
 	zapOpts := zap.Options{}
