@@ -182,11 +182,8 @@ func writeAnswer(w http.ResponseWriter, status int, body []byte) {
 // setRateLimitHeaders sets the GitHub-style X-RateLimit-* headers and the
 // IETF draft's RateLimit-Policy and RateLimit, and Retry-After on a 429. The
 // dynamic values share one string and one slice: two allocations.
-func setRateLimitHeaders(h http.Header, p *Policy, remaining int64, reset, now time.Time, retryAfter bool) {
+func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining int64, reset, now time.Time, retryAfter bool) {
 	secs := max(reset.Unix()-now.Unix(), 1)
-	// One allocation holds the values and the bytes they are cut from; the
-	// header map keeps it alive until net/http has written the answer.
-	a := new(rateLimitValues)
 	b := strconv.AppendInt(a.buf[:0], remaining, 10)
 	i1 := len(b)
 	b = strconv.AppendInt(b, reset.Unix(), 10)
@@ -214,9 +211,12 @@ func setRateLimitHeaders(h http.Header, p *Policy, remaining int64, reset, now t
 	}
 }
 
-// rateLimitValues backs the per-request rate-limit header values. buf is
-// written once, before any string is cut from it, and never again.
-type rateLimitValues struct {
+// answerValues backs a request's own header values (rate-limit counters, a
+// check's key id and owner), so that they cost one allocation; the header map
+// keeps it alive until net/http has written the answer. buf is written once,
+// before any string is cut from it, and never again.
+type answerValues struct {
 	v   [4]string
+	id  [2]string
 	buf [112]byte
 }

@@ -191,13 +191,17 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 		return unauthorized(w, codeExpiredAPIKey, bodyExpiredAPIKey)
 	}
 	p := e.Policy
+	var a *answerValues
+	if p.limit > 0 || check {
+		a = new(answerValues)
+	}
 
 	if c, body := s.restrict(r, p); c != codeOK {
 		// Not counted, so a stolen key used from elsewhere cannot exhaust
 		// the quota; the headers show where the key stands.
 		if p.limit > 0 {
 			remaining, reset := s.limiter.Peek(r.Context(), p.LimitID(), p.limit, now)
-			setRateLimitHeaders(h, p, remaining, reset, now, false)
+			setRateLimitHeaders(h, a, p, remaining, reset, now, false)
 		}
 		writeAnswer(w, codes[c].status, body)
 		return c
@@ -208,7 +212,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	if p.limit > 0 {
 		var ok bool
 		remaining, reset, ok = s.limiter.Take(r.Context(), p.LimitID(), p.limit, now)
-		setRateLimitHeaders(h, p, remaining, reset, now, !ok)
+		setRateLimitHeaders(h, a, p, remaining, reset, now, !ok)
 		if !ok {
 			writeAnswer(w, http.StatusTooManyRequests, bodyRateLimited)
 			return codeRateLimitExceeded
@@ -221,8 +225,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	}
 
 	if check {
-		h["X-Meterr-Key-Id"] = []string{e.KeyID}
-		h["X-Meterr-Key-Name"] = []string{p.Owner()}
+		a.id = [2]string{e.KeyID, p.Owner()}
+		h["X-Meterr-Key-Id"] = a.id[0:1:1]
+		h["X-Meterr-Key-Name"] = a.id[1:2:2]
 		h["X-Meterr-Permissions"] = p.hPermissions
 		h["X-Meterr-Environment"] = p.hEnvironment
 	}
