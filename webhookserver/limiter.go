@@ -13,13 +13,16 @@ const windowSeconds = 3600
 // hour. id identifies a MeterrAPIKey (not a key version, so rotation does not
 // reset the count); limit is its hourly limit, always >= 1; now comes from
 // the caller's clock. Implementations must be safe for concurrent use. The
-// in-memory one is MemoryLimiter; a shared one (Redis) can implement the same
-// interface and decide on its own what to do when its store is unreachable.
+// in-memory one is MemoryLimiter; RedisLimiter shares counts between
+// replicas and decides on its own what to do when Redis is unreachable.
 type Limiter interface {
 	// Take spends one request. ok is false when the window's limit is
-	// already used up; then nothing is spent and remaining is 0.
+	// already used up; then nothing is spent and remaining is 0. A zero
+	// reset with ok false means the count could not be checked (a shared
+	// limiter failing closed): the request is refused without counters.
 	Take(ctx context.Context, id string, limit int64, now time.Time) (remaining int64, reset time.Time, ok bool)
-	// Peek reports the window's remaining requests without spending one.
+	// Peek reports the window's remaining requests without spending one; a
+	// zero reset means unknown.
 	Peek(ctx context.Context, id string, limit int64, now time.Time) (remaining int64, reset time.Time)
 	// Forget drops everything counted for id.
 	Forget(id string)

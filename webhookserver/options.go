@@ -55,6 +55,14 @@ type Options struct {
 	// starts, so load balancers stop sending before the listener closes
 	// (--shutdown-delay).
 	ShutdownDelay time.Duration
+	// RedisURL, when set, shares rate-limit counts between replicas through
+	// Redis (--redis-url; $MTR_REDIS_URL when the flag is empty, so a
+	// password can come from a Secret).
+	RedisURL string
+	// RedisTimeout bounds each Redis command (--redis-timeout).
+	RedisTimeout time.Duration
+	// RedisFailureMode is FailOpen or FailClosed (--redis-failure-mode).
+	RedisFailureMode string
 
 	// Clock is the time source of every decision; nil is the real clock.
 	// Not a flag: tests share a fake clock with the controller.
@@ -69,6 +77,8 @@ func DefaultOptions() Options {
 		RecordsNamespace: DefaultRecordsNamespace,
 		ShutdownTimeout:  DefaultShutdownTimeout,
 		MaxHeaderBytes:   DefaultMaxHeaderBytes,
+		RedisTimeout:     DefaultRedisTimeout,
+		RedisFailureMode: DefaultRedisFailureMode,
 	}
 }
 
@@ -103,6 +113,14 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			"and load balancers stop sending first; e.g. 5s in a cluster.")
 	fs.IntVar(&o.MaxHeaderBytes, "max-header-bytes", DefaultMaxHeaderBytes,
 		"Largest request line plus headers, in bytes; larger requests get 431 Request Header Fields Too Large.")
+	fs.StringVar(&o.RedisURL, "redis-url", "",
+		"redis://[[user]:password@]host:port[/db] (rediss:// for TLS): count rate limits in Redis, shared and exact across "+
+			"replicas. Empty: $MTR_REDIS_URL if set, else count in this replica's memory.")
+	fs.DurationVar(&o.RedisTimeout, "redis-timeout", DefaultRedisTimeout,
+		"Longest wait for Redis per rate-limit check (and to connect); past it --redis-failure-mode decides.")
+	fs.StringVar(&o.RedisFailureMode, "redis-failure-mode", DefaultRedisFailureMode,
+		`While Redis cannot be reached: "open" counts in this replica's memory (limits hold per replica), `+
+			`"closed" refuses limited keys with 429 rate_limit_exceeded and Retry-After: 1. Redis is tried again every second.`)
 }
 
 // Validate checks the options and reports every problem at once.
@@ -138,6 +156,16 @@ func (o *Options) Validate() error {
 	}
 	if o.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout", "must be positive, got %s", o.ShutdownTimeout)
+	}
+	if o.RedisTimeout <= 0 {
+		bad("redis-timeout", "must be positive, got %s", o.RedisTimeout)
+	}
+	if o.RedisFailureMode != FailOpen && o.RedisFailureMode != FailClosed {
+		bad("redis-failure-mode", "must be %q or %q, got %q", FailOpen, FailClosed, o.RedisFailureMode)
+	}
+	if o.RedisURL != "" && !strings.HasPrefix(o.RedisURL, "redis://") && !strings.HasPrefix(o.RedisURL, "rediss://") {
+		// Never repeat the URL: it may hold a password.
+		bad("redis-url", "must start with redis:// or rediss://")
 	}
 	if o.MaxHeaderBytes < minMaxHeaderBytes {
 		bad("max-header-bytes", "must be at least %d, got %d", minMaxHeaderBytes, o.MaxHeaderBytes)

@@ -29,7 +29,8 @@ func TestAddFlagsDefaults(t *testing.T) {
 		}
 	})
 	for _, name := range []string{"listen", "metrics-bind-address", "records-namespace", "environment", "trusted-proxies",
-		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes"} {
+		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes",
+		"redis-url", "redis-timeout", "redis-failure-mode"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("no --%s", name)
 		}
@@ -45,6 +46,7 @@ func TestAddFlagsParse(t *testing.T) {
 		"--environment=staging", "--trusted-proxies=10.0.0.0/8,fd00::/8", "--trusted-proxies=192.0.2.1",
 		"--route=GET /v1/usage=read", "--route", "* /v1/billing=admin",
 		"--tls-cert-file=/c", "--tls-key-file=/k", "--shutdown-timeout=3s", "--max-header-bytes=32768",
+		"--redis-url=redis://redis:6379/2", "--redis-timeout=250ms", "--redis-failure-mode=closed",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +56,7 @@ func TestAddFlagsParse(t *testing.T) {
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("192.0.2.1/32")},
 		Routes:         []Route{{"GET", "/v1/usage", "read"}, {"*", "/v1/billing", "admin"}},
 		TLSCertFile:    "/c", TLSKeyFile: "/k", ShutdownTimeout: 3 * time.Second, MaxHeaderBytes: 32768,
+		RedisURL: "redis://redis:6379/2", RedisTimeout: 250 * time.Millisecond, RedisFailureMode: FailClosed,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("parsed %+v\nwant %+v", o, want)
@@ -89,12 +92,18 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.TLSKeyFile = "/k" }, "--tls-cert-file"},
 		{func(o *Options) { o.ShutdownTimeout = 0 }, "--shutdown-timeout"},
 		{func(o *Options) { o.MaxHeaderBytes = 4096 }, "--max-header-bytes"},
+		{func(o *Options) { o.RedisTimeout = 0 }, "--redis-timeout"},
+		{func(o *Options) { o.RedisFailureMode = "deny" }, "--redis-failure-mode"},
+		{func(o *Options) { o.RedisURL = "http://user:hunter2@redis:6379" }, "--redis-url"},
 	} {
 		o := DefaultOptions()
 		tc.mut(&o)
 		err := o.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want one about %s", o, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error repeats a password: %v", err)
 		}
 	}
 	o := DefaultOptions()

@@ -56,6 +56,7 @@ var (
 	bodyIPNotAllowed     = errorBody(codeIPNotAllowed, "Requests from this IP address are not allowed for this API key")
 	bodyDomainNotAllowed = errorBody(codeDomainNotAllowed, "Requests from this domain are not allowed for this API key")
 	bodyRateLimited      = errorBody(codeRateLimitExceeded, "Rate limit exceeded; retry after the time in Retry-After")
+	bodyLimitUnavailable = errorBody(codeRateLimitExceeded, "The rate limit could not be checked; retry after the time in Retry-After")
 	bodyUnknownPerm      = errorBody(codeInvalidRequest, "Unknown permission in the permission parameter; use read, write or admin")
 	bodyBadOriginal      = errorBody(codeInvalidRequest, "The original request URI forwarded by the proxy is malformed")
 	bodyNoOriginal       = errorBody(codeInvalidRequest, "Route rules are configured but the request does not say which request it authorizes: "+

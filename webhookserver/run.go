@@ -7,6 +7,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"time"
 
@@ -41,6 +42,9 @@ const (
 // most o.ShutdownTimeout). It returns an error when the options are invalid or
 // a listener cannot be bound, and nil after a clean shutdown.
 func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) error {
+	if o.RedisURL == "" {
+		o.RedisURL = os.Getenv(RedisURLEnv)
+	}
 	if err := o.Validate(); err != nil {
 		return err
 	}
@@ -75,7 +79,22 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	idx := NewMemoryIndex()
-	lim := NewMemoryLimiter()
+	var lim Limiter = NewMemoryLimiter()
+	if o.RedisURL != "" {
+		rl, err := NewRedisLimiter(RedisOptions{URL: o.RedisURL, Timeout: o.RedisTimeout,
+			FailureMode: o.RedisFailureMode, Registerer: reg, Log: log.WithName("limiter"), Now: d.clock.Now})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = rl.Close() }()
+		pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := rl.Ping(pingCtx); err != nil {
+			// Not fatal: the failure mode applies until Redis answers.
+			log.Error(err, "redis does not answer yet; rate limits fail "+o.RedisFailureMode+" until it does")
+		}
+		cancel()
+		lim = rl
+	}
 	srv, err := NewServer(ServerConfig{
 		Index:          idx,
 		Limiter:        lim,
@@ -191,7 +210,8 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		go func() { errc <- metrics.Serve(mln) }()
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "tls", tlsConfig != nil, "metrics", o.MetricsAddr,
-		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes))
+		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes),
+		"sharedRateLimits", o.RedisURL != "")
 
 	select {
 	case <-ctx.Done():

@@ -200,8 +200,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 		// Not counted, so a stolen key used from elsewhere cannot exhaust
 		// the quota; the headers show where the key stands.
 		if p.limit > 0 {
-			remaining, reset := s.limiter.Peek(r.Context(), p.LimitID(), p.limit, now)
-			setRateLimitHeaders(h, a, p, remaining, reset, now, false)
+			if remaining, reset := s.limiter.Peek(r.Context(), p.LimitID(), p.limit, now); !reset.IsZero() {
+				setRateLimitHeaders(h, a, p, remaining, reset, now, false)
+			}
 		}
 		writeAnswer(w, codes[c].status, body)
 		return c
@@ -212,6 +213,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	if p.limit > 0 {
 		var ok bool
 		remaining, reset, ok = s.limiter.Take(r.Context(), p.LimitID(), p.limit, now)
+		if !ok && reset.IsZero() {
+			// The shared count is unreachable and the limiter fails closed.
+			h["Retry-After"] = hvRetryOneSecond
+			writeAnswer(w, http.StatusTooManyRequests, bodyLimitUnavailable)
+			return codeRateLimitExceeded
+		}
 		setRateLimitHeaders(h, a, p, remaining, reset, now, !ok)
 		if !ok {
 			writeAnswer(w, http.StatusTooManyRequests, bodyRateLimited)
