@@ -53,7 +53,6 @@ func tuneGC(ctx context.Context) {
 
 type gcTuner struct {
 	sample  []metrics.Sample
-	current int
 	stopped atomic.Bool
 }
 
@@ -62,10 +61,9 @@ func (t *gcTuner) tune() {
 	if t.sample[0].Value.Kind() != metrics.KindUint64 {
 		return
 	}
-	if p := gcPercentFor(t.sample[0].Value.Uint64()); p != t.current {
-		debug.SetGCPercent(p)
-		t.current = p
-	}
+	// Set every time, not only on a change: another tuner in the process
+	// (tests run several servers) may have reset it.
+	debug.SetGCPercent(gcPercentFor(t.sample[0].Value.Uint64()))
 }
 
 type gcSentinel struct{ t *gcTuner }

@@ -58,13 +58,20 @@ return {1, c}
 // be reached it fails open (counting in memory) or closed (see FailOpen,
 // FailClosed), and tries Redis again a second later.
 type RedisLimiter struct {
-	client    redis.UniversalClient
-	failOpen  bool
-	fallback  *MemoryLimiter
-	downUntil atomic.Int64 // Unix nanoseconds; 0 while Redis answers
+	client   redis.UniversalClient
+	failOpen bool
+	fallback *MemoryLimiter
+	// downUntil is when Redis may be tried again, in nanoseconds of mono;
+	// 0 while Redis answers.
+	downUntil atomic.Int64
 	errors    prometheus.Counter
 	log       logr.Logger
-	now       func() time.Time // for the backoff only; decisions use the caller's now
+	// now is the server's clock: it picks the windows Forget drops.
+	now func() time.Time
+	// mono is the real clock of the backoff (never a test's frozen clock).
+	mono    func() time.Time
+	forgets chan string
+	done    chan struct{}
 }
 
 // RedisOptions configure NewRedisLimiter.
@@ -94,9 +101,12 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultRedisTimeout
 	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
+	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = o.Timeout, o.Timeout, o.Timeout
+	// Dialling (with a TLS handshake for rediss://) gets more than a command.
+	opts.DialTimeout = max(o.Timeout, time.Second)
 	opts.MaxRetries = -1 // a retry would double the wait; the next request tries again
-	opts.ContextTimeoutEnabled = true
+	opts.PoolSize = max(opts.PoolSize, 64)
+	opts.MinIdleConns = 4
 	switch o.FailureMode {
 	case "", FailOpen, FailClosed:
 	default:
@@ -110,12 +120,16 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 			Name: "meterr_auth_limiter_errors_total",
 			Help: "Rate-limit checks that could not reach Redis and were decided by --redis-failure-mode.",
 		}),
-		log: o.Log,
-		now: o.Now,
+		log:     o.Log,
+		now:     o.Now,
+		mono:    time.Now,
+		forgets: make(chan string, 4096),
+		done:    make(chan struct{}),
 	}
 	if l.now == nil {
 		l.now = time.Now
 	}
+	go l.forgetLoop()
 	if o.Registerer != nil {
 		if err := o.Registerer.Register(l.errors); err != nil {
 			return nil, fmt.Errorf("registering limiter metrics: %w", err)
@@ -124,8 +138,12 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 	return l, nil
 }
 
-// Close closes the connections to Redis.
-func (l *RedisLimiter) Close() error { return l.client.Close() }
+// Close stops the limiter and closes the connections to Redis.
+func (l *RedisLimiter) Close() error {
+	close(l.forgets)
+	<-l.done
+	return l.client.Close()
+}
 
 // Ping checks that Redis answers.
 func (l *RedisLimiter) Ping(ctx context.Context) error { return l.client.Ping(ctx).Err() }
@@ -142,13 +160,18 @@ func (l *RedisLimiter) Take(ctx context.Context, id string, limit int64, now tim
 	hour, reset := windowOf(now)
 	if l.available() {
 		ttl := max(reset.Unix()-now.Unix(), 1) + 60
-		res, err := takeScript.Run(ctx, l.client, []string{windowKey(id, hour)}, limit, ttl).Int64Slice()
+		// A client that hangs up must not cut the check short: that would
+		// look like an outage (see failed).
+		res, err := takeScript.Run(context.WithoutCancel(ctx), l.client, []string{windowKey(id, hour)}, limit, ttl).Int64Slice()
 		if err == nil && len(res) == 2 {
 			l.answered()
 			if res[0] == 0 {
 				return 0, reset, false
 			}
 			return max(limit-res[1], 0), reset, true
+		}
+		if err == nil {
+			err = fmt.Errorf("unexpected answer from the rate-limit script: %v", res)
 		}
 		l.failed(err)
 	}
@@ -163,7 +186,7 @@ func (l *RedisLimiter) Take(ctx context.Context, id string, limit int64, now tim
 func (l *RedisLimiter) Peek(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
 	hour, reset := windowOf(now)
 	if l.available() {
-		n, err := l.client.Get(ctx, windowKey(id, hour)).Int64()
+		n, err := l.client.Get(context.WithoutCancel(ctx), windowKey(id, hour)).Int64()
 		if errors.Is(err, redis.Nil) {
 			l.answered()
 			return limit, reset
@@ -181,31 +204,53 @@ func (l *RedisLimiter) Peek(ctx context.Context, id string, limit int64, now tim
 }
 
 // Forget implements Limiter: it drops the current and the previous window.
+// The deletion runs in the background: Forget is called from the loop that
+// keeps the index current, which must not wait for Redis. Should the queue
+// be full, the windows are left to expire within the hour.
 func (l *RedisLimiter) Forget(id string) {
 	l.fallback.Forget(id)
-	if !l.available() {
-		return
+	select {
+	case l.forgets <- id:
+	default:
 	}
-	hour, _ := windowOf(l.now())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := l.client.Del(ctx, windowKey(id, hour), windowKey(id, hour-1)).Err(); err != nil {
-		l.failed(err)
-		return
-	}
-	l.answered()
 }
 
+func (l *RedisLimiter) forgetLoop() {
+	defer close(l.done)
+	for id := range l.forgets {
+		if !l.available() {
+			continue
+		}
+		hour, _ := windowOf(l.now())
+		if err := l.client.Del(context.Background(), windowKey(id, hour), windowKey(id, hour-1)).Err(); err != nil {
+			l.failed(err)
+			continue
+		}
+		l.answered()
+	}
+}
+
+// available reports whether to try Redis. After a failure it says no for
+// redisBackoff; then yes to exactly one caller, whose command probes Redis
+// while the others keep to the failure mode.
 func (l *RedisLimiter) available() bool {
 	until := l.downUntil.Load()
-	return until == 0 || l.now().UnixNano() >= until
+	if until == 0 {
+		return true
+	}
+	now := l.mono().UnixNano()
+	return now >= until && l.downUntil.CompareAndSwap(until, now+int64(redisBackoff))
 }
 
 func (l *RedisLimiter) failed(err error) {
 	l.errors.Inc()
-	next := l.now().Add(redisBackoff).UnixNano()
-	if prev := l.downUntil.Swap(next); prev == 0 || l.now().UnixNano() >= prev {
-		// Once per outage (and once a second while it lasts), not per request.
+	if errors.Is(err, redis.ErrPoolTimeout) {
+		// Every connection is busy: a burst, not an outage. This request
+		// follows the failure mode; the next ones try Redis again.
+		return
+	}
+	if prev := l.downUntil.Swap(l.mono().Add(redisBackoff).UnixNano()); prev == 0 {
+		// Once per outage, not per request.
 		mode := FailClosed
 		if l.failOpen {
 			mode = FailOpen + " (counting in memory)"

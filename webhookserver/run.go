@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -285,6 +286,12 @@ type compiledSecret struct {
 func (c *compiledSecret) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: c.namespace, Name: c.name}
 }
+
+// A runtime.Object too, for client-go's debug checks of the streamed list.
+func (c *compiledSecret) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+func (c *compiledSecret) DeepCopyObject() runtime.Object   { out := *c; return &out }
+
+var _ runtime.Object = (*compiledSecret)(nil)
 
 func compileSecret(sec *corev1.Secret) *compiledSecret {
 	out := &compiledSecret{namespace: sec.Namespace, name: sec.Name}

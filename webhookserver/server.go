@@ -214,7 +214,10 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 		var ok bool
 		remaining, reset, ok = s.limiter.Take(r.Context(), p.LimitID(), p.limit, now)
 		if !ok && reset.IsZero() {
-			// The shared count is unreachable and the limiter fails closed.
+			// The shared count is unreachable and the limiter fails closed:
+			// the limit is known, the count is not.
+			h["X-Ratelimit-Limit"] = p.hLimit
+			h["Ratelimit-Policy"] = p.hPolicy
 			h["Retry-After"] = hvRetryOneSecond
 			writeAnswer(w, http.StatusTooManyRequests, bodyLimitUnavailable)
 			return codeRateLimitExceeded

@@ -60,7 +60,7 @@ func RunWebhook(args []string, stdin io.Reader, stdout, stderr io.Writer, now fu
 	)
 	if sub == "sign" {
 		legacy = fs.Bool("legacy", false, "Print the bare hex HMAC-SHA256 (no timestamp; one secret).")
-		timestamp = fs.Int64("timestamp", 0, "Unix seconds to sign at; default now.")
+		timestamp = fs.Int64("timestamp", 0, "Unix seconds to sign at; 0: now.")
 	} else {
 		signature = fs.String("signature", "", "The X-Meterr-Signature value to check (required).")
 		tolerance = fs.Duration("tolerance", webhooksig.DefaultTolerance, "Largest accepted clock difference of a timestamped signature.")
@@ -86,6 +86,9 @@ func RunWebhook(args []string, stdin io.Reader, stdout, stderr io.Writer, now fu
 		return fmt.Errorf("reading the body: %w", err)
 	}
 
+	if sub == "sign" && *timestamp < 0 {
+		return errors.New("--timestamp must be Unix seconds (0 or absent: now)")
+	}
 	if sub == "sign" {
 		var out string
 		if *legacy {

@@ -70,6 +70,7 @@ func TestWebhookSignVerify(t *testing.T) {
 		{"sign", "--secret-env", "MTR_TEST_UNSET_VARIABLE"},
 		{"sign", "--legacy", "--secret-file", cur, "--secret-file", old},
 		{"verify", "--secret-file", cur},
+		{"sign", "--secret-file", cur, "--timestamp", "-5"},
 		{"rotate"},
 	} {
 		if _, err := run(args...); err == nil {

@@ -169,7 +169,11 @@ type Verifier struct {
 	// Tolerance bounds the versioned form's clock difference; zero means
 	// DefaultTolerance.
 	Tolerance time.Duration
-	// AllowLegacy accepts the bare hex form, which cannot expire.
+	// AllowLegacy accepts the bare hex form, which cannot expire. Mind that
+	// a v1 MAC of body B at time t is also the legacy MAC of the body
+	// "t.B": with AllowLegacy, a captured versioned signature can be
+	// replayed as a legacy one for that (usually not JSON) body. Turn it on
+	// only while senders migrate.
 	AllowLegacy bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
