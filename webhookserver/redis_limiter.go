@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,9 +70,13 @@ type RedisLimiter struct {
 	// now is the server's clock: it picks the windows Forget drops.
 	now func() time.Time
 	// mono is the real clock of the backoff (never a test's frozen clock).
-	mono    func() time.Time
-	forgets chan string
-	done    chan struct{}
+	mono func() time.Time
+	// forgets is never closed: Forget may still be called (from a watch
+	// that is winding down) after Close.
+	forgets   chan string
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // RedisOptions configure NewRedisLimiter.
@@ -124,6 +129,7 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 		now:     o.Now,
 		mono:    time.Now,
 		forgets: make(chan string, 4096),
+		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	if l.now == nil {
@@ -139,10 +145,15 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 }
 
 // Close stops the limiter and closes the connections to Redis.
+// It may be called more than once.
 func (l *RedisLimiter) Close() error {
-	close(l.forgets)
-	<-l.done
-	return l.client.Close()
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.stop)
+		<-l.done
+		err = l.client.Close()
+	})
+	return err
 }
 
 // Ping checks that Redis answers.
@@ -217,7 +228,13 @@ func (l *RedisLimiter) Forget(id string) {
 
 func (l *RedisLimiter) forgetLoop() {
 	defer close(l.done)
-	for id := range l.forgets {
+	for {
+		var id string
+		select {
+		case <-l.stop:
+			return
+		case id = <-l.forgets:
+		}
 		if !l.available() {
 			continue
 		}
