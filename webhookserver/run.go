@@ -260,49 +260,36 @@ type recordStore struct {
 
 var _ cache.TransformingStore = (*recordStore)(nil)
 
-// Transformer lets the reflector compile each record as the initial list
-// streams in (client-go's TransformingStore): the reflector holds that whole
-// list in a temporary store before it hands it to Replace, and a compiled
-// record is a fraction of its Secret's size.
+// Transformer installs each record in the index as the initial list (or a
+// relist) streams in, and leaves the reflector's temporary store, which holds
+// that whole list until Replace, only the record's name (client-go's
+// TransformingStore). Installing early is safe: before the first full list
+// the server answers not_ready, and afterwards a streamed record is simply
+// its newest state, as a watch event would be; Replace still drops the
+// records the list no longer has.
 func (s *recordStore) Transformer() cache.TransformFunc {
 	return func(obj any) (any, error) {
 		if sec, ok := obj.(*corev1.Secret); ok {
-			return compileSecret(sec), nil
+			s.l.upsert(sec)
+			return &streamedRecord{namespace: sec.Namespace, name: sec.Name}, nil
 		}
 		return obj, nil
 	}
 }
 
-// compiledSecret is what is kept of a record Secret between decoding it and
-// installing it in the index: its name (the store's key) and the compiled
-// record, or why it could not be read. It carries no ObjectMeta: the
-// reflector's store finds the name through GetObjectMeta.
-type compiledSecret struct {
-	namespace, name string
-	c               *CompiledRecord
-	err             error
-}
+// streamedRecord is what the temporary store keeps of a streamed record
+// Secret: its name. The store finds it through GetObjectMeta.
+type streamedRecord struct{ namespace, name string }
 
-func (c *compiledSecret) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Namespace: c.namespace, Name: c.name}
+func (r *streamedRecord) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Namespace: r.namespace, Name: r.name}
 }
 
 // A runtime.Object too, for client-go's debug checks of the streamed list.
-func (c *compiledSecret) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
-func (c *compiledSecret) DeepCopyObject() runtime.Object   { out := *c; return &out }
+func (r *streamedRecord) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+func (r *streamedRecord) DeepCopyObject() runtime.Object   { out := *r; return &out }
 
-var _ runtime.Object = (*compiledSecret)(nil)
-
-func compileSecret(sec *corev1.Secret) *compiledSecret {
-	out := &compiledSecret{namespace: sec.Namespace, name: sec.Name}
-	r, err := record.Decode(sec)
-	if err != nil {
-		out.err = err
-		return out
-	}
-	out.c = Compile(sec.Name, r)
-	return out
-}
+var _ runtime.Object = (*streamedRecord)(nil)
 
 func (s *recordStore) Add(obj any) error    { s.l.upsert(obj); return nil }
 func (s *recordStore) Update(obj any) error { s.l.upsert(obj); return nil }
@@ -315,14 +302,12 @@ func (s *recordStore) Replace(list []any, _ string) error {
 	keep := make(map[string]struct{}, len(list))
 	for _, obj := range list {
 		switch o := obj.(type) {
-		case *corev1.Secret:
+		case *corev1.Secret: // a plain list, without the transformer
 			keep[o.Name] = struct{}{}
-		case *compiledSecret:
+			s.l.upsert(o)
+		case *streamedRecord: // installed as it streamed in
 			keep[o.name] = struct{}{}
-		default:
-			continue
 		}
-		s.l.upsert(obj)
 	}
 	for _, name := range s.l.idx.names() {
 		if _, ok := keep[name]; !ok {
@@ -346,30 +331,27 @@ type loader struct {
 }
 
 func (l *loader) upsert(obj any) {
-	switch o := obj.(type) {
-	case *corev1.Secret:
-		l.install(compileSecret(o))
-	case *compiledSecret:
-		l.install(o)
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return
 	}
-}
-
-func (l *loader) install(cs *compiledSecret) {
-	if cs.err != nil {
+	r, err := record.Decode(s)
+	if err != nil {
 		// Fail closed: a record we cannot read must not leave its old
 		// entries in force (it may have just disabled the key). The quota
 		// is kept: the record will most likely be readable again.
-		l.idx.Delete(cs.name)
+		l.idx.Delete(s.Name)
 		l.errors.Inc()
-		l.log.Error(cs.err, "skipping key record", "record", cs.name)
+		l.log.Error(err, "skipping key record", "record", s.Name)
 		return
 	}
-	if err := l.idx.Install(cs.c); err != nil {
+	c := Compile(s.Name, r)
+	if err := l.idx.Install(c); err != nil {
 		l.errors.Inc()
-		l.log.Error(err, "key record loaded with problems", "record", cs.name, "owner", cs.c.Policy.Owner())
+		l.log.Error(err, "key record loaded with problems", "record", s.Name, "owner", c.Policy.Owner())
 		return
 	}
-	l.log.V(1).Info("key record loaded", "record", cs.name, "owner", cs.c.Policy.Owner(), "versions", len(cs.c.Keys))
+	l.log.V(1).Info("key record loaded", "record", s.Name, "owner", c.Policy.Owner(), "versions", len(c.Keys))
 }
 
 func (l *loader) delete(obj any) {

@@ -341,17 +341,19 @@ func TestRecordStoreReplaceDropsVanishedRecords(t *testing.T) {
 	}
 }
 
-// The initial list streams through the reflector's temporary store, which
-// applies the store's transformer: each record arrives compiled, and a record
-// that cannot be read still fails closed.
-func TestRecordStoreStreamedListIsCompiled(t *testing.T) {
+// The initial list (or a relist) streams through the reflector's temporary
+// store, which applies the store's transformer: each record is installed as
+// it arrives and the store keeps only its name; a record that cannot be read
+// fails closed at once; Replace then drops the records the list lacks.
+func TestRecordStoreStreamedList(t *testing.T) {
 	idx, lim := NewMemoryIndex(), NewMemoryLimiter()
 	st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: lim,
 		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: logr.Discard()}}
-	good, bad := newKey(t, "production"), newKey(t, "production")
+	good, bad, gone := newKey(t, "production"), newKey(t, "production"), newKey(t, "production")
 	a := recordSecret(t, "meterr-system", newRecord("a", standard(), good))
 	b := recordSecret(t, "meterr-system", newRecord("b", standard(), bad))
-	if err := st.Replace([]any{b}, "1"); err != nil {
+	c := recordSecret(t, "meterr-system", newRecord("c", standard(), gone))
+	if err := st.Replace([]any{b, c}, "1"); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := idx.Lookup(apikey.HashOf(bad)); !ok {
@@ -365,18 +367,27 @@ func TestRecordStoreStreamedListIsCompiled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if e, ok := idx.Lookup(apikey.HashOf(good)); !ok || e.Policy.Owner() != "team-a/a" || e.KeyID != apikey.HashOf(good).ID() {
+		t.Fatalf("a streamed record is not installed as it arrives: %+v %v", e, ok)
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(bad)); ok {
+		t.Fatal("a record that no longer decodes is still accepted")
+	}
 	for _, obj := range tmp.List() {
-		if _, ok := obj.(*compiledSecret); !ok {
-			t.Fatalf("the temporary store kept a %T, not the compiled record", obj)
+		if _, ok := obj.(*streamedRecord); !ok {
+			t.Fatalf("the temporary store kept a %T, not just the name", obj)
 		}
+	}
+	if _, err := cache.MetaNamespaceKeyFunc(tmp.List()[0]); err != nil {
+		t.Fatal(err)
 	}
 	if err := st.Replace(tmp.List(), "2"); err != nil {
 		t.Fatal(err)
 	}
-	if e, ok := idx.Lookup(apikey.HashOf(good)); !ok || e.Policy.Owner() != "team-a/a" || e.KeyID != apikey.HashOf(good).ID() {
-		t.Fatalf("a: %+v %v", e, ok)
+	if _, ok := idx.Lookup(apikey.HashOf(good)); !ok {
+		t.Fatal("a dropped by Replace")
 	}
-	if _, ok := idx.Lookup(apikey.HashOf(bad)); ok {
-		t.Fatal("a record that no longer decodes is still accepted")
+	if _, ok := idx.Lookup(apikey.HashOf(gone)); ok {
+		t.Fatal("c, missing from the relist, is still accepted")
 	}
 }
