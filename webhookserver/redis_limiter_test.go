@@ -3,12 +3,7 @@ package webhookserver
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,69 +11,11 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meterr/meterr-operator/internal/redistest"
 )
 
-// redisServer is a real redis-server (Debian's package; hack/test.sh installs
-// it) on a port of its own, without persistence.
-type redisServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("MTR_REQUIRE_REDIS") == "1" {
-			t.Fatal("redis-server is not installed (hack/test.sh installs it with apt-get)")
-		}
-		t.Skip("redis-server is not installed; hack/test.sh installs it")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	r := &redisServer{t: t, port: port, dir: t.TempDir()}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) url() string { return "redis://127.0.0.1:" + strconv.Itoa(r.port) + "/0" }
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"))
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(r.port), 100*time.Millisecond)
-		if err == nil {
-			_ = c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			r.t.Fatalf("redis-server did not start: %v\n%s", err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *redisServer) stop() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
+func startRedis(t *testing.T) *redistest.Server { return redistest.Start(t) }
 
 func newRedisLimiter(t *testing.T, url, mode string) *RedisLimiter {
 	t.Helper()
@@ -94,7 +31,7 @@ func newRedisLimiter(t *testing.T, url, mode string) *RedisLimiter {
 // per window, and forgetting a key resets its count for both.
 func TestRedisLimiterSharedAcrossReplicas(t *testing.T) {
 	r := startRedis(t)
-	a, b := newRedisLimiter(t, r.url(), FailOpen), newRedisLimiter(t, r.url(), FailOpen)
+	a, b := newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailOpen)
 	ctx := context.Background()
 	id := fmt.Sprintf("uid-%d", time.Now().UnixNano())
 	const limit = 10
@@ -153,7 +90,7 @@ func TestRedisLimiterSharedAcrossReplicas(t *testing.T) {
 // Concurrent replicas never admit more than the limit between them.
 func TestRedisLimiterConcurrent(t *testing.T) {
 	r := startRedis(t)
-	ls := []*RedisLimiter{newRedisLimiter(t, r.url(), FailOpen), newRedisLimiter(t, r.url(), FailOpen)}
+	ls := []*RedisLimiter{newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailOpen)}
 	const limit, workers, each = 50, 8, 20
 	results := make(chan bool, workers*each)
 	for w := range workers {
@@ -179,7 +116,7 @@ func TestRedisLimiterConcurrent(t *testing.T) {
 // a zero reset; a second later Redis is tried again and used once it answers.
 func TestRedisLimiterFailureModes(t *testing.T) {
 	r := startRedis(t)
-	open, closed := newRedisLimiter(t, r.url(), FailOpen), newRedisLimiter(t, r.url(), FailClosed)
+	open, closed := newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailClosed)
 	now := time.Now()
 	for _, l := range []*RedisLimiter{open, closed} {
 		l.mono = func() time.Time { return now }
@@ -188,7 +125,7 @@ func TestRedisLimiterFailureModes(t *testing.T) {
 	if _, _, ok := closed.Take(ctx, "k", 2, t0); !ok {
 		t.Fatal("redis up: refused")
 	}
-	r.stop()
+	r.Stop()
 
 	for i := range 3 {
 		_, reset, ok := open.Take(ctx, "k", 2, t0)
@@ -212,7 +149,7 @@ func TestRedisLimiterFailureModes(t *testing.T) {
 		t.Fatal("redis tried again within the backoff")
 	}
 
-	r.start() // without persistence: it starts from zero
+	r.Restart() // without persistence: it starts from zero
 	now = now.Add(redisBackoff)
 	if rem, reset, ok := closed.Take(ctx, "k", 2, t0); !ok || rem != 1 || reset.IsZero() {
 		t.Fatalf("redis back: %d %v %v", rem, reset, ok)
@@ -224,7 +161,7 @@ func TestRedisLimiterFailureModes(t *testing.T) {
 // unlimited key does not depend on Redis.
 func TestServerRedisFailClosed(t *testing.T) {
 	r := startRedis(t)
-	rl := newRedisLimiter(t, r.url(), FailClosed)
+	rl := newRedisLimiter(t, r.URL(), FailClosed)
 	f := newFixture(t, func(c *ServerConfig) { c.Limiter = rl })
 	limited := f.add("limited", standard())
 	pol := standard()
@@ -233,7 +170,7 @@ func TestServerRedisFailClosed(t *testing.T) {
 	if w := f.do(req{key: limited}); w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Remaining") != "999" {
 		t.Fatalf("redis up: %d %v", w.Code, w.Header())
 	}
-	r.stop()
+	r.Stop()
 	w := f.do(req{key: limited})
 	checkCommon(t, w, limited)
 	if w.Code != http.StatusTooManyRequests || errorCode(t, w) != "rate_limit_exceeded" || w.Header().Get("Retry-After") != "1" {

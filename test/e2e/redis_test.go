@@ -2,16 +2,14 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/meterr/meterr-operator/internal/redistest"
 )
 
 // Two auth server replicas sharing one real redis-server count a key's hourly
@@ -20,33 +18,14 @@ var _ = Describe("shared rate limits (--redis-url)", Ordered, func() {
 	var replicas [2]string // base URLs
 
 	BeforeAll(func() {
-		if _, err := exec.LookPath("redis-server"); err != nil {
-			if os.Getenv("MTR_REQUIRE_REDIS") == "1" {
-				Fail("redis-server is not installed (hack/test.sh installs it with apt-get)")
-			}
-			Skip("redis-server is not installed; hack/test.sh installs it")
-		}
+		redis := redistest.Start(GinkgoT())
 		// Specs may run in any order: the key's namespace may not exist yet.
 		apply(fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", ns))
-		addr := freeAddr()
-		_, port, _ := net.SplitHostPort(addr)
-		dir := GinkgoT().TempDir()
-		redis := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-		Expect(redis.Start()).To(Succeed())
-		DeferCleanup(func() { _ = redis.Process.Kill(); _ = redis.Wait() })
-		Eventually(func() error {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				_ = c.Close()
-			}
-			return err
-		}).WithTimeout(10 * time.Second).Should(Succeed())
 
 		for i := range replicas {
 			listen := freeAddr()
 			p := startProc(fmt.Sprintf("auth-server-redis-%d", i), "auth-server", "--kubeconfig", authKC,
-				"--listen", listen, "--metrics-bind-address", "0", "--redis-url", "redis://"+addr+"/0")
+				"--listen", listen, "--metrics-bind-address", "0", "--redis-url", redis.URL())
 			DeferCleanup(p.stop)
 			replicas[i] = "http://" + listen
 			waitHTTPReady(replicas[i] + "/readyz")
