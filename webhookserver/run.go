@@ -88,12 +88,15 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 			return err
 		}
 		defer func() { _ = rl.Close() }()
-		pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := rl.Ping(pingCtx); err != nil {
-			// Not fatal: the failure mode applies until Redis answers.
-			log.Error(err, "redis does not answer yet; rate limits fail "+o.RedisFailureMode+" until it does")
-		}
-		cancel()
+		// Say early whether Redis answers, without holding up start-up: the
+		// failure mode covers the time until it does.
+		go func() {
+			pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := rl.Ping(pingCtx); err != nil && ctx.Err() == nil {
+				log.Error(err, "redis does not answer yet; rate limits fail "+o.RedisFailureMode+" until it does")
+			}
+		}()
 		lim = rl
 	}
 	srv, err := NewServer(ServerConfig{
