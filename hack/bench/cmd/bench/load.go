@@ -25,6 +25,9 @@ type loadResult struct {
 	P50, P99 time.Duration
 	// Ticks is the server's CPU time during the run, in clock ticks.
 	Ticks int64
+	// OtherTicks is the control plane's CPU time during the run: noise
+	// that competes with the server and the load generator.
+	OtherTicks int64
 }
 
 // cpuPerRequest is the server's CPU time per request.
@@ -88,6 +91,7 @@ func (h *harness) load(ctx context.Context, p *proc, addr string, ks keySet, dur
 	if err != nil {
 		return loadResult{}, err
 	}
+	othersBefore := h.procs.othersTicks()
 	var r loadResult
 	if h.cfg.wrk != "" {
 		secs := max(1, int(dur.Round(time.Second)/time.Second))
@@ -125,6 +129,7 @@ func (h *harness) load(ctx context.Context, p *proc, addr string, ks keySet, dur
 		return loadResult{}, fmt.Errorf("%s is gone after the load run: %w", p.name, err)
 	}
 	r.Ticks = after - before
+	r.OtherTicks = h.procs.othersTicks() - othersBefore
 	if r.Requests == 0 {
 		return r, fmt.Errorf("no request completed against %s", p.name)
 	}

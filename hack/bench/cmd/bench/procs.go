@@ -74,6 +74,9 @@ type procs struct {
 	dir      string
 	pidsFile string
 	taskset  string
+	// others are the control plane's processes (etcd, kube-apiserver): not
+	// measured, but their CPU during a load run is reported as noise.
+	others []int
 }
 
 func (ps *procs) recordPID(pid int, name string) {
@@ -176,8 +179,24 @@ func (ps *procs) recordChildren() {
 		if len(fields) > 1 && fields[1] == strconv.Itoa(self) {
 			comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
 			ps.recordPID(pid, strings.TrimSpace(string(comm)))
+			ps.mu.Lock()
+			ps.others = append(ps.others, pid)
+			ps.mu.Unlock()
 		}
 	}
+}
+
+// othersTicks is the CPU time of the control plane's live processes.
+func (ps *procs) othersTicks() int64 {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	var n int64
+	for _, pid := range ps.others {
+		if t, err := cpuTicks(pid); err == nil {
+			n += t
+		}
+	}
+	return n
 }
 
 // statFields returns the fields of /proc/<pid>/stat after the command name:
