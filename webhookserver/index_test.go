@@ -1,6 +1,7 @@
 package webhookserver
 
 import (
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -237,5 +238,96 @@ func TestIndexMapsHoldNoPointers(t *testing.T) {
 		if hasPointers(ty.Key()) || hasPointers(ty.Elem()) {
 			t.Errorf("%v holds pointers", ty)
 		}
+	}
+	// Nor may a record's slot: 100,000 of them are one object to mark.
+	if ty := reflect.TypeOf(x.slots).Elem(); hasPointers(ty) {
+		t.Errorf("%v holds pointers", ty)
+	}
+}
+
+// Records come and go (rotations, deletions); their texts' space is reclaimed
+// by compaction, and a string a request got before it stays intact.
+func TestIndexArenaCompaction(t *testing.T) {
+	idx := NewMemoryIndex()
+	kept := newKey(t, "production")
+	if err := idx.Upsert("kept", newRecord("kept", standard(), kept)); err != nil {
+		t.Fatal(err)
+	}
+	before, ok := idx.Lookup(apikey.HashOf(kept))
+	if !ok {
+		t.Fatal("kept key not found")
+	}
+	oldID, oldOwner := before.KeyID, before.Policy.Owner()
+	var chunksSeen int
+	for round := range 40 {
+		for i := range 500 {
+			name := fmt.Sprintf("churn-%03d-%0200d", i, round) // long names: waste adds up quickly
+			var h apikey.Hash
+			h[0], h[1], h[2] = byte(i), byte(i>>8), byte(round)
+			r := newRecord(name, standard())
+			r.Keys = []record.Version{{ID: h.ID(), Hash: h.String()}}
+			if err := idx.Upsert(name, r); err != nil {
+				t.Fatal(err)
+			}
+			if round > 0 {
+				idx.Delete(fmt.Sprintf("churn-%03d-%0200d", i, round-1))
+			}
+		}
+		chunksSeen = max(chunksSeen, len(idx.text.chunks))
+	}
+	if recs, _ := idx.Len(); recs != 501 {
+		t.Fatalf("%d records, want 501", recs)
+	}
+	idx.mu.RLock()
+	live, waste, chunks := idx.text.live, idx.text.waste, len(idx.text.chunks)
+	idx.mu.RUnlock()
+	// 40 rounds of 500 records of ~300 bytes wrote ~6 MiB of text; only
+	// ~150 KiB is live.
+	if waste > max(live, minWaste) || chunks > 6 {
+		t.Fatalf("arena not compacted: live %d, waste %d, %d chunks (at most %d seen)", live, waste, chunks, chunksSeen)
+	}
+	if before.KeyID != oldID || before.Policy.Owner() != oldOwner || oldOwner != "team-a/kept" {
+		t.Fatalf("a string from before compaction changed: %q %q", before.KeyID, before.Policy.Owner())
+	}
+	after, ok := idx.Lookup(apikey.HashOf(kept))
+	if !ok || after.KeyID != oldID || after.Policy.Owner() != "team-a/kept" || after.Policy.Record() != "kept" {
+		t.Fatalf("kept record after compaction: %+v", after)
+	}
+	var h apikey.Hash
+	h[0], h[1], h[2] = 7, 0, 39
+	if e, ok := idx.Lookup(h); !ok || e.Policy.Record() != fmt.Sprintf("churn-%03d-%0200d", 7, 39) || e.KeyID != h.ID() {
+		t.Fatalf("latest churn record: %v %+v", ok, e)
+	}
+}
+
+// Policy classes are counted: restricted keys each have their own, and the
+// table gives the slot back when the record goes.
+func TestIndexClassTable(t *testing.T) {
+	idx := NewMemoryIndex()
+	pol := standard()
+	pol.IPAllowlist = []string{"10.0.0.0/8"}
+	for i := range 3 {
+		if err := idx.Upsert(fmt.Sprint("r", i), newRecord(fmt.Sprint("r", i), pol, newKey(t, "production"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := idx.Upsert("plain", newRecord("plain", standard(), newKey(t, "production"))); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(idx.classes.of); n != 4 {
+		t.Fatalf("%d classes in use, want 4", n)
+	}
+	for i := range 3 {
+		idx.Delete(fmt.Sprint("r", i))
+	}
+	if n, free := len(idx.classes.of), len(idx.classes.free); n != 1 || free != 3 {
+		t.Fatalf("%d classes in use and %d free, want 1 and 3", n, free)
+	}
+	k := newKey(t, "production")
+	if err := idx.Upsert("again", newRecord("again", pol, k)); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || !e.Policy.ipRestricted || len(idx.classes.c) != 4 {
+		t.Fatalf("reused class slot: %v %+v, %d slots", ok, e.Policy.policyClass, len(idx.classes.c))
 	}
 }

@@ -2,6 +2,7 @@ package webhookserver
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 )
@@ -43,15 +44,24 @@ const limiterShards = 64
 // MemoryLimiter is a Limiter for one replica. Counters live in shards, each
 // with its own mutex, so concurrent requests for different keys rarely
 // contend. A counter from an earlier hour is reset when next touched.
+//
+// A shard's map only finds a counter's place: a request reads it and updates
+// the counter in place, so the map, whose keys are copies made when a
+// counter is created, is written only when a key is first seen or
+// forgotten. (Assigning to a string-keyed map replaces the stored key with
+// the caller's string on every call, which would also keep whatever that
+// string points into alive.)
 type MemoryLimiter struct {
 	shards [limiterShards]limiterShard
 }
 
 type limiterShard struct {
 	mu      sync.Mutex
-	windows map[string]window
+	at      map[string]uint32
+	windows []window
+	free    []uint32
 	// Keep shards on separate cache lines.
-	_ [40]byte
+	_ [16]byte
 }
 
 type window struct {
@@ -63,7 +73,7 @@ type window struct {
 func NewMemoryLimiter() *MemoryLimiter {
 	l := &MemoryLimiter{}
 	for i := range l.shards {
-		l.shards[i].windows = map[string]window{}
+		l.shards[i].at = map[string]uint32{}
 	}
 	return l
 }
@@ -78,22 +88,37 @@ func (l *MemoryLimiter) shard(id string) *limiterShard {
 	return &l.shards[h%limiterShards]
 }
 
+// window returns id's counter, creating it; s.mu must be held.
+func (s *limiterShard) window(id string) *window {
+	i, ok := s.at[id]
+	if !ok {
+		if n := len(s.free); n > 0 {
+			i = s.free[n-1]
+			s.free = s.free[:n-1]
+			s.windows[i] = window{}
+		} else {
+			i = uint32(len(s.windows))
+			s.windows = append(s.windows, window{})
+		}
+		s.at[strings.Clone(id)] = i
+	}
+	return &s.windows[i]
+}
+
 // Take implements Limiter.
 func (l *MemoryLimiter) Take(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
 	hour, reset := windowOf(now)
 	s := l.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.windows[id]
+	w := s.window(id)
 	if w.hour != hour {
-		w = window{hour: hour}
+		*w = window{hour: hour}
 	}
 	if w.count >= limit {
-		s.windows[id] = w
 		return 0, reset, false
 	}
 	w.count++
-	s.windows[id] = w
 	return limit - w.count, reset, true
 }
 
@@ -102,7 +127,10 @@ func (l *MemoryLimiter) Peek(_ context.Context, id string, limit int64, now time
 	hour, reset := windowOf(now)
 	s := l.shard(id)
 	s.mu.Lock()
-	w := s.windows[id]
+	var w window
+	if i, ok := s.at[id]; ok {
+		w = s.windows[i]
+	}
 	s.mu.Unlock()
 	if w.hour != hour {
 		return limit, reset
@@ -114,6 +142,9 @@ func (l *MemoryLimiter) Peek(_ context.Context, id string, limit int64, now time
 func (l *MemoryLimiter) Forget(id string) {
 	s := l.shard(id)
 	s.mu.Lock()
-	delete(s.windows, id)
+	if i, ok := s.at[id]; ok {
+		delete(s.at, id)
+		s.free = append(s.free, i)
+	}
 	s.mu.Unlock()
 }

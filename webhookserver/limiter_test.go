@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestMemoryLimiter(t *testing.T) {
@@ -96,5 +97,32 @@ func TestMemoryLimiterConcurrent(t *testing.T) {
 	wg.Wait()
 	if granted != limit {
 		t.Fatalf("granted %d of %d attempts, want exactly %d", granted, workers*each, limit)
+	}
+}
+
+// The limiter keeps its own copy of an id: the index hands out ids that point
+// into its text arena, and a counter must neither change with those bytes nor
+// keep them alive. A forgotten counter's place is reused from zero.
+func TestMemoryLimiterKeepsItsOwnIDs(t *testing.T) {
+	ctx := context.Background()
+	l := NewMemoryLimiter()
+	b := []byte("uid-1")
+	id := unsafe.String(&b[0], len(b))
+	if rem, _, ok := l.Take(ctx, id, 10, t0); !ok || rem != 9 {
+		t.Fatalf("first take: %d %v", rem, ok)
+	}
+	b[4] = '2' // the caller's bytes change (the arena never does this; the copy must not care)
+	if rem, _, ok := l.Take(ctx, "uid-1", 10, t0); !ok || rem != 8 {
+		t.Fatalf("uid-1 after its caller's bytes changed: %d %v", rem, ok)
+	}
+	if rem, _ := l.Peek(ctx, "uid-2", 10, t0); rem != 10 {
+		t.Fatalf("uid-2 was never counted, remaining %d", rem)
+	}
+	l.Forget("uid-1")
+	if rem, _ := l.Peek(ctx, "uid-1", 10, t0); rem != 10 {
+		t.Fatalf("forgotten uid-1: remaining %d", rem)
+	}
+	if rem, _, ok := l.Take(ctx, "uid-3", 10, t0); !ok || rem != 9 {
+		t.Fatalf("uid-3 in a reused place: %d %v", rem, ok)
 	}
 }

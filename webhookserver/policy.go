@@ -190,8 +190,9 @@ func (p *Policy) allowsHost(host string) bool {
 // Entry is what a lookup finds for one key version. It is a plain value,
 // built on each lookup from the index's pointer-free table.
 type Entry struct {
-	// Policy is shared by every version of the key.
-	Policy *Policy
+	// Policy is the record's, the same for every version of the key. Its
+	// strings are the index's and must not be kept beyond the request.
+	Policy Policy
 	// KeyID is the version's short, non-secret identifier.
 	KeyID string
 	// ExpiresAt is when this version stops being accepted (a tombstone from

@@ -190,7 +190,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	if e.expired(now) {
 		return unauthorized(w, codeExpiredAPIKey, bodyExpiredAPIKey)
 	}
-	p := e.Policy
+	p := &e.Policy
 	var a *answerValues
 	if p.limit > 0 || check {
 		a = new(answerValues)
