@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -106,15 +107,37 @@ func appendOKTail(b []byte, c *policyClass) []byte {
 	return append(b, `,"rate_limit":`...)
 }
 
-// appendRateLimit appends the rate_limit object and closes the 200 answer.
-func appendRateLimit(b []byte, limit, remaining int64, reset time.Time) []byte {
+// appendRateLimit appends the rate_limit object and closes the 200 answer;
+// the counts come as the header values already formatted.
+func appendRateLimit(b []byte, limit, remaining string, w *windowText) []byte {
 	b = append(b, `{"limit":`...)
-	b = strconv.AppendInt(b, limit, 10)
+	b = append(b, limit...)
 	b = append(b, `,"remaining":`...)
-	b = strconv.AppendInt(b, remaining, 10)
+	b = append(b, remaining...)
 	b = append(b, `,"reset":"`...)
-	b = reset.UTC().AppendFormat(b, time.RFC3339)
+	b = append(b, w.rfc3339...)
 	return append(b, "\"}}\n"...)
+}
+
+// windowText is the end of a rate-limit window in the two forms answers show
+// it; it changes once an hour, so it is formatted once an hour.
+type windowText struct {
+	unix    int64
+	hReset  []string // X-RateLimit-Reset: Unix seconds
+	rfc3339 string   // the 200 answer's "reset"
+}
+
+// windowTexts keeps the last windowText made.
+type windowTexts struct{ last atomic.Pointer[windowText] }
+
+func (t *windowTexts) of(reset time.Time) *windowText {
+	u := reset.Unix()
+	if w := t.last.Load(); w != nil && w.unix == u {
+		return w
+	}
+	w := &windowText{unix: u, hReset: []string{strconv.FormatInt(u, 10)}, rfc3339: reset.UTC().Format(time.RFC3339)}
+	t.last.Store(w)
+	return w
 }
 
 const hexDigits = "0123456789abcdef"
@@ -182,18 +205,16 @@ func writeAnswer(w http.ResponseWriter, status int, body []byte) {
 
 // setRateLimitHeaders sets the GitHub-style X-RateLimit-* headers and the
 // IETF draft's RateLimit-Policy and RateLimit, and Retry-After on a 429. The
-// dynamic values share one string and one slice: two allocations.
-func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining int64, reset, now time.Time, retryAfter bool) {
-	secs := max(reset.Unix()-now.Unix(), 1)
-	b := strconv.AppendInt(a.buf[:0], remaining, 10)
-	i1 := len(b)
-	b = strconv.AppendInt(b, reset.Unix(), 10)
-	i2 := len(b)
-	b = append(b, `"hourly";r=`...)
+// values that change per request are cut from one string in a, formatted
+// once; it returns the remaining count's text for the answer's body.
+func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining int64, w *windowText, now time.Time, retryAfter bool) string {
+	secs := max(w.unix-now.Unix(), 1)
+	b := append(a.buf[:0], `"hourly";r=`...)
+	i0 := len(b)
 	b = strconv.AppendInt(b, remaining, 10)
+	i1 := len(b)
 	b = append(b, ";t="...)
-	b = strconv.AppendInt(b, secs, 10)
-	i3 := len(b)
+	i2 := len(b)
 	b = strconv.AppendInt(b, secs, 10)
 	var s string
 	if len(b) <= len(a.buf) {
@@ -201,15 +222,16 @@ func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining in
 	} else {
 		s = string(b) // cannot happen with int64 values; stay correct anyway
 	}
-	a.v = [4]string{s[:i1], s[i1:i2], s[i2:i3], s[i3:]}
+	a.v = [3]string{s, s[i0:i1], s[i2:]}
 	h["X-Ratelimit-Limit"] = p.hLimit
-	h["X-Ratelimit-Remaining"] = a.v[0:1:1]
-	h["X-Ratelimit-Reset"] = a.v[1:2:2]
+	h["X-Ratelimit-Remaining"] = a.v[1:2:2]
+	h["X-Ratelimit-Reset"] = w.hReset
 	h["Ratelimit-Policy"] = p.hPolicy
-	h["Ratelimit"] = a.v[2:3:3]
+	h["Ratelimit"] = a.v[0:1:1]
 	if retryAfter {
-		h["Retry-After"] = a.v[3:4:4]
+		h["Retry-After"] = a.v[2:3:3]
 	}
+	return a.v[1]
 }
 
 // answerValues backs a request's own header values (rate-limit counters, a
@@ -217,7 +239,7 @@ func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining in
 // keeps it alive until net/http has written the answer. buf is written once,
 // before any string is cut from it, and never again.
 type answerValues struct {
-	v   [4]string
+	v   [3]string
 	id  [2]string
-	buf [112]byte
+	buf [64]byte
 }

@@ -48,6 +48,7 @@ type Server struct {
 	loaded atomic.Bool
 
 	envMismatchBody []byte
+	windows         windowTexts
 }
 
 // NewServer returns the handler for c. It is not ready (/readyz answers 503)
@@ -201,18 +202,17 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 		// the quota; the headers show where the key stands.
 		if p.limit > 0 {
 			if remaining, reset := s.limiter.Peek(r.Context(), p.LimitID(), p.limit, now); !reset.IsZero() {
-				setRateLimitHeaders(h, a, p, remaining, reset, now, false)
+				setRateLimitHeaders(h, a, p, remaining, s.windows.of(reset), now, false)
 			}
 		}
 		writeAnswer(w, codes[c].status, body)
 		return c
 	}
 
-	var remaining int64
-	var reset time.Time
+	var remaining string
+	var window *windowText
 	if p.limit > 0 {
-		var ok bool
-		remaining, reset, ok = s.limiter.Take(r.Context(), p.LimitID(), p.limit, now)
+		n, reset, ok := s.limiter.Take(r.Context(), p.LimitID(), p.limit, now)
 		if !ok && reset.IsZero() {
 			// The shared count is unreachable and the limiter fails closed:
 			// the limit is known, the count is not.
@@ -222,7 +222,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 			writeAnswer(w, http.StatusTooManyRequests, bodyLimitUnavailable)
 			return codeRateLimitExceeded
 		}
-		setRateLimitHeaders(h, a, p, remaining, reset, now, !ok)
+		window = s.windows.of(reset)
+		remaining = setRateLimitHeaders(h, a, p, n, window, now, !ok)
 		if !ok {
 			writeAnswer(w, http.StatusTooManyRequests, bodyRateLimited)
 			return codeRateLimitExceeded
@@ -251,7 +252,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	if p.limit == 0 {
 		b = append(b, `{"unlimited":true}}`+"\n"...)
 	} else {
-		b = appendRateLimit(b, p.limit, remaining, reset)
+		b = appendRateLimit(b, p.hLimit[0], remaining, window)
 	}
 	writeAnswer(w, http.StatusOK, b)
 	*bp = b
