@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -329,5 +330,52 @@ func TestIndexClassTable(t *testing.T) {
 	}
 	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || !e.Policy.ipRestricted || len(idx.classes.c) != 4 {
 		t.Fatalf("reused class slot: %v %+v, %d slots", ok, e.Policy.policyClass, len(idx.classes.c))
+	}
+}
+
+// Lookups run while records churn and the arena compacts; every answer is
+// whole (run with -race to check the locking as well).
+func TestIndexConcurrentChurn(t *testing.T) {
+	idx := NewMemoryIndex()
+	k := newKey(t, "production")
+	if err := idx.Upsert("stable", newRecord("stable", standard(), k)); err != nil {
+		t.Fatal(err)
+	}
+	want := apikey.HashOf(k).ID()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				e, ok := idx.Lookup(apikey.HashOf(k))
+				if !ok || e.KeyID != want || e.Policy.Owner() != "team-a/stable" || e.Policy.LimitID() != "uid-stable" {
+					t.Errorf("lookup during churn: %v %q %q %q", ok, e.KeyID, e.Policy.Owner(), e.Policy.LimitID())
+					return
+				}
+			}
+		})
+	}
+	for i := range 20_000 {
+		name := fmt.Sprintf("churn-%d-%0100d", i%50, i)
+		var h apikey.Hash
+		h[0], h[1], h[2] = byte(i), byte(i>>8), 0xee
+		r := newRecord(name, standard())
+		r.Keys = []record.Version{{ID: h.ID(), Hash: h.String()}}
+		if err := idx.Upsert(name, r); err != nil {
+			t.Fatal(err)
+		}
+		if i >= 50 {
+			idx.Delete(fmt.Sprintf("churn-%d-%0100d", i%50, i-50))
+		}
+	}
+	close(done)
+	wg.Wait()
+	if recs, _ := idx.Len(); recs != 51 {
+		t.Fatalf("%d records, want 51", recs)
 	}
 }
