@@ -165,6 +165,11 @@ func (ps *procs) stopAll() {
 // envtest starts in their own process groups) to the pids file.
 func (ps *procs) recordChildren() {
 	self := os.Getpid()
+	// Only the control plane just started: an earlier one's pids are gone
+	// and may since belong to something else.
+	ps.mu.Lock()
+	ps.others = nil
+	ps.mu.Unlock()
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
