@@ -35,6 +35,9 @@ const (
 	readTimeout       = 10 * time.Second
 	writeTimeout      = 10 * time.Second
 	idleTimeout       = 120 * time.Second
+	// deadlineSweep is how late a timeout of the API server may fire (see
+	// coarseListener).
+	deadlineSweep = 100 * time.Millisecond
 )
 
 // Run runs the auth server until ctx is cancelled: it watches the key records
@@ -132,6 +135,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 			return fmt.Errorf("listening on %s: %w", o.Listen, err)
 		}
 	}
+	ln = newCoarseListener(ln, deadlineSweep)
 	defer func() { _ = ln.Close() }()
 	mln := d.metricsListener
 	if mln == nil && o.MetricsAddr != "0" {
