@@ -32,7 +32,6 @@ type coarseListener struct {
 	mu     sync.Mutex
 	conns  map[*coarseConn]struct{}
 	closed bool
-	done   chan struct{}
 }
 
 // aLongTimeAgo is what net/http itself uses to end a blocked Read at once.
@@ -40,7 +39,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 func newCoarseListener(ln net.Listener, interval time.Duration) *coarseListener {
 	l := &coarseListener{Listener: ln, interval: interval, base: time.Now(),
-		conns: map[*coarseConn]struct{}{}, done: make(chan struct{})}
+		conns: map[*coarseConn]struct{}{}}
 	// Past deadlines (at 1, see at) count as past before the first sweep.
 	l.now.Store(1)
 	go l.sweep()
@@ -64,14 +63,12 @@ func (l *coarseListener) Accept() (net.Conn, error) {
 	return cc, nil
 }
 
-// Close stops the sweep; connections already accepted keep their deadlines'
-// last state and are closed by their server.
+// Close stops accepting. The sweep goes on until the last connection
+// accepted is closed: http.Server.Shutdown closes the listener first and
+// then waits for those connections, whose timeouts must still fire.
 func (l *coarseListener) Close() error {
 	l.mu.Lock()
-	if !l.closed {
-		l.closed = true
-		close(l.done)
-	}
+	l.closed = true
 	l.mu.Unlock()
 	return l.Listener.Close()
 }
@@ -79,12 +76,7 @@ func (l *coarseListener) Close() error {
 func (l *coarseListener) sweep() {
 	t := time.NewTicker(l.interval)
 	defer t.Stop()
-	for {
-		select {
-		case <-l.done:
-			return
-		case <-t.C:
-		}
+	for range t.C {
 		now := int64(time.Since(l.base))
 		l.now.Store(now)
 		l.mu.Lock()
@@ -92,7 +84,11 @@ func (l *coarseListener) sweep() {
 			c.expire(&c.read, forcedRead, now)
 			c.expire(&c.write, forcedWrite, now)
 		}
+		done := l.closed && len(l.conns) == 0
 		l.mu.Unlock()
+		if done {
+			return
+		}
 	}
 }
 
@@ -138,8 +134,10 @@ func (c *coarseConn) SetDeadline(t time.Time) error {
 
 func (c *coarseConn) set(d *atomic.Int64, bit uint32, t time.Time) error {
 	at := c.l.at(t)
-	if at != 0 && at <= c.l.now.Load() {
-		// Already past: now, not at the next sweep.
+	// A deadline already past acts now, not at the next sweep (net/http
+	// ends its background read with time.Unix(1, 0)); the clock is read
+	// only for a deadline within a sweep of the last one.
+	if at != 0 && at <= c.l.now.Load()+int64(c.l.interval) && at <= max(int64(time.Since(c.l.base)), 1) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		d.Store(at)

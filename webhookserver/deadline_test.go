@@ -77,6 +77,59 @@ func TestCoarseDeadlineMovedLaterDoesNotFire(t *testing.T) {
 	}
 }
 
+// A deadline the sweep has already forced is lifted when a later one is set.
+func TestCoarseDeadlineForcedThenMovedLater(t *testing.T) {
+	ln, server, client := coarsePair(t, 2*time.Millisecond)
+	_ = server.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+	c := server.(*coarseConn)
+	within(t, 10*time.Second, "the sweep forcing a passed deadline", func() {
+		for c.forced.Load()&forcedRead == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	_ = server.SetReadDeadline(time.Now().Add(time.Hour))
+	if c.forced.Load()&forcedRead != 0 {
+		t.Fatal("a later deadline left the forced one in place")
+	}
+	time.Sleep(20 * time.Millisecond) // more sweeps
+	if _, err := client.Write([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	var err error
+	within(t, 10*time.Second, "read", func() { _, err = server.Read(b) })
+	if err != nil || b[0] != 'z' {
+		t.Fatalf("read after the forced deadline was lifted: %q %v (now %d)", b, err, ln.now.Load())
+	}
+}
+
+// http.Server.Shutdown closes the listener before it waits for the
+// connections: their deadlines must still fire.
+func TestCoarseDeadlineAfterTheListenerCloses(t *testing.T) {
+	ln, server, _ := coarsePair(t, 5*time.Millisecond)
+	_ = ln.Close()
+	_ = server.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	var err error
+	within(t, 10*time.Second, "read past its deadline after the listener closed", func() { _, err = server.Read(make([]byte, 1)) })
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read: %v, want a deadline error", err)
+	}
+}
+
+// A deadline of "now" acts at once too (a handler may cancel a read so).
+func TestCoarseDeadlineOfNowActsAtOnce(t *testing.T) {
+	_, server, _ := coarsePair(t, time.Hour)
+	errc := make(chan error, 1)
+	go func() { _, err := server.Read(make([]byte, 1)); errc <- err }()
+	time.Sleep(10 * time.Millisecond)
+	_ = server.SetReadDeadline(time.Now())
+	var err error
+	within(t, 10*time.Second, "read after a deadline of now", func() { err = <-errc })
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read: %v, want a deadline error", err)
+	}
+}
+
 // A deadline already in the past acts at once, not at the next sweep:
 // net/http relies on it to stop its background read after every request.
 func TestCoarseDeadlineInThePastActsAtOnce(t *testing.T) {
@@ -135,7 +188,7 @@ func TestCoarseListenerForgetsClosedConnections(t *testing.T) {
 // that never finishes its headers is disconnected, and keep-alive requests
 // do not wait for a sweep between them.
 func TestCoarseListenerHTTPTimeouts(t *testing.T) {
-	serve := func(interval time.Duration) string {
+	serve := func(t *testing.T, interval time.Duration) string {
 		inner, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -151,7 +204,7 @@ func TestCoarseListenerHTTPTimeouts(t *testing.T) {
 	}
 
 	t.Run("slow headers", func(t *testing.T) {
-		c, err := net.Dial("tcp", serve(5*time.Millisecond))
+		c, err := net.Dial("tcp", serve(t, 5*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +220,7 @@ func TestCoarseListenerHTTPTimeouts(t *testing.T) {
 	})
 
 	t.Run("keep-alive without sweeps", func(t *testing.T) {
-		c, err := net.Dial("tcp", serve(time.Hour))
+		c, err := net.Dial("tcp", serve(t, time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
