@@ -49,6 +49,35 @@ func within(t *testing.T, d time.Duration, what string, f func()) {
 	}
 }
 
+// readsByte checks that what the client sends, the server reads.
+func readsByte(t *testing.T, server, client net.Conn, c byte, what string) {
+	t.Helper()
+	if _, err := client.Write([]byte{c}); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	var err error
+	within(t, 10*time.Second, what, func() { _, err = server.Read(b) })
+	if err != nil || b[0] != c {
+		t.Fatalf("%s: read %q, %v; want %q", what, b, err, c)
+	}
+}
+
+// blockedReadEnds blocks a read on server, calls set, and checks that the
+// read ends with a deadline error.
+func blockedReadEnds(t *testing.T, server net.Conn, what string, set func()) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { _, err := server.Read(make([]byte, 1)); errc <- err }()
+	time.Sleep(10 * time.Millisecond) // let the read block
+	set()
+	var err error
+	within(t, 10*time.Second, what, func() { err = <-errc })
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: %v, want a deadline error", what, err)
+	}
+}
+
 func TestCoarseDeadlineEndsABlockedRead(t *testing.T) {
 	_, server, _ := coarsePair(t, 5*time.Millisecond)
 	if err := server.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
@@ -66,20 +95,12 @@ func TestCoarseDeadlineMovedLaterDoesNotFire(t *testing.T) {
 	_ = server.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
 	_ = server.SetReadDeadline(time.Now().Add(time.Hour))
 	time.Sleep(50 * time.Millisecond) // many sweeps past the first deadline
-	if _, err := client.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 1)
-	var err error
-	within(t, 10*time.Second, "read", func() { _, err = server.Read(b) })
-	if err != nil || b[0] != 'x' {
-		t.Fatalf("read after the deadline moved: %q %v", b, err)
-	}
+	readsByte(t, server, client, 'x', "read after the deadline moved")
 }
 
 // A deadline the sweep has already forced is lifted when a later one is set.
 func TestCoarseDeadlineForcedThenMovedLater(t *testing.T) {
-	ln, server, client := coarsePair(t, 2*time.Millisecond)
+	_, server, client := coarsePair(t, 2*time.Millisecond)
 	_ = server.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
 	c := server.(*coarseConn)
 	within(t, 10*time.Second, "the sweep forcing a passed deadline", func() {
@@ -92,15 +113,7 @@ func TestCoarseDeadlineForcedThenMovedLater(t *testing.T) {
 		t.Fatal("a later deadline left the forced one in place")
 	}
 	time.Sleep(20 * time.Millisecond) // more sweeps
-	if _, err := client.Write([]byte("z")); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 1)
-	var err error
-	within(t, 10*time.Second, "read", func() { _, err = server.Read(b) })
-	if err != nil || b[0] != 'z' {
-		t.Fatalf("read after the forced deadline was lifted: %q %v (now %d)", b, err, ln.now.Load())
-	}
+	readsByte(t, server, client, 'z', "read after the forced deadline was lifted")
 }
 
 // http.Server.Shutdown closes the listener before it waits for the
@@ -119,40 +132,17 @@ func TestCoarseDeadlineAfterTheListenerCloses(t *testing.T) {
 // A deadline of "now" acts at once too (a handler may cancel a read so).
 func TestCoarseDeadlineOfNowActsAtOnce(t *testing.T) {
 	_, server, _ := coarsePair(t, time.Hour)
-	errc := make(chan error, 1)
-	go func() { _, err := server.Read(make([]byte, 1)); errc <- err }()
-	time.Sleep(10 * time.Millisecond)
-	_ = server.SetReadDeadline(time.Now())
-	var err error
-	within(t, 10*time.Second, "read after a deadline of now", func() { err = <-errc })
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("read: %v, want a deadline error", err)
-	}
+	blockedReadEnds(t, server, "read after a deadline of now", func() { _ = server.SetReadDeadline(time.Now()) })
 }
 
 // A deadline already in the past acts at once, not at the next sweep:
 // net/http relies on it to stop its background read after every request.
 func TestCoarseDeadlineInThePastActsAtOnce(t *testing.T) {
 	_, server, client := coarsePair(t, time.Hour) // no sweep during the test
-	errc := make(chan error, 1)
-	go func() { _, err := server.Read(make([]byte, 1)); errc <- err }()
-	time.Sleep(10 * time.Millisecond) // let the read block
-	_ = server.SetReadDeadline(aLongTimeAgo)
-	var err error
-	within(t, 10*time.Second, "read after a past deadline", func() { err = <-errc })
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("read: %v, want a deadline error", err)
-	}
+	blockedReadEnds(t, server, "read after a past deadline", func() { _ = server.SetReadDeadline(aLongTimeAgo) })
 	// Cleared, the connection reads again.
 	_ = server.SetReadDeadline(time.Time{})
-	if _, err := client.Write([]byte("y")); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 1)
-	within(t, 10*time.Second, "read after clearing", func() { _, err = server.Read(b) })
-	if err != nil || b[0] != 'y' {
-		t.Fatalf("read after clearing the deadline: %q %v", b, err)
-	}
+	readsByte(t, server, client, 'y', "read after clearing the deadline")
 }
 
 func TestCoarseDeadlineEndsABlockedWrite(t *testing.T) {
