@@ -13,6 +13,13 @@ var keysIssued = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "New API keys issued, by reason (KeyIssued, RotationDue, RotationRequested, SecretMissing, SecretModified, SecretRenamed).",
 }, []string{"reason"})
 
+// orphansDeleted counts key records deleted because their MeterrAPIKey was
+// gone (see RecordReaper). Any rise means finalizers are being removed by hand.
+var orphansDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "meterr_orphaned_records_deleted_total",
+	Help: "Key records deleted because their MeterrAPIKey no longer exists (or exists with another UID).",
+})
+
 func init() {
-	metrics.Registry.MustRegister(keysIssued)
+	metrics.Registry.MustRegister(keysIssued, orphansDeleted)
 }

@@ -42,6 +42,7 @@ type ManagerOptions struct {
 	QPS                     float64
 	Burst                   int
 	MaxConcurrentReconciles int
+	MinRotationInterval     time.Duration
 }
 
 // AddFlags registers the manager's flags.
@@ -58,6 +59,7 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.QPS, "kube-api-qps", 500, "Requests per second to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.Burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "MeterrAPIKeys reconciled in parallel.")
+	fs.DurationVar(&o.MinRotationInterval, "min-rotation-interval", controllers.DefaultMinRotationInterval, "Least time between a key's last rotation and one requested by spec.rotation.requestedAt; a faster request waits, and the key's Ready condition says until when. 0 disables the minimum.")
 }
 
 // Validate checks the flags.
@@ -71,6 +73,8 @@ func (o *ManagerOptions) Validate() error {
 		return fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
 	case o.MaxConcurrentReconciles < 1:
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1")
+	case o.MinRotationInterval < 0:
+		return fmt.Errorf("--min-rotation-interval must not be negative")
 	}
 	return nil
 }
@@ -106,10 +110,15 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 			RecordsNamespace:        o.RecordsNamespace,
 			TombstoneRetention:      o.TombstoneRetention,
 			MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+			MinRotationInterval:     o.MinRotationInterval,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up controller: %w", err)
+	}
+	reaper := &controllers.RecordReaper{Client: mgr.GetClient(), RecordsNamespace: o.RecordsNamespace}
+	if err := reaper.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the record reaper: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
