@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -113,6 +115,8 @@ type MeterrAPIKeyReconciler struct {
 // +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 // Reconcile brings one MeterrAPIKey's record, Secret and status in line.
 func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -493,8 +497,8 @@ func (r *MeterrAPIKeyReconciler) finalize(ctx context.Context, mak *authv1alpha1
 	}
 	patch := client.MergeFromWithOptions(mak.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(mak, Finalizer)
-	if err := r.Patch(ctx, mak, patch); err != nil {
-		return fmt.Errorf("removing finalizer: %w", client.IgnoreNotFound(err))
+	if err := client.IgnoreNotFound(r.Patch(ctx, mak, patch)); err != nil {
+		return fmt.Errorf("removing finalizer: %w", err)
 	}
 	return nil
 }
@@ -582,6 +586,11 @@ func (r *MeterrAPIKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder("meterr-operator")
+	}
+	// A second manager in one process (tests) keeps the first collector.
+	if err := metrics.Registry.Register(&KeyStateCollector{Reader: mgr.GetCache(), Clock: r.Clock}); err != nil &&
+		!errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+		return fmt.Errorf("registering key metrics: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&authv1alpha1.MeterrAPIKey{}).
