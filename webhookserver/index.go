@@ -58,13 +58,16 @@ type keySlot struct {
 // recSlot is a record's Policy without pointers; see policyAt.
 type recSlot struct {
 	expiresAt int64
-	text      textRef
-	class     uint32
-	ownerAt   uint32
-	limitAt   uint32
-	idsAt     uint32
-	nKeys     uint16
-	disabled  bool
+	// created is the record Secret's creationTimestamp in Unix
+	// nanoseconds (see claimOrder).
+	created  int64
+	text     textRef
+	class    uint32
+	ownerAt  uint32
+	limitAt  uint32
+	idsAt    uint32
+	nKeys    uint16
+	disabled bool
 }
 
 // NewMemoryIndex returns an empty index.
@@ -107,12 +110,13 @@ func (x *MemoryIndex) policyAt(rec uint32) Policy {
 	}
 }
 
-// Upsert replaces every entry of the record named name with those of r. The
+// Upsert replaces every entry of the record named name with those of r;
+// created is the record Secret's creationTimestamp (see Install). The
 // record is applied even when the returned error is not nil: the error lists
 // the parts that could not be used, which fail closed (see
 // CompiledRecord.Problems). It never contains key material.
-func (x *MemoryIndex) Upsert(name string, r *record.Record) error {
-	return x.Install(Compile(name, r))
+func (x *MemoryIndex) Upsert(name string, r *record.Record, created time.Time) error {
+	return x.Install(Compile(name, r, created))
 }
 
 // Install is Upsert for a record already compiled.
@@ -132,6 +136,7 @@ func (x *MemoryIndex) Install(c *CompiledRecord) error {
 	}
 	x.slots[rec] = recSlot{
 		expiresAt: p.expiresAt,
+		created:   claimOrder(c.Created),
 		text:      x.text.put(p.text),
 		class:     x.classes.ref(p.policyClass),
 		ownerAt:   p.ownerAt,
@@ -351,4 +356,14 @@ func (t *classTable) unref(i uint32) {
 		t.c[i] = nil
 		t.free = append(t.free, i)
 	}
+}
+
+// claimOrder is a record's creation time as the index compares it: Unix
+// nanoseconds, and a record without one (the API server always sets it)
+// after every record that has one.
+func claimOrder(created time.Time) int64 {
+	if created.IsZero() {
+		return math.MaxInt64
+	}
+	return unixNano(created)
 }

@@ -17,7 +17,7 @@ func TestIndexUpsertDelete(t *testing.T) {
 	f := newFixture(t, nil)
 	a, b := newKey(t, "production"), newKey(t, "production")
 	r := newRecord("web", standard(), a)
-	if err := f.idx.Upsert("rec", r); err != nil {
+	if err := f.idx.Upsert("rec", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	status := func(k string) int { return f.do(req{key: k}).Code }
@@ -27,7 +27,7 @@ func TestIndexUpsertDelete(t *testing.T) {
 	// Rotation: b added, a kept for its overlap.
 	r.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
 	r.Keys = append(r.Keys, record.NewVersion(b, t0))
-	if err := f.idx.Upsert("rec", r); err != nil {
+	if err := f.idx.Upsert("rec", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	if status(a) != 200 || status(b) != 200 {
@@ -38,7 +38,7 @@ func TestIndexUpsertDelete(t *testing.T) {
 	}
 	// A version dropped from the record is unknown at once.
 	r.Keys = r.Keys[1:]
-	if err := f.idx.Upsert("rec", r); err != nil {
+	if err := f.idx.Upsert("rec", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	if status(a) != 401 || status(b) != 200 {
@@ -46,12 +46,12 @@ func TestIndexUpsertDelete(t *testing.T) {
 	}
 	// A policy change applies to every version.
 	r.Policy.Disabled = true
-	_ = f.idx.Upsert("rec", r)
+	_ = f.idx.Upsert("rec", r, t0)
 	if status(b) != 401 {
 		t.Fatal("disabled key accepted")
 	}
 	r.Policy.Disabled = false
-	_ = f.idx.Upsert("rec", r)
+	_ = f.idx.Upsert("rec", r, t0)
 	if status(b) != 200 {
 		t.Fatal("re-enabled key refused")
 	}
@@ -73,10 +73,10 @@ func TestIndexUpsertDelete(t *testing.T) {
 func TestIndexSharedHash(t *testing.T) {
 	idx := NewMemoryIndex()
 	k := newKey(t, "production")
-	if err := idx.Upsert("one", newRecord("one", standard(), k)); err != nil {
+	if err := idx.Upsert("one", newRecord("one", standard(), k), t0); err != nil {
 		t.Fatal(err)
 	}
-	err := idx.Upsert("two", newRecord("two", standard(), k))
+	err := idx.Upsert("two", newRecord("two", standard(), k), t0)
 	if err == nil || !strings.Contains(err.Error(), "also in key record one") {
 		t.Fatalf("a key in two records must be reported: %v", err)
 	}
@@ -98,7 +98,7 @@ func TestCompileFailsClosed(t *testing.T) {
 	pol := standard()
 	pol.IPAllowlist = []string{"not-an-ip", "10.0.0.1/99"}
 	r := newRecord("ip", pol, k)
-	if err := f.idx.Upsert("rec-ip", r); err == nil {
+	if err := f.idx.Upsert("rec-ip", r, t0); err == nil {
 		t.Fatal("bad allowlist entries not reported")
 	}
 	if w := f.do(req{key: k, remote: "10.0.0.1:1"}); w.Code != http.StatusForbidden {
@@ -108,7 +108,7 @@ func TestCompileFailsClosed(t *testing.T) {
 	// Every domain invalid: likewise.
 	pol = standard()
 	pol.Domains = []string{"https://example.com"}
-	if err := f.idx.Upsert("rec-dom", newRecord("dom", pol, k2)); err == nil {
+	if err := f.idx.Upsert("rec-dom", newRecord("dom", pol, k2), t0); err == nil {
 		t.Fatal("bad domain not reported")
 	}
 	if w := f.do(req{key: k2, header: http.Header{"Origin": {"https://example.com"}}}); w.Code != http.StatusForbidden {
@@ -119,7 +119,7 @@ func TestCompileFailsClosed(t *testing.T) {
 	k3, k4 := newKey(t, "production"), newKey(t, "production")
 	r = newRecord("hash", standard(), k3, k4)
 	r.Keys[0].Hash = "zz"
-	err := f.idx.Upsert("rec-hash", r)
+	err := f.idx.Upsert("rec-hash", r, t0)
 	if err == nil {
 		t.Fatal("bad hash not reported")
 	}
@@ -131,7 +131,7 @@ func TestCompileFailsClosed(t *testing.T) {
 	k5 := newKey(t, "production")
 	pol = standard()
 	pol.RequestsPerHour = -1
-	if err := f.idx.Upsert("rec-neg", newRecord("neg", pol, k5)); err == nil {
+	if err := f.idx.Upsert("rec-neg", newRecord("neg", pol, k5), t0); err == nil {
 		t.Fatal("negative limit not reported")
 	}
 	if f.do(req{key: k5}).Code != 401 {
@@ -150,7 +150,7 @@ func TestCompile(t *testing.T) {
 	}
 	r := newRecord("c", pol, k)
 	r.Owner.UID = ""
-	c := Compile("rec-c", r)
+	c := Compile("rec-c", r, t0)
 	if len(c.Problems) != 1 || !strings.Contains(c.Problems[0].Error(), "bad perm") {
 		t.Fatalf("problems: %v", c.Problems)
 	}
@@ -182,15 +182,15 @@ func TestCompile(t *testing.T) {
 func TestIndexSlotReuse(t *testing.T) {
 	idx := NewMemoryIndex()
 	ka, kb, kc, kcOld := newKey(t, "production"), newKey(t, "production"), newKey(t, "production"), newKey(t, "production")
-	_ = idx.Upsert("a", newRecord("a", standard(), ka))
-	_ = idx.Upsert("b", newRecord("b", standard(), kb))
+	_ = idx.Upsert("a", newRecord("a", standard(), ka), t0)
+	_ = idx.Upsert("b", newRecord("b", standard(), kb), t0)
 	if _, ok := idx.Delete("a"); !ok {
 		t.Fatal("delete a")
 	}
 	rc := newRecord("c", standard(), kcOld, kc)
 	rc.Keys[0].ID = "old-id"
 	rc.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
-	if err := idx.Upsert("c", rc); err != nil {
+	if err := idx.Upsert("c", rc, t0); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := idx.Lookup(apikey.HashOf(ka)); ok {
@@ -251,7 +251,7 @@ func TestIndexMapsHoldNoPointers(t *testing.T) {
 func TestIndexArenaCompaction(t *testing.T) {
 	idx := NewMemoryIndex()
 	kept := newKey(t, "production")
-	if err := idx.Upsert("kept", newRecord("kept", standard(), kept)); err != nil {
+	if err := idx.Upsert("kept", newRecord("kept", standard(), kept), t0); err != nil {
 		t.Fatal(err)
 	}
 	before, ok := idx.Lookup(apikey.HashOf(kept))
@@ -267,7 +267,7 @@ func TestIndexArenaCompaction(t *testing.T) {
 			h[0], h[1], h[2] = byte(i), byte(i>>8), byte(round)
 			r := newRecord(name, standard())
 			r.Keys = []record.Version{{ID: h.ID(), Hash: h.String()}}
-			if err := idx.Upsert(name, r); err != nil {
+			if err := idx.Upsert(name, r, t0); err != nil {
 				t.Fatal(err)
 			}
 			if round > 0 {
@@ -308,11 +308,11 @@ func TestIndexClassTable(t *testing.T) {
 	pol := standard()
 	pol.IPAllowlist = []string{"10.0.0.0/8"}
 	for i := range 3 {
-		if err := idx.Upsert(fmt.Sprint("r", i), newRecord(fmt.Sprint("r", i), pol, newKey(t, "production"))); err != nil {
+		if err := idx.Upsert(fmt.Sprint("r", i), newRecord(fmt.Sprint("r", i), pol, newKey(t, "production")), t0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := idx.Upsert("plain", newRecord("plain", standard(), newKey(t, "production"))); err != nil {
+	if err := idx.Upsert("plain", newRecord("plain", standard(), newKey(t, "production")), t0); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(idx.classes.of); n != 4 {
@@ -325,7 +325,7 @@ func TestIndexClassTable(t *testing.T) {
 		t.Fatalf("%d classes in use and %d free, want 1 and 3", n, free)
 	}
 	k := newKey(t, "production")
-	if err := idx.Upsert("again", newRecord("again", pol, k)); err != nil {
+	if err := idx.Upsert("again", newRecord("again", pol, k), t0); err != nil {
 		t.Fatal(err)
 	}
 	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || !e.Policy.ipRestricted || len(idx.classes.c) != 4 {
@@ -338,7 +338,7 @@ func TestIndexClassTable(t *testing.T) {
 func TestIndexConcurrentChurn(t *testing.T) {
 	idx := NewMemoryIndex()
 	k := newKey(t, "production")
-	if err := idx.Upsert("stable", newRecord("stable", standard(), k)); err != nil {
+	if err := idx.Upsert("stable", newRecord("stable", standard(), k), t0); err != nil {
 		t.Fatal(err)
 	}
 	want := apikey.HashOf(k).ID()
@@ -366,7 +366,7 @@ func TestIndexConcurrentChurn(t *testing.T) {
 		h[0], h[1], h[2] = byte(i), byte(i>>8), 0xee
 		r := newRecord(name, standard())
 		r.Keys = []record.Version{{ID: h.ID(), Hash: h.String()}}
-		if err := idx.Upsert(name, r); err != nil {
+		if err := idx.Upsert(name, r, t0); err != nil {
 			t.Fatal(err)
 		}
 		if i >= 50 {

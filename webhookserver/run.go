@@ -352,7 +352,7 @@ func (l *loader) upsert(obj any) {
 		l.log.Error(err, "skipping key record", "record", s.Name)
 		return
 	}
-	c := Compile(s.Name, r)
+	c := Compile(s.Name, r, s.CreationTimestamp.Time)
 	if err := l.idx.Install(c); err != nil {
 		l.errors.Inc()
 		l.log.Error(err, "key record loaded with problems", "record", s.Name, "owner", c.Policy.Owner())

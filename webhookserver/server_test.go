@@ -163,7 +163,7 @@ func TestExpired(t *testing.T) {
 	old, cur := newKey(t, "production"), newKey(t, "production")
 	r := newRecord("rot", standard(), old, cur)
 	r.Keys[0].ExpiresAt = mtime(t0.Add(time.Minute)) // overlap ends in a minute
-	if err := f.idx.Upsert("rec-rot", r); err != nil {
+	if err := f.idx.Upsert("rec-rot", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	if w := f.do(req{key: old}); w.Code != http.StatusOK {
@@ -380,7 +380,7 @@ func TestRotationSharesQuota(t *testing.T) {
 	old, cur := newKey(t, "production"), newKey(t, "production")
 	r := newRecord("rot", pol, old, cur)
 	r.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
-	if err := f.idx.Upsert("rec-rot", r); err != nil {
+	if err := f.idx.Upsert("rec-rot", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	for i, tc := range []struct {
@@ -394,7 +394,7 @@ func TestRotationSharesQuota(t *testing.T) {
 	// Rotating again (a new record content, same owner) keeps the count.
 	newer := newKey(t, "production")
 	r.Keys = append(r.Keys, record.NewVersion(newer, t0))
-	if err := f.idx.Upsert("rec-rot", r); err != nil {
+	if err := f.idx.Upsert("rec-rot", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	if w := f.do(req{key: newer}); w.Code != http.StatusTooManyRequests {
