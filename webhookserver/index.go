@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -43,6 +44,8 @@ type MemoryIndex struct {
 	records map[nameKey]uint32
 	classes classTable
 	text    textArena
+	// conflicts counts the key hashes found claimed by two records.
+	conflicts atomic.Uint64
 }
 
 // keySlot is one key version in the table.
@@ -120,6 +123,13 @@ func (x *MemoryIndex) Upsert(name string, r *record.Record, created time.Time) e
 }
 
 // Install is Upsert for a record already compiled.
+//
+// One key hash, one owner: when another record already holds one of c's
+// hashes, the record whose Secret was created first (c.Created; ties go to
+// the lower name) keeps it, whichever of the two arrives first, and the
+// other is installed without that hash. Each such conflict is counted
+// (HashConflicts) and reported in the returned error with both records and
+// owners and the key id.
 func (x *MemoryIndex) Install(c *CompiledRecord) error {
 	p := c.Policy
 	name := p.Record()
@@ -146,13 +156,28 @@ func (x *MemoryIndex) Install(c *CompiledRecord) error {
 		disabled:  p.disabled,
 	}
 	x.records[keyOfName(name)] = rec
+	created := x.slots[rec].created
 	for _, k := range c.Keys {
 		if other, ok := x.keys[k.Hash]; ok {
-			// Two records claiming one key: only a copied record does
-			// that. The newer one wins; say so.
-			otherPolicy := x.policyAt(other.rec)
-			c.Problems = append(c.Problems, errors.New("key record "+name+": key "+k.KeyID+
-				" is also in key record "+otherPolicy.Record()+"; using this record"))
+			// Two records claiming one key: one key, one owner. The
+			// first claimant keeps it: the record whose Secret was
+			// created first (a time the API server sets, in a namespace
+			// only the manager writes), then the lower name, so the
+			// answer does not depend on the order records arrive in
+			// (watch events, a relist). The other record keeps its
+			// other keys. When the winner goes, the contested hash goes
+			// with it: the loser gets it back only when it is itself
+			// loaded again (its next update or a relist), never by
+			// inheritance at the moment the winner is removed.
+			x.conflicts.Add(1)
+			o := x.policyAt(other.rec)
+			if !claimsFirst(created, name, x.slots[other.rec].created, o.Record()) {
+				c.Problems = append(c.Problems, errors.New("key record "+name+" (owner "+p.Owner()+"): key "+k.KeyID+
+					" is also in key record "+o.Record()+" (owner "+o.Owner()+"), which claimed it first; ignored here"))
+				continue
+			}
+			c.Problems = append(c.Problems, errors.New("key record "+name+" (owner "+p.Owner()+"): key "+k.KeyID+
+				" is also in key record "+o.Record()+" (owner "+o.Owner()+"); this record claimed it first and keeps it"))
 		}
 		x.keys[k.Hash] = keySlot{rec: rec, idOff: k.idOff, idLen: uint32(len(k.KeyID)), expires: unixNano(k.ExpiresAt)}
 	}
@@ -236,6 +261,10 @@ func (x *MemoryIndex) Len() (records, keys int) {
 	defer x.mu.RUnlock()
 	return len(x.records), len(x.keys)
 }
+
+// HashConflicts returns how many times a record was loaded with a key hash
+// that another record held (see Install).
+func (x *MemoryIndex) HashConflicts() uint64 { return x.conflicts.Load() }
 
 // names returns the names of the records in the index.
 func (x *MemoryIndex) names() []string {
@@ -356,6 +385,16 @@ func (t *classTable) unref(i uint32) {
 		t.c[i] = nil
 		t.free = append(t.free, i)
 	}
+}
+
+// claimsFirst reports whether a record created at created and named name
+// claimed a key hash before the record created at otherCreated and named
+// otherName: earlier creation first, then the lower name.
+func claimsFirst(created int64, name string, otherCreated int64, otherName string) bool {
+	if created != otherCreated {
+		return created < otherCreated
+	}
+	return name < otherName
 }
 
 // claimOrder is a record's creation time as the index compares it: Unix

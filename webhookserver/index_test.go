@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 )
@@ -70,24 +72,166 @@ func TestIndexUpsertDelete(t *testing.T) {
 	}
 }
 
-func TestIndexSharedHash(t *testing.T) {
+// One key hash, one owner: when two records claim one hash, the record
+// created first keeps it, whatever order the records arrive in; the later
+// claimant keeps its other keys; the conflict is reported and counted.
+func TestIndexHashConflict(t *testing.T) {
+	shared, own := newKey(t, "production"), newKey(t, "production")
+	// The thief's name sorts first, so only the creation times can make
+	// the victim win.
+	const victim, thief = "zz-victim", "aa-thief"
+	victimRec := func() *record.Record { return newRecord("victim", standard(), shared) }
+	thiefRec := func() *record.Record {
+		r := newRecord("thief", standard(), shared, own)
+		r.Owner.Namespace = "hostile"
+		return r
+	}
+	early, late := t0.Add(-time.Hour), t0
+	holder := func(idx *MemoryIndex, key string) string {
+		e, ok := idx.Lookup(apikey.HashOf(key))
+		if !ok {
+			return ""
+		}
+		return e.Policy.Record()
+	}
+	for _, victimFirst := range []bool{true, false} {
+		t.Run(fmt.Sprint("victimFirst=", victimFirst), func(t *testing.T) {
+			idx := NewMemoryIndex()
+			reg := prometheus.NewRegistry()
+			if _, err := registerIndexMetrics(reg, idx); err != nil {
+				t.Fatal(err)
+			}
+			installs := []func() error{
+				func() error { return idx.Upsert(victim, victimRec(), early) },
+				func() error { return idx.Upsert(thief, thiefRec(), late) },
+			}
+			if !victimFirst {
+				installs[0], installs[1] = installs[1], installs[0]
+			}
+			if err := installs[0](); err != nil {
+				t.Fatal(err)
+			}
+			err := installs[1]()
+			if err == nil {
+				t.Fatal("a key in two records must be reported")
+			}
+			msg := err.Error()
+			for _, want := range []string{victim, thief, apikey.HashOf(shared).ID(), "team-a/victim", "hostile/thief"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("the conflict report lacks %q", want)
+				}
+			}
+			if strings.Contains(msg, shared) || strings.Contains(msg, apikey.HashOf(shared).String()) {
+				t.Error("the conflict report holds the key or its hash")
+			}
+			if got := holder(idx, shared); got != victim {
+				t.Fatalf("shared key held by %q, want the first claimant %q", got, victim)
+			}
+			if got := holder(idx, own); got != thief {
+				t.Fatalf("the later claimant's other key is held by %q", got)
+			}
+			if got := counterValue(t, reg, "meterr_auth_hash_conflicts_total"); got != 1 {
+				t.Fatalf("meterr_auth_hash_conflicts_total = %v, want 1", got)
+			}
+
+			// Updating the loser, however often, never steals the key.
+			for range 3 {
+				_ = idx.Upsert(thief, thiefRec(), late)
+			}
+			if got := holder(idx, shared); got != victim {
+				t.Fatalf("after updating the loser the shared key is held by %q", got)
+			}
+			if got := counterValue(t, reg, "meterr_auth_hash_conflicts_total"); got != 4 {
+				t.Fatalf("meterr_auth_hash_conflicts_total = %v, want 4", got)
+			}
+			// Updating the winner keeps it.
+			if err := idx.Upsert(victim, victimRec(), early); err != nil {
+				t.Fatalf("updating the winner: %v", err)
+			}
+			if got := holder(idx, shared); got != victim {
+				t.Fatalf("after updating the winner the shared key is held by %q", got)
+			}
+			// Deleting the loser leaves the winner's entry.
+			idx.Delete(thief)
+			if got := holder(idx, shared); got != victim {
+				t.Fatalf("after deleting the loser the shared key is held by %q", got)
+			}
+			if got := holder(idx, own); got != "" {
+				t.Fatal("the deleted loser's own key is still accepted")
+			}
+		})
+	}
+}
+
+// Deleting the winner removes the contested hash with it; the loser gets it
+// only when it is itself loaded again.
+func TestIndexHashConflictWinnerDeleted(t *testing.T) {
 	idx := NewMemoryIndex()
-	k := newKey(t, "production")
-	if err := idx.Upsert("one", newRecord("one", standard(), k), t0); err != nil {
+	shared := newKey(t, "production")
+	_ = idx.Upsert("b-first", newRecord("first", standard(), shared), t0.Add(-time.Minute))
+	_ = idx.Upsert("a-second", newRecord("second", standard(), shared), t0)
+	idx.Delete("b-first")
+	if _, ok := idx.Lookup(apikey.HashOf(shared)); ok {
+		t.Fatal("the winner's contested hash outlived it")
+	}
+	if err := idx.Upsert("a-second", newRecord("second", standard(), shared), t0); err != nil {
 		t.Fatal(err)
 	}
-	err := idx.Upsert("two", newRecord("two", standard(), k), t0)
-	if err == nil || !strings.Contains(err.Error(), "also in key record one") {
-		t.Fatalf("a key in two records must be reported: %v", err)
+	if e, ok := idx.Lookup(apikey.HashOf(shared)); !ok || e.Policy.Record() != "a-second" {
+		t.Fatal("the remaining claimant did not get the key on its next update")
 	}
-	if strings.Contains(err.Error(), k) {
-		t.Fatal("error holds the key")
+}
+
+// Records created at the same instant: the lower name wins, in either order;
+// a record without a creation time loses to one that has it.
+func TestIndexHashConflictTies(t *testing.T) {
+	shared := newKey(t, "production")
+	for _, order := range [][]string{{"rec-a", "rec-b"}, {"rec-b", "rec-a"}} {
+		idx := NewMemoryIndex()
+		for _, name := range order {
+			_ = idx.Upsert(name, newRecord(name, standard(), shared), t0)
+		}
+		if e, _ := idx.Lookup(apikey.HashOf(shared)); e.Policy.Record() != "rec-a" {
+			t.Fatalf("order %v: held by %q, want rec-a", order, e.Policy.Record())
+		}
 	}
-	// Deleting the record that lost the key leaves the winner's entry.
-	idx.Delete("one")
-	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || e.Policy.Record() != "two" {
-		t.Fatal("winner's entry lost")
+	for _, order := range [][]string{{"rec-a", "rec-b"}, {"rec-b", "rec-a"}} {
+		idx := NewMemoryIndex()
+		for _, name := range order {
+			created := t0
+			if name == "rec-a" {
+				created = time.Time{}
+			}
+			_ = idx.Upsert(name, newRecord(name, standard(), shared), created)
+		}
+		if e, _ := idx.Lookup(apikey.HashOf(shared)); e.Policy.Record() != "rec-b" {
+			t.Fatalf("order %v: held by %q, want rec-b (the one with a creation time)", order, e.Policy.Record())
+		}
 	}
+}
+
+// counterValue returns the value of the counter or gauge named name in reg.
+func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 func TestCompileFailsClosed(t *testing.T) {

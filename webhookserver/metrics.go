@@ -51,7 +51,11 @@ func registerIndexMetrics(reg prometheus.Registerer, idx *MemoryIndex) (recordEr
 		Name: "meterr_auth_record_errors_total",
 		Help: "Key records that could not be decoded (and were skipped) or held entries that could not be used (which fail closed).",
 	})
-	for _, c := range []prometheus.Collector{records, keys, recordErrors} {
+	conflicts := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "meterr_auth_hash_conflicts_total",
+		Help: "Times a key record was loaded with a key hash another record also claims; the record created first keeps the key.",
+	}, func() float64 { return float64(idx.HashConflicts()) })
+	for _, c := range []prometheus.Collector{records, keys, recordErrors, conflicts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering index metrics: %w", err)
 		}

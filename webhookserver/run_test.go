@@ -391,3 +391,59 @@ func TestRecordStoreStreamedList(t *testing.T) {
 		t.Fatal("c, missing from the relist, is still accepted")
 	}
 }
+
+// Two record Secrets claim one key hash: the loader keeps it with the
+// Secret created first, whether the records arrive as watch events or in a
+// relist, and in either order; the conflict is logged with both records and
+// never the key.
+func TestLoaderHashConflict(t *testing.T) {
+	shared := newKey(t, "production")
+	early := recordSecret(t, "meterr-system", newRecord("victim", standard(), shared))
+	early.CreationTimestamp = metav1.NewTime(t0.Add(-24 * time.Hour))
+	late := recordSecret(t, "meterr-system", newRecord("thief", standard(), shared))
+	late.CreationTimestamp = metav1.NewTime(t0)
+	if early.Name < late.Name {
+		// Make sure the creation time decides, not the name.
+		early.Name, late.Name = late.Name, early.Name
+	}
+	for _, tc := range []struct {
+		name string
+		load func(st *recordStore) error
+	}{
+		{"events, first claimant first", func(st *recordStore) error { _ = st.Add(early); return st.Add(late) }},
+		{"events, first claimant last", func(st *recordStore) error { _ = st.Add(late); return st.Add(early) }},
+		{"relist", func(st *recordStore) error { return st.Replace([]any{late, early}, "1") }},
+		{"relist, other order", func(st *recordStore) error { return st.Replace([]any{early, late}, "1") }},
+		{"relist after events", func(st *recordStore) error {
+			_ = st.Add(early)
+			_ = st.Add(late)
+			_ = st.Update(late)
+			return st.Replace([]any{late, early}, "2")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs strings.Builder
+			log := funcr.New(func(prefix, args string) { logs.WriteString(prefix + " " + args + "\n") }, funcr.Options{})
+			idx := NewMemoryIndex()
+			st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: NewMemoryLimiter(),
+				errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: log}}
+			if err := tc.load(st); err != nil {
+				t.Fatal(err)
+			}
+			e, ok := idx.Lookup(apikey.HashOf(shared))
+			if !ok || e.Policy.Record() != early.Name {
+				t.Fatalf("shared key held by %q, want the record created first", e.Policy.Record())
+			}
+			if idx.HashConflicts() == 0 {
+				t.Fatal("conflict not counted")
+			}
+			out := logs.String()
+			if !strings.Contains(out, early.Name) || !strings.Contains(out, late.Name) || !strings.Contains(out, apikey.HashOf(shared).ID()) {
+				t.Errorf("the conflict is not logged with both records and the key id")
+			}
+			if strings.Contains(out, shared) {
+				t.Error("a log line holds the key")
+			}
+		})
+	}
+}
