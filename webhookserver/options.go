@@ -100,7 +100,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	o.Routes = nil
 	fs.Var((*routeListFlag)(&o.Routes), "route",
 		`Route rule for /v1/auth/check, repeatable: "METHOD /path/prefix=permission" (METHOD may be *, permission is read, write or admin). `+
-			"The longest matching prefix wins; at equal length a rule for the method beats *. "+
+			"The longest matching prefix wins; at equal length a rule for the method beats *. Paths match case-sensitively; "+
+			"a HEAD request needs what both its HEAD and its GET rules require. "+
 			"A ?permission= on the bare /v1/auth/check URL takes precedence; with neither, any valid key is enough.")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "",
 		"PEM certificate (chain) to serve the auth API over TLS; needs --tls-key-file. Empty serves plain HTTP.")

@@ -594,6 +594,62 @@ func TestForwardAuthStyles(t *testing.T) {
 	}
 }
 
+// A GET rule governs HEAD too, since upstreams serve HEAD as GET: a HEAD
+// request needs what its HEAD rules and its GET rules require, together.
+// Paths match case-sensitively.
+func TestRoutesHeadFollowsGet(t *testing.T) {
+	f := newFixture(t, func(c *ServerConfig) {
+		c.Routes = []Route{
+			{"*", "/v1/", "read"},
+			{"GET", "/v1/reports", "write"},
+			{"HEAD", "/v1/ping", "read"},
+			{"GET", "/v1/ping", "admin"},
+			{"HEAD", "/v1/open", "read"},
+			{"GET", "/v1/open", "read"},
+			{"POST", "/v1/reports", "admin"},
+		}
+	})
+	reader := standard()
+	reader.Permissions = []string{"read"}
+	rkey := f.add("reader", reader)
+	wkey := f.add("writer", standard())
+
+	for _, c := range []struct {
+		name   string
+		method string
+		target string
+		header http.Header
+		key    string
+		status int
+	}{
+		{"envoy GET rule, GET", "GET", checkPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD", "HEAD", checkPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD, lower case", "head", checkPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD, enough", "HEAD", checkPath + "/v1/reports/7", nil, wkey, 200},
+		{"envoy HEAD rule weaker than GET rule", "HEAD", checkPath + "/v1/ping", nil, wkey, 403},
+		{"envoy HEAD and GET rules agree", "HEAD", checkPath + "/v1/open", nil, rkey, 200},
+		{"envoy other method unaffected", "POST", checkPath + "/v1/reports", nil, wkey, 403},
+		{"envoy HEAD elsewhere", "HEAD", checkPath + "/v1/other", nil, rkey, 200},
+		{"traefik HEAD", "GET", checkPath, http.Header{"X-Forwarded-Method": {"HEAD"}, "X-Forwarded-Uri": {"/v1/reports"}}, rkey, 403},
+		{"ingress-nginx HEAD", "GET", checkPath, http.Header{"X-Original-Method": {"HEAD"}, "X-Original-Url": {"https://h/v1/reports"}}, rkey, 403},
+		{"nginx HEAD request method", "HEAD", checkPath, http.Header{"X-Original-Uri": {"/v1/reports"}}, rkey, 403},
+		{"nginx X-Original-Method wins over the request's HEAD", "HEAD", checkPath, http.Header{"X-Original-Method": {"PUT"}, "X-Original-Uri": {"/v1/reports"}}, rkey, 200},
+		// Case-sensitive: /v1/Reports is not /v1/reports (only "* /v1/" applies).
+		{"path case as sent", "GET", checkPath + "/v1/Reports", nil, rkey, 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := f.do(req{method: c.method, target: c.target, header: c.header, key: c.key})
+			checkCommon(t, w, c.key)
+			if w.Code != c.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, c.status, w.Body)
+			}
+			if c.status == 403 && errorCode(t, w) != "insufficient_permissions" {
+				t.Fatalf("body %s", w.Body)
+			}
+		})
+	}
+}
+
 func TestEndpoints(t *testing.T) {
 	f := newFixture(t, nil)
 	key := f.add("web", standard())
