@@ -197,7 +197,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 		a = new(answerValues)
 	}
 
-	if c, body := s.restrict(r, p); c != codeOK {
+	if c, body, ip := s.restrict(r, p); c != codeOK {
 		// Not counted, so a stolen key used from elsewhere cannot exhaust
 		// the quota; the headers show where the key stands.
 		if p.limit > 0 {
@@ -205,7 +205,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 				setRateLimitHeaders(h, a, p, remaining, s.windows.of(reset), now, false)
 			}
 		}
-		writeAnswer(w, codes[c].status, body)
+		if c == codeIPNotAllowed {
+			writeIPNotAllowed(w, ip)
+		} else {
+			writeAnswer(w, codes[c].status, body)
+		}
 		return c
 	}
 
@@ -261,18 +265,21 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 }
 
 // restrict applies the key's restrictions in order: environment, client IP,
-// domain.
-func (s *Server) restrict(r *http.Request, p *Policy) (code, []byte) {
+// domain. An IP refusal has no body but the address it saw (see
+// writeIPNotAllowed).
+func (s *Server) restrict(r *http.Request, p *Policy) (code, []byte, netip.Addr) {
 	if s.env != "" && p.environment != s.env {
-		return codeEnvironmentMismatch, s.envMismatchBody
+		return codeEnvironmentMismatch, s.envMismatchBody, netip.Addr{}
 	}
-	if p.ipRestricted && !p.allowsIP(clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted)) {
-		return codeIPNotAllowed, bodyIPNotAllowed
+	if p.ipRestricted {
+		if ip := clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted); !p.allowsIP(ip) {
+			return codeIPNotAllowed, nil, ip
+		}
 	}
 	if p.domainRestricted && !p.allowsHost(requestHost(r.Header)) {
-		return codeDomainNotAllowed, bodyDomainNotAllowed
+		return codeDomainNotAllowed, bodyDomainNotAllowed, netip.Addr{}
 	}
-	return codeOK, nil
+	return codeOK, nil, netip.Addr{}
 }
 
 func unauthorized(w http.ResponseWriter, c code, body []byte) code {

@@ -274,6 +274,39 @@ func TestRestrictions(t *testing.T) {
 	}
 }
 
+// The ip_not_allowed answer says which address it saw: the one the
+// allowlist was checked against.
+func TestIPNotAllowedMessage(t *testing.T) {
+	f := newFixture(t, func(c *ServerConfig) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} })
+	pol := standard()
+	pol.IPAllowlist = []string{"198.51.100.0/24"}
+	key := f.add("ip", pol)
+	for _, tc := range []struct {
+		remote string
+		header http.Header
+		want   string
+	}{
+		{"203.0.113.9:4000", nil, "API key not allowed from 203.0.113.9"},
+		{"[::ffff:203.0.113.9]:4000", nil, "API key not allowed from 203.0.113.9"},
+		{"[2001:db8::5]:4000", nil, "API key not allowed from 2001:db8::5"},
+		{"10.1.1.1:80", http.Header{"X-Forwarded-For": {"192.0.2.1"}}, "API key not allowed from 192.0.2.1"},
+		{"203.0.113.9:4000", http.Header{"X-Forwarded-For": {"198.51.100.1"}}, "API key not allowed from 203.0.113.9"},
+		{"not-an-address", nil, "API key not allowed from an unknown address"},
+	} {
+		w := f.do(req{key: key, remote: tc.remote, header: tc.header})
+		checkCommon(t, w, key)
+		var body struct {
+			Error struct{ Type, Message, Code string } `json:"error"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%s: %v: %s", tc.remote, err, w.Body)
+		}
+		if w.Code != http.StatusForbidden || body.Error.Code != "ip_not_allowed" || body.Error.Type != "permission_error" || body.Error.Message != tc.want {
+			t.Errorf("%s %v: %d %+v, want 403 with message %q", tc.remote, tc.header, w.Code, body.Error, tc.want)
+		}
+	}
+}
+
 func TestEnvironmentMismatch(t *testing.T) {
 	f := newFixture(t, func(c *ServerConfig) { c.Environment = "production" })
 	staging := standard()
