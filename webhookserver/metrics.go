@@ -12,6 +12,8 @@ import (
 type serverMetrics struct {
 	decisions [numCodes]prometheus.Counter
 	duration  prometheus.Histogram
+	// decisionLogsDropped counts decision log lines over the rate limit.
+	decisionLogsDropped prometheus.Counter
 }
 
 func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
@@ -24,12 +26,16 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		Help:    "Time to decide a /v1/auth/verify or /v1/auth/check request, in seconds.",
 		Buckets: prometheus.ExponentialBuckets(0.00001, 2.5, 12), // 10µs to about 240ms
 	})
-	for _, c := range []prometheus.Collector{decisions, duration} {
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meterr_auth_decision_logs_dropped_total",
+		Help: "Decision log lines (--log-decisions) not written because they came faster than the log's rate limit.",
+	})
+	for _, c := range []prometheus.Collector{decisions, duration, dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering auth server metrics: %w", err)
 		}
 	}
-	m := &serverMetrics{duration: duration}
+	m := &serverMetrics{duration: duration, decisionLogsDropped: dropped}
 	for c := range numCodes {
 		m.decisions[c] = decisions.WithLabelValues(c.String())
 	}

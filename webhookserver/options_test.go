@@ -30,7 +30,7 @@ func TestAddFlagsDefaults(t *testing.T) {
 	})
 	for _, name := range []string{"listen", "metrics-bind-address", "records-namespace", "environment", "trusted-proxies",
 		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes",
-		"redis-url", "redis-timeout", "redis-failure-mode"} {
+		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("no --%s", name)
 		}
@@ -47,6 +47,7 @@ func TestAddFlagsParse(t *testing.T) {
 		"--route=GET /v1/usage=read", "--route", "* /v1/billing=admin",
 		"--tls-cert-file=/c", "--tls-key-file=/k", "--shutdown-timeout=3s", "--max-header-bytes=32768",
 		"--redis-url=redis://redis:6379/2", "--redis-timeout=250ms", "--redis-failure-mode=closed",
+		"--log-decisions=denied",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +58,7 @@ func TestAddFlagsParse(t *testing.T) {
 		Routes:         []Route{{"GET", "/v1/usage", "read"}, {"*", "/v1/billing", "admin"}},
 		TLSCertFile:    "/c", TLSKeyFile: "/k", ShutdownTimeout: 3 * time.Second, MaxHeaderBytes: 32768,
 		RedisURL: "redis://redis:6379/2", RedisTimeout: 250 * time.Millisecond, RedisFailureMode: FailClosed,
+		LogDecisions: LogDecisionsDenied,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("parsed %+v\nwant %+v", o, want)
@@ -95,6 +97,7 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.RedisTimeout = 0 }, "--redis-timeout"},
 		{func(o *Options) { o.RedisFailureMode = "deny" }, "--redis-failure-mode"},
 		{func(o *Options) { o.RedisURL = "http://user:hunter2@redis:6379" }, "--redis-url"},
+		{func(o *Options) { o.LogDecisions = "denials" }, "--log-decisions"},
 	} {
 		o := DefaultOptions()
 		tc.mut(&o)

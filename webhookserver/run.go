@@ -110,6 +110,8 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		TrustedProxies: o.TrustedProxies,
 		Routes:         o.Routes,
 		Registerer:     reg,
+		LogDecisions:   o.LogDecisions,
+		Log:            log.WithName("decisions"),
 	})
 	if err != nil {
 		return err
@@ -219,7 +221,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "tls", tlsConfig != nil, "metrics", o.MetricsAddr,
 		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes),
-		"sharedRateLimits", o.RedisURL != "")
+		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions)
 
 	select {
 	case <-ctx.Done():
