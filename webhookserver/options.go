@@ -67,6 +67,10 @@ type Options struct {
 	// LogDecisionsAll (--log-decisions).
 	LogDecisions string
 
+	// Version is the binary's version, shown in meterr_build_info; main
+	// sets it from its -ldflags "-X main.version=..." stamp. Not a flag.
+	Version string
+
 	// Clock is the time source of every decision; nil is the real clock.
 	// Not a flag: tests share a fake clock with the controller.
 	Clock clock.PassiveClock

@@ -5,9 +5,12 @@ import (
 	"io"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestAddFlagsDefaults(t *testing.T) {
@@ -113,5 +116,23 @@ func TestValidate(t *testing.T) {
 	o.Listen, o.Environment, o.ShutdownTimeout = "", "x", -1
 	if err := o.Validate(); err == nil || strings.Count(err.Error(), "--") < 3 {
 		t.Errorf("every problem should be reported at once: %v", err)
+	}
+}
+
+func TestBuildInfo(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{{"v1.2.3", "v1.2.3"}, {"", "unknown"}} {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newBuildInfo(tc.in))
+		if got := counterValue(t, reg, "meterr_build_info"); got != 1 {
+			t.Fatalf("meterr_build_info = %v", got)
+		}
+		mfs, _ := reg.Gather()
+		labels := map[string]string{}
+		for _, l := range mfs[0].GetMetric()[0].GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["version"] != tc.want || labels["goversion"] != runtime.Version() || labels["commit"] == "" {
+			t.Fatalf("labels %v, want version %q", labels, tc.want)
+		}
 	}
 }

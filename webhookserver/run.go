@@ -80,7 +80,8 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		d.clock = clock.RealClock{}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newBuildInfo(o.Version))
 
 	idx := NewMemoryIndex()
 	var lim Limiter = NewMemoryLimiter()

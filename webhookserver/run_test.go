@@ -115,6 +115,7 @@ func TestRun(t *testing.T) {
 	ln, mln := listen(t), listen(t)
 	base, metricsURL := "http://"+ln.Addr().String(), "http://"+mln.Addr().String()+"/metrics"
 	o := DefaultOptions()
+	o.Version = "test"
 	o.ShutdownTimeout = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -181,7 +182,7 @@ func TestRun(t *testing.T) {
 	for _, want := range []string{
 		`meterr_auth_decisions_total{code="ok"}`, `meterr_auth_decisions_total{code="invalid_api_key"}`,
 		"meterr_auth_request_duration_seconds_bucket", "meterr_auth_records_loaded 0", "meterr_auth_keys_loaded 0",
-		"meterr_auth_record_errors_total 1", "go_goroutines",
+		"meterr_auth_record_errors_total 1", "go_goroutines", `meterr_build_info{commit="`, `version="test"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
