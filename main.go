@@ -83,6 +83,7 @@ func run(ctx context.Context, command string, args []string) error {
 	case "auth-server":
 		var o webhookserver.Options
 		o.AddFlags(fs)
+		o.Version = version
 		start = func() error {
 			cfg, err := restConfig(*kubeconfig)
 			if err != nil {
