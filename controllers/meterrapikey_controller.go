@@ -73,6 +73,8 @@ const (
 	// ReasonRecordsNamespace: a MeterrAPIKey in the records namespace is
 	// never issued (its workload Secret would sit beside the records).
 	ReasonRecordsNamespace = "RecordsNamespace"
+	// ReasonIssuing: the first reconcile of a key has begun.
+	ReasonIssuing = "Issuing"
 	// ReasonRotationDelayed: the key is usable, and a rotation waits for
 	// the minimum interval or for a free version slot (see rotationGate).
 	ReasonRotationDelayed = "RotationDelayed"
@@ -145,6 +147,9 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if err := r.addFinalizer(ctx, mak); err != nil {
 			return ctrl.Result{}, err
 		}
+		if err := r.markIssuing(ctx, mak); err != nil {
+			return ctrl.Result{}, err
+		}
 		orig = mak.DeepCopy()
 		res, err = r.reconcile(ctx, mak)
 		if err != nil {
@@ -173,6 +178,24 @@ func (r *MeterrAPIKeyReconciler) addFinalizer(ctx context.Context, mak *authv1al
 	controllerutil.AddFinalizer(mak, Finalizer)
 	if err := r.Patch(ctx, mak, patch); err != nil {
 		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
+}
+
+// markIssuing says Reconciling before the first key is issued: a resource
+// without any condition is Current to kstatus (Flux, kubectl wait), which
+// would report a key that is still being issued, or about to be refused, as
+// done. Only the first reconcile of a key pays this write.
+func (r *MeterrAPIKeyReconciler) markIssuing(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) error {
+	if len(mak.Status.Conditions) > 0 {
+		return nil
+	}
+	orig := mak.DeepCopy()
+	const msg = "issuing the first key"
+	setReady(mak, metav1.ConditionUnknown, ReasonIssuing, msg)
+	setCondition(mak, ConditionReconciling, metav1.ConditionTrue, ReasonIssuing, msg)
+	if err := r.Status().Patch(ctx, mak, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("writing status: %w", err)
 	}
 	return nil
 }
