@@ -245,7 +245,11 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	currentHash := ""
 	if d.issue {
 		var v record.Version
-		v, recSecret, wlSecret, err = r.issue(ctx, mak, recSecret, rec, wlSecret, now)
+		delivered := ""
+		if wl.intact {
+			delivered = apikey.HashOf(wl.key).String()
+		}
+		v, recSecret, wlSecret, err = r.issue(ctx, mak, recSecret, rec, wlSecret, delivered, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -336,7 +340,7 @@ func rebuildable(mak *authv1alpha1.MeterrAPIKey, wl workload) bool {
 // new version and both Secrets as written; the plaintext leaves this
 // function only in the workload Secret.
 func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.MeterrAPIKey,
-	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, now time.Time) (record.Version, *corev1.Secret, *corev1.Secret, error) {
+	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, deliveredHash string, now time.Time) (record.Version, *corev1.Secret, *corev1.Secret, error) {
 	key, err := apikey.Generate(environment(mak))
 	if err != nil {
 		return record.Version{}, nil, nil, fmt.Errorf("generating key: %w", err)
@@ -346,7 +350,7 @@ func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.Me
 
 	next := &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak)}
 	if rec != nil {
-		next.Keys = append(next.Keys, rec.Keys...)
+		next.Keys = dropUndelivered(rec.Keys, deliveredHash, mak.Status.CurrentKey)
 	}
 	next.Keys = append(next.Keys, v)
 	if recSecret, err = r.writeRecord(ctx, mak, recSecret, next); err != nil {
