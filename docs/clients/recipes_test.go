@@ -7,13 +7,18 @@ package clients
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -252,26 +257,7 @@ for l in sys.stdin:
 // never return a malformed file's content.
 func TestRecipesFollowTheSwap(t *testing.T) {
 	dir := t.TempDir()
-	swap := func(content string) {
-		old, _ := os.Readlink(filepath.Join(dir, "..data"))
-		ts, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(ts, "api-key"), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data_tmp")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
-			t.Fatal(err)
-		}
-		_ = os.Symlink("..data/api-key", filepath.Join(dir, "api-key"))
-		if old != "" {
-			_ = os.RemoveAll(filepath.Join(dir, old))
-		}
-	}
+	swap := func(content string) { kubeletSwap(t, dir, content) }
 	k1, _ := apikey.Generate(apikey.EnvProduction)
 	k2, _ := apikey.Generate(apikey.EnvProduction)
 	env := []string{"METERR_API_KEY_FILE=" + filepath.Join(dir, "api-key"), "METERR_API_KEY="}
@@ -329,6 +315,125 @@ for _ in sys.stdin: print(hashlib.sha256(current_key().encode()).hexdigest()[:12
 			_ = stdin.Close()
 			if err := cmd.Wait(); err != nil {
 				t.Fatalf("%v: %s", err, errOut.String())
+			}
+		})
+	}
+}
+
+// kubeletSwap publishes content as dir/api-key the way the kubelet updates a
+// Secret volume: a new timestamped directory, "..data_tmp" renamed over
+// "..data", api-key -> ..data/api-key.
+func kubeletSwap(t *testing.T, dir, content string) {
+	t.Helper()
+	old, _ := os.Readlink(filepath.Join(dir, "..data"))
+	ts, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ts, "api-key"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Symlink("..data/api-key", filepath.Join(dir, "api-key"))
+	if old != "" {
+		_ = os.RemoveAll(filepath.Join(dir, old))
+	}
+}
+
+// meterrFetch and meterr_request retry once, with the new key and the same
+// body, when a request raced a rotation: the server below swaps the volume
+// when it sees the old key (on /swap) and refuses it with expired_api_key.
+func TestRecipesRetryOnceAfterARotation(t *testing.T) {
+	dir := t.TempDir()
+	k1, _ := apikey.Generate(apikey.EnvProduction)
+	k2, _ := apikey.Generate(apikey.EnvProduction)
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		seen = append(seen, fmt.Sprintf("%s %s %s", r.URL.Path, apikey.HashOf(key).ID(), body))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if key == k2 {
+			fmt.Fprintf(w, `{"valid":true,"key_id":%q}`, apikey.HashOf(key).ID())
+			return
+		}
+		if r.URL.Path == "/swap" {
+			kubeletSwap(t, dir, k2)
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"type":"authentication_error","message":"API key has expired","code":"expired_api_key"}}`)
+	}))
+	defer srv.Close()
+	id1, id2 := apikey.HashOf(k1).ID(), apikey.HashOf(k2).ID()
+	want := []string{
+		"/swap " + id1 + " ", "/swap " + id2 + " ", // GET: retried with the new key
+		"/swap " + id1 + " payload", "/swap " + id2 + " payload", // POST: the same body again
+		"/noswap " + id1 + " ", // the key did not change: no retry
+	}
+	wantOut := "200\n200\n401\n"
+	for _, lang := range []struct{ name, bin string }{{"node", "node"}, {"python", "python3"}} {
+		t.Run(lang.name, func(t *testing.T) {
+			var bin string
+			var args []string
+			if lang.name == "node" {
+				bin = need(t, "node")
+				args = []string{"--input-type=module", "-e", `
+import { meterrFetch } from './node/meterr-key.mjs';
+import { createInterface } from 'node:readline';
+const u = process.env.URL;
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+console.log((await meterrFetch(u + '/swap')).status); await lines.next();
+console.log((await meterrFetch(u + '/swap', { method: 'POST', body: 'payload' })).status); await lines.next();
+console.log((await meterrFetch(u + '/noswap')).status);`}
+			} else {
+				bin = python(t)
+				args = []string{"-c", `
+import os, sys; sys.path.insert(0, "python")
+from meterr_key import meterr_request
+u = os.environ["URL"]
+print(meterr_request("GET", u + "/swap").status_code, flush=True); sys.stdin.readline()
+print(meterr_request("POST", u + "/swap", data="payload").status_code, flush=True); sys.stdin.readline()
+print(meterr_request("GET", u + "/noswap").status_code, flush=True)`}
+			}
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			kubeletSwap(t, dir, k1)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "URL="+srv.URL,
+				"METERR_API_KEY_FILE="+filepath.Join(dir, "api-key"), "METERR_API_KEY=")
+			stdin, _ := cmd.StdinPipe()
+			stdout, _ := cmd.StdoutPipe()
+			var errOut bytes.Buffer
+			cmd.Stderr = &errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			lines := bufio.NewScanner(stdout)
+			var out strings.Builder
+			for i := 0; i < 3 && lines.Scan(); i++ {
+				out.WriteString(lines.Text() + "\n")
+				kubeletSwap(t, dir, k1) // back to the old key for the next request
+				fmt.Fprintln(stdin, "next")
+			}
+			_ = stdin.Close() // lets node's readline end
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("%v: %s", err, errOut.String())
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if out.String() != wantOut || fmt.Sprint(seen) != fmt.Sprint(want) {
+				t.Fatalf("statuses %q, requests %q; want %q, %q", out.String(), seen, wantOut, want)
 			}
 		})
 	}
