@@ -69,7 +69,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	body := req.Body // nil or http.NoBody: nothing to replay
 	if req.Body != nil && req.Body != http.NoBody {
 		if body, err = req.GetBody(); err != nil {
-			return resp, nil // the first answer stands
+			return resp, nil //nolint:nilerr // no replay possible: the first answer stands
 		}
 	}
 	drain(resp)
