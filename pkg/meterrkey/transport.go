@@ -22,7 +22,8 @@ const maxErrorBody = 16 << 10
 // sent again (no body, or Request.GetBody set, as http.NewRequest does for
 // bytes, strings and bytes.Buffer bodies), it sends the request once more
 // with the new key and returns that answer. Otherwise the 401 is returned,
-// its body intact.
+// its body intact (a request whose body cannot be replayed is not retried,
+// but the key it would have used is still re-read, for the next requests).
 type Transport struct {
 	// Source supplies the key; required.
 	Source *Source
@@ -56,10 +57,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	resp, err := t.base().RoundTrip(withKey(req, req.Body, key))
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
 	if code := errorCode(resp); code != "expired_api_key" && code != "invalid_api_key" {
+		return resp, nil
+	}
+	if !replayable {
+		// No retry, but the next request should not meet the same answer.
+		if cur, _ := t.Source.Key(); cur == key {
+			_, _ = t.Source.Reload()
+		}
 		return resp, nil
 	}
 	fresh := t.freshKey(req.Context(), key)

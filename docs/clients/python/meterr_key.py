@@ -62,7 +62,8 @@ def meterr_request(method, url, session=requests, **kwargs):
 
     When the answer is 401 expired_api_key or invalid_api_key (the key was
     rotated) and the file now holds another key, it retries once with that
-    key, unless the body is a file or a generator, which cannot be sent twice.
+    key, unless the body is a file, a generator or an upload, which may not be
+    sent twice.
     """
     headers = dict(kwargs.pop("headers", None) or {})
 
@@ -72,7 +73,7 @@ def meterr_request(method, url, session=requests, **kwargs):
     key = current_key()
     resp = send(key)
     data = kwargs.get("data")
-    if resp.status_code != 401 or hasattr(data, "read") or hasattr(data, "__next__"):
+    if resp.status_code != 401 or hasattr(data, "read") or hasattr(data, "__next__") or kwargs.get("files"):
         return resp
     try:
         code = resp.json()["error"]["code"]
