@@ -23,6 +23,26 @@ if ! command -v redis-server >/dev/null; then
 fi
 export MTR_REQUIRE_REDIS=1
 
+# node (>= 18) and python3 with requests run the client recipes of
+# docs/clients.md (docs/clients and the end-to-end suite), and fail rather
+# than skip here. Missing pieces come from Debian's packages (nodejs,
+# python3-requests); when the python3 on PATH lacks requests but Debian's
+# has it, the tests use Debian's (MTR_PYTHON).
+apt_install() { # package...
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "test: cannot install $* here (needs root and apt-get)" >&2; return 1; }
+  echo "test: installing $*"
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" ||
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@")) >/tmp/meterr-apt-clients.log 2>&1 ||
+    { echo "test: could not install $*:" >&2; tail -5 /tmp/meterr-apt-clients.log >&2; return 1; }
+}
+command -v node >/dev/null || apt_install nodejs || true
+MTR_PYTHON="${MTR_PYTHON:-python3}"
+if ! "$MTR_PYTHON" -c 'import requests' >/dev/null 2>&1; then
+  /usr/bin/python3 -c 'import requests' >/dev/null 2>&1 || apt_install python3-requests || true
+  if /usr/bin/python3 -c 'import requests' >/dev/null 2>&1; then MTR_PYTHON=/usr/bin/python3; fi
+fi
+export MTR_PYTHON MTR_REQUIRE_CLIENTS=1
+
 declare -a names results
 run() { # name command...
   local name=$1; shift
@@ -36,6 +56,8 @@ run() { # name command...
 run "lint (golangci-lint)" "${GOLANGCI_LINT:-bin/golangci-lint}" run ./...
 # Unit tests and the envtest suites (schema, controller); packages run in parallel.
 run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v /test/e2e)
+# The client packages are concurrent by design (a key swapped under live requests).
+run "race detector (pkg/...)" go test $GO_TEST_FLAGS -race -timeout 10m ./pkg/...
 run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
 run "benchmark harness smoke run" hack/bench.sh --smoke
 run "end-to-end (real binary, kubectl, HTTP)" go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/
