@@ -39,6 +39,16 @@ func StartCluster(t T) *Cluster {
 	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil { //nolint:gosec // fixed arguments, loopback addresses
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
+	c.WaitOK()
+	return c
+}
+
+// WaitOK waits until every node reports cluster_state:ok, all three nodes
+// known and every slot served: after StartCluster, or after a node was
+// restarted (it keeps its nodes.conf, so it rejoins with its slots, empty).
+func (c *Cluster) WaitOK() {
+	c.t.Helper()
+	t := c.t
 	for _, n := range c.Nodes {
 		var info string
 		for deadline := time.Now().Add(startTimeout); ; time.Sleep(50 * time.Millisecond) {
@@ -54,7 +64,6 @@ func StartCluster(t T) *Cluster {
 			}
 		}
 	}
-	return c
 }
 
 // Addrs are the nodes' addresses.
@@ -79,14 +88,45 @@ func (c *Cluster) Keys() []int64 {
 	return out
 }
 
-// Get reads key from whichever node holds its slot.
-func (c *Cluster) Get(key string) Reply {
+// NodeOf returns the node that serves key's slot.
+func (c *Cluster) NodeOf(key string) *Server {
 	c.t.Helper()
+	r := c.Nodes[0].MustDo("CLUSTER", "SHARDS")
 	slot := c.Nodes[0].MustDo("CLUSTER", "KEYSLOT", key).Int
-	for _, n := range c.Nodes {
-		if n.MustDo("CLUSTER", "COUNTKEYSINSLOT", strconv.FormatInt(slot, 10)).Int > 0 {
-			return n.MustDo("GET", key)
+	// CLUSTER SHARDS: per shard, "slots" [start, end, ...] and "nodes"
+	// [{"port": ..., "role": ...}, ...].
+	for _, shard := range r.Arr {
+		var slots, nodes []Reply
+		for i := 0; i+1 < len(shard.Arr); i += 2 {
+			switch shard.Arr[i].Str {
+			case "slots":
+				slots = shard.Arr[i+1].Arr
+			case "nodes":
+				nodes = shard.Arr[i+1].Arr
+			}
+		}
+		for i := 0; i+1 < len(slots); i += 2 {
+			if slots[i].Int <= slot && slot <= slots[i+1].Int {
+				for _, nd := range nodes {
+					m := map[string]Reply{}
+					for j := 0; j+1 < len(nd.Arr); j += 2 {
+						m[nd.Arr[j].Str] = nd.Arr[j+1]
+					}
+					for _, n := range c.Nodes {
+						if m["role"].Str == "master" && m["port"].Int == int64(n.Port) {
+							return n
+						}
+					}
+				}
+			}
 		}
 	}
-	return Reply{Nil: true}
+	c.t.Fatalf("no node serves the slot of %q", key)
+	return nil
+}
+
+// Get reads key from the node that serves its slot.
+func (c *Cluster) Get(key string) Reply {
+	c.t.Helper()
+	return c.NodeOf(key).MustDo("GET", key)
 }

@@ -36,6 +36,21 @@ func TestCluster(t *testing.T) {
 	if got := c.Get("nothing"); !got.Nil {
 		t.Fatalf("Get of a missing key: %+v", got)
 	}
+	// NodeOf finds the node that holds a key; the others answer MOVED.
+	n := c.NodeOf("k1")
+	n.MustDo("SET", "k1", "v")
+	for _, o := range c.Nodes {
+		if r, err := o.Do("GET", "k1"); err != nil || (o == n) != (r.Str == "v") {
+			t.Fatalf("node %s: %+v %v", o.Addr, r, err)
+		}
+	}
+	// A restarted node rejoins with its slots, empty.
+	n.Stop()
+	n.Restart()
+	c.WaitOK()
+	if got := c.Get("k1"); !got.Nil {
+		t.Fatalf("after a restart: %+v", got)
+	}
 }
 
 func TestSentinel(t *testing.T) {
