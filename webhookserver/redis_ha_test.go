@@ -19,9 +19,14 @@ import (
 // a reset), not a failure to reach Redis.
 func takeRoundRobin(t *testing.T, ls []*RedisLimiter, id string, limit int64, n int) int {
 	t.Helper()
+	return takeRoundRobinAt(t, ls, id, limit, n, t0)
+}
+
+func takeRoundRobinAt(t *testing.T, ls []*RedisLimiter, id string, limit int64, n int, now time.Time) int {
+	t.Helper()
 	admitted := 0
 	for i := range n {
-		_, reset, ok := ls[i%len(ls)].Take(context.Background(), id, limit, t0)
+		_, reset, ok := ls[i%len(ls)].Take(context.Background(), id, limit, now)
 		if ok {
 			admitted++
 		} else if reset.IsZero() {
@@ -90,6 +95,34 @@ func TestRedisLimiterCluster(t *testing.T) {
 	for i, l := range ls {
 		if got := testutil.ToFloat64(l.errors); got != 0 || !l.Healthy() {
 			t.Errorf("replica %d: %v redis errors, healthy %v", i, got, l.Healthy())
+		}
+	}
+
+	// One master down: the checks of its keys fail (closed: refused
+	// without counters), the limiter stops trying Redis, and once the node
+	// is back and the cluster ok the probe finds it and counts are exact
+	// across the shards again.
+	node := c.NodeOf(windowKey("cluster-0", hour))
+	node.Stop()
+	for i, l := range ls {
+		if _, reset, ok := l.Take(context.Background(), "cluster-0", limit, t0.Add(time.Hour)); ok || !reset.IsZero() {
+			t.Fatalf("replica %d, a master down: ok %v reset %v", i, ok, reset)
+		}
+		if l.Healthy() {
+			t.Fatalf("replica %d reports healthy with a master down", i)
+		}
+	}
+	node.Restart()
+	c.WaitOK()
+	waitHealthy(t, ls...)
+	later, _ := windowOf(t0.Add(time.Hour))
+	for k := range keys {
+		id := "cluster-" + strconv.Itoa(k)
+		if got := takeRoundRobinAt(t, ls, id, limit, 3*limit, t0.Add(time.Hour)); got != limit {
+			t.Errorf("key %d after the outage: admitted %d, want exactly %d", k, got, limit)
+		}
+		if got := c.Get(windowKey(id, later)).Str; got != strconv.Itoa(limit) {
+			t.Errorf("key %d after the outage: the cluster holds %q, want %d", k, got, limit)
 		}
 	}
 }

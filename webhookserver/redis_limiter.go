@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,13 +187,21 @@ func (l *RedisLimiter) Close() error {
 	return err
 }
 
-// Ping checks that Redis answers: every master of a Cluster, the current
-// master of a Sentinel setup.
+// Ping checks that Redis answers: the current master of a Sentinel setup;
+// every master of a Cluster, each reporting the cluster's state ok (a node
+// that answers while the cluster is down would refuse every check).
 func (l *RedisLimiter) Ping(ctx context.Context) error {
-	if c, ok := l.client.(*redis.ClusterClient); ok {
-		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.Ping(ctx).Err() })
+	c, ok := l.client.(*redis.ClusterClient)
+	if !ok {
+		return l.client.Ping(ctx).Err()
 	}
-	return l.client.Ping(ctx).Err()
+	return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		info, err := m.ClusterInfo(ctx).Result()
+		if err == nil && !strings.Contains(info, "cluster_state:ok") {
+			err = errors.New("the cluster's state is not ok")
+		}
+		return err
+	})
 }
 
 // Healthy reports whether the limiter counts in Redis: false from a failed

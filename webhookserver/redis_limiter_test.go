@@ -22,7 +22,9 @@ func newRedisLimiter(t *testing.T, url, mode string) *RedisLimiter {
 	t.Helper()
 	// A short probe interval only makes the tests quicker: they wait for
 	// Healthy, never for a time.
-	l, err := NewRedisLimiter(RedisOptions{URL: url, Timeout: 200 * time.Millisecond, FailureMode: mode, Log: logr.Discard(),
+	// A generous timeout: the cores are shared, and an outage in these tests
+	// is a refused connection, answered at once.
+	l, err := NewRedisLimiter(RedisOptions{URL: url, Timeout: time.Second, FailureMode: mode, Log: logr.Discard(),
 		ProbeInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
