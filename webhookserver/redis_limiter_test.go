@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -303,5 +305,44 @@ func TestNewRedisLimiterRefusesBadInput(t *testing.T) {
 	}
 	if _, err := NewRedisLimiter(RedisOptions{URL: "redis://127.0.0.1:1", FailureMode: "deny"}); err == nil {
 		t.Fatal("bad failure mode accepted")
+	}
+}
+
+// The limiter's log lines never hold the password of the URL: not when
+// Redis refuses it, not when Redis is down, not when it comes back.
+func TestRedisLimiterNeverLogsThePassword(t *testing.T) {
+	r := startRedis(t)
+	var mu sync.Mutex
+	var logs strings.Builder
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(&logs, prefix, args)
+	}, funcr.Options{Verbosity: 4})
+	r.MustDo("CONFIG", "SET", "requirepass", "another") // AUTH fails
+	url := "redis://:hunter2@" + r.Addr + "/0"
+	l, err := NewRedisLimiter(RedisOptions{URL: url, Timeout: time.Second, FailureMode: FailClosed, Log: log,
+		ProbeInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	if _, reset, ok := l.Take(context.Background(), "k", 5, t0); ok || !reset.IsZero() {
+		t.Fatal("a refused password did not fail closed")
+	}
+	r.Stop()
+	l.Take(context.Background(), "k", 5, t0)
+	r.Restart() // without a password
+	waitHealthy(t, l)
+	l.Take(context.Background(), "k", 5, t0)
+	l.Forget("k")
+	_ = l.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "redis unreachable") {
+		t.Fatalf("the outage was not logged:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "hunter2") {
+		t.Fatalf("a log line holds the password:\n%s", logs.String())
 	}
 }
