@@ -18,6 +18,7 @@ import (
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -82,6 +83,7 @@ func run(ctx context.Context, command string, args []string) error {
 	case "auth-server":
 		var o webhookserver.Options
 		o.AddFlags(fs)
+		o.Version = version
 		start = func() error {
 			cfg, err := restConfig(*kubeconfig)
 			if err != nil {
@@ -105,6 +107,7 @@ func run(ctx context.Context, command string, args []string) error {
 			}
 			defer f.Close()
 			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(f)))
+			klog.SetLogger(ctrl.Log.WithName("client-go"))
 			fmt.Printf("==> logs of the manager and the auth server: %s\n", logPath)
 			return cmd.RunDev(ctx, o, os.Stdout)
 		}
@@ -126,6 +129,9 @@ func run(ctx context.Context, command string, args []string) error {
 	}
 	if command != "dev" { // dev logs to a file of its own
 		ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+		// client-go's own lines (watch errors, throttling) in the same
+		// structured log, not on stderr in klog's format.
+		klog.SetLogger(ctrl.Log.WithName("client-go"))
 	}
 	return start()
 }

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -66,6 +67,18 @@ func (c *faultyClient) Update(ctx context.Context, obj client.Object, opts ...cl
 
 func (c *faultyClient) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
 	return c.write(obj, func() error { return c.Client.Patch(ctx, obj, p, opts...) })
+}
+
+func (c *faultyClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	return c.write(nil, func() error {
+		err := c.Client.Apply(ctx, obj, opts...)
+		if s, ok := obj.(*applycorev1.SecretApplyConfiguration); ok && err == nil && *s.Namespace != recordsNamespace {
+			if k := string(s.Data[controllers.DataKeyAPIKey]); k != "" {
+				*c.delivered = append(*c.delivered, k)
+			}
+		}
+		return err
+	})
 }
 
 func (c *faultyClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {

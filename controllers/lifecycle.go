@@ -5,6 +5,7 @@ package controllers
 // these and applies what they return.
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -20,6 +21,21 @@ import (
 const (
 	DefaultPeriod  = 2160 * time.Hour
 	DefaultOverlap = 168 * time.Hour
+)
+
+// What one MeterrAPIKey may cost: every auth server replica holds every
+// version of every record, so a tenant that rotates in a loop must not grow
+// them without bound.
+const (
+	// MaxVersions caps a record's versions, tombstones included; the oldest
+	// tombstones go first. Current and in-overlap versions are never dropped.
+	MaxVersions = 16
+	// MaxLiveVersions caps the versions that still work (the current one and
+	// those in their overlap); a rotation that would exceed it waits until
+	// the oldest overlap ends.
+	MaxLiveVersions = 8
+	// DefaultMinRotationInterval is the manager's --min-rotation-interval.
+	DefaultMinRotationInterval = time.Minute
 )
 
 // Requests per hour of each tier; 0 is unlimited.
@@ -123,7 +139,13 @@ func decideIssue(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, wl workload
 		return decision{issue: true, reason: ReasonSecretModified, drift: true,
 			message: "the workload Secret's key was edited: issued a new key; the previous key stays valid for the overlap"}
 	}
-	if rec != nil {
+	if rec == nil {
+		// The record is gone and the key was not rebuilt into it: this
+		// resource was never issued that key (see rebuildable).
+		return decision{issue: true, reason: ReasonSecretModified, drift: true,
+			message: "the workload Secret holds a key that was not issued to this MeterrAPIKey: issued a new key"}
+	}
+	{
 		i := findVersion(rec, apikey.HashOf(wl.key).String())
 		if i < 0 || rec.Keys[i].ExpiresAt != nil {
 			return decision{issue: true, reason: ReasonSecretModified, drift: true,
@@ -142,6 +164,47 @@ func decideIssue(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, wl workload
 		}
 	}
 	return decision{}
+}
+
+// gate says until when a new key must wait, and why; the zero gate lets it
+// through.
+type gate struct {
+	until time.Time
+	why   string
+}
+
+func (g gate) delayed() bool { return !g.until.IsZero() }
+
+// rotationGate applies the cost bounds to any new key but a first one: a
+// requested rotation comes at least minInterval after the last key delivered
+// (status.currentKey), and no new key makes more than MaxLiveVersions
+// versions work at once. Drift repairs are not held to the interval: a
+// workload whose Secret was deleted needs a key now.
+func rotationGate(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, reason string, minInterval time.Duration, now time.Time) gate {
+	var g gate
+	if c := mak.Status.CurrentKey; c != nil && minInterval > 0 && reason == ReasonRotationRequested {
+		if next := c.IssuedAt.Add(minInterval); now.Before(next) {
+			g = gate{until: next, why: "the last key was issued less than " + minInterval.String() + " ago (--min-rotation-interval)"}
+		}
+	}
+	if rec == nil {
+		return g
+	}
+	live := 0
+	var firstEnd time.Time
+	for _, v := range rec.Keys {
+		if v.Expired(now) {
+			continue
+		}
+		live++
+		if v.ExpiresAt != nil && (firstEnd.IsZero() || v.ExpiresAt.Time.Before(firstEnd)) {
+			firstEnd = v.ExpiresAt.Time
+		}
+	}
+	if live >= MaxLiveVersions && !firstEnd.IsZero() && firstEnd.After(g.until) {
+		g = gate{until: firstEnd, why: fmt.Sprintf("%d versions of the key still work (at most %d at once)", live, MaxLiveVersions)}
+	}
+	return g
 }
 
 // policyFor is the record policy a spec asks for.
@@ -179,7 +242,8 @@ func policyFor(mak *authv1alpha1.MeterrAPIKey) record.Policy {
 // current key was delivered plus the overlap); versions written after it
 // without an expiry were never delivered (a crash between writing the record
 // and the Secret) and are dropped; tombstones past their retention are
-// dropped. current < 0 means no key is delivered: nothing is expired then.
+// dropped, and beyond MaxVersions the oldest tombstones too. current < 0
+// means no key is delivered: nothing is expired then.
 func settleVersions(versions []record.Version, current int, overlap, retention time.Duration, now time.Time) []record.Version {
 	out := make([]record.Version, 0, len(versions))
 	for i, v := range versions {
@@ -194,6 +258,16 @@ func settleVersions(versions []record.Version, current int, overlap, retention t
 			continue
 		}
 		out = append(out, v)
+	}
+	// Over the cap, the oldest tombstones go first (versions are kept in
+	// the order they were issued).
+	for excess := len(out) - MaxVersions; excess > 0; {
+		i := slices.IndexFunc(out, func(v record.Version) bool { return v.Expired(now) })
+		if i < 0 {
+			break
+		}
+		out = slices.Delete(out, i, i+1)
+		excess--
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -77,6 +78,7 @@ func TestDecideIssue(t *testing.T) {
 		{"secret edited", base(), rec, workload{exists: true, owned: true}, t0, ReasonSecretModified},
 		{"secret holds an unknown key", base(), &record.Record{}, intact, t0, ReasonSecretModified},
 		{"secret holds a superseded key", base(), recOld, intact, t0, ReasonSecretModified},
+		{"no record, and the Secret's key was not rebuilt into one", base(), nil, intact, t0, ReasonSecretModified},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -185,6 +187,96 @@ func TestPolicyFor(t *testing.T) {
 		p := policyFor(&authv1alpha1.MeterrAPIKey{Spec: tc.spec})
 		if p.RequestsPerHour != tc.want || p.Environment != "production" {
 			t.Fatalf("policyFor(%+v) = %+v, want %d per hour", tc.spec, p, tc.want)
+		}
+	}
+}
+
+func TestRebuildable(t *testing.T) {
+	key := testKey(t)
+	other := testKey(t)
+	mak := &authv1alpha1.MeterrAPIKey{Status: authv1alpha1.MeterrAPIKeyStatus{
+		CurrentKey: &authv1alpha1.CurrentKeyStatus{ID: apikey.HashOf(key).ID()}}}
+	cases := []struct {
+		name string
+		mak  *authv1alpha1.MeterrAPIKey
+		wl   workload
+		want bool
+	}{
+		{"its own key, in its own Secret", mak, workload{exists: true, owned: true, intact: true, key: key}, true},
+		{"a key its status does not name", mak, workload{exists: true, owned: true, intact: true, key: other}, false},
+		{"a Secret it does not control", mak, workload{exists: true, intact: true, key: key}, false},
+		{"no key issued yet", &authv1alpha1.MeterrAPIKey{}, workload{exists: true, owned: true, intact: true, key: key}, false},
+		{"a broken Secret", mak, workload{exists: true, owned: true}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rebuildable(tc.mak, tc.wl); got != tc.want {
+				t.Fatalf("rebuildable = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRotationGate(t *testing.T) {
+	mak := &authv1alpha1.MeterrAPIKey{Status: authv1alpha1.MeterrAPIKeyStatus{
+		CurrentKey: &authv1alpha1.CurrentKeyStatus{IssuedAt: metav1.NewTime(t0)}}}
+	live := func(n int) *record.Record {
+		rec := &record.Record{}
+		for i := range n {
+			v := record.Version{ID: fmt.Sprint(i), NotBefore: metav1.NewTime(t0.Add(time.Duration(i-n) * time.Hour))}
+			if i < n-1 {
+				v.ExpiresAt = mt(t0.Add(time.Duration(i+1) * time.Hour))
+			}
+			rec.Keys = append(rec.Keys, v)
+		}
+		return rec
+	}
+	cases := []struct {
+		name   string
+		reason string
+		rec    *record.Record
+		now    time.Time
+		until  time.Time
+	}{
+		{"requested within the interval", ReasonRotationRequested, live(1), t0.Add(time.Second), t0.Add(time.Minute)},
+		{"requested after the interval", ReasonRotationRequested, live(1), t0.Add(time.Minute), time.Time{}},
+		{"drift repairs are not held to the interval", ReasonSecretMissing, live(1), t0.Add(time.Second), time.Time{}},
+		{"scheduled rotation", ReasonRotationDue, live(1), t0.Add(time.Second), time.Time{}},
+		{"one below the live cap", ReasonRotationRequested, live(MaxLiveVersions - 1), t0.Add(time.Minute), time.Time{}},
+		{"at the live cap: until the oldest overlap ends", ReasonSecretMissing, live(MaxLiveVersions), t0.Add(time.Minute), t0.Add(time.Hour)},
+		{"the later of both", ReasonRotationRequested, live(MaxLiveVersions), t0.Add(time.Second), t0.Add(time.Hour)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := rotationGate(mak, tc.rec, tc.reason, time.Minute, tc.now)
+			if !g.until.Equal(tc.until) || g.delayed() != !tc.until.IsZero() || (g.delayed() && g.why == "") {
+				t.Fatalf("rotationGate = %+v, want until %v", g, tc.until)
+			}
+		})
+	}
+}
+
+func TestSettleVersionsCap(t *testing.T) {
+	var in []record.Version
+	for i := range MaxVersions + 5 {
+		v := record.Version{ID: fmt.Sprint(i), Hash: fmt.Sprint(i), NotBefore: metav1.NewTime(t0.Add(time.Duration(i) * time.Minute))}
+		if i < MaxVersions+4 {
+			v.ExpiresAt = mt(v.NotBefore.Add(time.Minute))
+		}
+		in = append(in, v)
+	}
+	// The last two previous versions are still in their overlap at now.
+	now := in[MaxVersions+3].NotBefore.Time
+	out := settleVersions(in, len(in)-1, 0, 720*time.Hour, now)
+	if len(out) != MaxVersions {
+		t.Fatalf("kept %d versions, want %d", len(out), MaxVersions)
+	}
+	if out[0].ID != "5" || out[len(out)-1].ID != fmt.Sprint(MaxVersions+4) {
+		t.Fatalf("kept %s..%s, want the oldest tombstones dropped first", out[0].ID, out[len(out)-1].ID)
+	}
+	for _, v := range out[len(out)-2:] {
+		if v.Expired(now) {
+			t.Fatalf("version %s in its overlap was dropped or expired", v.ID)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
+	applymetav1 "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -49,6 +53,16 @@ const (
 
 	// ConditionReady is the condition every MeterrAPIKey carries.
 	ConditionReady = "Ready"
+	// ConditionReconciling is True while the operator is still working
+	// towards Ready, and ConditionStalled while it cannot go on without a
+	// change by someone else. kstatus (Argo CD, Flux, kubectl wait) reads
+	// them as InProgress and Failed.
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+
+	// FieldManager owns the fields the operator applies to the Secrets it
+	// writes (server-side apply), and nothing else on them.
+	FieldManager = "meterr-operator"
 
 	// Reasons of the Ready condition.
 	ReasonReady          = "KeyReady"
@@ -56,6 +70,12 @@ const (
 	ReasonExpired        = "Expired"
 	ReasonSecretConflict = "SecretConflict"
 	ReasonReconcileError = "ReconcileError"
+	// ReasonRecordsNamespace: a MeterrAPIKey in the records namespace is
+	// never issued (its workload Secret would sit beside the records).
+	ReasonRecordsNamespace = "RecordsNamespace"
+	// ReasonRotationDelayed: the key is usable, and a rotation waits for
+	// the minimum interval or for a free version slot (see rotationGate).
+	ReasonRotationDelayed = "RotationDelayed"
 
 	// conflictRetry is how often a key blocked by a foreign Secret looks again:
 	// that Secret carries none of our labels, so no watch event announces its
@@ -72,6 +92,10 @@ type Options struct {
 	TombstoneRetention time.Duration
 	// MaxConcurrentReconciles bounds parallel reconciles.
 	MaxConcurrentReconciles int
+	// MinRotationInterval is the least time between the last key delivered
+	// and a rotation requested by spec.rotation.requestedAt; a faster request
+	// waits. Zero means no minimum.
+	MinRotationInterval time.Duration
 }
 
 // MeterrAPIKeyReconciler issues, delivers, rotates and retires API keys.
@@ -86,11 +110,13 @@ type MeterrAPIKeyReconciler struct {
 	Options
 }
 
-// +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys/status,verbs=patch
 // +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 // Reconcile brings one MeterrAPIKey's record, Secret and status in line.
 func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -101,19 +127,32 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if !mak.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, mak)
 	}
-	if !controllerutil.ContainsFinalizer(mak, Finalizer) {
-		controllerutil.AddFinalizer(mak, Finalizer)
-		if err := r.Update(ctx, mak); err != nil {
-			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
-		}
-	}
 
+	var res ctrl.Result
+	var err error
 	orig := mak.DeepCopy()
-	res, err := r.reconcile(ctx, mak)
-	if err != nil {
-		setReady(mak, metav1.ConditionFalse, ReasonReconcileError, err.Error())
-	} else {
+	if mak.Namespace == r.RecordsNamespace {
+		// Never issued: no finalizer, no record, no Secret.
+		msg := fmt.Sprintf("MeterrAPIKeys in the records namespace %s are never issued: it holds the key records, and only the operator writes there. Create the key in an application namespace", r.RecordsNamespace)
+		if !isReady(mak, metav1.ConditionFalse, ReasonRecordsNamespace) {
+			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, ReasonRecordsNamespace, "Refuse", msg)
+		}
+		setReady(mak, metav1.ConditionFalse, ReasonRecordsNamespace, msg)
+		setCondition(mak, ConditionStalled, metav1.ConditionTrue, ReasonRecordsNamespace, msg)
+		meta.RemoveStatusCondition(&mak.Status.Conditions, ConditionReconciling)
 		mak.Status.ObservedGeneration = mak.Generation
+	} else {
+		if err := r.addFinalizer(ctx, mak); err != nil {
+			return ctrl.Result{}, err
+		}
+		orig = mak.DeepCopy()
+		res, err = r.reconcile(ctx, mak)
+		if err != nil {
+			setReady(mak, metav1.ConditionFalse, ReasonReconcileError, err.Error())
+			setCondition(mak, ConditionReconciling, metav1.ConditionTrue, ReasonReconcileError, "retrying after an error: "+err.Error())
+		} else {
+			mak.Status.ObservedGeneration = mak.Generation
+		}
 	}
 	if !equality.Semantic.DeepEqual(orig.Status, mak.Status) {
 		if perr := r.Status().Patch(ctx, mak, client.MergeFrom(orig)); perr != nil {
@@ -121,6 +160,21 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 	return res, err
+}
+
+// addFinalizer adds the finalizer with a patch of the finalizer list alone:
+// an Update would send back the whole object, re-serialised (720h becomes
+// 720h0m0s), and take ownership of the spec from whoever applied it.
+func (r *MeterrAPIKeyReconciler) addFinalizer(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) error {
+	if controllerutil.ContainsFinalizer(mak, Finalizer) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(mak.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.AddFinalizer(mak, Finalizer)
+	if err := r.Patch(ctx, mak, patch); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
 }
 
 // reconcile does the work and fills mak.Status; the caller writes it.
@@ -142,17 +196,29 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, ReasonSecretConflict, "Deliver", msg)
 		}
 		setReady(mak, metav1.ConditionFalse, ReasonSecretConflict, msg)
+		setCondition(mak, ConditionStalled, metav1.ConditionTrue, ReasonSecretConflict, msg)
+		meta.RemoveStatusCondition(&mak.Status.Conditions, ConditionReconciling)
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 
-	// A record deleted by hand is rebuilt from the key the workload still holds.
-	if rec == nil && wl.intact {
+	// A record deleted by hand is rebuilt from the key the workload still
+	// holds, but only from a key issued to this very resource: its status
+	// names the key, and the Secret's controller is this resource (UID
+	// included). Anything else in the Secret may be a key learnt from
+	// another tenant; it is replaced, never recorded.
+	if rec == nil && rebuildable(mak, wl) {
 		rec = r.rebuildRecord(mak, wlSecret, wl.key, now)
 		r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, ReasonRecordRebuilt, "Rebuild",
 			"the key record was missing: rebuilt it from the workload Secret; older key versions are no longer accepted")
 	}
 
 	d := decideIssue(mak, rec, wl, now)
+	var delayed gate
+	if d.issue && d.reason != ReasonIssued {
+		if delayed = rotationGate(mak, rec, d.reason, r.MinRotationInterval, now); delayed.delayed() {
+			d.issue = false
+		}
+	}
 	currentHash := ""
 	if d.issue {
 		var v record.Version
@@ -168,46 +234,78 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			evType = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(mak, nil, evType, d.reason, "Issue", "%s (key %s)", d.message, v.ID)
-		// The settle step below works on what issue wrote: the API server's
-		// answers to its writes, so no read is needed.
+		// The settle step below works on what issue wrote, so no read is needed.
 		if rec, err = record.Decode(recSecret); err != nil {
 			return ctrl.Result{}, err
 		}
-	} else {
+		wl = workload{exists: true, owned: true, intact: true, key: string(wlSecret.Data[DataKeyAPIKey])}
+	} else if wl.intact {
 		currentHash = apikey.HashOf(wl.key).String()
 	}
 
 	// Settle: policy, expiries of superseded versions, tombstones, metadata.
 	if rec == nil {
-		return ctrl.Result{}, errors.New("key record missing after issuing a key")
+		// Only a delayed drift repair gets here: nothing was ever recorded
+		// for the key the workload holds.
+		return ctrl.Result{RequeueAfter: delayed.until.Sub(now)}, nil
 	}
 	desired := &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak),
 		Keys: settleVersions(rec.Keys, findVersion(rec, currentHash), overlap(mak), r.TombstoneRetention, now)}
 	if _, err := r.writeRecord(ctx, mak, recSecret, desired); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.writeWorkloadMeta(ctx, mak, wlSecret); err != nil {
-		return ctrl.Result{}, err
+	if i := findVersion(desired, currentHash); i >= 0 {
+		if err := r.applyWorkload(ctx, mak, wlSecret, wl.key, desired.Keys[i].NotBefore.Time); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if err := r.deleteOldSecret(ctx, mak); err != nil {
 		return ctrl.Result{}, err
 	}
 
 	mak.Status.SecretName = secretName(mak)
-	mak.Status.CurrentKey, mak.Status.PreviousKeys = statusFor(mak, desired, currentHash, now)
+	cur, prev := statusFor(mak, desired, currentHash, now)
+	if cur != nil || !delayed.delayed() {
+		// While a drift repair waits, the status keeps naming the last key
+		// delivered: it stays valid, and it is what a rebuild may trust.
+		mak.Status.CurrentKey = cur
+	}
+	mak.Status.PreviousKeys = prev
+	meta.RemoveStatusCondition(&mak.Status.Conditions, ConditionStalled)
+	meta.RemoveStatusCondition(&mak.Status.Conditions, ConditionReconciling)
 	switch {
 	case mak.Spec.Disabled:
 		setReady(mak, metav1.ConditionFalse, ReasonDisabled, "the key is disabled: every version is refused and rotation is paused")
 	case expired(mak, now):
 		setReady(mak, metav1.ConditionFalse, ReasonExpired, "spec.expiresAt has passed: every version is refused")
+	case delayed.delayed():
+		msg := fmt.Sprintf("%s; %s, so it waits until %s", d.message, delayed.why, delayed.until.UTC().Format(time.RFC3339))
+		if cur == nil {
+			setReady(mak, metav1.ConditionFalse, ReasonRotationDelayed, msg)
+			setCondition(mak, ConditionReconciling, metav1.ConditionTrue, ReasonRotationDelayed, msg)
+		} else {
+			setReady(mak, metav1.ConditionTrue, ReasonRotationDelayed, msg)
+		}
 	default:
 		setReady(mak, metav1.ConditionTrue, ReasonReady, "the current key is recorded and delivered to Secret "+secretName(mak))
 	}
 
-	if next := nextDeadline(mak, desired, currentHash, r.TombstoneRetention, now); !next.IsZero() {
+	next := nextDeadline(mak, desired, currentHash, r.TombstoneRetention, now)
+	if delayed.delayed() && (next.IsZero() || delayed.until.Before(next)) {
+		next = delayed.until
+	}
+	if !next.IsZero() {
 		return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// rebuildable reports whether a missing record may be rebuilt from the key in
+// the workload Secret: this resource controls the Secret (by UID) and its
+// status names that very key as the one it was issued.
+func rebuildable(mak *authv1alpha1.MeterrAPIKey, wl workload) bool {
+	return wl.intact && wl.owned && mak.Status.CurrentKey != nil &&
+		mak.Status.CurrentKey.ID == apikey.HashOf(wl.key).ID()
 }
 
 // issue writes a new key: first to the record, then to the workload Secret,
@@ -231,32 +329,18 @@ func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.Me
 	if recSecret, err = r.writeRecord(ctx, mak, recSecret, next); err != nil {
 		return record.Version{}, nil, nil, err
 	}
-
-	s := wlSecret
-	if s == nil {
-		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: mak.Namespace, Name: secretName(mak)}}
-	}
-	s.Type = corev1.SecretTypeOpaque
-	s.Data = map[string][]byte{DataKeyAPIKey: []byte(key), DataKeyEnv: []byte(key)}
-	s.StringData = nil
-	s.Labels, s.Annotations = workloadMeta(mak, v.ID, issuedAt)
-	if err := controllerutil.SetControllerReference(mak, s, r.Scheme()); err != nil {
-		return record.Version{}, nil, nil, fmt.Errorf("owning workload Secret: %w", err)
-	}
-	if wlSecret == nil {
-		err = r.Create(ctx, s)
-	} else {
-		err = r.Update(ctx, s)
-	}
+	s, err := r.writeWorkload(ctx, mak, wlSecret, key, v.ID, issuedAt)
 	if err != nil {
-		return record.Version{}, nil, nil, fmt.Errorf("writing workload Secret %s/%s: %w", s.Namespace, s.Name, err)
+		return record.Version{}, nil, nil, err
 	}
 	return v, recSecret, s, nil
 }
 
 func (r *MeterrAPIKeyReconciler) rebuildRecord(mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, key string, now time.Time) *record.Record {
 	issuedAt := now.Truncate(time.Second)
-	if t, err := time.Parse(time.RFC3339, s.Annotations[AnnotationIssuedAt]); err == nil {
+	if c := mak.Status.CurrentKey; c != nil && !c.IssuedAt.IsZero() {
+		issuedAt = c.IssuedAt.Time
+	} else if t, err := time.Parse(time.RFC3339, s.Annotations[AnnotationIssuedAt]); err == nil {
 		issuedAt = t
 	}
 	return &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak), Keys: []record.Version{record.NewVersion(key, issuedAt)}}
@@ -283,7 +367,8 @@ func (r *MeterrAPIKeyReconciler) readRecord(ctx context.Context, mak *authv1alph
 }
 
 // readWorkload reads the workload Secret uncached (a foreign Secret of that
-// name carries none of our labels, so the cache would not show it).
+// name carries none of our labels, so the cache would not show it; and the
+// cache holds no Secret data at all).
 func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) (*corev1.Secret, workload, error) {
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: mak.Namespace, Name: secretName(mak)}, s); err != nil {
@@ -301,51 +386,84 @@ func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1al
 	return s, wl, nil
 }
 
-// writeRecord creates or updates the record when its content differs, and
-// returns the record Secret as the API server holds it.
+// writeRecord applies the record when its content differs, and returns the
+// record Secret as written. Only the operator writes the records namespace;
+// server-side apply still keeps it to its own fields.
 func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, existing *corev1.Secret, rec *record.Record) (*corev1.Secret, error) {
 	data, err := record.Encode(rec)
 	if err != nil {
-		return nil, fmt.Errorf("encoding key record: %w", err)
+		return nil, fmt.Errorf("encoding key record %s: %w", record.Name(mak.Namespace, mak.Name, mak.UID), err)
 	}
-	s := existing
-	if s == nil {
-		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.RecordsNamespace, Name: record.Name(mak.Namespace, mak.Name, mak.UID)}}
-	} else if string(s.Data[record.DataKey]) == string(data) && maps.Equal(s.Labels, record.Labels()) &&
-		s.Annotations[record.AnnotationOwner] == ownerOf(mak).String() {
-		return s, nil
+	owner := ownerOf(mak).String()
+	if existing != nil && string(existing.Data[record.DataKey]) == string(data) && hasAll(existing.Labels, record.Labels()) &&
+		existing.Annotations[record.AnnotationOwner] == owner && appliedBy(existing, FieldManager) {
+		return existing, nil
 	}
-	s.Labels = record.Labels()
-	s.Annotations = map[string]string{record.AnnotationOwner: ownerOf(mak).String()}
-	s.Type = corev1.SecretTypeOpaque
-	s.Data = map[string][]byte{record.DataKey: data}
-	if existing == nil {
-		err = r.Create(ctx, s)
-	} else {
-		err = r.Update(ctx, s)
+	name := record.Name(mak.Namespace, mak.Name, mak.UID)
+	ac := applycorev1.Secret(name, r.RecordsNamespace).
+		WithType(corev1.SecretTypeOpaque).
+		WithLabels(record.Labels()).
+		WithAnnotations(map[string]string{record.AnnotationOwner: owner}).
+		WithData(map[string][]byte{record.DataKey: data})
+	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return nil, fmt.Errorf("writing key record %s/%s: %w", r.RecordsNamespace, name, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("writing key record %s/%s: %w", s.Namespace, s.Name, err)
-	}
-	return s, nil
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: r.RecordsNamespace, Name: name, Labels: record.Labels(),
+			Annotations: map[string]string{record.AnnotationOwner: owner}},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{record.DataKey: data},
+	}, nil
 }
 
-// writeWorkloadMeta keeps the workload Secret's labels and annotations in
-// line with spec.secretTemplate without touching the key.
-func (r *MeterrAPIKeyReconciler) writeWorkloadMeta(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret) error {
-	if s == nil {
-		return nil
+// applyWorkload keeps the workload Secret's key, labels and annotations in
+// line with the spec, writing only when something the operator owns differs.
+func (r *MeterrAPIKeyReconciler) applyWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, key string, issuedAt time.Time) error {
+	keyID := apikey.HashOf(key).ID()
+	labels, annotations := workloadMeta(mak, keyID, issuedAt)
+	if hasAll(s.Labels, labels) && hasAll(s.Annotations, annotations) && s.Type == corev1.SecretTypeOpaque {
+		ownedLabels, ownedAnnotations, applied := ownedMetadata(s, FieldManager)
+		if applied && sameKeys(ownedLabels, labels) && sameKeys(ownedAnnotations, annotations) {
+			return nil
+		}
 	}
-	issuedAt, _ := time.Parse(time.RFC3339, s.Annotations[AnnotationIssuedAt])
-	labels, annotations := workloadMeta(mak, s.Annotations[AnnotationKeyID], issuedAt)
-	if maps.Equal(labels, s.Labels) && maps.Equal(annotations, s.Annotations) {
-		return nil
+	_, err := r.writeWorkload(ctx, mak, s, key, keyID, issuedAt)
+	return err
+}
+
+// writeWorkload applies the workload Secret: the key under both data keys,
+// the operator's and the template's labels and annotations, and the
+// controller reference. Server-side apply under FieldManager owns exactly
+// these: labels and annotations others add survive, and template entries
+// removed from the spec disappear. It returns the Secret as written.
+func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, existing *corev1.Secret,
+	key, keyID string, issuedAt time.Time) (*corev1.Secret, error) {
+	labels, annotations := workloadMeta(mak, keyID, issuedAt)
+	data := map[string][]byte{DataKeyAPIKey: []byte(key), DataKeyEnv: []byte(key)}
+	gvk := authv1alpha1.GroupVersion.WithKind("MeterrAPIKey")
+	ac := applycorev1.Secret(secretName(mak), mak.Namespace).
+		WithType(corev1.SecretTypeOpaque).
+		WithLabels(labels).
+		WithAnnotations(annotations).
+		WithData(data).
+		WithOwnerReferences(applymetav1.OwnerReference().
+			WithAPIVersion(gvk.GroupVersion().String()).WithKind(gvk.Kind).
+			WithName(mak.Name).WithUID(mak.UID).
+			WithController(true).WithBlockOwnerDeletion(true))
+	if existing != nil {
+		// A precondition: the Secret this reconcile read and found ours,
+		// not one deleted and re-created by someone else meanwhile.
+		ac.WithUID(existing.UID)
 	}
-	s.Labels, s.Annotations = labels, annotations
-	if err := r.Update(ctx, s); err != nil {
-		return fmt.Errorf("updating workload Secret %s/%s metadata: %w", s.Namespace, s.Name, err)
+	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return nil, fmt.Errorf("writing workload Secret %s/%s: %w", mak.Namespace, secretName(mak), err)
 	}
-	return nil
+	out := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: mak.Namespace, Name: secretName(mak),
+		Labels: labels, Annotations: annotations}, Type: corev1.SecretTypeOpaque, Data: data}
+	if ac.UID != nil {
+		out.UID = *ac.UID
+	}
+	return out, nil
 }
 
 // deleteOldSecret removes the Secret a previous spec.secretName named, if we own it.
@@ -377,9 +495,10 @@ func (r *MeterrAPIKeyReconciler) finalize(ctx context.Context, mak *authv1alpha1
 	if err := r.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting key record %s/%s: %w", s.Namespace, s.Name, err)
 	}
+	patch := client.MergeFromWithOptions(mak.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(mak, Finalizer)
-	if err := r.Update(ctx, mak); err != nil {
-		return fmt.Errorf("removing finalizer: %w", client.IgnoreNotFound(err))
+	if err := client.IgnoreNotFound(r.Patch(ctx, mak, patch)); err != nil {
+		return fmt.Errorf("removing finalizer: %w", err)
 	}
 	return nil
 }
@@ -406,8 +525,12 @@ func workloadMeta(mak *authv1alpha1.MeterrAPIKey, keyID string, issuedAt time.Ti
 
 // setReady sets the Ready condition, stamped with the generation it describes.
 func setReady(mak *authv1alpha1.MeterrAPIKey, status metav1.ConditionStatus, reason, message string) {
+	setCondition(mak, ConditionReady, status, reason, message)
+}
+
+func setCondition(mak *authv1alpha1.MeterrAPIKey, typ string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&mak.Status.Conditions, metav1.Condition{
-		Type: ConditionReady, Status: status, Reason: reason, Message: message, ObservedGeneration: mak.Generation,
+		Type: typ, Status: status, Reason: reason, Message: message, ObservedGeneration: mak.Generation,
 	})
 }
 
@@ -416,17 +539,44 @@ func isReady(mak *authv1alpha1.MeterrAPIKey, status metav1.ConditionStatus, reas
 	return c != nil && c.Status == status && c.Reason == reason
 }
 
-// CacheOptions limits the manager's cache to Secrets the operator manages,
-// instead of every Secret in the cluster.
+// CacheOptions limits what the manager caches. Secrets are cached as
+// metadata only, only those labelled as the operator's, and of their
+// annotations only the record owner's: tenants write Secrets of any size
+// with any labels, and their data must not fill the manager's memory. Data
+// is read through the API reader when needed. Managed fields are dropped
+// from every cached object.
 func CacheOptions() cache.Options {
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{record.LabelManagedBy: record.ManagedByValue})},
-	}}
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {
+				Label:     labels.SelectorFromSet(labels.Set{record.LabelManagedBy: record.ManagedByValue}),
+				Transform: slimSecretMeta,
+			},
+		},
+	}
+}
+
+// slimSecretMeta keeps of a cached Secret what the controllers look at.
+func slimSecretMeta(in any) (any, error) {
+	switch o := in.(type) {
+	case *metav1.PartialObjectMetadata:
+		o.ManagedFields = nil
+		if owner, ok := o.Annotations[record.AnnotationOwner]; ok {
+			o.Annotations = map[string]string{record.AnnotationOwner: owner}
+		} else {
+			o.Annotations = nil
+		}
+	case *corev1.Secret:
+		// Not expected (every watch is metadata-only): never keep data.
+		o.ManagedFields, o.Data, o.StringData = nil, nil, nil
+	}
+	return in, nil
 }
 
 // SetupWithManager registers the controller. Records live in another
 // namespace and cannot carry owner references, so their events are mapped
-// back through the owner annotation.
+// back through the owner annotation. Secrets are watched metadata-only.
 func (r *MeterrAPIKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
@@ -437,10 +587,16 @@ func (r *MeterrAPIKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder("meterr-operator")
 	}
+	// A second manager in one process (tests) keeps the first collector.
+	if err := metrics.Registry.Register(&KeyStateCollector{Reader: mgr.GetCache(), Clock: r.Clock}); err != nil &&
+		!errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+		return fmt.Errorf("registering key metrics: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&authv1alpha1.MeterrAPIKey{}).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.OnlyMetadata).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(mapRecordToKey),
+			builder.OnlyMetadata,
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 				return o.GetNamespace() == r.RecordsNamespace && o.GetLabels()[record.LabelRecord] == "true"
 			}))).

@@ -144,7 +144,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		})
 		settled(mak, ready)
 		leaked := secretKey(ns, "leaked")
-		fakeClock.Step(time.Second)
+		fakeClock.Step(minRotationInterval)
 		at := metav1.NewTime(fakeClock.Now())
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = &at })
 		got := settled(mak, notCurrentID(idOf(leaked)))
@@ -229,28 +229,50 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		Expect(accepted(rec, oldKey, fakeClock.Now())).To(BeTrue(), "the previous key stays valid for the overlap")
 	})
 
-	It("copies secretTemplate labels and annotations, the operator's own taking precedence", func() {
+	It("applies secretTemplate labels and annotations, leaves others' alone, and removes what the template drops", func() {
 		mak := newKey(ns, "templated", func(m *authv1alpha1.MeterrAPIKey) {
 			m.Spec.SecretTemplate = &authv1alpha1.SecretTemplate{
-				Labels:      map[string]string{"team": "billing", record.LabelManagedBy: "someone-else"},
+				Labels:      map[string]string{"team": "billing", "tier": "gold"},
 				Annotations: map[string]string{"reloader.stakater.com/match": "true"},
 			}
 		})
 		settled(mak, ready)
 		key := secretKey(ns, "templated")
 		s := &corev1.Secret{}
-		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "templated"}, s)).To(Succeed())
+		name := types.NamespacedName{Namespace: ns, Name: "templated"}
+		Expect(k8sClient.Get(ctx, name, s)).To(Succeed())
 		Expect(s.Labels).To(HaveKeyWithValue("team", "billing"))
 		Expect(s.Labels).To(HaveKeyWithValue(record.LabelManagedBy, record.ManagedByValue))
 		Expect(s.Annotations).To(HaveKeyWithValue("reloader.stakater.com/match", "true"))
 
+		// Another controller labels and annotates the Secret: that survives,
+		// and the operator does not write the Secret back.
+		patch := client.MergeFrom(s.DeepCopy())
+		s.Labels["policy.example.com/scanned"] = "yes"
+		s.Annotations["backup.example.com/at"] = "now"
+		Expect(k8sClient.Patch(ctx, s, patch, client.FieldOwner("policy-engine"))).To(Succeed())
+		rv := s.ResourceVersion
+		poke(mak)
+		settled(mak, ready)
+		Consistently(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, name, s)).To(Succeed())
+			g.Expect(s.ResourceVersion).To(Equal(rv), "nothing writes the Secret while nothing changes")
+		}).WithTimeout(2 * time.Second).Should(Succeed())
+		Expect(s.Labels).To(HaveKeyWithValue("policy.example.com/scanned", "yes"))
+		Expect(s.Annotations).To(HaveKeyWithValue("backup.example.com/at", "now"))
+
+		// The template changes one label and drops another.
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) {
 			m.Spec.SecretTemplate.Labels = map[string]string{"team": "platform"}
 		})
 		Eventually(func(g Gomega) {
-			g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "templated"}, s)).To(Succeed())
+			g.Expect(k8sClient.Get(ctx, name, s)).To(Succeed())
 			g.Expect(s.Labels).To(HaveKeyWithValue("team", "platform"))
+			g.Expect(s.Labels).NotTo(HaveKey("tier"), "a label the template dropped is removed")
 		}).Should(Succeed())
+		Expect(s.Labels).To(HaveKeyWithValue("policy.example.com/scanned", "yes"))
+		Expect(s.Annotations).To(HaveKeyWithValue("backup.example.com/at", "now"))
+		Expect(s.Annotations).To(HaveKeyWithValue("reloader.stakater.com/match", "true"))
 		Expect(secretKey(ns, "templated")).To(Equal(key), "metadata changes never rotate the key")
 	})
 
@@ -333,16 +355,22 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		})
 	})
 
-	It("caches only the Secrets the operator manages", func() {
+	It("caches only the metadata of the Secrets the operator manages", func() {
 		plain := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}}
 		Expect(k8sClient.Create(ctx, plain)).To(Succeed())
 		mak := newKey(ns, "cached")
 		settled(mak, ready)
+		meta := func(name string) *metav1.PartialObjectMetadata {
+			m := &metav1.PartialObjectMetadata{}
+			m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+			m.Namespace, m.Name = ns, name
+			return m
+		}
 		Eventually(func() error {
-			return mgrClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "cached"}, &corev1.Secret{})
+			return mgrClient.Get(ctx, client.ObjectKeyFromObject(meta("cached")), meta("cached"))
 		}).Should(Succeed())
 		Consistently(func() bool {
-			return apierrors.IsNotFound(mgrClient.Get(ctx, client.ObjectKeyFromObject(plain), &corev1.Secret{}))
+			return apierrors.IsNotFound(mgrClient.Get(ctx, client.ObjectKeyFromObject(plain), meta("unrelated")))
 		}).WithTimeout(time.Second).Should(BeTrue(), "an unlabelled Secret is not in the manager's cache")
 	})
 })

@@ -1,8 +1,15 @@
 package controllers
 
 import (
+	"context"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 )
 
 // keysIssued counts new keys by why they were issued: a first key, a
@@ -13,6 +20,74 @@ var keysIssued = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "New API keys issued, by reason (KeyIssued, RotationDue, RotationRequested, SecretMissing, SecretModified, SecretRenamed).",
 }, []string{"reason"})
 
+// orphansDeleted counts key records deleted because their MeterrAPIKey was
+// gone (see RecordReaper). Any rise means finalizers are being removed by hand.
+var orphansDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "meterr_orphaned_records_deleted_total",
+	Help: "Key records deleted because their MeterrAPIKey no longer exists (or exists with another UID).",
+})
+
 func init() {
-	metrics.Registry.MustRegister(keysIssued)
+	metrics.Registry.MustRegister(keysIssued, orphansDeleted)
+}
+
+// KeyStateCollector reports, on each scrape, how many MeterrAPIKeys are in
+// each state and how long until their next rotation, from the manager's
+// cache (no API request per scrape).
+type KeyStateCollector struct {
+	Reader client.Reader
+	Clock  clock.PassiveClock
+}
+
+var (
+	keysDesc = prometheus.NewDesc("meterr_keys",
+		"MeterrAPIKeys by state: the Ready condition's reason (KeyReady, RotationDelayed, Disabled, Expired, SecretConflict, RecordsNamespace, ReconcileError), or Pending before the first reconcile.",
+		[]string{"state"}, nil)
+	untilRotationDesc = prometheus.NewDesc("meterr_key_rotation_due_seconds",
+		"Time until each Ready MeterrAPIKey's next scheduled rotation (status.currentKey.rotatesAt).", nil, nil)
+	// Buckets from an hour to a quarter: a rotation wave shows as a spike
+	// in the low buckets.
+	rotationBuckets = []float64{3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 60 * 86400, 90 * 86400, 180 * 86400}
+)
+
+// Describe implements prometheus.Collector.
+func (c *KeyStateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- keysDesc
+	ch <- untilRotationDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c *KeyStateCollector) Collect(ch chan<- prometheus.Metric) {
+	list := &authv1alpha1.MeterrAPIKeyList{}
+	if err := c.Reader.List(context.Background(), list); err != nil {
+		ch <- prometheus.NewInvalidMetric(keysDesc, err)
+		return
+	}
+	now := c.Clock.Now()
+	states := map[string]float64{ReasonReady: 0, ReasonDisabled: 0, ReasonExpired: 0, ReasonSecretConflict: 0}
+	buckets := make(map[float64]uint64, len(rotationBuckets))
+	var count uint64
+	var sum float64
+	for i := range list.Items {
+		m := &list.Items[i]
+		state := "Pending"
+		if cond := meta.FindStatusCondition(m.Status.Conditions, ConditionReady); cond != nil {
+			state = cond.Reason
+		}
+		states[state]++
+		if k := m.Status.CurrentKey; k != nil && k.RotatesAt != nil && meta.IsStatusConditionTrue(m.Status.Conditions, ConditionReady) {
+			d := max(k.RotatesAt.Sub(now).Seconds(), 0)
+			count++
+			sum += d
+			for _, b := range rotationBuckets {
+				if d <= b {
+					buckets[b]++
+				}
+			}
+		}
+	}
+	for state, n := range states {
+		ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, n, state)
+	}
+	ch <- prometheus.MustNewConstHistogram(untilRotationDesc, count, sum, buckets)
 }

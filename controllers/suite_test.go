@@ -30,6 +30,8 @@ import (
 const (
 	recordsNamespace = "meterr-system"
 	retention        = 720 * time.Hour
+	// minRotationInterval is the suite manager's --min-rotation-interval.
+	minRotationInterval = 30 * time.Second
 	// manualLabel marks MeterrAPIKeys that the suite's manager must leave
 	// alone, so a test can drive the reconciler by hand.
 	manualLabel = "test.meterr.ai/manual"
@@ -90,9 +92,14 @@ var _ = BeforeSuite(func() {
 			RecordsNamespace:        recordsNamespace,
 			TombstoneRetention:      retention,
 			MaxConcurrentReconciles: 8,
+			MinRotationInterval:     minRotationInterval,
 		},
 	}
 	Expect(r.SetupWithManager(mgr)).To(Succeed())
+	// A short sweep: the manager never sees keys labelled manual, so only
+	// the sweep finds their orphaned records, as after a manager outage.
+	reaper := &controllers.RecordReaper{Client: mgr.GetClient(), RecordsNamespace: recordsNamespace, Sweep: 2 * time.Second}
+	Expect(reaper.SetupWithManager(mgr)).To(Succeed())
 	go func() {
 		defer GinkgoRecover()
 		Expect(mgr.Start(ctx)).To(Succeed())

@@ -32,11 +32,11 @@ func benchIndex(b *testing.B, n int) (idx *MemoryIndex, limited, unlimited strin
 	limited, unlimited = newKey(b, "production"), newKey(b, "production")
 	pol := standard()
 	pol.RequestsPerHour = 1 << 60 // never runs out during the benchmark
-	if err := idx.Upsert("limited", newRecord("limited", pol, limited)); err != nil {
+	if err := idx.Upsert("limited", newRecord("limited", pol, limited), t0); err != nil {
 		b.Fatal(err)
 	}
 	pol.RequestsPerHour = 0
-	if err := idx.Upsert("unlimited", newRecord("unlimited", pol, unlimited)); err != nil {
+	if err := idx.Upsert("unlimited", newRecord("unlimited", pol, unlimited), t0); err != nil {
 		b.Fatal(err)
 	}
 	var h [32]byte
@@ -44,7 +44,7 @@ func benchIndex(b *testing.B, n int) (idx *MemoryIndex, limited, unlimited strin
 		_, _ = rand.Read(h[:])
 		r := newRecord(fmt.Sprint("r", i), standard())
 		r.Keys = []record.Version{{ID: hex.EncodeToString(h[:6]), Hash: hex.EncodeToString(h[:])}}
-		if err := idx.Upsert(r.Owner.Name, r); err != nil {
+		if err := idx.Upsert(r.Owner.Name, r, t0); err != nil {
 			b.Fatal(err)
 		}
 	}

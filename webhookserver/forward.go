@@ -24,6 +24,10 @@ const (
 //   - NGINX auth_request: X-Original-URI, with X-Original-Method if set, else
 //     the request's method.
 //
+// A HEAD request is also reported as GET with the same paths: upstreams
+// answer HEAD as GET, so it needs what a GET there needs, and what HEAD rules
+// add.
+//
 // Every source present is reported, not only the first: proxies pass most
 // client headers on to the auth server, so a client could add, say, an
 // X-Forwarded-Uri of its own next to the one its proxy sets. Requiring what
@@ -37,10 +41,17 @@ func forEachOriginal(r *http.Request, fn func(method, path string)) (found, ok b
 	emit := func(method string, candidates func(func(string))) {
 		found = true
 		upper := strings.ToUpper(method)
+		// An upstream serves HEAD as it serves GET (net/http, and most
+		// servers, run the GET handler and drop the body), so GET's
+		// rules govern a HEAD request too.
+		head := upper == http.MethodHead
 		candidates(func(p string) {
 			fn(method, p)
 			if upper != method {
 				fn(upper, p)
+			}
+			if head {
+				fn(http.MethodGet, p)
 			}
 		})
 	}

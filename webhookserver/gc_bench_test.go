@@ -29,7 +29,7 @@ func BenchmarkIndexGC(b *testing.B) {
 		r := newRecord(fmt.Sprintf("key-%06d", i), standard())
 		r.Owner.UID = types.UID(fmt.Sprintf("0f8fad5b-d9cb-469f-a165-%012d", i))
 		r.Keys = append(r.Keys, record.Version{ID: h.ID(), Hash: h.String(), NotBefore: metav1.NewTime(t0)})
-		if err := idx.Upsert(record.Name(r.Owner.Namespace, r.Owner.Name, r.Owner.UID), r); err != nil {
+		if err := idx.Upsert(record.Name(r.Owner.Namespace, r.Owner.Name, r.Owner.UID), r, t0); err != nil {
 			b.Fatal(err)
 		}
 	}

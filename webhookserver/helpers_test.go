@@ -84,7 +84,7 @@ func (f *fixture) add(name string, pol record.Policy, keys ...string) string {
 	if len(keys) == 0 {
 		keys = []string{newKey(f.t, pol.Environment)}
 	}
-	if err := f.idx.Upsert("rec-"+name, newRecord(name, pol, keys...)); err != nil {
+	if err := f.idx.Upsert("rec-"+name, newRecord(name, pol, keys...), t0); err != nil {
 		f.t.Fatal(err)
 	}
 	return keys[0]

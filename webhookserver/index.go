@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -43,6 +44,8 @@ type MemoryIndex struct {
 	records map[nameKey]uint32
 	classes classTable
 	text    textArena
+	// conflicts counts the key hashes found claimed by two records.
+	conflicts atomic.Uint64
 }
 
 // keySlot is one key version in the table.
@@ -58,13 +61,16 @@ type keySlot struct {
 // recSlot is a record's Policy without pointers; see policyAt.
 type recSlot struct {
 	expiresAt int64
-	text      textRef
-	class     uint32
-	ownerAt   uint32
-	limitAt   uint32
-	idsAt     uint32
-	nKeys     uint16
-	disabled  bool
+	// created is the record Secret's creationTimestamp in Unix
+	// nanoseconds (see claimOrder).
+	created  int64
+	text     textRef
+	class    uint32
+	ownerAt  uint32
+	limitAt  uint32
+	idsAt    uint32
+	nKeys    uint16
+	disabled bool
 }
 
 // NewMemoryIndex returns an empty index.
@@ -107,15 +113,23 @@ func (x *MemoryIndex) policyAt(rec uint32) Policy {
 	}
 }
 
-// Upsert replaces every entry of the record named name with those of r. The
+// Upsert replaces every entry of the record named name with those of r;
+// created is the record Secret's creationTimestamp (see Install). The
 // record is applied even when the returned error is not nil: the error lists
 // the parts that could not be used, which fail closed (see
 // CompiledRecord.Problems). It never contains key material.
-func (x *MemoryIndex) Upsert(name string, r *record.Record) error {
-	return x.Install(Compile(name, r))
+func (x *MemoryIndex) Upsert(name string, r *record.Record, created time.Time) error {
+	return x.Install(Compile(name, r, created))
 }
 
 // Install is Upsert for a record already compiled.
+//
+// One key hash, one owner: when another record already holds one of c's
+// hashes, the record whose Secret was created first (c.Created; ties go to
+// the lower name) keeps it, whichever of the two arrives first, and the
+// other is installed without that hash. Each such conflict is counted
+// (HashConflicts) and reported in the returned error with both records and
+// owners and the key id.
 func (x *MemoryIndex) Install(c *CompiledRecord) error {
 	p := c.Policy
 	name := p.Record()
@@ -132,6 +146,7 @@ func (x *MemoryIndex) Install(c *CompiledRecord) error {
 	}
 	x.slots[rec] = recSlot{
 		expiresAt: p.expiresAt,
+		created:   claimOrder(c.Created),
 		text:      x.text.put(p.text),
 		class:     x.classes.ref(p.policyClass),
 		ownerAt:   p.ownerAt,
@@ -141,13 +156,28 @@ func (x *MemoryIndex) Install(c *CompiledRecord) error {
 		disabled:  p.disabled,
 	}
 	x.records[keyOfName(name)] = rec
+	created := x.slots[rec].created
 	for _, k := range c.Keys {
 		if other, ok := x.keys[k.Hash]; ok {
-			// Two records claiming one key: only a copied record does
-			// that. The newer one wins; say so.
-			otherPolicy := x.policyAt(other.rec)
-			c.Problems = append(c.Problems, errors.New("key record "+name+": key "+k.KeyID+
-				" is also in key record "+otherPolicy.Record()+"; using this record"))
+			// Two records claiming one key: one key, one owner. The
+			// first claimant keeps it: the record whose Secret was
+			// created first (a time the API server sets, in a namespace
+			// only the manager writes), then the lower name, so the
+			// answer does not depend on the order records arrive in
+			// (watch events, a relist). The other record keeps its
+			// other keys. When the winner goes, the contested hash goes
+			// with it: the loser gets it back only when it is itself
+			// loaded again (its next update or a relist), never by
+			// inheritance at the moment the winner is removed.
+			x.conflicts.Add(1)
+			o := x.policyAt(other.rec)
+			if !claimsFirst(created, name, x.slots[other.rec].created, o.Record()) {
+				c.Problems = append(c.Problems, errors.New("key record "+name+" (owner "+p.Owner()+"): key "+k.KeyID+
+					" is also in key record "+o.Record()+" (owner "+o.Owner()+"), which claimed it first; ignored here"))
+				continue
+			}
+			c.Problems = append(c.Problems, errors.New("key record "+name+" (owner "+p.Owner()+"): key "+k.KeyID+
+				" is also in key record "+o.Record()+" (owner "+o.Owner()+"); this record claimed it first and keeps it"))
 		}
 		x.keys[k.Hash] = keySlot{rec: rec, idOff: k.idOff, idLen: uint32(len(k.KeyID)), expires: unixNano(k.ExpiresAt)}
 	}
@@ -231,6 +261,10 @@ func (x *MemoryIndex) Len() (records, keys int) {
 	defer x.mu.RUnlock()
 	return len(x.records), len(x.keys)
 }
+
+// HashConflicts returns how many times a record was loaded with a key hash
+// that another record held (see Install).
+func (x *MemoryIndex) HashConflicts() uint64 { return x.conflicts.Load() }
 
 // names returns the names of the records in the index.
 func (x *MemoryIndex) names() []string {
@@ -351,4 +385,24 @@ func (t *classTable) unref(i uint32) {
 		t.c[i] = nil
 		t.free = append(t.free, i)
 	}
+}
+
+// claimsFirst reports whether a record created at created and named name
+// claimed a key hash before the record created at otherCreated and named
+// otherName: earlier creation first, then the lower name.
+func claimsFirst(created int64, name string, otherCreated int64, otherName string) bool {
+	if created != otherCreated {
+		return created < otherCreated
+	}
+	return name < otherName
+}
+
+// claimOrder is a record's creation time as the index compares it: Unix
+// nanoseconds, and a record without one (the API server always sets it)
+// after every record that has one.
+func claimOrder(created time.Time) int64 {
+	if created.IsZero() {
+		return math.MaxInt64
+	}
+	return unixNano(created)
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 )
@@ -17,7 +19,7 @@ func TestIndexUpsertDelete(t *testing.T) {
 	f := newFixture(t, nil)
 	a, b := newKey(t, "production"), newKey(t, "production")
 	r := newRecord("web", standard(), a)
-	if err := f.idx.Upsert("rec", r); err != nil {
+	if err := f.idx.Upsert("rec", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	status := func(k string) int { return f.do(req{key: k}).Code }
@@ -27,7 +29,7 @@ func TestIndexUpsertDelete(t *testing.T) {
 	// Rotation: b added, a kept for its overlap.
 	r.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
 	r.Keys = append(r.Keys, record.NewVersion(b, t0))
-	if err := f.idx.Upsert("rec", r); err != nil {
+	if err := f.idx.Upsert("rec", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	if status(a) != 200 || status(b) != 200 {
@@ -38,7 +40,7 @@ func TestIndexUpsertDelete(t *testing.T) {
 	}
 	// A version dropped from the record is unknown at once.
 	r.Keys = r.Keys[1:]
-	if err := f.idx.Upsert("rec", r); err != nil {
+	if err := f.idx.Upsert("rec", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	if status(a) != 401 || status(b) != 200 {
@@ -46,12 +48,12 @@ func TestIndexUpsertDelete(t *testing.T) {
 	}
 	// A policy change applies to every version.
 	r.Policy.Disabled = true
-	_ = f.idx.Upsert("rec", r)
+	_ = f.idx.Upsert("rec", r, t0)
 	if status(b) != 401 {
 		t.Fatal("disabled key accepted")
 	}
 	r.Policy.Disabled = false
-	_ = f.idx.Upsert("rec", r)
+	_ = f.idx.Upsert("rec", r, t0)
 	if status(b) != 200 {
 		t.Fatal("re-enabled key refused")
 	}
@@ -70,24 +72,166 @@ func TestIndexUpsertDelete(t *testing.T) {
 	}
 }
 
-func TestIndexSharedHash(t *testing.T) {
+// One key hash, one owner: when two records claim one hash, the record
+// created first keeps it, whatever order the records arrive in; the later
+// claimant keeps its other keys; the conflict is reported and counted.
+func TestIndexHashConflict(t *testing.T) {
+	shared, own := newKey(t, "production"), newKey(t, "production")
+	// The thief's name sorts first, so only the creation times can make
+	// the victim win.
+	const victim, thief = "zz-victim", "aa-thief"
+	victimRec := func() *record.Record { return newRecord("victim", standard(), shared) }
+	thiefRec := func() *record.Record {
+		r := newRecord("thief", standard(), shared, own)
+		r.Owner.Namespace = "hostile"
+		return r
+	}
+	early, late := t0.Add(-time.Hour), t0
+	holder := func(idx *MemoryIndex, key string) string {
+		e, ok := idx.Lookup(apikey.HashOf(key))
+		if !ok {
+			return ""
+		}
+		return e.Policy.Record()
+	}
+	for _, victimFirst := range []bool{true, false} {
+		t.Run(fmt.Sprint("victimFirst=", victimFirst), func(t *testing.T) {
+			idx := NewMemoryIndex()
+			reg := prometheus.NewRegistry()
+			if _, err := registerIndexMetrics(reg, idx); err != nil {
+				t.Fatal(err)
+			}
+			installs := []func() error{
+				func() error { return idx.Upsert(victim, victimRec(), early) },
+				func() error { return idx.Upsert(thief, thiefRec(), late) },
+			}
+			if !victimFirst {
+				installs[0], installs[1] = installs[1], installs[0]
+			}
+			if err := installs[0](); err != nil {
+				t.Fatal(err)
+			}
+			err := installs[1]()
+			if err == nil {
+				t.Fatal("a key in two records must be reported")
+			}
+			msg := err.Error()
+			for _, want := range []string{victim, thief, apikey.HashOf(shared).ID(), "team-a/victim", "hostile/thief"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("the conflict report lacks %q", want)
+				}
+			}
+			if strings.Contains(msg, shared) || strings.Contains(msg, apikey.HashOf(shared).String()) {
+				t.Error("the conflict report holds the key or its hash")
+			}
+			if got := holder(idx, shared); got != victim {
+				t.Fatalf("shared key held by %q, want the first claimant %q", got, victim)
+			}
+			if got := holder(idx, own); got != thief {
+				t.Fatalf("the later claimant's other key is held by %q", got)
+			}
+			if got := counterValue(t, reg, "meterr_auth_hash_conflicts_total"); got != 1 {
+				t.Fatalf("meterr_auth_hash_conflicts_total = %v, want 1", got)
+			}
+
+			// Updating the loser, however often, never steals the key.
+			for range 3 {
+				_ = idx.Upsert(thief, thiefRec(), late)
+			}
+			if got := holder(idx, shared); got != victim {
+				t.Fatalf("after updating the loser the shared key is held by %q", got)
+			}
+			if got := counterValue(t, reg, "meterr_auth_hash_conflicts_total"); got != 4 {
+				t.Fatalf("meterr_auth_hash_conflicts_total = %v, want 4", got)
+			}
+			// Updating the winner keeps it.
+			if err := idx.Upsert(victim, victimRec(), early); err != nil {
+				t.Fatalf("updating the winner: %v", err)
+			}
+			if got := holder(idx, shared); got != victim {
+				t.Fatalf("after updating the winner the shared key is held by %q", got)
+			}
+			// Deleting the loser leaves the winner's entry.
+			idx.Delete(thief)
+			if got := holder(idx, shared); got != victim {
+				t.Fatalf("after deleting the loser the shared key is held by %q", got)
+			}
+			if got := holder(idx, own); got != "" {
+				t.Fatal("the deleted loser's own key is still accepted")
+			}
+		})
+	}
+}
+
+// Deleting the winner removes the contested hash with it; the loser gets it
+// only when it is itself loaded again.
+func TestIndexHashConflictWinnerDeleted(t *testing.T) {
 	idx := NewMemoryIndex()
-	k := newKey(t, "production")
-	if err := idx.Upsert("one", newRecord("one", standard(), k)); err != nil {
+	shared := newKey(t, "production")
+	_ = idx.Upsert("b-first", newRecord("first", standard(), shared), t0.Add(-time.Minute))
+	_ = idx.Upsert("a-second", newRecord("second", standard(), shared), t0)
+	idx.Delete("b-first")
+	if _, ok := idx.Lookup(apikey.HashOf(shared)); ok {
+		t.Fatal("the winner's contested hash outlived it")
+	}
+	if err := idx.Upsert("a-second", newRecord("second", standard(), shared), t0); err != nil {
 		t.Fatal(err)
 	}
-	err := idx.Upsert("two", newRecord("two", standard(), k))
-	if err == nil || !strings.Contains(err.Error(), "also in key record one") {
-		t.Fatalf("a key in two records must be reported: %v", err)
+	if e, ok := idx.Lookup(apikey.HashOf(shared)); !ok || e.Policy.Record() != "a-second" {
+		t.Fatal("the remaining claimant did not get the key on its next update")
 	}
-	if strings.Contains(err.Error(), k) {
-		t.Fatal("error holds the key")
+}
+
+// Records created at the same instant: the lower name wins, in either order;
+// a record without a creation time loses to one that has it.
+func TestIndexHashConflictTies(t *testing.T) {
+	shared := newKey(t, "production")
+	for _, order := range [][]string{{"rec-a", "rec-b"}, {"rec-b", "rec-a"}} {
+		idx := NewMemoryIndex()
+		for _, name := range order {
+			_ = idx.Upsert(name, newRecord(name, standard(), shared), t0)
+		}
+		if e, _ := idx.Lookup(apikey.HashOf(shared)); e.Policy.Record() != "rec-a" {
+			t.Fatalf("order %v: held by %q, want rec-a", order, e.Policy.Record())
+		}
 	}
-	// Deleting the record that lost the key leaves the winner's entry.
-	idx.Delete("one")
-	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || e.Policy.Record() != "two" {
-		t.Fatal("winner's entry lost")
+	for _, order := range [][]string{{"rec-a", "rec-b"}, {"rec-b", "rec-a"}} {
+		idx := NewMemoryIndex()
+		for _, name := range order {
+			created := t0
+			if name == "rec-a" {
+				created = time.Time{}
+			}
+			_ = idx.Upsert(name, newRecord(name, standard(), shared), created)
+		}
+		if e, _ := idx.Lookup(apikey.HashOf(shared)); e.Policy.Record() != "rec-b" {
+			t.Fatalf("order %v: held by %q, want rec-b (the one with a creation time)", order, e.Policy.Record())
+		}
 	}
+}
+
+// counterValue returns the value of the counter or gauge named name in reg.
+func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 func TestCompileFailsClosed(t *testing.T) {
@@ -98,7 +242,7 @@ func TestCompileFailsClosed(t *testing.T) {
 	pol := standard()
 	pol.IPAllowlist = []string{"not-an-ip", "10.0.0.1/99"}
 	r := newRecord("ip", pol, k)
-	if err := f.idx.Upsert("rec-ip", r); err == nil {
+	if err := f.idx.Upsert("rec-ip", r, t0); err == nil {
 		t.Fatal("bad allowlist entries not reported")
 	}
 	if w := f.do(req{key: k, remote: "10.0.0.1:1"}); w.Code != http.StatusForbidden {
@@ -108,7 +252,7 @@ func TestCompileFailsClosed(t *testing.T) {
 	// Every domain invalid: likewise.
 	pol = standard()
 	pol.Domains = []string{"https://example.com"}
-	if err := f.idx.Upsert("rec-dom", newRecord("dom", pol, k2)); err == nil {
+	if err := f.idx.Upsert("rec-dom", newRecord("dom", pol, k2), t0); err == nil {
 		t.Fatal("bad domain not reported")
 	}
 	if w := f.do(req{key: k2, header: http.Header{"Origin": {"https://example.com"}}}); w.Code != http.StatusForbidden {
@@ -119,7 +263,7 @@ func TestCompileFailsClosed(t *testing.T) {
 	k3, k4 := newKey(t, "production"), newKey(t, "production")
 	r = newRecord("hash", standard(), k3, k4)
 	r.Keys[0].Hash = "zz"
-	err := f.idx.Upsert("rec-hash", r)
+	err := f.idx.Upsert("rec-hash", r, t0)
 	if err == nil {
 		t.Fatal("bad hash not reported")
 	}
@@ -131,7 +275,7 @@ func TestCompileFailsClosed(t *testing.T) {
 	k5 := newKey(t, "production")
 	pol = standard()
 	pol.RequestsPerHour = -1
-	if err := f.idx.Upsert("rec-neg", newRecord("neg", pol, k5)); err == nil {
+	if err := f.idx.Upsert("rec-neg", newRecord("neg", pol, k5), t0); err == nil {
 		t.Fatal("negative limit not reported")
 	}
 	if f.do(req{key: k5}).Code != 401 {
@@ -150,7 +294,7 @@ func TestCompile(t *testing.T) {
 	}
 	r := newRecord("c", pol, k)
 	r.Owner.UID = ""
-	c := Compile("rec-c", r)
+	c := Compile("rec-c", r, t0)
 	if len(c.Problems) != 1 || !strings.Contains(c.Problems[0].Error(), "bad perm") {
 		t.Fatalf("problems: %v", c.Problems)
 	}
@@ -182,15 +326,15 @@ func TestCompile(t *testing.T) {
 func TestIndexSlotReuse(t *testing.T) {
 	idx := NewMemoryIndex()
 	ka, kb, kc, kcOld := newKey(t, "production"), newKey(t, "production"), newKey(t, "production"), newKey(t, "production")
-	_ = idx.Upsert("a", newRecord("a", standard(), ka))
-	_ = idx.Upsert("b", newRecord("b", standard(), kb))
+	_ = idx.Upsert("a", newRecord("a", standard(), ka), t0)
+	_ = idx.Upsert("b", newRecord("b", standard(), kb), t0)
 	if _, ok := idx.Delete("a"); !ok {
 		t.Fatal("delete a")
 	}
 	rc := newRecord("c", standard(), kcOld, kc)
 	rc.Keys[0].ID = "old-id"
 	rc.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
-	if err := idx.Upsert("c", rc); err != nil {
+	if err := idx.Upsert("c", rc, t0); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := idx.Lookup(apikey.HashOf(ka)); ok {
@@ -251,7 +395,7 @@ func TestIndexMapsHoldNoPointers(t *testing.T) {
 func TestIndexArenaCompaction(t *testing.T) {
 	idx := NewMemoryIndex()
 	kept := newKey(t, "production")
-	if err := idx.Upsert("kept", newRecord("kept", standard(), kept)); err != nil {
+	if err := idx.Upsert("kept", newRecord("kept", standard(), kept), t0); err != nil {
 		t.Fatal(err)
 	}
 	before, ok := idx.Lookup(apikey.HashOf(kept))
@@ -267,7 +411,7 @@ func TestIndexArenaCompaction(t *testing.T) {
 			h[0], h[1], h[2] = byte(i), byte(i>>8), byte(round)
 			r := newRecord(name, standard())
 			r.Keys = []record.Version{{ID: h.ID(), Hash: h.String()}}
-			if err := idx.Upsert(name, r); err != nil {
+			if err := idx.Upsert(name, r, t0); err != nil {
 				t.Fatal(err)
 			}
 			if round > 0 {
@@ -308,11 +452,11 @@ func TestIndexClassTable(t *testing.T) {
 	pol := standard()
 	pol.IPAllowlist = []string{"10.0.0.0/8"}
 	for i := range 3 {
-		if err := idx.Upsert(fmt.Sprint("r", i), newRecord(fmt.Sprint("r", i), pol, newKey(t, "production"))); err != nil {
+		if err := idx.Upsert(fmt.Sprint("r", i), newRecord(fmt.Sprint("r", i), pol, newKey(t, "production")), t0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := idx.Upsert("plain", newRecord("plain", standard(), newKey(t, "production"))); err != nil {
+	if err := idx.Upsert("plain", newRecord("plain", standard(), newKey(t, "production")), t0); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(idx.classes.of); n != 4 {
@@ -325,7 +469,7 @@ func TestIndexClassTable(t *testing.T) {
 		t.Fatalf("%d classes in use and %d free, want 1 and 3", n, free)
 	}
 	k := newKey(t, "production")
-	if err := idx.Upsert("again", newRecord("again", pol, k)); err != nil {
+	if err := idx.Upsert("again", newRecord("again", pol, k), t0); err != nil {
 		t.Fatal(err)
 	}
 	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || !e.Policy.ipRestricted || len(idx.classes.c) != 4 {
@@ -338,7 +482,7 @@ func TestIndexClassTable(t *testing.T) {
 func TestIndexConcurrentChurn(t *testing.T) {
 	idx := NewMemoryIndex()
 	k := newKey(t, "production")
-	if err := idx.Upsert("stable", newRecord("stable", standard(), k)); err != nil {
+	if err := idx.Upsert("stable", newRecord("stable", standard(), k), t0); err != nil {
 		t.Fatal(err)
 	}
 	want := apikey.HashOf(k).ID()
@@ -366,7 +510,7 @@ func TestIndexConcurrentChurn(t *testing.T) {
 		h[0], h[1], h[2] = byte(i), byte(i>>8), 0xee
 		r := newRecord(name, standard())
 		r.Keys = []record.Version{{ID: h.ID(), Hash: h.String()}}
-		if err := idx.Upsert(name, r); err != nil {
+		if err := idx.Upsert(name, r, t0); err != nil {
 			t.Fatal(err)
 		}
 		if i >= 50 {

@@ -2,6 +2,8 @@ package webhookserver
 
 import (
 	"fmt"
+	"runtime"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -12,6 +14,8 @@ import (
 type serverMetrics struct {
 	decisions [numCodes]prometheus.Counter
 	duration  prometheus.Histogram
+	// decisionLogsDropped counts decision log lines over the rate limit.
+	decisionLogsDropped prometheus.Counter
 }
 
 func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
@@ -24,16 +28,52 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		Help:    "Time to decide a /v1/auth/verify or /v1/auth/check request, in seconds.",
 		Buckets: prometheus.ExponentialBuckets(0.00001, 2.5, 12), // 10µs to about 240ms
 	})
-	for _, c := range []prometheus.Collector{decisions, duration} {
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meterr_auth_decision_logs_dropped_total",
+		Help: "Decision log lines (--log-decisions) not written because they came faster than the log's rate limit.",
+	})
+	for _, c := range []prometheus.Collector{decisions, duration, dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering auth server metrics: %w", err)
 		}
 	}
-	m := &serverMetrics{duration: duration}
+	m := &serverMetrics{duration: duration, decisionLogsDropped: dropped}
 	for c := range numCodes {
 		m.decisions[c] = decisions.WithLabelValues(c.String())
 	}
 	return m, nil
+}
+
+// newBuildInfo returns meterr_build_info{version,commit,goversion}, always 1.
+// The version is the one main is stamped with ("" reads "unknown"); the commit
+// is the VCS revision the go command recorded in the binary (a "-dirty"
+// suffix for a modified tree), "unknown" when it was built without one
+// (-buildvcs=false, or a source tree without .git).
+func newBuildInfo(version string) prometheus.Collector {
+	if version == "" {
+		version = "unknown"
+	}
+	commit, dirty := "unknown", false
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	if dirty && commit != "unknown" {
+		commit += "-dirty"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "meterr_build_info",
+		Help:        "Always 1; the labels say which build of meterr-operator is running.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 // registerIndexMetrics exports the index's size and a counter of records that
@@ -51,7 +91,11 @@ func registerIndexMetrics(reg prometheus.Registerer, idx *MemoryIndex) (recordEr
 		Name: "meterr_auth_record_errors_total",
 		Help: "Key records that could not be decoded (and were skipped) or held entries that could not be used (which fail closed).",
 	})
-	for _, c := range []prometheus.Collector{records, keys, recordErrors} {
+	conflicts := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "meterr_auth_hash_conflicts_total",
+		Help: "Times a key record was loaded with a key hash another record also claims; the record created first keeps the key.",
+	}, func() float64 { return float64(idx.HashConflicts()) })
+	for _, c := range []prometheus.Collector{records, keys, recordErrors, conflicts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering index metrics: %w", err)
 		}

@@ -65,6 +65,13 @@ type Options struct {
 	RedisTimeout time.Duration
 	// RedisFailureMode is FailOpen or FailClosed (--redis-failure-mode).
 	RedisFailureMode string
+	// LogDecisions is LogDecisionsOff, LogDecisionsDenied or
+	// LogDecisionsAll (--log-decisions).
+	LogDecisions string
+
+	// Version is the binary's version, shown in meterr_build_info; main
+	// sets it from its -ldflags "-X main.version=..." stamp. Not a flag.
+	Version string
 
 	// Clock is the time source of every decision; nil is the real clock.
 	// Not a flag: tests share a fake clock with the controller.
@@ -81,6 +88,7 @@ func DefaultOptions() Options {
 		MaxHeaderBytes:   DefaultMaxHeaderBytes,
 		RedisTimeout:     DefaultRedisTimeout,
 		RedisFailureMode: DefaultRedisFailureMode,
+		LogDecisions:     LogDecisionsOff,
 	}
 }
 
@@ -102,7 +110,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	o.Routes = nil
 	fs.Var((*routeListFlag)(&o.Routes), "route",
 		`Route rule for /v1/auth/check, repeatable: "METHOD /path/prefix=permission" (METHOD may be *, permission is read, write or admin). `+
-			"The longest matching prefix wins; at equal length a rule for the method beats *. "+
+			"The longest matching prefix wins; at equal length a rule for the method beats *. Paths match case-sensitively; "+
+			"a HEAD request needs what both its HEAD and its GET rules require. "+
 			"A ?permission= on the bare /v1/auth/check URL takes precedence; with neither, any valid key is enough.")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "",
 		"PEM certificate (chain) to serve the auth API over TLS; needs --tls-key-file. Empty serves plain HTTP.")
@@ -126,6 +135,11 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		`While Redis cannot be reached: "open" counts in this replica's memory (limits hold per replica), `+
 			`"closed" refuses limited keys with 503 rate_limit_unavailable and Retry-After: 1. `+
 			`A background probe pings Redis every second meanwhile, and counting moves back to Redis once it answers.`)
+	fs.StringVar(&o.LogDecisions, "log-decisions", LogDecisionsOff,
+		`Log one structured line per decision: "off", "denied" (refusals only) or "all". A line has the outcome code, `+
+			"the key id and owner when known, the client address used for the allowlist, the TCP peer, X-Forwarded-For as received, "+
+			"the Origin/Referer host, the (original) method and path and the required permission; never the key. "+
+			"At most 100 lines a second (bursts of 200); the rest are counted in meterr_auth_decision_logs_dropped_total.")
 }
 
 // Validate checks the options and reports every problem at once.
@@ -173,6 +187,9 @@ func (o *Options) Validate() error {
 		if _, err := parseRedisURL(o.RedisURL); err != nil {
 			bad("redis-url", "%v", err)
 		}
+	}
+	if err := validateLogDecisions(o.LogDecisions); err != nil {
+		bad("log-decisions", "%v", err)
 	}
 	if o.MaxHeaderBytes < minMaxHeaderBytes {
 		bad("max-header-bytes", "must be at least %d, got %d", minMaxHeaderBytes, o.MaxHeaderBytes)

@@ -5,9 +5,12 @@ import (
 	"io"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestAddFlagsDefaults(t *testing.T) {
@@ -30,7 +33,7 @@ func TestAddFlagsDefaults(t *testing.T) {
 	})
 	for _, name := range []string{"listen", "metrics-bind-address", "records-namespace", "environment", "trusted-proxies",
 		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes",
-		"redis-url", "redis-timeout", "redis-failure-mode"} {
+		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("no --%s", name)
 		}
@@ -47,6 +50,7 @@ func TestAddFlagsParse(t *testing.T) {
 		"--route=GET /v1/usage=read", "--route", "* /v1/billing=admin",
 		"--tls-cert-file=/c", "--tls-key-file=/k", "--shutdown-timeout=3s", "--max-header-bytes=32768",
 		"--redis-url=redis://redis:6379/2", "--redis-timeout=250ms", "--redis-failure-mode=closed",
+		"--log-decisions=denied",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +61,7 @@ func TestAddFlagsParse(t *testing.T) {
 		Routes:         []Route{{"GET", "/v1/usage", "read"}, {"*", "/v1/billing", "admin"}},
 		TLSCertFile:    "/c", TLSKeyFile: "/k", ShutdownTimeout: 3 * time.Second, MaxHeaderBytes: 32768,
 		RedisURL: "redis://redis:6379/2", RedisTimeout: 250 * time.Millisecond, RedisFailureMode: FailClosed,
+		LogDecisions: LogDecisionsDenied,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("parsed %+v\nwant %+v", o, want)
@@ -95,6 +100,7 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.RedisTimeout = 0 }, "--redis-timeout"},
 		{func(o *Options) { o.RedisFailureMode = "deny" }, "--redis-failure-mode"},
 		{func(o *Options) { o.RedisURL = "http://user:hunter2@redis:6379" }, "--redis-url"},
+		{func(o *Options) { o.LogDecisions = "denials" }, "--log-decisions"},
 	} {
 		o := DefaultOptions()
 		tc.mut(&o)
@@ -110,5 +116,23 @@ func TestValidate(t *testing.T) {
 	o.Listen, o.Environment, o.ShutdownTimeout = "", "x", -1
 	if err := o.Validate(); err == nil || strings.Count(err.Error(), "--") < 3 {
 		t.Errorf("every problem should be reported at once: %v", err)
+	}
+}
+
+func TestBuildInfo(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{{"v1.2.3", "v1.2.3"}, {"", "unknown"}} {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newBuildInfo(tc.in))
+		if got := counterValue(t, reg, "meterr_build_info"); got != 1 {
+			t.Fatalf("meterr_build_info = %v", got)
+		}
+		mfs, _ := reg.Gather()
+		labels := map[string]string{}
+		for _, l := range mfs[0].GetMetric()[0].GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["version"] != tc.want || labels["goversion"] != runtime.Version() || labels["commit"] == "" {
+			t.Fatalf("labels %v, want version %q", labels, tc.want)
+		}
 	}
 }

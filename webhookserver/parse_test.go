@@ -306,7 +306,14 @@ func TestForEachOriginal(t *testing.T) {
 		{mk("GET", checkPath, http.Header{"X-Forwarded-Method": {"DELETE"}, "X-Forwarded-Uri": {"/x?y#z"}}), []string{"DELETE /x"}, true, true},
 		{mk("GET", checkPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Url": {"https://h:1/p/q?r"}}), []string{"POST /p/q"}, true, true},
 		{mk("GET", checkPath, http.Header{"X-Original-Url": {"https://h"}}), []string{"GET /"}, true, true},
-		{mk("HEAD", checkPath, http.Header{"X-Original-Uri": {"/n;jsessionid=1/m"}}), []string{"HEAD /n/m", "HEAD /n;jsessionid=1/m"}, true, true},
+		{mk("HEAD", checkPath, http.Header{"X-Original-Uri": {"/n;jsessionid=1/m"}}), []string{"GET /n/m", "GET /n;jsessionid=1/m", "HEAD /n/m", "HEAD /n;jsessionid=1/m"}, true, true},
+		// HEAD is served like GET: GET's rules govern it too.
+		{mk("HEAD", checkPath+"/a", nil), []string{"GET /a", "HEAD /a"}, true, true},
+		{mk("head", checkPath+"/a", nil), []string{"GET /a", "HEAD /a", "head /a"}, true, true},
+		{mk("GET", checkPath, http.Header{"X-Forwarded-Method": {"HEAD"}, "X-Forwarded-Uri": {"/x"}}), []string{"GET /x", "HEAD /x"}, true, true},
+		{mk("HEAD", checkPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Uri": {"/x"}}), []string{"POST /x"}, true, true},
+		// Paths are compared as sent: no case folding.
+		{mk("GET", checkPath+"/V1/Usage", nil), []string{"GET /V1/Usage"}, true, true},
 		{mk("GET", checkPath, http.Header{"X-Original-Uri": {`/a\b`}}), []string{"GET /a/b", `GET /a\b`}, true, true},
 		{mk("GET", checkPath, http.Header{"X-Original-Uri": {"http://h/abs"}}), []string{"GET /abs"}, true, true},
 		{mk("GET", checkPath, http.Header{"X-Original-Uri": {"rel"}}), nil, true, false},

@@ -224,16 +224,20 @@ type CompiledKey struct {
 type CompiledRecord struct {
 	Policy *Policy
 	Keys   []CompiledKey
+	// Created is the record Secret's metadata.creationTimestamp, set by
+	// the API server: when two records claim one key hash, the one
+	// created first keeps it (see MemoryIndex.Install).
+	Created time.Time
 	// Problems lists the parts of the record that could not be used. They
 	// fail closed: a version with a bad hash is left out, a bad allowlist
 	// entry or domain allows nothing, a negative limit disables the key.
 	Problems []error
 }
 
-// Compile prepares a key record (the Secret named name) for the hot path. It
-// never fails as a whole; see CompiledRecord.Problems.
-func Compile(name string, r *record.Record) *CompiledRecord {
-	c := &CompiledRecord{}
+// Compile prepares a key record (the Secret named name, created at created)
+// for the hot path. It never fails as a whole; see CompiledRecord.Problems.
+func Compile(name string, r *record.Record, created time.Time) *CompiledRecord {
+	c := &CompiledRecord{Created: created}
 	problem := func(format string, args ...any) {
 		c.Problems = append(c.Problems, fmt.Errorf("key record %s: "+format, append([]any{name}, args...)...))
 	}

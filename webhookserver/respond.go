@@ -1,7 +1,9 @@
 package webhookserver
 
 import (
+	"bytes"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -59,7 +61,6 @@ func (c code) String() string { return codes[c].name }
 var (
 	bodyInvalidAPIKey    = errorBody(codeInvalidAPIKey, "Invalid API key provided")
 	bodyExpiredAPIKey    = errorBody(codeExpiredAPIKey, "API key has expired")
-	bodyIPNotAllowed     = errorBody(codeIPNotAllowed, "Requests from this IP address are not allowed for this API key")
 	bodyDomainNotAllowed = errorBody(codeDomainNotAllowed, "Requests from this domain are not allowed for this API key")
 	bodyRateLimited      = errorBody(codeRateLimitExceeded, "Rate limit exceeded; retry after the time in Retry-After")
 	bodyLimitUnavailable = errorBody(codeRateLimitUnavailable, "The rate limit could not be checked; retry after the time in Retry-After")
@@ -82,6 +83,31 @@ var (
 	bodyReady    = []byte(`{"status":"ready"}` + "\n")
 	bodyNotReady = []byte(`{"status":"not ready","message":"key records have not been loaded yet"}` + "\n")
 )
+
+// The ip_not_allowed answer names the address the allowlist was checked
+// against (see writeIPNotAllowed): its body is cut around that address.
+var bodyIPNotAllowedHead, bodyIPNotAllowedTail = func() ([]byte, []byte) {
+	const mark = "ADDRESS"
+	b := errorBody(codeIPNotAllowed, "API key not allowed from "+mark)
+	i := bytes.Index(b, []byte(mark))
+	return b[:i:i], b[i+len(mark):]
+}()
+
+// writeIPNotAllowed answers ip_not_allowed, saying which address was seen.
+// An address's text needs no JSON escaping.
+func writeIPNotAllowed(w http.ResponseWriter, a netip.Addr) {
+	bp := bufPool.Get().(*[]byte)
+	b := append((*bp)[:0], bodyIPNotAllowedHead...)
+	if a.IsValid() {
+		b = a.AppendTo(b)
+	} else {
+		b = append(b, "an unknown address"...)
+	}
+	b = append(b, bodyIPNotAllowedTail...)
+	writeAnswer(w, codes[codeIPNotAllowed].status, b)
+	*bp = b
+	bufPool.Put(bp)
+}
 
 func environmentMismatchBody(env string) []byte {
 	return errorBody(codeEnvironmentMismatch, "API key is not valid in this environment; this server accepts "+env+" keys")

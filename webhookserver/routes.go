@@ -9,8 +9,9 @@ import (
 // Route requires a permission for requests whose method and path match: the
 // rule "POST /v1/usage=write" is Route{Method: "POST", Prefix: "/v1/usage",
 // Permission: "write"}. Method "*" matches every method. Prefix is a plain
-// string prefix: "/v1/billing" also matches "/v1/billing-export"; write
-// "/v1/billing/" for the subtree only.
+// string prefix, compared case-sensitively: "/v1/billing" also matches
+// "/v1/billing-export" but not "/v1/Billing"; write "/v1/billing/" for the
+// subtree only. A GET rule governs HEAD too (see forEachOriginal).
 type Route struct {
 	Method     string
 	Prefix     string

@@ -80,7 +80,8 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		d.clock = clock.RealClock{}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newBuildInfo(o.Version))
 
 	idx := NewMemoryIndex()
 	var lim Limiter = NewMemoryLimiter()
@@ -110,6 +111,8 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		TrustedProxies: o.TrustedProxies,
 		Routes:         o.Routes,
 		Registerer:     reg,
+		LogDecisions:   o.LogDecisions,
+		Log:            log.WithName("decisions"),
 	})
 	if err != nil {
 		return err
@@ -219,7 +222,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "tls", tlsConfig != nil, "metrics", o.MetricsAddr,
 		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes),
-		"sharedRateLimits", o.RedisURL != "")
+		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions)
 
 	select {
 	case <-ctx.Done():
@@ -352,7 +355,7 @@ func (l *loader) upsert(obj any) {
 		l.log.Error(err, "skipping key record", "record", s.Name)
 		return
 	}
-	c := Compile(s.Name, r)
+	c := Compile(s.Name, r, s.CreationTimestamp.Time)
 	if err := l.idx.Install(c); err != nil {
 		l.errors.Inc()
 		l.log.Error(err, "key record loaded with problems", "record", s.Name, "owner", c.Policy.Owner())

@@ -115,6 +115,7 @@ func TestRun(t *testing.T) {
 	ln, mln := listen(t), listen(t)
 	base, metricsURL := "http://"+ln.Addr().String(), "http://"+mln.Addr().String()+"/metrics"
 	o := DefaultOptions()
+	o.Version = "test"
 	o.ShutdownTimeout = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -181,7 +182,7 @@ func TestRun(t *testing.T) {
 	for _, want := range []string{
 		`meterr_auth_decisions_total{code="ok"}`, `meterr_auth_decisions_total{code="invalid_api_key"}`,
 		"meterr_auth_request_duration_seconds_bucket", "meterr_auth_records_loaded 0", "meterr_auth_keys_loaded 0",
-		"meterr_auth_record_errors_total 1", "go_goroutines",
+		"meterr_auth_record_errors_total 1", "go_goroutines", `meterr_build_info{commit="`, `version="test"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
@@ -389,5 +390,61 @@ func TestRecordStoreStreamedList(t *testing.T) {
 	}
 	if _, ok := idx.Lookup(apikey.HashOf(gone)); ok {
 		t.Fatal("c, missing from the relist, is still accepted")
+	}
+}
+
+// Two record Secrets claim one key hash: the loader keeps it with the
+// Secret created first, whether the records arrive as watch events or in a
+// relist, and in either order; the conflict is logged with both records and
+// never the key.
+func TestLoaderHashConflict(t *testing.T) {
+	shared := newKey(t, "production")
+	early := recordSecret(t, "meterr-system", newRecord("victim", standard(), shared))
+	early.CreationTimestamp = metav1.NewTime(t0.Add(-24 * time.Hour))
+	late := recordSecret(t, "meterr-system", newRecord("thief", standard(), shared))
+	late.CreationTimestamp = metav1.NewTime(t0)
+	if early.Name < late.Name {
+		// Make sure the creation time decides, not the name.
+		early.Name, late.Name = late.Name, early.Name
+	}
+	for _, tc := range []struct {
+		name string
+		load func(st *recordStore) error
+	}{
+		{"events, first claimant first", func(st *recordStore) error { _ = st.Add(early); return st.Add(late) }},
+		{"events, first claimant last", func(st *recordStore) error { _ = st.Add(late); return st.Add(early) }},
+		{"relist", func(st *recordStore) error { return st.Replace([]any{late, early}, "1") }},
+		{"relist, other order", func(st *recordStore) error { return st.Replace([]any{early, late}, "1") }},
+		{"relist after events", func(st *recordStore) error {
+			_ = st.Add(early)
+			_ = st.Add(late)
+			_ = st.Update(late)
+			return st.Replace([]any{late, early}, "2")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs strings.Builder
+			log := funcr.New(func(prefix, args string) { logs.WriteString(prefix + " " + args + "\n") }, funcr.Options{})
+			idx := NewMemoryIndex()
+			st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: NewMemoryLimiter(),
+				errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: log}}
+			if err := tc.load(st); err != nil {
+				t.Fatal(err)
+			}
+			e, ok := idx.Lookup(apikey.HashOf(shared))
+			if !ok || e.Policy.Record() != early.Name {
+				t.Fatalf("shared key held by %q, want the record created first", e.Policy.Record())
+			}
+			if idx.HashConflicts() == 0 {
+				t.Fatal("conflict not counted")
+			}
+			out := logs.String()
+			if !strings.Contains(out, early.Name) || !strings.Contains(out, late.Name) || !strings.Contains(out, apikey.HashOf(shared).ID()) {
+				t.Errorf("the conflict is not logged with both records and the key id")
+			}
+			if strings.Contains(out, shared) {
+				t.Error("a log line holds the key")
+			}
+		})
 	}
 }

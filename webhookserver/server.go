@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
@@ -31,6 +32,12 @@ type ServerConfig struct {
 	// Registerer receives the handler's metrics; nil means a private
 	// registry (nothing is ever registered globally).
 	Registerer prometheus.Registerer
+	// LogDecisions is LogDecisionsOff (or empty), LogDecisionsDenied or
+	// LogDecisionsAll: write one line per decision, or per refusal, to Log
+	// (--log-decisions).
+	LogDecisions string
+	// Log receives the decision lines.
+	Log logr.Logger
 }
 
 // Server is the auth server's HTTP handler.
@@ -42,7 +49,9 @@ type Server struct {
 	trusted []netip.Prefix
 	routes  routeTable
 	metrics *serverMetrics
-	ready   atomic.Bool
+	// dlog is nil unless decisions are logged.
+	dlog  *decisionLog
+	ready atomic.Bool
 	// loaded is set with the first SetReady(true) and never cleared: a
 	// server draining for shutdown still decides correctly.
 	loaded atomic.Bool
@@ -69,6 +78,9 @@ func NewServer(c ServerConfig) (*Server, error) {
 	if err := validateEnvironment(c.Environment); err != nil {
 		return nil, err
 	}
+	if err := validateLogDecisions(c.LogDecisions); err != nil {
+		return nil, fmt.Errorf("auth server: decision log: %w", err)
+	}
 	routes, err := compileRoutes(c.Routes)
 	if err != nil {
 		return nil, err
@@ -85,6 +97,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 		trusted:         append([]netip.Prefix(nil), c.TrustedProxies...),
 		routes:          routes,
 		metrics:         m,
+		dlog:            newDecisionLog(c.LogDecisions, c.Log, m.decisionLogsDropped, c.Clock.Now()),
 		envMismatchBody: environmentMismatchBody(c.Environment),
 	}, nil
 }
@@ -108,7 +121,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case (p == verifyPath || p == checkPath || strings.HasPrefix(p, checkPath+"/")) && !s.loaded.Load():
 		w.Header()["Retry-After"] = hvRetryOneSecond
 		writeAnswer(w, http.StatusServiceUnavailable, bodyNotLoaded)
-		s.observe(codeNotReady, s.clock.Now())
+		s.observe(r, codeNotReady, 0, s.clock.Now())
 	case p == verifyPath:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header()["Allow"] = hvAllowVerify
@@ -140,7 +153,7 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == checkPath && r.URL.RawQuery != "" {
 		n, present, ok := queryPermission(r.URL.RawQuery)
 		if !ok {
-			s.invalidRequest(w, bodyUnknownPerm, start)
+			s.invalidRequest(w, r, bodyUnknownPerm, start)
 			return
 		}
 		need, explicit = n, present
@@ -148,29 +161,33 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	if !explicit && len(s.routes) > 0 {
 		found, ok := forEachOriginal(r, func(method, path string) { need |= s.routes.match(method, path) })
 		if !ok {
-			s.invalidRequest(w, bodyBadOriginal, start)
+			s.invalidRequest(w, r, bodyBadOriginal, start)
 			return
 		}
 		if !found {
-			s.invalidRequest(w, bodyNoOriginal, start)
+			s.invalidRequest(w, r, bodyNoOriginal, start)
 			return
 		}
 	}
 	s.decide(w, r, need, true, start)
 }
 
-func (s *Server) invalidRequest(w http.ResponseWriter, body []byte, start time.Time) {
+func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []byte, start time.Time) {
 	writeAnswer(w, http.StatusBadRequest, body)
-	s.observe(codeInvalidRequest, start)
+	s.observe(r, codeInvalidRequest, 0, start)
 }
 
 func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission, check bool, start time.Time) {
-	s.observe(s.authorize(w, r, need, check, start), start)
+	s.observe(r, s.authorize(w, r, need, check, start), need, start)
 }
 
-func (s *Server) observe(c code, start time.Time) {
+// observe counts a decision and, with --log-decisions, logs it.
+func (s *Server) observe(r *http.Request, c code, need permission, start time.Time) {
 	s.metrics.decisions[c].Inc()
 	s.metrics.duration.Observe(s.clock.Since(start).Seconds())
+	if s.dlog != nil {
+		s.logDecision(r, c, need)
+	}
 }
 
 // authorize decides a request and writes the answer: authenticate (401),
@@ -197,7 +214,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 		a = new(answerValues)
 	}
 
-	if c, body := s.restrict(r, p); c != codeOK {
+	if c, body, ip := s.restrict(r, p); c != codeOK {
 		// Not counted, so a stolen key used from elsewhere cannot exhaust
 		// the quota; the headers show where the key stands.
 		if p.limit > 0 {
@@ -205,7 +222,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 				setRateLimitHeaders(h, a, p, remaining, s.windows.of(reset), now, false)
 			}
 		}
-		writeAnswer(w, codes[c].status, body)
+		if c == codeIPNotAllowed {
+			writeIPNotAllowed(w, ip)
+		} else {
+			writeAnswer(w, codes[c].status, body)
+		}
 		return c
 	}
 
@@ -261,18 +282,21 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 }
 
 // restrict applies the key's restrictions in order: environment, client IP,
-// domain.
-func (s *Server) restrict(r *http.Request, p *Policy) (code, []byte) {
+// domain. An IP refusal has no body but the address it saw (see
+// writeIPNotAllowed).
+func (s *Server) restrict(r *http.Request, p *Policy) (code, []byte, netip.Addr) {
 	if s.env != "" && p.environment != s.env {
-		return codeEnvironmentMismatch, s.envMismatchBody
+		return codeEnvironmentMismatch, s.envMismatchBody, netip.Addr{}
 	}
-	if p.ipRestricted && !p.allowsIP(clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted)) {
-		return codeIPNotAllowed, bodyIPNotAllowed
+	if p.ipRestricted {
+		if ip := clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted); !p.allowsIP(ip) {
+			return codeIPNotAllowed, nil, ip
+		}
 	}
 	if p.domainRestricted && !p.allowsHost(requestHost(r.Header)) {
-		return codeDomainNotAllowed, bodyDomainNotAllowed
+		return codeDomainNotAllowed, bodyDomainNotAllowed, netip.Addr{}
 	}
-	return codeOK, nil
+	return codeOK, nil, netip.Addr{}
 }
 
 func unauthorized(w http.ResponseWriter, c code, body []byte) code {

@@ -163,7 +163,7 @@ func TestExpired(t *testing.T) {
 	old, cur := newKey(t, "production"), newKey(t, "production")
 	r := newRecord("rot", standard(), old, cur)
 	r.Keys[0].ExpiresAt = mtime(t0.Add(time.Minute)) // overlap ends in a minute
-	if err := f.idx.Upsert("rec-rot", r); err != nil {
+	if err := f.idx.Upsert("rec-rot", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	if w := f.do(req{key: old}); w.Code != http.StatusOK {
@@ -274,6 +274,39 @@ func TestRestrictions(t *testing.T) {
 	}
 }
 
+// The ip_not_allowed answer says which address it saw: the one the
+// allowlist was checked against.
+func TestIPNotAllowedMessage(t *testing.T) {
+	f := newFixture(t, func(c *ServerConfig) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} })
+	pol := standard()
+	pol.IPAllowlist = []string{"198.51.100.0/24"}
+	key := f.add("ip", pol)
+	for _, tc := range []struct {
+		remote string
+		header http.Header
+		want   string
+	}{
+		{"203.0.113.9:4000", nil, "API key not allowed from 203.0.113.9"},
+		{"[::ffff:203.0.113.9]:4000", nil, "API key not allowed from 203.0.113.9"},
+		{"[2001:db8::5]:4000", nil, "API key not allowed from 2001:db8::5"},
+		{"10.1.1.1:80", http.Header{"X-Forwarded-For": {"192.0.2.1"}}, "API key not allowed from 192.0.2.1"},
+		{"203.0.113.9:4000", http.Header{"X-Forwarded-For": {"198.51.100.1"}}, "API key not allowed from 203.0.113.9"},
+		{"not-an-address", nil, "API key not allowed from an unknown address"},
+	} {
+		w := f.do(req{key: key, remote: tc.remote, header: tc.header})
+		checkCommon(t, w, key)
+		var body struct {
+			Error struct{ Type, Message, Code string } `json:"error"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%s: %v: %s", tc.remote, err, w.Body)
+		}
+		if w.Code != http.StatusForbidden || body.Error.Code != "ip_not_allowed" || body.Error.Type != "permission_error" || body.Error.Message != tc.want {
+			t.Errorf("%s %v: %d %+v, want 403 with message %q", tc.remote, tc.header, w.Code, body.Error, tc.want)
+		}
+	}
+}
+
 func TestEnvironmentMismatch(t *testing.T) {
 	f := newFixture(t, func(c *ServerConfig) { c.Environment = "production" })
 	staging := standard()
@@ -380,7 +413,7 @@ func TestRotationSharesQuota(t *testing.T) {
 	old, cur := newKey(t, "production"), newKey(t, "production")
 	r := newRecord("rot", pol, old, cur)
 	r.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
-	if err := f.idx.Upsert("rec-rot", r); err != nil {
+	if err := f.idx.Upsert("rec-rot", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	for i, tc := range []struct {
@@ -394,7 +427,7 @@ func TestRotationSharesQuota(t *testing.T) {
 	// Rotating again (a new record content, same owner) keeps the count.
 	newer := newKey(t, "production")
 	r.Keys = append(r.Keys, record.NewVersion(newer, t0))
-	if err := f.idx.Upsert("rec-rot", r); err != nil {
+	if err := f.idx.Upsert("rec-rot", r, t0); err != nil {
 		t.Fatal(err)
 	}
 	if w := f.do(req{key: newer}); w.Code != http.StatusTooManyRequests {
@@ -591,6 +624,62 @@ func TestForwardAuthStyles(t *testing.T) {
 	}
 	if w := g.do(req{key: gk, target: checkPath + "/v1/billing", method: "DELETE"}); w.Code != 200 {
 		t.Fatalf("no rules, envoy check: %d", w.Code)
+	}
+}
+
+// A GET rule governs HEAD too, since upstreams serve HEAD as GET: a HEAD
+// request needs what its HEAD rules and its GET rules require, together.
+// Paths match case-sensitively.
+func TestRoutesHeadFollowsGet(t *testing.T) {
+	f := newFixture(t, func(c *ServerConfig) {
+		c.Routes = []Route{
+			{"*", "/v1/", "read"},
+			{"GET", "/v1/reports", "write"},
+			{"HEAD", "/v1/ping", "read"},
+			{"GET", "/v1/ping", "admin"},
+			{"HEAD", "/v1/open", "read"},
+			{"GET", "/v1/open", "read"},
+			{"POST", "/v1/reports", "admin"},
+		}
+	})
+	reader := standard()
+	reader.Permissions = []string{"read"}
+	rkey := f.add("reader", reader)
+	wkey := f.add("writer", standard())
+
+	for _, c := range []struct {
+		name   string
+		method string
+		target string
+		header http.Header
+		key    string
+		status int
+	}{
+		{"envoy GET rule, GET", "GET", checkPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD", "HEAD", checkPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD, lower case", "head", checkPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD, enough", "HEAD", checkPath + "/v1/reports/7", nil, wkey, 200},
+		{"envoy HEAD rule weaker than GET rule", "HEAD", checkPath + "/v1/ping", nil, wkey, 403},
+		{"envoy HEAD and GET rules agree", "HEAD", checkPath + "/v1/open", nil, rkey, 200},
+		{"envoy other method unaffected", "POST", checkPath + "/v1/reports", nil, wkey, 403},
+		{"envoy HEAD elsewhere", "HEAD", checkPath + "/v1/other", nil, rkey, 200},
+		{"traefik HEAD", "GET", checkPath, http.Header{"X-Forwarded-Method": {"HEAD"}, "X-Forwarded-Uri": {"/v1/reports"}}, rkey, 403},
+		{"ingress-nginx HEAD", "GET", checkPath, http.Header{"X-Original-Method": {"HEAD"}, "X-Original-Url": {"https://h/v1/reports"}}, rkey, 403},
+		{"nginx HEAD request method", "HEAD", checkPath, http.Header{"X-Original-Uri": {"/v1/reports"}}, rkey, 403},
+		{"nginx X-Original-Method wins over the request's HEAD", "HEAD", checkPath, http.Header{"X-Original-Method": {"PUT"}, "X-Original-Uri": {"/v1/reports"}}, rkey, 200},
+		// Case-sensitive: /v1/Reports is not /v1/reports (only "* /v1/" applies).
+		{"path case as sent", "GET", checkPath + "/v1/Reports", nil, rkey, 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := f.do(req{method: c.method, target: c.target, header: c.header, key: c.key})
+			checkCommon(t, w, c.key)
+			if w.Code != c.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, c.status, w.Body)
+			}
+			if c.status == 403 && errorCode(t, w) != "insufficient_permissions" {
+				t.Fatalf("body %s", w.Body)
+			}
+		})
 	}
 }
 

@@ -112,7 +112,10 @@ type MeterrAPIKeySpec struct {
 	SecretName string `json:"secretName,omitempty"`
 
 	// SecretTemplate adds labels and annotations to the workload Secret. The
-	// operator's own labels and annotations take precedence over these.
+	// operator's own keys (the auth.meterr.ai/ prefix and
+	// app.kubernetes.io/managed-by) are refused here. Labels and annotations
+	// that other tools add to the Secret are left alone; entries removed from
+	// the template are removed from the Secret.
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 }
@@ -196,15 +199,19 @@ type SecretTemplate struct {
 	// much without a length bound on them, which a map[string]string cannot
 	// carry. A bad value fails when the Secret is written.
 
-	// Labels added to the workload Secret. Keys must be valid label keys.
+	// Labels added to the workload Secret. Keys must be valid label keys;
+	// the prefix auth.meterr.ai/ and app.kubernetes.io/managed-by are reserved
+	// for the operator.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="label keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 characters (alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('auth.meterr.ai/') && k != 'app.kubernetes.io/managed-by')",message="label keys with the prefix auth.meterr.ai/ and app.kubernetes.io/managed-by are reserved for the operator",messageExpression="'label key ' + self.filter(k, k.startsWith('auth.meterr.ai/') || k == 'app.kubernetes.io/managed-by')[0] + ' is reserved for the operator: the auth.meterr.ai/ prefix and app.kubernetes.io/managed-by are its own'"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 	// Annotations added to the workload Secret. Keys must be valid annotation
-	// keys.
+	// keys; the prefix auth.meterr.ai/ is reserved for the operator.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k.lowerAscii()).hasValue())",message="annotation keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 characters (alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.lowerAscii().startsWith('auth.meterr.ai/'))",message="annotation keys with the prefix auth.meterr.ai/ are reserved for the operator",messageExpression="'annotation key ' + self.filter(k, k.lowerAscii().startsWith('auth.meterr.ai/'))[0] + ' is reserved for the operator: the auth.meterr.ai/ prefix is its own'"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -216,8 +223,14 @@ type MeterrAPIKeyStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// Conditions: Ready is True when the current key is issued, recorded and
-	// delivered and the key is usable; False with reason Disabled, Expired,
-	// SecretConflict or ReconcileError otherwise.
+	// delivered and the key is usable (reason KeyReady, or RotationDelayed
+	// while a rotation waits for the minimum interval between rotations);
+	// False with reason Disabled, Expired, SecretConflict, RecordsNamespace or
+	// ReconcileError otherwise. Reconciling is True while the operator is
+	// still working towards Ready (the first key, or a retry after an error);
+	// Stalled is True when it cannot go on without a change by someone else
+	// (SecretConflict, RecordsNamespace). Tools that compute kstatus (Argo CD,
+	// Flux, kubectl wait) read these.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

@@ -123,6 +123,7 @@ func RunDev(ctx context.Context, o DevOptions, out io.Writer) (err error) {
 		errs <- RunManager(ctx, cfg, ManagerOptions{
 			RecordsNamespace: recordsNamespace, MetricsAddr: "0", ProbeAddr: "0",
 			TombstoneRetention: 720 * time.Hour, QPS: 200, Burst: 400, MaxConcurrentReconciles: 4,
+			MinRotationInterval: controllers.DefaultMinRotationInterval,
 		})
 	}()
 	say("starting the auth server on %s", o.AuthListen)

@@ -4,6 +4,7 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"time"
@@ -35,6 +36,7 @@ func init() {
 type ManagerOptions struct {
 	RecordsNamespace        string
 	MetricsAddr             string
+	MetricsSecure           bool
 	ProbeAddr               string
 	LeaderElect             bool
 	LeaderElectionNamespace string
@@ -42,12 +44,14 @@ type ManagerOptions struct {
 	QPS                     float64
 	Burst                   int
 	MaxConcurrentReconciles int
+	MinRotationInterval     time.Duration
 }
 
 // AddFlags registers the manager's flags.
 func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.RecordsNamespace, "records-namespace", "meterr-system", "Namespace that holds the key records (the auth server reads Secrets here only).")
-	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, only to callers the API server authenticates (TokenReview) and authorizes (SubjectAccessReview for GET /metrics, e.g. the meterr-metrics-reader ClusterRole). false serves plain HTTP to anyone who can reach the port.")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; \"0\" disables it.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: --records-namespace).")
@@ -58,6 +62,7 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.QPS, "kube-api-qps", 500, "Requests per second to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.Burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "MeterrAPIKeys reconciled in parallel.")
+	fs.DurationVar(&o.MinRotationInterval, "min-rotation-interval", controllers.DefaultMinRotationInterval, "Least time between a key's last rotation and one requested by spec.rotation.requestedAt; a faster request waits, and the key's Ready condition says until when. 0 disables the minimum.")
 }
 
 // Validate checks the flags.
@@ -71,8 +76,24 @@ func (o *ManagerOptions) Validate() error {
 		return fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
 	case o.MaxConcurrentReconciles < 1:
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1")
+	case o.MinRotationInterval < 0:
+		return fmt.Errorf("--min-rotation-interval must not be negative")
 	}
 	return nil
+}
+
+// metricsOptions serves metrics as kubebuilder scaffolds them: over TLS
+// (a self-signed certificate unless one is mounted), to authenticated and
+// authorized callers only.
+func metricsOptions(o ManagerOptions) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.MetricsSecure}
+	if o.MetricsSecure {
+		m.FilterProvider = metricsAuthFilter
+		// No HTTP/2: its rapid-reset weaknesses (CVE-2023-44487) buy a
+		// metrics endpoint nothing.
+		m.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
+	}
+	return m
 }
 
 // RunManager runs the controller until ctx is done.
@@ -89,7 +110,7 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme,
 		Cache:                   controllers.CacheOptions(),
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.ProbeAddr,
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "meterr-operator.auth.meterr.ai",
@@ -106,10 +127,15 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 			RecordsNamespace:        o.RecordsNamespace,
 			TombstoneRetention:      o.TombstoneRetention,
 			MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+			MinRotationInterval:     o.MinRotationInterval,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up controller: %w", err)
+	}
+	reaper := &controllers.RecordReaper{Client: mgr.GetClient(), RecordsNamespace: o.RecordsNamespace}
+	if err := reaper.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the record reaper: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

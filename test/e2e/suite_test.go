@@ -189,6 +189,8 @@ var _ = BeforeSuite(func() {
 	By("starting the manager and the auth server as separate processes, each as its own service account")
 	manager = startProc("manager", "manager", "--kubeconfig", managerKC,
 		"--leader-elect", "--leader-election-namespace", "meterr-system",
+		// Specs request rotations seconds apart.
+		"--min-rotation-interval", "1s",
 		"--metrics-bind-address", "0", "--health-probe-bind-address", freeAddr())
 	authListen, authMetrics = freeAddr(), freeAddr()
 	authURL = "http://" + authListen

@@ -104,7 +104,7 @@ func getFixture(tb testing.TB, n int) *fixture {
 			}
 			rec.Keys = []record.Version{{ID: h.ID(), Hash: h.String(), Hint: "mtr_live_xxxx…", NotBefore: issued}}
 		}
-		if err := idx.Upsert(name, rec); err != nil {
+		if err := idx.Upsert(name, rec, issued.Time); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -1,0 +1,190 @@
+package webhookserver
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meterr/meterr-operator/internal/apikey"
+)
+
+// --log-decisions values.
+const (
+	LogDecisionsOff    = "off"
+	LogDecisionsDenied = "denied"
+	LogDecisionsAll    = "all"
+)
+
+// The decision log writes at most decisionLogRate lines a second, with bursts
+// of decisionLogBurst; the rest are counted in
+// meterr_auth_decision_logs_dropped_total, and the next line written says how
+// many were dropped before it. A flood of requests cannot fill a disk.
+const (
+	decisionLogRate  = 100
+	decisionLogBurst = 200
+	// maxLoggedValue caps each client-supplied value in a line.
+	maxLoggedValue = 256
+)
+
+func validateLogDecisions(mode string) error {
+	switch mode {
+	case "", LogDecisionsOff, LogDecisionsDenied, LogDecisionsAll:
+		return nil
+	}
+	return fmt.Errorf("%q is not off, denied or all", mode)
+}
+
+// decisionLog explains decisions, one structured line each, never with the
+// key or the Authorization header. A Server has one only when the log is on:
+// off, the hot path pays one nil check.
+type decisionLog struct {
+	log     logr.Logger
+	all     bool
+	dropped prometheus.Counter
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+	// droppedSince counts the lines dropped since the last one written.
+	droppedSince uint64
+}
+
+func newDecisionLog(mode string, log logr.Logger, dropped prometheus.Counter, now time.Time) *decisionLog {
+	if mode == "" || mode == LogDecisionsOff {
+		return nil
+	}
+	return &decisionLog{log: log, all: mode == LogDecisionsAll, dropped: dropped, tokens: decisionLogBurst, last: now}
+}
+
+// take spends a token of the bucket. ok is false when the line must be
+// dropped; otherwise droppedBefore is how many were dropped since the last
+// line written.
+func (d *decisionLog) take(now time.Time) (droppedBefore uint64, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if elapsed := now.Sub(d.last); elapsed > 0 {
+		d.tokens = min(decisionLogBurst, d.tokens+elapsed.Seconds()*decisionLogRate)
+		d.last = now
+	}
+	if d.tokens < 1 {
+		d.droppedSince++
+		return 0, false
+	}
+	d.tokens--
+	droppedBefore, d.droppedSince = d.droppedSince, 0
+	return droppedBefore, true
+}
+
+// logDecision writes the line for a decision, if the mode and the rate
+// allow. It works out again what it reports (the key's record, the client
+// address, the original request) rather than making the decision carry it,
+// so that with the log off the decision does no extra work.
+func (s *Server) logDecision(r *http.Request, c code, need permission) {
+	d := s.dlog
+	if c == codeOK && !d.all {
+		return
+	}
+	droppedBefore, ok := d.take(s.clock.Now())
+	if !ok {
+		d.dropped.Inc()
+		return
+	}
+	kv := make([]any, 0, 26)
+	kv = append(kv, "code", c.String())
+	// The key's id and owner, looked up again by the key's hash; the key
+	// itself is never logged.
+	if tok, ok := bearerToken(r.Header["Authorization"]); ok && apikey.Parse(tok) == nil {
+		if e, found := s.index.Lookup(apikey.HashOf(tok)); found {
+			// Copies: the index's strings must not outlive the request,
+			// and a log sink may keep what it is given.
+			kv = append(kv, "keyId", strings.Clone(e.KeyID), "owner", strings.Clone(e.Policy.Owner()))
+		}
+	}
+	client := "unknown"
+	if a := clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted); a.IsValid() {
+		client = a.String()
+	}
+	kv = append(kv, "client", client, "peer", r.RemoteAddr)
+	if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
+		kv = append(kv, "xForwardedFor", loggable(strings.Join(xff, ", ")))
+	}
+	if host := requestHost(r.Header); host != "" {
+		kv = append(kv, "originHost", host)
+	}
+	endpoint, method, path := "verify", r.Method, r.URL.Path
+	if path != verifyPath {
+		endpoint = "check"
+		method, path = originalForLog(r)
+	}
+	required := "none"
+	if need != 0 {
+		required = need.String()
+	}
+	kv = append(kv, "endpoint", endpoint, "method", loggable(method), "path", loggable(path), "required", required)
+	if droppedBefore > 0 {
+		kv = append(kv, "droppedBefore", droppedBefore)
+	}
+	d.log.Info("decision", kv...)
+}
+
+// originalForLog returns the method and path of the original request a
+// forward-auth request describes: the first description found, in the order
+// forEachOriginal reads them, without query or fragment. "" when there is
+// none.
+func originalForLog(r *http.Request) (method, path string) {
+	if suffix, ok := strings.CutPrefix(r.URL.Path, checkPath); ok && suffix != "" {
+		return r.Method, suffix
+	}
+	h := r.Header
+	for _, src := range [...]struct{ uri, method string }{
+		{"X-Forwarded-Uri", "X-Forwarded-Method"},
+		{"X-Original-Url", "X-Original-Method"},
+		{"X-Original-Uri", "X-Original-Method"},
+	} {
+		if v := h[src.uri]; len(v) > 0 {
+			p, ok := originalPath(v[0])
+			if !ok {
+				p = "(malformed)"
+			}
+			return methodOr(h[src.method], r.Method), p
+		}
+	}
+	return r.Method, ""
+}
+
+// loggable shortens a client-supplied value to maxLoggedValue bytes and
+// hides anything that looks like a key ("mtr_" and the characters of a key
+// after it): a client may put its key anywhere.
+func loggable(s string) string {
+	if len(s) > maxLoggedValue {
+		s = s[:maxLoggedValue] + "…"
+	}
+	const mark = "mtr_"
+	if !strings.Contains(s, mark) {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, mark)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		b.WriteString("mtr_[redacted]")
+		j := i + len(mark)
+		for j < len(s) && isKeyChar(s[j]) {
+			j++
+		}
+		s = s[j:]
+	}
+}
+
+func isKeyChar(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
+}
