@@ -7,18 +7,21 @@ cd "$(dirname "$0")/.."
 export KUBEBUILDER_ASSETS
 GO_TEST_FLAGS="${GO_TEST_FLAGS:--count=1}"
 
-# redis-server from Debian's packages: the shared rate-limit tests run against
-# the real thing, and fail (rather than skip) here when it cannot be had.
-if ! command -v redis-server >/dev/null; then
+# redis-server and redis-cli (redis-tools) from Debian's packages: the shared
+# rate-limit tests run against the real thing (one server, a three-master
+# Cluster made with redis-cli --cluster create, a Sentinel pair run by
+# redis-server --sentinel), and fail (rather than skip) here when it cannot
+# be had.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test: installing redis-server"
-    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 ||
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)) >/tmp/meterr-apt-redis.log 2>&1 ||
+    echo "test: installing redis-server and redis-tools"
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null 2>&1 ||
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools)) >/tmp/meterr-apt-redis.log 2>&1 ||
       { echo "test: could not install redis-server:" >&2; tail -5 /tmp/meterr-apt-redis.log >&2; }
     # The package starts a system-wide server; the tests run their own.
     (service redis-server stop || systemctl stop redis-server) >/dev/null 2>&1 || true
   else
-    echo "test: redis-server is missing and cannot be installed here (needs root and apt-get)" >&2
+    echo "test: redis-server or redis-cli is missing and cannot be installed here (needs root and apt-get)" >&2
   fi
 fi
 export MTR_REQUIRE_REDIS=1
