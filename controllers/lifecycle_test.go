@@ -333,7 +333,9 @@ func TestRotationSchedule(t *testing.T) {
 }
 
 func TestDropUndelivered(t *testing.T) {
-	v := func(id string, exp *metav1.Time) record.Version { return record.Version{ID: id, Hash: "h" + id, ExpiresAt: exp} }
+	v := func(id string, exp *metav1.Time) record.Version {
+		return record.Version{ID: id, Hash: "h" + id, ExpiresAt: exp}
+	}
 	in := []record.Version{v("old", mt(t0)), v("delivered", nil), v("crashed", nil), v("reported", nil)}
 	out := dropUndelivered(in, "hdelivered", &authv1alpha1.CurrentKeyStatus{ID: "reported"})
 	var ids []string

@@ -59,8 +59,11 @@ run() { # name command...
 run "lint (golangci-lint)" "${GOLANGCI_LINT:-bin/golangci-lint}" run ./...
 # Unit tests and the envtest suites (schema, controller); packages run in parallel.
 run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v /test/e2e)
-# The client packages are concurrent by design (a key swapped under live requests).
-run "race detector (pkg/...)" go test $GO_TEST_FLAGS -race -timeout 10m ./pkg/...
+# The race detector where the concurrency is real: the auth server (sharded
+# limiter, index churn, Redis background work), the controller (parallel
+# reconciles on a shared cache) and the client packages (a key swapped under
+# live requests).
+run "race detector (webhookserver, controllers, pkg)" go test $GO_TEST_FLAGS -race -timeout 20m ./webhookserver/... ./controllers/... ./pkg/...
 run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
 run "benchmark harness smoke run" hack/bench.sh --smoke
 run "end-to-end (real binary, kubectl, HTTP)" go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/
