@@ -272,16 +272,16 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 
 	// Settle: policy, expiries of superseded versions, tombstones, metadata.
 	if rec == nil {
-		// Only a delayed drift repair gets here: nothing was ever recorded
-		// for the key the workload holds.
-		return ctrl.Result{RequeueAfter: delayed.until.Sub(now)}, nil
+		// decideIssue issues a key whenever there is no record, and the
+		// gate never holds back a key without a record.
+		return ctrl.Result{}, errors.New("key record missing after issuing a key")
 	}
 	desired := &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak),
 		Keys: settleVersions(rec.Keys, findVersion(rec, currentHash), overlap(mak), r.TombstoneRetention, now)}
 	if _, err := r.writeRecord(ctx, mak, recSecret, desired); err != nil {
 		return ctrl.Result{}, err
 	}
-	if i := findVersion(desired, currentHash); i >= 0 {
+	if i := findVersion(desired, currentHash); i >= 0 && !d.issue { // issue has just applied it
 		if err := r.applyWorkload(ctx, mak, wlSecret, wl.key, desired.Keys[i].NotBefore.Time); err != nil {
 			return ctrl.Result{}, err
 		}
