@@ -261,6 +261,8 @@ type WhoisResource struct {
 	Error string `json:"error,omitempty"`
 	// Ready is the Ready condition, when there is one.
 	Ready *WhoisCondition `json:"ready,omitempty"`
+	// CurrentKeyID is status.currentKey.id: the key in the workload Secret.
+	CurrentKeyID string `json:"currentKeyId,omitempty"`
 }
 
 // WhoisCondition is a condition's status, reason and message.
@@ -445,6 +447,13 @@ func whois(ctx context.Context, c client.Reader, o WhoisOptions, key string, clk
 			idx = anyKeyIndex{idx: mi, hash: m.hash}
 		}
 		res.Resource = readResource(ctx, c, m.rec.Owner)
+		if r := res.Resource; res.Version.State == StateCurrent && r.CurrentKeyID != "" && r.CurrentKeyID != res.KeyID {
+			// Without an expiry, yet not the key in the workload Secret:
+			// a rotation in progress (the record is written before the
+			// Secret) or one the manager has not settled yet.
+			res.Warnings = append(res.Warnings, "the MeterrAPIKey's status names "+r.CurrentKeyID+
+				" as its current key (the one in the workload Secret); this version has no expiry yet: a rotation is in progress or not yet settled")
+		}
 	}
 
 	if o.decide() {
@@ -527,6 +536,9 @@ func readResource(ctx context.Context, c client.Reader, owner record.Owner) *Who
 	r := &WhoisResource{Found: true}
 	if owner.UID != "" && mak.UID != owner.UID {
 		r.Error = "a MeterrAPIKey of this name exists, but not the one this key was issued to (different uid): it was deleted and re-created"
+	}
+	if k := mak.Status.CurrentKey; k != nil {
+		r.CurrentKeyID = k.ID
 	}
 	if cond := meta.FindStatusCondition(mak.Status.Conditions, controllers.ConditionReady); cond != nil {
 		r.Ready = &WhoisCondition{Status: string(cond.Status), Reason: cond.Reason, Message: cond.Message}

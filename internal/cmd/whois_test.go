@@ -75,7 +75,7 @@ func newWhoisFixture(t *testing.T, pol record.Policy) *whoisFixture {
 		},
 		&authv1alpha1.MeterrAPIKey{
 			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a", UID: "uid-web"},
-			Status: authv1alpha1.MeterrAPIKeyStatus{Conditions: []metav1.Condition{{
+			Status: authv1alpha1.MeterrAPIKeyStatus{CurrentKey: &authv1alpha1.CurrentKeyStatus{ID: apikey.HashOf(f.current).ID()}, Conditions: []metav1.Condition{{
 				Type: "Ready", Status: metav1.ConditionTrue, Reason: "KeyReady", Message: "the current key is issued and delivered",
 				LastTransitionTime: metav1.NewTime(whoisNow),
 			}}},
@@ -372,4 +372,17 @@ func TestWhoisHashClaimedTwice(t *testing.T) {
 func contains(out, want string) bool {
 	squash := func(s string) string { return strings.Join(strings.Fields(s), " ") }
 	return strings.Contains(squash(out), squash(want))
+}
+
+func TestWhoisUndeliveredVersion(t *testing.T) {
+	f := newWhoisFixture(t, standardPolicy())
+	mak := f.objects[1].(*authv1alpha1.MeterrAPIKey)
+	if r := f.json(f.current); len(r.Warnings) != 0 || r.Resource.CurrentKeyID != apikey.HashOf(f.current).ID() {
+		t.Fatalf("the delivered key: %v %+v", r.Warnings, r.Resource)
+	}
+	mak.Status.CurrentKey.ID = "0123456789ab"
+	r := f.json(f.current)
+	if r.Version.State != StateCurrent || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "0123456789ab") {
+		t.Errorf("%+v %v", r.Version, r.Warnings)
+	}
 }
