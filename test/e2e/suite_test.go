@@ -197,7 +197,9 @@ var _ = BeforeSuite(func() {
 	authListen, authMetrics = freeAddr(), freeAddr()
 	authURL = "http://" + authListen
 	authServer = startProc("auth-server", "auth-server", "--kubeconfig", authKC,
-		"--listen", authListen, "--metrics-bind-address", authMetrics)
+		"--listen", authListen, "--metrics-bind-address", authMetrics,
+		// Refusals are explained in the log (whois_test.go checks a line).
+		"--log-decisions=denied")
 	waitHTTPReady(authURL + "/readyz")
 })
 
