@@ -283,7 +283,9 @@ func (h *harness) controllerPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.managerFlags = fmt.Sprintf("--kube-api-qps %d --kube-api-burst %d --max-concurrent-reconciles %d",
+	// The rotation wave follows the creation wave by a second: no minimum
+	// interval between rotations, or the wave would only measure the wait.
+	r.managerFlags = fmt.Sprintf("--kube-api-qps %d --kube-api-burst %d --max-concurrent-reconciles %d --min-rotation-interval 0s",
 		c.managerQPS, c.managerBurst, c.managerConcurrency)
 	argv, pprofURL, err := h.binary("manager")
 	if err != nil {
