@@ -1,6 +1,11 @@
 # meterr-operator. `make help` lists the targets.
 
 IMG ?= meterr-operator:dev
+# Stamped into the binary (`meterr-operator version`, meterr_build_info) and,
+# by `make release`, into the image tag of dist/install.yaml and the chart.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 K8S_VERSION ?= 1.37.2
 LOCALBIN ?= $(CURDIR)/bin
 # Where the control plane binaries (etcd, kube-apiserver, kubectl) live. Point
@@ -76,7 +81,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 
 .PHONY: build
 build: ## Build bin/meterr-operator.
-	go build -o $(LOCALBIN)/meterr-operator .
+	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/meterr-operator .
 
 .PHONY: run
 run: build ## Run the manager against the cluster in KUBECONFIG.
@@ -96,7 +101,7 @@ bench-compare: ## Go benchmarks of the hot path at BASE (a git revision) and now
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
 ##@ Deployment
 
