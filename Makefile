@@ -14,6 +14,8 @@ KUBEBUILDER_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION)
 export KUBEBUILDER_ASSETS
 KUBECTL ?= $(KUBEBUILDER_ASSETS)/kubectl
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+HELM ?= $(LOCALBIN)/helm
+export HELM
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 GO_TEST_FLAGS ?= -count=1
 # How long each fuzz target runs inside `make test`; `make fuzz FUZZTIME=5m` for longer.
@@ -66,7 +68,7 @@ envtest-assets: ## Build etcd, kube-apiserver and kubectl from Go modules into b
 	else ENVTEST_ASSETS_DIR="$(KUBEBUILDER_ASSETS)" K8S_VERSION=$(K8S_VERSION) hack/envtest-assets.sh; fi
 
 .PHONY: test
-test: verify-generated vet $(GOLANGCI_LINT) envtest-assets build ## Run every test: lint, unit, envtest, fuzz smoke, bench smoke, e2e.
+test: verify-generated vet $(GOLANGCI_LINT) $(HELM) envtest-assets build ## Run every test: lint, unit, envtest, chart, install, fuzz smoke, bench smoke, e2e.
 	hack/test.sh
 
 .PHONY: test-unit
@@ -99,6 +101,13 @@ bench: envtest-assets build ## Benchmarks: Go benchmarks and a load test of the 
 bench-compare: ## Go benchmarks of the hot path at BASE (a git revision) and now, interleaved, through benchstat.
 	hack/bench-compare.sh $(BASE) $(or $(COUNT),6)
 
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint and render the Helm chart with the default values and with every optional value on.
+	$(HELM) lint --strict charts/meterr-operator
+	$(HELM) lint --strict charts/meterr-operator -f charts/meterr-operator/ci/all-on-values.yaml
+	$(HELM) template meterr charts/meterr-operator >/dev/null
+	$(HELM) template meterr charts/meterr-operator -f charts/meterr-operator/ci/all-on-values.yaml >/dev/null
+
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
@@ -126,6 +135,12 @@ undeploy: ## Remove the operator.
 
 $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
+
+.PHONY: helm
+helm: $(HELM) ## Build helm from Go modules into bin/helm (once; a few minutes).
+
+$(HELM): hack/helm/go.mod
+	HELM=$(HELM) hack/helm.sh
 
 $(GOLANGCI_LINT): hack/tools/go.mod
 	cd hack/tools && go build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint

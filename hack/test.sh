@@ -22,6 +22,10 @@ if ! command -v redis-server >/dev/null; then
   fi
 fi
 export MTR_REQUIRE_REDIS=1
+# test/install lints, renders and installs the Helm chart: bin/helm (make helm).
+export MTR_REQUIRE_HELM=1
+HELM="${HELM:-$PWD/bin/helm}"
+export HELM
 
 declare -a names results
 run() { # name command...
@@ -34,7 +38,13 @@ run() { # name command...
 }
 
 run "lint (golangci-lint)" "${GOLANGCI_LINT:-bin/golangci-lint}" run ./...
-# Unit tests and the envtest suites (schema, controller); packages run in parallel.
+chart=charts/meterr-operator
+run "helm chart: lint, template (default and ci/all-on-values.yaml)" bash -c "
+  '$HELM' lint --strict $chart && '$HELM' lint --strict $chart -f $chart/ci/all-on-values.yaml &&
+  '$HELM' template meterr $chart >/dev/null && '$HELM' template meterr $chart -f $chart/ci/all-on-values.yaml >/dev/null"
+# Unit tests and the envtest suites (schema, controller, install: chart drift,
+# helm install/uninstall, release bundle, kustomize components); packages run
+# in parallel.
 run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v /test/e2e)
 run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
 run "benchmark harness smoke run" hack/bench.sh --smoke
