@@ -16,6 +16,8 @@ KUBECTL ?= $(KUBEBUILDER_ASSETS)/kubectl
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 HELM ?= $(LOCALBIN)/helm
 export HELM
+# The image `make release` pins in dist/install.yaml and the chart's values.
+IMAGE_REPOSITORY ?= meterr-operator
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 GO_TEST_FLAGS ?= -count=1
 # How long each fuzz target runs inside `make test`; `make fuzz FUZZTIME=5m` for longer.
@@ -107,6 +109,10 @@ helm-lint: $(HELM) ## Lint and render the Helm chart with the default values and
 	$(HELM) lint --strict charts/meterr-operator -f charts/meterr-operator/ci/all-on-values.yaml
 	$(HELM) template meterr charts/meterr-operator >/dev/null
 	$(HELM) template meterr charts/meterr-operator -f charts/meterr-operator/ci/all-on-values.yaml >/dev/null
+
+.PHONY: release
+release: $(HELM) envtest-assets ## Write dist/install.yaml and the packaged chart for VERSION (make release VERSION=v0.1.0 IMAGE_REPOSITORY=...).
+	IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) KUBECTL=$(KUBECTL) hack/release.sh $(VERSION) dist
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
