@@ -19,9 +19,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
+
+// envtest logs through controller-runtime's logger; its lines would only
+// bury the test's own.
+func init() { ctrllog.SetLogger(logr.Discard()) }
 
 // root is the repository's top directory.
 var root = func() string {
