@@ -240,8 +240,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 			h["X-Ratelimit-Limit"] = p.hLimit
 			h["Ratelimit-Policy"] = p.hPolicy
 			h["Retry-After"] = hvRetryOneSecond
-			writeAnswer(w, http.StatusTooManyRequests, bodyLimitUnavailable)
-			return codeRateLimitExceeded
+			writeAnswer(w, http.StatusServiceUnavailable, bodyLimitUnavailable)
+			return codeRateLimitUnavailable
 		}
 		window = s.windows.of(reset)
 		remaining = setRateLimitHeaders(h, a, p, n, window, now, !ok)

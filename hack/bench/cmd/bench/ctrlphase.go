@@ -290,7 +290,8 @@ func (h *harness) controllerPhase(ctx context.Context) error {
 		return err
 	}
 	mp, err := h.procs.start("manager", "", append(append(argv, "--kubeconfig", cp.kubeconfig,
-		"--metrics-bind-address", maddr, "--health-probe-bind-address", paddr, "--records-namespace", recordsNS),
+		// Plain HTTP metrics: the harness scrapes them without a token.
+		"--metrics-bind-address", maddr, "--metrics-secure=false", "--health-probe-bind-address", paddr, "--records-namespace", recordsNS),
 		strings.Fields(r.managerFlags)...)...)
 	if err != nil {
 		return err
