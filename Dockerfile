@@ -11,6 +11,10 @@
 FROM --platform=$BUILDPLATFORM golang:1.26 AS builder
 ARG TARGETOS
 ARG TARGETARCH
+# `meterr-operator version` and meterr_build_info; `make docker-build` passes
+# git describe --tags --always --dirty and git rev-parse HEAD.
+ARG VERSION=dev
+ARG COMMIT=
 
 WORKDIR /workspace
 
@@ -24,7 +28,7 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags="-s -w" -o /meterr-operator .
+    go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" -o /meterr-operator .
 
 FROM gcr.io/distroless/static:nonroot
 LABEL org.opencontainers.image.title="meterr-operator" \

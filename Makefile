@@ -1,6 +1,11 @@
 # meterr-operator. `make help` lists the targets.
 
 IMG ?= meterr-operator:dev
+# Stamped into the binary (`meterr-operator version`, meterr_build_info) and,
+# by `make release`, into the image tag of dist/install.yaml and the chart.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 K8S_VERSION ?= 1.37.2
 LOCALBIN ?= $(CURDIR)/bin
 # Where the control plane binaries (etcd, kube-apiserver, kubectl) live. Point
@@ -9,6 +14,10 @@ KUBEBUILDER_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION)
 export KUBEBUILDER_ASSETS
 KUBECTL ?= $(KUBEBUILDER_ASSETS)/kubectl
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+HELM ?= $(LOCALBIN)/helm
+export HELM
+# The image `make release` pins in dist/install.yaml and the chart's values.
+IMAGE_REPOSITORY ?= meterr-operator
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 GO_TEST_FLAGS ?= -count=1
 # How long each fuzz target runs inside `make test`; `make fuzz FUZZTIME=5m` for longer.
@@ -61,7 +70,7 @@ envtest-assets: ## Build etcd, kube-apiserver and kubectl from Go modules into b
 	else ENVTEST_ASSETS_DIR="$(KUBEBUILDER_ASSETS)" K8S_VERSION=$(K8S_VERSION) hack/envtest-assets.sh; fi
 
 .PHONY: test
-test: verify-generated vet $(GOLANGCI_LINT) envtest-assets build ## Run every test: lint, unit, envtest, fuzz smoke, bench smoke, e2e.
+test: verify-generated vet $(GOLANGCI_LINT) $(HELM) envtest-assets build ## Run every test: lint, unit, envtest, chart, install, fuzz smoke, bench smoke, e2e.
 	hack/test.sh
 
 .PHONY: test-unit
@@ -76,7 +85,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 
 .PHONY: build
 build: ## Build bin/meterr-operator.
-	go build -o $(LOCALBIN)/meterr-operator .
+	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/meterr-operator .
 
 .PHONY: run
 run: build ## Run the manager against the cluster in KUBECONFIG.
@@ -94,9 +103,20 @@ bench: envtest-assets build ## Benchmarks: Go benchmarks and a load test of the 
 bench-compare: ## Go benchmarks of the hot path at BASE (a git revision) and now, interleaved, through benchstat.
 	hack/bench-compare.sh $(BASE) $(or $(COUNT),6)
 
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint and render the Helm chart with the default values and with every optional value on.
+	$(HELM) lint --strict charts/meterr-operator
+	$(HELM) lint --strict charts/meterr-operator -f charts/meterr-operator/ci/all-on-values.yaml
+	$(HELM) template meterr charts/meterr-operator >/dev/null
+	$(HELM) template meterr charts/meterr-operator -f charts/meterr-operator/ci/all-on-values.yaml >/dev/null
+
+.PHONY: release
+release: $(HELM) envtest-assets ## Write dist/install.yaml and the packaged chart for VERSION (make release VERSION=v0.1.0 IMAGE_REPOSITORY=...).
+	IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) KUBECTL=$(KUBECTL) hack/release.sh $(VERSION) dist
+
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
 ##@ Deployment
 
@@ -121,6 +141,12 @@ undeploy: ## Remove the operator.
 
 $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
+
+.PHONY: helm
+helm: $(HELM) ## Build helm from Go modules into bin/helm (once; a few minutes).
+
+$(HELM): hack/helm/go.mod
+	HELM=$(HELM) hack/helm.sh
 
 $(GOLANGCI_LINT): hack/tools/go.mod
 	cd hack/tools && go build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 
 	"k8s.io/client-go/rest"
@@ -27,8 +28,13 @@ import (
 	"github.com/meterr/meterr-operator/webhookserver"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are stamped at build time by the Makefile and the
+// Dockerfile: -ldflags "-X main.version=$(git describe --tags --always --dirty)
+// -X main.commit=$(git rev-parse HEAD)". A build outside a checkout says "dev".
+var (
+	version = "dev"
+	commit  = ""
+)
 
 const usage = `meterr-operator: declarative meterr API keys for Kubernetes.
 
@@ -38,7 +44,7 @@ Usage:
   meterr-operator dev [flags]          run the whole system on a local control plane
   meterr-operator webhook sign|verify  sign or verify a webhook body (X-Meterr-Signature)
   meterr-operator whois [flags] < key  who owns a key, its state, and what the auth server would answer
-  meterr-operator version              print the version
+  meterr-operator version              print the version, commit and Go version
 
 Run "meterr-operator <command> --help" for a command's flags.
 `
@@ -81,6 +87,7 @@ func run(ctx context.Context, command string, args []string) error {
 	case "manager":
 		var o cmd.ManagerOptions
 		o.AddFlags(fs)
+		o.Version, o.Commit = version, commit
 		start = func() error {
 			cfg, err := restConfig(*kubeconfig)
 			if err != nil {
@@ -92,7 +99,7 @@ func run(ctx context.Context, command string, args []string) error {
 	case "auth-server":
 		var o webhookserver.Options
 		o.AddFlags(fs)
-		o.Version = version
+		o.Version, o.Commit = version, commit
 		start = func() error {
 			cfg, err := restConfig(*kubeconfig)
 			if err != nil {
@@ -128,7 +135,7 @@ func run(ctx context.Context, command string, args []string) error {
 			return cmd.RunWhois(ctx, cfg, o, os.Stdin, os.Stdout, os.Stderr)
 		}
 	case "version", "--version":
-		fmt.Println(version)
+		fmt.Println(versionString())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Print(usage)
@@ -150,6 +157,16 @@ func run(ctx context.Context, command string, args []string) error {
 		klog.SetLogger(ctrl.Log.WithName("client-go"))
 	}
 	return start()
+}
+
+// versionString is what `meterr-operator version` prints, e.g.
+// "meterr-operator v0.2.0 (commit 1a2b3c..., go1.26.8 linux/amd64)".
+func versionString() string {
+	c := commit
+	if c == "" {
+		c = "unknown"
+	}
+	return fmt.Sprintf("meterr-operator %s (commit %s, %s %s/%s)", version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -25,6 +25,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   fi
 fi
 export MTR_REQUIRE_REDIS=1
+# test/install lints, renders and installs the Helm chart: bin/helm (make helm).
+export MTR_REQUIRE_HELM=1
+HELM="${HELM:-$PWD/bin/helm}"
+export HELM
 
 # node (>= 18) and python3 with requests run the client recipes of
 # docs/clients.md (docs/clients and the end-to-end suite), and fail rather
@@ -57,7 +61,13 @@ run() { # name command...
 }
 
 run "lint (golangci-lint)" "${GOLANGCI_LINT:-bin/golangci-lint}" run ./...
-# Unit tests and the envtest suites (schema, controller); packages run in parallel.
+chart=charts/meterr-operator
+run "helm chart: lint, template (default and ci/all-on-values.yaml)" bash -c "
+  '$HELM' lint --strict $chart && '$HELM' lint --strict $chart -f $chart/ci/all-on-values.yaml &&
+  '$HELM' template meterr $chart >/dev/null && '$HELM' template meterr $chart -f $chart/ci/all-on-values.yaml >/dev/null"
+# Unit tests and the envtest suites (schema, controller, install: chart drift,
+# helm install/uninstall, release bundle, kustomize components); packages run
+# in parallel.
 run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v /test/e2e)
 # The race detector where the concurrency is real: the auth server (sharded
 # limiter, index churn, Redis background work), the controller (parallel

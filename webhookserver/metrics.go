@@ -2,10 +2,10 @@ package webhookserver
 
 import (
 	"fmt"
-	"runtime"
-	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meterr/meterr-operator/internal/buildinfo"
 )
 
 // serverMetrics are the hot path's metrics. The decision counters are
@@ -44,36 +44,10 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 	return m, nil
 }
 
-// newBuildInfo returns meterr_build_info{version,commit,goversion}, always 1.
-// The version is the one main is stamped with ("" reads "unknown"); the commit
-// is the VCS revision the go command recorded in the binary (a "-dirty"
-// suffix for a modified tree), "unknown" when it was built without one
-// (-buildvcs=false, or a source tree without .git).
-func newBuildInfo(version string) prometheus.Collector {
-	if version == "" {
-		version = "unknown"
-	}
-	commit, dirty := "unknown", false
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				commit = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-	}
-	if dirty && commit != "unknown" {
-		commit += "-dirty"
-	}
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "meterr_build_info",
-		Help:        "Always 1; the labels say which build of meterr-operator is running.",
-		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "goversion": runtime.Version()},
-	})
-	g.Set(1)
-	return g
+// newBuildInfo returns meterr_build_info{version,commit,goversion}, always 1
+// (see buildinfo.New): version and commit are the ones main is stamped with.
+func newBuildInfo(version, commit string) prometheus.Collector {
+	return buildinfo.New(version, commit)
 }
 
 // registerIndexMetrics exports the index's size and a counter of records that

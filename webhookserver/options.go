@@ -72,6 +72,9 @@ type Options struct {
 	// Version is the binary's version, shown in meterr_build_info; main
 	// sets it from its -ldflags "-X main.version=..." stamp. Not a flag.
 	Version string
+	// Commit is the binary's git commit, also in meterr_build_info; main
+	// sets it from -X main.commit=... ("" falls back to Go's VCS stamp).
+	Commit string
 
 	// Clock is the time source of every decision; nil is the real clock.
 	// Not a flag: tests share a fake clock with the controller.

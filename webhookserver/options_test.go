@@ -122,7 +122,7 @@ func TestValidate(t *testing.T) {
 func TestBuildInfo(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{{"v1.2.3", "v1.2.3"}, {"", "unknown"}} {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(newBuildInfo(tc.in))
+		reg.MustRegister(newBuildInfo(tc.in, ""))
 		if got := counterValue(t, reg, "meterr_build_info"); got != 1 {
 			t.Fatalf("meterr_build_info = %v", got)
 		}

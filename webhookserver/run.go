@@ -81,7 +81,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newBuildInfo(o.Version))
+		newBuildInfo(o.Version, o.Commit))
 
 	idx := NewMemoryIndex()
 	var lim Limiter = NewMemoryLimiter()

@@ -14,10 +14,12 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 	"github.com/meterr/meterr-operator/controllers"
+	"github.com/meterr/meterr-operator/internal/buildinfo"
 )
 
 // Scheme knows the built-in types and MeterrAPIKey.
@@ -45,6 +47,10 @@ type ManagerOptions struct {
 	Burst                   int
 	MaxConcurrentReconciles int
 	MinRotationInterval     time.Duration
+
+	// Version and Commit label meterr_build_info; main sets them from its
+	// build-time stamps. Not flags.
+	Version, Commit string
 }
 
 // AddFlags registers the manager's flags.
@@ -100,6 +106,9 @@ func metricsOptions(o ManagerOptions) metricsserver.Options {
 func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 	if err := o.Validate(); err != nil {
 		return err
+	}
+	if err := buildinfo.Register(metrics.Registry, o.Version, o.Commit); err != nil {
+		return fmt.Errorf("registering %s: %w", buildinfo.Name, err)
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = float32(o.QPS), o.Burst

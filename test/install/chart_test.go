@@ -1,0 +1,216 @@
+package install
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+)
+
+const chartDir = "charts/meterr-operator"
+
+// helmTemplate renders the chart as release "meterr" in meterr-system.
+func helmTemplate(t *testing.T, args ...string) []obj {
+	t.Helper()
+	return decode(t, run(t, helmBin(t), append([]string{"template", "meterr", chartDir, "--namespace", "meterr-system"}, args...)...))
+}
+
+func kustomize(t *testing.T, dir string) []obj {
+	t.Helper()
+	return decode(t, run(t, kubectlBin(t), "kustomize", dir))
+}
+
+func jsonOf(v any) string {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return string(b)
+}
+
+// TestChartCRDMatchesConfig: the chart's crds/ is a copy of config/crd/bases.
+func TestChartCRDMatchesConfig(t *testing.T) {
+	want, err := filepath.Glob(filepath.Join(root, "config/crd/bases/*.yaml"))
+	if err != nil || len(want) == 0 {
+		t.Fatalf("no CRDs in config/crd/bases: %v", err)
+	}
+	got, _ := filepath.Glob(filepath.Join(root, chartDir, "crds/*.yaml"))
+	if len(got) != len(want) {
+		t.Fatalf("%s/crds has %d files, config/crd/bases %d", chartDir, len(got), len(want))
+	}
+	for _, w := range want {
+		a, _ := os.ReadFile(w)
+		b, err := os.ReadFile(filepath.Join(root, chartDir, "crds", filepath.Base(w)))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s/crds/%s differs from %s (%v): cp config/crd/bases/*.yaml %s/crds/",
+				chartDir, filepath.Base(w), w, err, chartDir)
+		}
+	}
+}
+
+// TestChartLintAndTemplate lints and renders the chart with the default
+// values and with every optional value on.
+func TestChartLintAndTemplate(t *testing.T) {
+	helm := helmBin(t)
+	allOn := filepath.Join(chartDir, "ci", "all-on-values.yaml")
+	run(t, helm, "lint", "--strict", chartDir)
+	run(t, helm, "lint", "--strict", chartDir, "-f", allOn)
+	def := index(helmTemplate(t))
+	on := index(helmTemplate(t, "-f", allOn))
+	for _, k := range []string{
+		"ServiceMonitor/meterr-system/meterr-manager", "ServiceMonitor/meterr-system/meterr-auth-server",
+		"NetworkPolicy/meterr-system/meterr-auth-server", "Certificate/meterr-system/meterr-auth-server",
+		"ClusterRoleBinding//meterr-metrics-reader",
+		"Role/meterr-records/meterr-auth-server", "Role/meterr-records/meterr-manager-leader-election",
+	} {
+		if on[k] == nil {
+			t.Errorf("all-on values: no %s", k)
+		}
+		if def[k] != nil {
+			t.Errorf("default values: unexpected %s", k)
+		}
+	}
+	auth := on["Deployment/meterr-system/meterr-auth-server"]
+	c := get(auth, "spec", "template", "spec", "containers").([]any)[0]
+	args := strings.Join(toStrings(get(c, "args")), " ")
+	for _, want := range []string{
+		"--records-namespace=meterr-records", "--environment=production", "--trusted-proxies=10.0.0.0/8,192.168.0.0/16",
+		"--route=GET /v1/=read", "--route=* /v1/admin/=admin", "--log-decisions=denied", "--redis-failure-mode=closed",
+		"--tls-cert-file=/etc/meterr/tls/tls.crt", "--tls-key-file=/etc/meterr/tls/tls.key", "--grpc-listen=:9000",
+		"--zap-log-level=debug", "--max-header-bytes=32768", "--shutdown-delay=10s",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("auth server args %q lack %q", args, want)
+		}
+	}
+	if env := jsonOf(get(c, "env")); !strings.Contains(env, `"MTR_REDIS_URL"`) || !strings.Contains(env, `"meterr-redis"`) {
+		t.Errorf("auth server env lacks MTR_REDIS_URL from the Secret: %s", env)
+	}
+	if img := get(c, "image"); img != "registry.example.com/meterr/meterr-operator:v0.0.1-test" {
+		t.Errorf("image %v", img)
+	}
+	svc := jsonOf(get(on["Service/meterr-system/meterr-auth-server"], "spec", "ports"))
+	if !strings.Contains(svc, `"grpc"`) || !strings.Contains(svc, "443") {
+		t.Errorf("auth Service ports %s: want https on 443 and grpc", svc)
+	}
+	if svc := jsonOf(get(def["Service/meterr-system/meterr-auth-server"], "spec", "ports")); strings.Contains(svc, "grpc") {
+		t.Errorf("default auth Service has a gRPC port: %s", svc)
+	}
+	mgr := get(on["Deployment/meterr-system/meterr-manager"], "spec", "template", "spec", "containers").([]any)[0]
+	margs := strings.Join(toStrings(get(mgr, "args")), " ")
+	for _, want := range []string{"--min-rotation-interval=30m", "--zap-log-level=debug", "--max-concurrent-reconciles=32", "--records-namespace=meterr-records"} {
+		if !strings.Contains(margs, want) {
+			t.Errorf("manager args %q lack %q", margs, want)
+		}
+	}
+}
+
+func toStrings(v any) []string {
+	var s []string
+	for _, x := range v.([]any) {
+		s = append(s, x.(string))
+	}
+	return s
+}
+
+// normalizeRules sorts each rule's lists and the rules, so that equal
+// permissions compare equal however they are written.
+func normalizeRules(v any) []string {
+	var out []string
+	rules, _ := v.([]any)
+	for _, r := range rules {
+		m := map[string][]string{}
+		for k, l := range r.(map[string]any) {
+			s := toStrings(l)
+			sort.Strings(s)
+			m[k] = s
+		}
+		out = append(out, jsonOf(m))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestChartNoDrift: with its default values the chart renders what
+// config/default does, where it matters: the same objects (by kind and
+// name), RBAC rules and bindings, pod specs (args, probes, security
+// contexts, resources, scheduling), Services and the PDB.
+func TestChartNoDrift(t *testing.T) {
+	chart := index(helmTemplate(t, "--include-crds"))
+	kust := index(kustomize(t, "config/default"))
+
+	delete(kust, "Namespace//meterr-system") // helm install --create-namespace, or the user's
+	var missing, extra []string
+	for k := range kust {
+		if chart[k] == nil {
+			missing = append(missing, k)
+		}
+	}
+	for k := range chart {
+		if kust[k] == nil {
+			extra = append(extra, k)
+		}
+	}
+	if len(missing)+len(extra) > 0 {
+		t.Errorf("objects differ: only in config/default %v, only in the chart %v", missing, extra)
+	}
+
+	for k, want := range kust {
+		got := chart[k]
+		if got == nil {
+			continue
+		}
+		kind := want["kind"].(string)
+		cmp := func(what string, path ...string) {
+			t.Helper()
+			w, g := get(want, path...), get(got, path...)
+			if !reflect.DeepEqual(w, g) {
+				t.Errorf("%s: %s differ:\nconfig/default: %s\nchart:          %s", k, what, jsonOf(w), jsonOf(g))
+			}
+		}
+		switch kind {
+		case "ClusterRole", "Role":
+			if w, g := normalizeRules(want["rules"]), normalizeRules(got["rules"]); !reflect.DeepEqual(w, g) {
+				t.Errorf("%s: rules differ:\nconfig/default: %v\nchart:          %v", k, w, g)
+			}
+		case "ClusterRoleBinding", "RoleBinding":
+			cmp("roleRef", "roleRef")
+			cmp("subjects", "subjects")
+		case "Deployment":
+			for _, f := range []string{"replicas", "selector", "strategy", "minReadySeconds"} {
+				cmp(f, "spec", f)
+			}
+			cmp("pod annotations", "spec", "template", "metadata", "annotations")
+			// The whole pod spec: containers (image, args, env, ports,
+			// probes, lifecycle, resources, security context, mounts),
+			// the pod security context, volumes and scheduling.
+			cmp("pod spec", "spec", "template", "spec")
+		case "Service":
+			cmp("ports", "spec", "ports")
+			cmp("selector", "spec", "selector")
+			if w, g := get(want, "spec", "type"), get(got, "spec", "type"); (w == nil && g != nil && g != "ClusterIP") || (w != nil && w != g) {
+				t.Errorf("%s: type %v, config/default %v", k, g, w)
+			}
+		case "PodDisruptionBudget":
+			cmp("spec", "spec")
+		case "CustomResourceDefinition":
+			cmp("spec", "spec")
+		case "ServiceAccount":
+			cmp("automountServiceAccountToken", "automountServiceAccountToken")
+		default:
+			t.Errorf("%s: kind %s is not compared; add it to TestChartNoDrift", k, kind)
+		}
+		// config/'s labels are on every chart object too.
+		for l, v := range asMap(get(want, "metadata", "labels")) {
+			if asMap(get(got, "metadata", "labels"))[l] != v {
+				t.Errorf("%s: label %s=%v missing from the chart's", k, l, v)
+			}
+		}
+	}
+}
+
+func asMap(v any) map[string]any {
+	m, _ := v.(map[string]any)
+	return m
+}

@@ -1,0 +1,166 @@
+// Package install tests the ways meterr-operator is installed: the Helm chart
+// (charts/meterr-operator) against config/ (no drift), `helm install` and
+// `helm uninstall` on a local control plane, the release bundle
+// (dist/install.yaml) and the kustomize components (config/components/), and
+// the version stamped into the binary. It needs bin/helm (make helm) and the
+// control plane binaries in KUBEBUILDER_ASSETS (make envtest-assets); `make
+// test` provides both.
+package install
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// envtest logs through controller-runtime's logger; its lines would only
+// bury the test's own.
+func init() { ctrllog.SetLogger(logr.Discard()) }
+
+// root is the repository's top directory.
+var root = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}()
+
+// obj is one decoded manifest.
+type obj = map[string]any
+
+// helmBin returns bin/helm ($HELM), skipping the test when it is missing
+// unless MTR_REQUIRE_HELM is set (hack/test.sh sets it).
+func helmBin(t *testing.T) string {
+	t.Helper()
+	h := os.Getenv("HELM")
+	if h == "" {
+		h = filepath.Join(root, "bin", "helm")
+	} else if !filepath.IsAbs(h) {
+		h = filepath.Join(root, h)
+	}
+	if _, err := os.Stat(h); err != nil {
+		if os.Getenv("MTR_REQUIRE_HELM") != "" {
+			t.Fatalf("helm not found at %s: run `make helm`", h)
+		}
+		t.Skipf("helm not found at %s (make helm); skipping", h)
+	}
+	return h
+}
+
+// kubectlBin returns the kubectl of KUBEBUILDER_ASSETS.
+func kubectlBin(t *testing.T) string {
+	t.Helper()
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set (make envtest-assets); skipping")
+	}
+	return filepath.Join(assets, "kubectl")
+}
+
+// run runs a command in the repository and returns its standard output; a
+// failure ends the test with the command's output.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := runErr(name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func runErr(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// decode splits a multi-document YAML stream into objects.
+func decode(t *testing.T, manifests string) []obj {
+	t.Helper()
+	d := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifests), 4096)
+	var objs []obj
+	for {
+		var o obj
+		if err := d.Decode(&o); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs
+			}
+			t.Fatalf("decoding manifests: %v", err)
+		}
+		if len(o) > 0 {
+			objs = append(objs, o)
+		}
+	}
+}
+
+// key is kind/namespace/name.
+func key(o obj) string {
+	ns, _ := get(o, "metadata", "namespace").(string)
+	return fmt.Sprintf("%s/%s/%s", o["kind"], ns, get(o, "metadata", "name"))
+}
+
+// index maps key(o) to o.
+func index(objs []obj) map[string]obj {
+	m := map[string]obj{}
+	for _, o := range objs {
+		m[key(o)] = o
+	}
+	return m
+}
+
+// get walks o along path; nil when absent.
+func get(o any, path ...string) any {
+	for _, p := range path {
+		m, ok := o.(map[string]any)
+		if !ok {
+			return nil
+		}
+		o = m[p]
+	}
+	return o
+}
+
+// controlPlane starts a local control plane for one test and returns the
+// path of an admin kubeconfig.
+func controlPlane(t *testing.T) string {
+	t.Helper()
+	kubectlBin(t) // skips without KUBEBUILDER_ASSETS
+	env := &envtest.Environment{BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS")}
+	if _, err := env.Start(); err != nil {
+		t.Fatalf("starting the control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Logf("stopping the control plane: %v", err)
+		}
+	})
+	u, err := env.AddUser(envtest.User{Name: "install-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := u.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "admin.kubeconfig")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -1,0 +1,41 @@
+package install
+
+import (
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestVersionStamp: `make build` stamps `git describe` and `git rev-parse
+// HEAD` into the binary, and a plain `go build` says "dev".
+func TestVersionStamp(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	if _, err := runErr("git", "rev-parse", "HEAD"); err != nil {
+		t.Skip("not in a git checkout")
+	}
+	bin := t.TempDir()
+	run(t, "make", "-s", "build", "LOCALBIN="+bin)
+	got := run(t, filepath.Join(bin, "meterr-operator"), "version")
+	describe := strings.TrimSpace(run(t, "git", "describe", "--tags", "--always", "--dirty"))
+	commit := strings.TrimSpace(run(t, "git", "rev-parse", "HEAD"))
+	for _, want := range []string{"meterr-operator " + describe + " ", "commit " + commit, runtime.Version()} {
+		if !strings.Contains(got, want) {
+			t.Errorf("version %q lacks %q", got, want)
+		}
+	}
+
+	plain := filepath.Join(bin, "plain")
+	run(t, "go", "build", "-o", plain, ".")
+	if got := run(t, plain, "version"); !strings.HasPrefix(got, "meterr-operator dev (commit unknown, "+runtime.Version()) {
+		t.Errorf("unstamped version %q", got)
+	}
+	stamped := filepath.Join(bin, "stamped")
+	run(t, "go", "build", "-ldflags", "-X main.version=v9.8.7 -X main.commit=0123abc", "-o", stamped, ".")
+	if got := run(t, stamped, "version"); !strings.HasPrefix(got, "meterr-operator v9.8.7 (commit 0123abc, "+runtime.Version()) {
+		t.Errorf("stamped version %q", got)
+	}
+}
