@@ -11,8 +11,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
-
-	"github.com/meterr/meterr-operator/internal/apikey"
 )
 
 // ServerConfig configures the HTTP handler.
@@ -178,7 +176,19 @@ func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []b
 }
 
 func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission, check bool, start time.Time) {
-	s.observe(r, s.authorize(w, r, need, check, start), need, start)
+	var cred string
+	if v := r.Header["Authorization"]; len(v) == 1 {
+		cred = v[0]
+	}
+	d := s.Decide(r.Context(), DecisionInput{
+		Credential: cred,
+		ClientIP:   clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted),
+		OriginHost: requestHost(r.Header),
+		Required:   need,
+		Now:        start,
+	})
+	s.writeDecision(w, &d, check)
+	s.observe(r, d.code, need, start)
 }
 
 // observe counts a decision and, with --log-decisions, logs it.
@@ -190,74 +200,47 @@ func (s *Server) observe(r *http.Request, c code, need permission, start time.Ti
 	}
 }
 
-// authorize decides a request and writes the answer: authenticate (401),
-// restrictions (403, not counted), hourly limit (429), permission (403,
-// counted).
-func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permission, check bool, now time.Time) code {
+// writeDecision renders d as the HTTP answer; check adds, when allowed, the
+// identity headers for the upstream and asks the proxy to remove the key.
+// It sets what Decision.AppendHeaders lists, without allocating beyond one
+// answerValues for the values that change per request.
+func (s *Server) writeDecision(w http.ResponseWriter, d *Decision, check bool) {
 	h := w.Header()
-	tok, ok := bearerToken(r.Header["Authorization"])
-	// Shape and checksum first: a malformed key costs no hash and no lookup.
-	if !ok || apikey.Parse(tok) != nil {
-		return unauthorized(w, codeInvalidAPIKey, bodyInvalidAPIKey)
-	}
-	e, ok := s.index.Lookup(apikey.HashOf(tok))
-	// A disabled key gets exactly the answer of an unknown one.
-	if !ok || e.Policy.disabled {
-		return unauthorized(w, codeInvalidAPIKey, bodyInvalidAPIKey)
-	}
-	if e.expired(now) {
-		return unauthorized(w, codeExpiredAPIKey, bodyExpiredAPIKey)
-	}
-	p := &e.Policy
+	p := &d.policy
 	var a *answerValues
-	if p.limit > 0 || check {
+	if d.rate == rateCounted || check && d.code == codeOK {
 		a = new(answerValues)
 	}
-
-	if c, body, ip := s.restrict(r, p); c != codeOK {
-		// Not counted, so a stolen key used from elsewhere cannot exhaust
-		// the quota; the headers show where the key stands.
-		if p.limit > 0 {
-			if remaining, reset := s.limiter.Peek(r.Context(), p.LimitID(), p.limit, now); !reset.IsZero() {
-				setRateLimitHeaders(h, a, p, remaining, s.windows.of(reset), now, false)
-			}
-		}
-		if c == codeIPNotAllowed {
-			writeIPNotAllowed(w, ip)
-		} else {
-			writeAnswer(w, codes[c].status, body)
-		}
-		return c
-	}
-
 	var remaining string
-	var window *windowText
-	if p.limit > 0 {
-		n, reset, ok := s.limiter.Take(r.Context(), p.LimitID(), p.limit, now)
-		if !ok && reset.IsZero() {
-			// The shared count is unreachable and the limiter fails closed:
-			// the limit is known, the count is not.
-			h["X-Ratelimit-Limit"] = p.hLimit
-			h["Ratelimit-Policy"] = p.hPolicy
-			h["Retry-After"] = hvRetryOneSecond
-			writeAnswer(w, http.StatusTooManyRequests, bodyLimitUnavailable)
-			return codeRateLimitExceeded
-		}
-		window = s.windows.of(reset)
-		remaining = setRateLimitHeaders(h, a, p, n, window, now, !ok)
-		if !ok {
-			writeAnswer(w, http.StatusTooManyRequests, bodyRateLimited)
-			return codeRateLimitExceeded
-		}
+	switch d.rate {
+	case rateCounted:
+		remaining = setRateLimitHeaders(h, a, p, d.remaining, d.window, d.resetIn, d.retryAfter)
+	case rateUnknown:
+		h["X-Ratelimit-Limit"] = p.hLimit
+		h["Ratelimit-Policy"] = p.hPolicy
+		h["Retry-After"] = hvRetryOneSecond
 	}
-
-	if need != 0 && !p.perms.grants(need) {
-		writeAnswer(w, http.StatusForbidden, bodyInsufficient[need])
-		return codeInsufficientPermissions
+	switch d.code {
+	case codeOK:
+	case codeInvalidAPIKey, codeExpiredAPIKey:
+		h["Www-Authenticate"] = hvBearer
+		writeAnswer(w, http.StatusUnauthorized, d.body)
+		return
+	case codeNotReady:
+		h["Retry-After"] = hvRetryOneSecond
+		writeAnswer(w, http.StatusServiceUnavailable, d.body)
+		return
+	default:
+		bp := bufPool.Get().(*[]byte)
+		b := d.AppendBody((*bp)[:0])
+		writeAnswer(w, codes[d.code].status, b)
+		*bp = b
+		bufPool.Put(bp)
+		return
 	}
 
 	if check {
-		a.id = [2]string{e.KeyID, p.Owner()}
+		a.id = [2]string{d.KeyID, p.Owner()}
 		h["X-Meterr-Key-Id"] = a.id[0:1:1]
 		h["X-Meterr-Key-Name"] = a.id[1:2:2]
 		h["X-Meterr-Permissions"] = p.hPermissions
@@ -267,40 +250,15 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permissi
 	// token, so it needs no escaping) and the policy's shared fragment.
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"valid":true,"key_id":"`...)
-	b = append(b, e.KeyID...)
+	b = append(b, d.KeyID...)
 	b = append(b, '"')
 	b = append(b, p.okTail...)
 	if p.limit == 0 {
 		b = append(b, `{"unlimited":true}}`+"\n"...)
 	} else {
-		b = appendRateLimit(b, p.hLimit[0], remaining, window)
+		b = appendRateLimit(b, p.hLimit[0], remaining, d.window)
 	}
 	writeAnswer(w, http.StatusOK, b)
 	*bp = b
 	bufPool.Put(bp)
-	return codeOK
-}
-
-// restrict applies the key's restrictions in order: environment, client IP,
-// domain. An IP refusal has no body but the address it saw (see
-// writeIPNotAllowed).
-func (s *Server) restrict(r *http.Request, p *Policy) (code, []byte, netip.Addr) {
-	if s.env != "" && p.environment != s.env {
-		return codeEnvironmentMismatch, s.envMismatchBody, netip.Addr{}
-	}
-	if p.ipRestricted {
-		if ip := clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted); !p.allowsIP(ip) {
-			return codeIPNotAllowed, nil, ip
-		}
-	}
-	if p.domainRestricted && !p.allowsHost(requestHost(r.Header)) {
-		return codeDomainNotAllowed, bodyDomainNotAllowed, netip.Addr{}
-	}
-	return codeOK, nil, netip.Addr{}
-}
-
-func unauthorized(w http.ResponseWriter, c code, body []byte) code {
-	w.Header()["Www-Authenticate"] = hvBearer
-	writeAnswer(w, http.StatusUnauthorized, body)
-	return c
 }
