@@ -213,6 +213,7 @@ var (
 	hvBearer         = []string{"Bearer"}
 	hvAllowVerify    = []string{"GET, HEAD"}
 	hvRetryOneSecond = []string{"1"}
+	hvAuthorization  = []string{"authorization"}
 )
 
 // writeAnswer sets the headers every answer carries and writes body.

@@ -245,6 +245,9 @@ func (s *Server) writeDecision(w http.ResponseWriter, d *Decision, check bool) {
 		h["X-Meterr-Key-Name"] = a.id[1:2:2]
 		h["X-Meterr-Permissions"] = p.hPermissions
 		h["X-Meterr-Environment"] = p.hEnvironment
+		// Envoy's HTTP ext_authz removes the headers named here before
+		// the upstream: it never sees the key.
+		h["X-Envoy-Auth-Headers-To-Remove"] = hvAuthorization
 	}
 	// The 200 answer: built per request from the key id (a validated
 	// token, so it needs no escaping) and the policy's shared fragment.
