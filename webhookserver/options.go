@@ -28,6 +28,10 @@ const (
 type Options struct {
 	// Listen is the address of the auth API (--listen).
 	Listen string
+	// GRPCListen, when set, serves Envoy's ext_authz v3 over gRPC
+	// (envoy.service.auth.v3.Authorization/Check) and the gRPC health
+	// service (--grpc-listen).
+	GRPCListen string
 	// MetricsAddr serves Prometheus metrics on /metrics; "0" turns it off
 	// (--metrics-bind-address).
 	MetricsAddr string
@@ -95,6 +99,9 @@ func DefaultOptions() Options {
 func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", DefaultListen,
 		"Address the auth API (/v1/auth/verify, /v1/auth/check, /healthz, /readyz) listens on.")
+	fs.StringVar(&o.GRPCListen, "grpc-listen", "",
+		"Address Envoy's ext_authz v3 gRPC service (envoy.service.auth.v3.Authorization/Check) and the gRPC health service listen on; "+
+			"empty turns gRPC off. Served over TLS with --tls-cert-file.")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", DefaultMetricsAddr,
 		`Address the Prometheus metrics endpoint (/metrics) listens on; "0" turns it off.`)
 	fs.StringVar(&o.RecordsNamespace, "records-namespace", DefaultRecordsNamespace,
@@ -151,6 +158,13 @@ func (o *Options) Validate() error {
 			bad("metrics-bind-address", `%v (use "0" to turn metrics off)`, err)
 		} else if o.MetricsAddr == o.Listen {
 			bad("metrics-bind-address", "%q is also the --listen address", o.MetricsAddr)
+		}
+	}
+	if o.GRPCListen != "" {
+		if err := validateAddr(o.GRPCListen); err != nil {
+			bad("grpc-listen", `%v (leave it empty to turn gRPC off)`, err)
+		} else if o.GRPCListen == o.Listen || o.GRPCListen == o.MetricsAddr {
+			bad("grpc-listen", "%q is also the --listen or --metrics-bind-address address", o.GRPCListen)
 		}
 	}
 	if msgs := validation.IsDNS1123Label(o.RecordsNamespace); len(msgs) > 0 {

@@ -1,0 +1,268 @@
+package webhookserver
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+)
+
+// PermissionExtension is the ext_authz context extension that requires a
+// permission ("read", "write", "admin", or several comma-separated), set per
+// route in Envoy's ExtAuthzPerRoute check_settings.context_extensions. It
+// takes precedence over the route rules, as ?permission= does on HTTP.
+const PermissionExtension = "meterr.ai/permission"
+
+// authorizationService is the name the gRPC health service reports the
+// ext_authz service under; "" (the whole server) is reported too.
+const authorizationService = "envoy.service.auth.v3.Authorization"
+
+// Limits of the gRPC server.
+const (
+	// grpcCallTimeout bounds one Check, whatever deadline the caller set.
+	grpcCallTimeout = 2 * time.Second
+	// grpcHeadroom is added to --max-header-bytes for the rest of a
+	// CheckRequest (addresses, path, protobuf framing).
+	grpcHeadroom = 16 << 10
+	// grpcMaxStreams caps the concurrent calls on one connection.
+	grpcMaxStreams = 1024
+)
+
+// extAuthz is Envoy's ext_authz v3 front-end: it converts a CheckRequest into
+// a DecisionInput, calls Server.Decide and converts the Decision back. A
+// well-formed request always gets a CheckResponse, never a gRPC error.
+type extAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	s *Server
+}
+
+// NewGRPCServer returns a gRPC server serving envoy.service.auth.v3.Authorization
+// for s and the standard health service, whose status the caller sets
+// (NOT_SERVING until then). maxHeaderBytes bounds a request as
+// --max-header-bytes does on HTTP; tlsConfig, when set, serves over TLS.
+func NewGRPCServer(s *Server, maxHeaderBytes int, tlsConfig *tls.Config) (*grpc.Server, *health.Server) {
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxHeaderBytes + grpcHeadroom),
+		grpc.MaxConcurrentStreams(grpcMaxStreams),
+		grpc.ConnectionTimeout(readHeaderTimeout),
+		// Envoy pings idle connections every few minutes at most; a
+		// client pinging more often than every 10 s is told to go away.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: idleTimeout, Time: time.Minute, Timeout: 20 * time.Second}),
+	}
+	if tlsConfig != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	gs := grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(gs, &extAuthz{s: s})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(authorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	return gs, hs
+}
+
+// setHealth sets both health statuses.
+func setHealth(hs *health.Server, serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	hs.SetServingStatus("", st)
+	hs.SetServingStatus(authorizationService, st)
+}
+
+// Check implements envoy.service.auth.v3.Authorization.
+func (x *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	s := x.s
+	start := s.clock.Now()
+	ctx, cancel := context.WithTimeout(ctx, grpcCallTimeout)
+	defer cancel()
+	d := s.decideCheckRequest(ctx, req, start)
+	s.metrics.decisions[d.code].Inc()
+	s.metrics.duration.Observe(s.clock.Since(start).Seconds())
+	return checkResponse(&d), nil
+}
+
+// decideCheckRequest works out the facts of a CheckRequest and decides.
+func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckRequest, now time.Time) Decision {
+	attrs := req.GetAttributes()
+	hr := attrs.GetRequest().GetHttp()
+	h := hr.GetHeaders()
+	if len(h) == 0 {
+		// Envoy sends header_map instead with encode_raw_headers.
+		h = rawHeaders(hr.GetHeaderMap())
+	}
+
+	var need permission
+	explicit := false
+	if v, ok := attrs.GetContextExtensions()[PermissionExtension]; ok {
+		n, valid := ParsePermissions(v)
+		if !valid {
+			return invalidRequest(bodyUnknownExtension, 0)
+		}
+		need, explicit = n, true
+	}
+	if !explicit && len(s.routes) > 0 {
+		p, ok := originalPath(hr.GetPath())
+		if !ok || hr.GetPath() == "" {
+			return invalidRequest(bodyNoOriginalGRPC, 0)
+		}
+		need = s.routes.need(hr.GetMethod(), p)
+	}
+
+	peer := netip.Addr{}
+	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
+		if a, err := netip.ParseAddr(sa.GetAddress()); err == nil {
+			peer = a.Unmap().WithZone("")
+		}
+	}
+	ip := peer
+	if peer.IsValid() && isTrusted(peer, s.trusted) {
+		if xff, ok := h["x-forwarded-for"]; ok {
+			ip = clientIP(peer.String(), []string{xff}, s.trusted)
+		}
+	}
+	return s.Decide(ctx, DecisionInput{
+		Credential: h["authorization"],
+		ClientIP:   ip,
+		OriginHost: originHost(h),
+		Required:   need,
+		Now:        now,
+	})
+}
+
+// rawHeaders reads Envoy's header_map into the lower-case map of headers;
+// repeated headers are joined with "," as Envoy joins them in headers.
+func rawHeaders(m *corev3.HeaderMap) map[string]string {
+	hs := m.GetHeaders()
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(hs))
+	for _, hv := range hs {
+		k := strings.ToLower(hv.GetKey())
+		v := hv.GetValue()
+		if v == "" {
+			v = string(hv.GetRawValue())
+		}
+		if prev, ok := out[k]; ok {
+			v = prev + "," + v
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// originHost is requestHost for Envoy's lower-case header map.
+func originHost(h map[string]string) string {
+	if v, ok := h["origin"]; ok {
+		return hostOfURL(v)
+	}
+	if v, ok := h["referer"]; ok {
+		return hostOfURL(v)
+	}
+	return ""
+}
+
+// need returns what the route rules require of method and path, read as
+// forEachOriginal reads an original request: in every spelling of the path,
+// with the upper-case method too, and a HEAD request also as GET.
+func (t routeTable) need(method, path string) (need permission) {
+	upper := strings.ToUpper(method)
+	pathSpellings(path, func(p string) {
+		need |= t.match(method, p)
+		if upper != method {
+			need |= t.match(upper, p)
+		}
+		if upper == http.MethodHead {
+			need |= t.match(http.MethodGet, p)
+		}
+	})
+	return need
+}
+
+var (
+	bodyUnknownExtension = errorBody(codeInvalidRequest, "Unknown permission in the "+PermissionExtension+
+		" context extension; use read, write or admin")
+	bodyNoOriginalGRPC = errorBody(codeInvalidRequest, "Route rules are configured but the check request has no valid "+
+		"attributes.request.http.path")
+)
+
+// grpcCodeOf maps an answer's HTTP status to the status of the CheckResponse
+// (not of the call, which succeeds): Envoy allows on OK only and answers the
+// client with denied_response.
+func grpcCodeOf(status int) grpccodes.Code {
+	switch status {
+	case http.StatusOK:
+		return grpccodes.OK
+	case http.StatusUnauthorized:
+		return grpccodes.Unauthenticated
+	case http.StatusForbidden:
+		return grpccodes.PermissionDenied
+	case http.StatusTooManyRequests:
+		return grpccodes.ResourceExhausted
+	case http.StatusBadRequest:
+		return grpccodes.InvalidArgument
+	default:
+		return grpccodes.Unavailable
+	}
+}
+
+// checkResponse renders d: allowed, the identity and rate-limit headers for
+// the upstream (overwriting any the client sent), the rate-limit headers for
+// the client, and authorization removed; denied, the HTTP answer's status,
+// headers and error body.
+func checkResponse(d *Decision) *authv3.CheckResponse {
+	hs := d.AppendHeaders(make([]Header, 0, 12), true)
+	if d.Allowed() {
+		ok := &authv3.OkHttpResponse{HeadersToRemove: []string{"authorization"}}
+		for _, h := range hs {
+			o := headerOption(h)
+			ok.Headers = append(ok.Headers, o)
+			if !strings.HasPrefix(h.Name, "X-Meterr-") {
+				ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, o)
+			}
+		}
+		return &authv3.CheckResponse{
+			Status:       &rpcstatus.Status{Code: int32(grpccodes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		}
+	}
+	denied := &authv3.DeniedHttpResponse{
+		Status: &typev3.HttpStatus{Code: typev3.StatusCode(d.Status())},
+		Body:   string(d.AppendBody(nil)),
+		Headers: []*corev3.HeaderValueOption{
+			headerOption(Header{"Content-Type", hvJSON[0]}),
+			headerOption(Header{"Cache-Control", hvNoStore[0]}),
+			headerOption(Header{"X-Content-Type-Options", hvNoSniff[0]}),
+		},
+	}
+	for _, h := range hs {
+		denied.Headers = append(denied.Headers, headerOption(h))
+	}
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(grpcCodeOf(d.Status())), Message: d.Code()},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
+	}
+}
+
+func headerOption(h Header) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: strings.ToLower(h.Name), Value: h.Value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
