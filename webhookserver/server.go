@@ -126,7 +126,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeAnswer(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
 			return
 		}
-		s.decide(w, r, 0, false, s.clock.Now())
+		s.decide(w, r, 0, false, false, s.clock.Now())
 	case p == checkPath || strings.HasPrefix(p, checkPath+"/"):
 		s.check(w, r)
 	case p == "/healthz":
@@ -143,15 +143,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // check works out the permission a forward-auth request requires, then
-// decides. ?permission= counts only on the bare /v1/auth/check URL: when
-// Envoy appends the original path, the query string is the client's own.
+// decides. ?permission= and ?mode= count only on the bare /v1/auth/check
+// URL: when Envoy appends the original path, the query string is the
+// client's own.
 func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	start := s.clock.Now()
-	need, explicit := permission(0), false
+	need, explicit, nginx := permission(0), false, false
 	if r.URL.Path == checkPath && r.URL.RawQuery != "" {
+		nginx = queryNginxMode(r.URL.RawQuery)
 		n, present, ok := queryPermission(r.URL.RawQuery)
 		if !ok {
-			s.invalidRequest(w, r, bodyUnknownPerm, start)
+			s.invalidRequest(w, r, bodyUnknownPerm, start, nginx)
 			return
 		}
 		need, explicit = n, present
@@ -159,23 +161,24 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	if !explicit && len(s.routes) > 0 {
 		found, ok := forEachOriginal(r, func(method, path string) { need |= s.routes.match(method, path) })
 		if !ok {
-			s.invalidRequest(w, r, bodyBadOriginal, start)
+			s.invalidRequest(w, r, bodyBadOriginal, start, nginx)
 			return
 		}
 		if !found {
-			s.invalidRequest(w, r, bodyNoOriginal, start)
+			s.invalidRequest(w, r, bodyNoOriginal, start, nginx)
 			return
 		}
 	}
-	s.decide(w, r, need, true, start)
+	s.decide(w, r, need, true, nginx, start)
 }
 
-func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []byte, start time.Time) {
-	writeAnswer(w, http.StatusBadRequest, body)
+func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []byte, start time.Time, nginx bool) {
+	d := invalidRequest(body, 0)
+	s.writeDecision(w, &d, true, nginx)
 	s.observe(r, codeInvalidRequest, 0, start)
 }
 
-func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission, check bool, start time.Time) {
+func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission, check, nginx bool, start time.Time) {
 	var cred string
 	if v := r.Header["Authorization"]; len(v) == 1 {
 		cred = v[0]
@@ -187,7 +190,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission,
 		Required:   need,
 		Now:        start,
 	})
-	s.writeDecision(w, &d, check)
+	s.writeDecision(w, &d, check, nginx)
 	s.observe(r, d.code, need, start)
 }
 
@@ -201,11 +204,17 @@ func (s *Server) observe(r *http.Request, c code, need permission, start time.Ti
 }
 
 // writeDecision renders d as the HTTP answer; check adds, when allowed, the
-// identity headers for the upstream and asks the proxy to remove the key.
-// It sets what Decision.AppendHeaders lists, without allocating beyond one
-// answerValues for the values that change per request.
-func (s *Server) writeDecision(w http.ResponseWriter, d *Decision, check bool) {
+// identity headers for the upstream and asks the proxy to remove the key
+// (x-envoy-auth-headers-to-remove: authorization). nginx renders a refusal
+// for NGINX's auth_request (see nginxDenial). It sets what
+// Decision.AppendHeaders lists, without allocating beyond one answerValues
+// for the values that change per request.
+func (s *Server) writeDecision(w http.ResponseWriter, d *Decision, check, nginx bool) {
 	h := w.Header()
+	if nginx && d.code != codeOK {
+		nginxDenial(w, d)
+		return
+	}
 	p := &d.policy
 	var a *answerValues
 	if d.rate == rateCounted || check && d.code == codeOK {
