@@ -50,12 +50,11 @@ func ParsePermissions(s string) (need Permission, ok bool) {
 // rateState says what a Decision knows of the key's hourly count.
 type rateState uint8
 
+// The zero rateState: no rate-limit headers (unknown key, unlimited key, or
+// a refusal before the count was looked at).
 const (
-	// rateNone: no rate-limit headers (unknown key, unlimited key, or a
-	// refusal before the count was looked at).
-	rateNone rateState = iota
 	// rateCounted: the count and its window are known.
-	rateCounted
+	rateCounted rateState = iota + 1
 	// rateUnknown: the key is limited but the shared count could not be
 	// reached and the limiter fails closed.
 	rateUnknown
