@@ -133,7 +133,7 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 	ip := peer
 	if peer.IsValid() && isTrusted(peer, s.trusted) {
 		if xff, ok := h["x-forwarded-for"]; ok {
-			ip = clientIP(peer.String(), []string{xff}, s.trusted)
+			ip = clientIPHops(peer.String(), []string{xff}, s.trusted, s.hops)
 		}
 	}
 	return s.Decide(ctx, DecisionInput{

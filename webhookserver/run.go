@@ -113,6 +113,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		Clock:          d.clock,
 		Environment:    o.Environment,
 		TrustedProxies: o.TrustedProxies,
+		TrustedHops:    o.TrustedHops,
 		Routes:         o.Routes,
 		Registerer:     reg,
 		LogDecisions:   o.LogDecisions,

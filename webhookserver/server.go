@@ -25,6 +25,10 @@ type ServerConfig struct {
 	Environment string
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// TrustedHops, when positive, takes the client address from that
+	// position from the right of a trusted peer's X-Forwarded-For
+	// (--trusted-hops).
+	TrustedHops int
 	// Routes require permissions on forward-auth requests.
 	Routes []Route
 	// Registerer receives the handler's metrics; nil means a private
@@ -45,6 +49,7 @@ type Server struct {
 	clock   clock.PassiveClock
 	env     string
 	trusted []netip.Prefix
+	hops    int
 	routes  routeTable
 	metrics *serverMetrics
 	// dlog is nil unless decisions are logged.
@@ -93,6 +98,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 		clock:           c.Clock,
 		env:             c.Environment,
 		trusted:         append([]netip.Prefix(nil), c.TrustedProxies...),
+		hops:            c.TrustedHops,
 		routes:          routes,
 		metrics:         m,
 		dlog:            newDecisionLog(c.LogDecisions, c.Log, m.decisionLogsDropped, c.Clock.Now()),
@@ -185,7 +191,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission,
 	}
 	d := s.Decide(r.Context(), DecisionInput{
 		Credential: cred,
-		ClientIP:   clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted),
+		ClientIP:   clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops),
 		OriginHost: requestHost(r.Header),
 		Required:   need,
 		Now:        start,
