@@ -229,11 +229,11 @@ func grpcCodeOf(status int) grpccodes.Code {
 func checkResponse(d *Decision) *authv3.CheckResponse {
 	hs := d.AppendHeaders(make([]Header, 0, 12), true)
 	if d.Allowed() {
-		ok := &authv3.OkHttpResponse{HeadersToRemove: []string{"authorization"}}
-		for _, h := range hs {
-			o := headerOption(h)
-			ok.Headers = append(ok.Headers, o)
-			if !strings.HasPrefix(h.Name, "X-Meterr-") {
+		opts := headerOptions(hs, nil)
+		ok := &authv3.OkHttpResponse{HeadersToRemove: hvAuthorization, Headers: opts}
+		// The client gets the rate-limit headers, never the identity.
+		for _, o := range opts {
+			if !strings.HasPrefix(o.Header.Key, "x-meterr-") {
 				ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, o)
 			}
 		}
@@ -245,14 +245,11 @@ func checkResponse(d *Decision) *authv3.CheckResponse {
 	denied := &authv3.DeniedHttpResponse{
 		Status: &typev3.HttpStatus{Code: typev3.StatusCode(d.Status())},
 		Body:   string(d.AppendBody(nil)),
-		Headers: []*corev3.HeaderValueOption{
-			headerOption(Header{"Content-Type", hvJSON[0]}),
-			headerOption(Header{"Cache-Control", hvNoStore[0]}),
-			headerOption(Header{"X-Content-Type-Options", hvNoSniff[0]}),
-		},
-	}
-	for _, h := range hs {
-		denied.Headers = append(denied.Headers, headerOption(h))
+		Headers: headerOptions(hs, []Header{
+			{"Content-Type", hvJSON[0]},
+			{"Cache-Control", hvNoStore[0]},
+			{"X-Content-Type-Options", hvNoSniff[0]},
+		}),
 	}
 	return &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(grpcCodeOf(d.Status())), Message: d.Code()},
@@ -260,9 +257,24 @@ func checkResponse(d *Decision) *authv3.CheckResponse {
 	}
 }
 
-func headerOption(h Header) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: strings.ToLower(h.Name), Value: h.Value},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+// headerOptions converts first and then hs into header options that
+// overwrite, in three allocations.
+func headerOptions(hs, first []Header) []*corev3.HeaderValueOption {
+	n := len(first) + len(hs)
+	opts := make([]corev3.HeaderValueOption, n)
+	vals := make([]corev3.HeaderValue, n)
+	out := make([]*corev3.HeaderValueOption, n)
+	for i := range n {
+		h := Header{}
+		if i < len(first) {
+			h = first[i]
+		} else {
+			h = hs[i-len(first)]
+		}
+		vals[i].Key, vals[i].Value = strings.ToLower(h.Name), h.Value
+		opts[i].Header = &vals[i]
+		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		out[i] = &opts[i]
 	}
+	return out
 }
