@@ -98,7 +98,7 @@ func (x *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 }
 
 // decideCheckRequest works out the facts of a CheckRequest and decides.
-func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckRequest, now time.Time) Decision {
+func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckRequest, now time.Time) (d Decision) {
 	attrs := req.GetAttributes()
 	hr := attrs.GetRequest().GetHttp()
 	h := hr.GetHeaders()
@@ -106,43 +106,89 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 		// Envoy sends header_map instead with encode_raw_headers.
 		h = rawHeaders(hr.GetHeaderMap())
 	}
-
-	var need permission
-	explicit := false
-	if v, ok := attrs.GetContextExtensions()[PermissionExtension]; ok {
-		n, valid := ParsePermissions(v)
-		if !valid {
-			return invalidRequest(bodyUnknownExtension, 0)
-		}
-		need, explicit = n, true
-	}
-	if !explicit && len(s.routes) > 0 {
-		p, ok := originalPath(hr.GetPath())
-		if !ok || hr.GetPath() == "" {
-			return invalidRequest(bodyNoOriginalGRPC, 0)
-		}
-		need = s.routes.need(hr.GetMethod(), p)
-	}
-
 	peer := netip.Addr{}
 	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		if a, err := netip.ParseAddr(sa.GetAddress()); err == nil {
 			peer = a.Unmap().WithZone("")
 		}
 	}
-	ip := peer
+	in := DecisionInput{Credential: h["authorization"], ClientIP: peer, OriginHost: originHost(h), Now: now}
+	if s.dlog != nil {
+		defer func() { s.logCheckDecision(&d, &in, peer, h["x-forwarded-for"], hr.GetMethod(), hr.GetPath()) }()
+	}
+
+	explicit := false
+	if v, ok := attrs.GetContextExtensions()[PermissionExtension]; ok {
+		n, valid := ParsePermissions(v)
+		if !valid {
+			return invalidRequest(bodyUnknownExtension, 0)
+		}
+		in.Required, explicit = n, true
+	}
+	if !explicit && len(s.routes) > 0 {
+		p, ok := originalPath(hr.GetPath())
+		if !ok || hr.GetPath() == "" {
+			return invalidRequest(bodyNoOriginalGRPC, 0)
+		}
+		in.Required = s.routes.need(hr.GetMethod(), p)
+	}
 	if peer.IsValid() && isTrusted(peer, s.trusted) {
 		if xff, ok := h["x-forwarded-for"]; ok {
-			ip = clientIPHops(peer.String(), []string{xff}, s.trusted, s.hops)
+			in.ClientIP = clientIPHops(peer.String(), []string{xff}, s.trusted, s.hops)
 		}
 	}
-	return s.Decide(ctx, DecisionInput{
-		Credential: h["authorization"],
-		ClientIP:   ip,
-		OriginHost: originHost(h),
-		Required:   need,
-		Now:        now,
-	})
+	return s.Decide(ctx, in)
+}
+
+// logCheckDecision writes the --log-decisions line of a gRPC check, with the
+// fields of the HTTP line (see logDecision); endpoint is "grpc". Never the
+// key.
+func (s *Server) logCheckDecision(d *Decision, in *DecisionInput, peer netip.Addr, xff, method, path string) {
+	dl := s.dlog
+	if d.code == codeOK && !dl.all {
+		return
+	}
+	droppedBefore, ok := dl.take(s.clock.Now())
+	if !ok {
+		dl.dropped.Inc()
+		return
+	}
+	kv := make([]any, 0, 26)
+	kv = append(kv, "code", d.code.String())
+	if d.Authenticated() {
+		// Copies: the index's strings must not outlive the request.
+		kv = append(kv, "keyId", strings.Clone(d.KeyID), "owner", strings.Clone(d.Owner()))
+	}
+	client, peerText := "unknown", "unknown"
+	if in.ClientIP.IsValid() {
+		client = in.ClientIP.String()
+	}
+	if peer.IsValid() {
+		peerText = peer.String()
+	}
+	kv = append(kv, "client", client, "peer", peerText)
+	if xff != "" {
+		kv = append(kv, "xForwardedFor", loggable(xff))
+	}
+	if in.OriginHost != "" {
+		kv = append(kv, "originHost", in.OriginHost)
+	}
+	if p, ok := originalPath(path); ok {
+		path = p
+	} else if path != "" {
+		path = "(malformed)"
+	}
+	required := "none"
+	if d.Required != 0 {
+		required = d.Required.String()
+	} else if in.Required != 0 {
+		required = in.Required.String()
+	}
+	kv = append(kv, "endpoint", "grpc", "method", loggable(method), "path", loggable(path), "required", required)
+	if droppedBefore > 0 {
+		kv = append(kv, "droppedBefore", droppedBefore)
+	}
+	dl.log.Info("decision", kv...)
 }
 
 // rawHeaders reads Envoy's header_map into the lower-case map of headers;

@@ -13,6 +13,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/go-logr/logr/funcr"
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,6 +22,8 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/meterr/meterr-operator/internal/apikey"
 )
 
 // grpcFixture serves a fixture's Server over gRPC on loopback and holds a
@@ -481,5 +484,47 @@ func TestGRPCListenValidation(t *testing.T) {
 	o.GRPCListen = ":9001"
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// --log-decisions covers gRPC checks: one line per refusal with the
+// endpoint "grpc", the key's id and owner, the addresses and the original
+// request; never the key.
+func TestGRPCDecisionLog(t *testing.T) {
+	var lines []string
+	log := funcr.New(func(prefix, args string) { lines = append(lines, prefix+" "+args) }, funcr.Options{})
+	g := newGRPCFixture(t, func(c *ServerConfig) {
+		c.LogDecisions = LogDecisionsDenied
+		c.Log = log
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		c.Routes = []Route{{"*", "/v1/", "read"}, {"POST", "/v1/usage", "write"}}
+	})
+	readOnly := standard()
+	readOnly.Permissions = []string{"read"}
+	ro := g.add("ro", readOnly)
+	unknown := newKey(t, "production")
+	g.check(t, checkReq{key: ro}) // allowed: not logged
+	g.check(t, checkReq{key: ro, method: "POST", path: "/v1/usage?key=" + ro, source: "10.1.1.1",
+		headers: map[string]string{"x-forwarded-for": "203.0.113.9", "origin": "https://app.example.com"}})
+	g.check(t, checkReq{key: unknown})
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2: %q", len(lines), lines)
+	}
+	for _, want := range []string{`"code"="insufficient_permissions"`, `"keyId"="` + apikey.HashOf(ro).ID() + `"`, `"owner"="team-a/ro"`,
+		`"client"="203.0.113.9"`, `"peer"="10.1.1.1"`, `"xForwardedFor"="203.0.113.9"`, `"originHost"="app.example.com"`,
+		`"endpoint"="grpc"`, `"method"="POST"`, `"path"="/v1/usage"`, `"required"="write"`} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("line lacks %s: %s", want, lines[0])
+		}
+	}
+	if !strings.Contains(lines[1], `"code"="invalid_api_key"`) || strings.Contains(lines[1], "keyId") {
+		t.Errorf("unknown key line: %s", lines[1])
+	}
+	for _, l := range lines {
+		for _, k := range []string{ro, unknown} {
+			if strings.Contains(l, k) || strings.Contains(l, k[len("mtr_live_"):]) {
+				t.Errorf("a decision log line holds a key: %s", l)
+			}
+		}
 	}
 }
