@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -527,4 +528,43 @@ func TestGRPCDecisionLog(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Any CheckRequest gets a CheckResponse with one of the answers' statuses,
+// never a panic, and never echoes the key.
+func FuzzCheckRequest(f *testing.F) {
+	fx := newFixture(f, func(c *ServerConfig) {
+		c.Routes = []Route{{"*", "/", "read"}, {"POST", "/v1/usage", "write"}}
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	key := fx.add("web", standard())
+	f.Add("Bearer "+key, "GET", "/v1/usage", "10.1.1.1", "203.0.113.9", "https://a.example.com", "write", true)
+	f.Add("Bearer "+key, "HEAD", "/v1/%2e%2e/usage;x", "::ffff:10.1.1.1", "garbage", "null", "", false)
+	f.Add("bearer  x", "", "", "", "", "", "read,,write", true)
+	f.Fuzz(func(t *testing.T, auth, method, path, source, xff, origin, ext string, withExt bool) {
+		c := checkReq{method: method, path: path, source: source,
+			headers: map[string]string{"authorization": auth, "x-forwarded-for": xff, "origin": origin}}
+		if withExt {
+			c.ext = map[string]string{PermissionExtension: ext}
+		}
+		req := c.build()
+		req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Path = method, path
+		d := fx.srv.decideCheckRequest(context.Background(), req, t0)
+		resp := checkResponse(&d)
+		switch st := d.Status(); st {
+		case 200, 400, 401, 403, 429:
+		default:
+			t.Fatalf("status %d", st)
+		}
+		if (resp.GetStatus().GetCode() == 0) != d.Allowed() {
+			t.Fatalf("check status %v for %s", resp.GetStatus(), d.Code())
+		}
+		if strings.Contains(resp.String(), key) {
+			t.Fatal("the answer echoes the key")
+		}
+		// gRPC must be able to send it (strings must be valid UTF-8).
+		if _, err := proto.Marshal(resp); err != nil {
+			t.Fatalf("the answer cannot be marshalled: %v", err)
+		}
+	})
 }
