@@ -66,7 +66,7 @@ test: verify-generated vet $(GOLANGCI_LINT) envtest-assets build ## Run every te
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no control plane).
-	go test $(GO_TEST_FLAGS) ./internal/... ./webhookserver/...
+	go test $(GO_TEST_FLAGS) ./internal/... ./webhookserver/... ./pkg/... ./docs/...
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.

@@ -4,6 +4,7 @@
 //	meterr-operator auth-server  verify API keys for the meterr API and for proxies
 //	meterr-operator dev          run everything on a local control plane
 //	meterr-operator webhook      sign and verify webhook payloads (X-Meterr-Signature)
+//	meterr-operator whois        who owns a key, its state, and what the auth server would answer
 package main
 
 import (
@@ -36,6 +37,7 @@ Usage:
   meterr-operator auth-server [flags]  verify API keys (GET /v1/auth/verify, /v1/auth/check)
   meterr-operator dev [flags]          run the whole system on a local control plane
   meterr-operator webhook sign|verify  sign or verify a webhook body (X-Meterr-Signature)
+  meterr-operator whois [flags] < key  who owns a key, its state, and what the auth server would answer
   meterr-operator version              print the version
 
 Run "meterr-operator <command> --help" for a command's flags.
@@ -52,8 +54,15 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
-		fmt.Fprintf(os.Stderr, "meterr-operator %s: %v\n", os.Args[1], err)
-		os.Exit(1)
+		code := 1
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			code = ec.ExitCode()
+		}
+		if err.Error() != "" {
+			fmt.Fprintf(os.Stderr, "meterr-operator %s: %v\n", os.Args[1], err)
+		}
+		os.Exit(code)
 	}
 }
 
@@ -110,6 +119,13 @@ func run(ctx context.Context, command string, args []string) error {
 			klog.SetLogger(ctrl.Log.WithName("client-go"))
 			fmt.Printf("==> logs of the manager and the auth server: %s\n", logPath)
 			return cmd.RunDev(ctx, o, os.Stdout)
+		}
+	case "whois":
+		var o cmd.WhoisOptions
+		o.AddFlags(fs)
+		start = func() error {
+			cfg := func() (*rest.Config, error) { return restConfig(*kubeconfig) }
+			return cmd.RunWhois(ctx, cfg, o, os.Stdin, os.Stdout, os.Stderr)
 		}
 	case "version", "--version":
 		fmt.Println(version)

@@ -61,7 +61,7 @@ func ownedMetadata(s *corev1.Secret, manager string) (labels, annotations map[st
 				Annotations map[string]json.RawMessage `json:"f:annotations"`
 			} `json:"f:metadata"`
 		}
-		if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+		if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields); err != nil {
 			// Unreadable: say nothing is owned, so the caller applies.
 			return map[string]bool{}, map[string]bool{}, false
 		}

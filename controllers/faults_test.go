@@ -185,6 +185,15 @@ var _ = Describe("the ordering invariant under faults", func() {
 						}
 					}
 					Expect(live).To(Equal(1), "exactly one version is current; undelivered ones are dropped")
+					deliveredIDs := map[string]bool{}
+					for _, k := range delivered {
+						deliveredIDs[idOf(k)] = true
+					}
+					for _, v := range rec.Keys {
+						if !v.Expired(fakeClock.Now()) {
+							Expect(deliveredIDs[v.ID]).To(BeTrue(), "version %s is accepted but was never delivered (write %d, after=%v)", v.ID, failAt, after)
+						}
+					}
 					if rotation {
 						Expect(len(got.Status.PreviousKeys)).To(BeNumerically(">=", 1), "the pre-rotation key is listed as previous")
 					}

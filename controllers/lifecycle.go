@@ -151,19 +151,39 @@ func decideIssue(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, wl workload
 			return decision{issue: true, reason: ReasonSecretModified, drift: true,
 				message: "the workload Secret holds a key that is not the current one: issued a new key"}
 		}
-		if mak.Spec.Disabled || expired(mak, now) {
-			return decision{}
-		}
-		issued := rec.Keys[i].NotBefore.Time
-		if ra := mak.Spec.Rotation.RequestedAt; ra != nil && !ra.After(now) && issued.Unix() < ra.Unix() {
-			return decision{issue: true, reason: ReasonRotationRequested,
-				message: "rotation.requestedAt " + ra.UTC().Format(time.RFC3339) + " reached: rotated the key"}
-		}
-		if !now.Before(issued.Add(period(mak))) {
-			return decision{issue: true, reason: ReasonRotationDue, message: "rotation period elapsed: rotated the key"}
+		if due := rotationSchedule(mak, rec.Keys[i].NotBefore.Time, now); due.due(now) {
+			return decision{issue: true, reason: due.reason, message: due.message}
 		}
 	}
 	return decision{}
+}
+
+// rotation is when the current key is next due, and why; the zero value
+// means never (the key is disabled or expired).
+type rotation struct {
+	at      time.Time
+	reason  string
+	message string
+}
+
+func (r rotation) due(now time.Time) bool { return !r.at.IsZero() && !now.Before(r.at) }
+
+// rotationSchedule is the one answer to "when is the current key, issued at
+// issuedAt, rotated, and why": decideIssue, the status's rotatesAt and the
+// requeue all use it. A requested rotation counts only when the key is older
+// than the request, compared in whole seconds (status times are stored in
+// seconds, and a pipeline's clock may be a little ahead of ours: a request
+// from the future simply waits for its time).
+func rotationSchedule(mak *authv1alpha1.MeterrAPIKey, issuedAt, now time.Time) rotation {
+	if mak.Spec.Disabled || expired(mak, now) {
+		return rotation{}
+	}
+	r := rotation{at: issuedAt.Add(period(mak)), reason: ReasonRotationDue, message: "rotation period elapsed: rotated the key"}
+	if ra := mak.Spec.Rotation.RequestedAt; ra != nil && issuedAt.Unix() < ra.Unix() && ra.Time.Before(r.at) {
+		r = rotation{at: ra.Time, reason: ReasonRotationRequested,
+			message: "rotation.requestedAt " + ra.UTC().Format(time.RFC3339) + " reached: rotated the key"}
+	}
+	return r
 }
 
 // gate says until when a new key must wait, and why; the zero gate lets it
@@ -272,6 +292,23 @@ func settleVersions(versions []record.Version, current int, overlap, retention t
 	return out
 }
 
+// dropUndelivered leaves out, before a new key is added, the versions that
+// were written to the record but never reached the workload Secret (a crash
+// between the two writes): they have no expiry and are neither the key the
+// Secret holds (deliveredHash) nor the last one the status reported
+// delivered. Kept, they would be given the overlap like a real previous key
+// and work for days although no workload ever had them.
+func dropUndelivered(versions []record.Version, deliveredHash string, cur *authv1alpha1.CurrentKeyStatus) []record.Version {
+	out := make([]record.Version, 0, len(versions)+1)
+	for _, v := range versions {
+		if v.ExpiresAt == nil && v.Hash != deliveredHash && (cur == nil || v.ID != cur.ID) {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
 // statusFor derives the key part of the status from the record.
 func statusFor(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, currentHash string, now time.Time) (*authv1alpha1.CurrentKeyStatus, []authv1alpha1.PreviousKeyStatus) {
 	var cur *authv1alpha1.CurrentKeyStatus
@@ -280,8 +317,8 @@ func statusFor(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, currentHash s
 		switch {
 		case v.Hash == currentHash:
 			cur = &authv1alpha1.CurrentKeyStatus{ID: v.ID, Hint: v.Hint, IssuedAt: v.NotBefore}
-			if !mak.Spec.Disabled && !expired(mak, now) {
-				at := metav1.NewTime(v.NotBefore.Add(period(mak)))
+			if r := rotationSchedule(mak, v.NotBefore.Time, now); !r.at.IsZero() {
+				at := metav1.NewTime(r.at)
 				cur.RotatesAt = &at
 			}
 		case v.ExpiresAt != nil && now.Before(v.ExpiresAt.Time):
@@ -309,12 +346,7 @@ func nextDeadline(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, currentHas
 	}
 	for _, v := range rec.Keys {
 		if v.Hash == currentHash {
-			if !mak.Spec.Disabled && !expired(mak, now) {
-				consider(v.NotBefore.Add(period(mak)))
-				if ra := mak.Spec.Rotation.RequestedAt; ra != nil && v.NotBefore.Unix() < ra.Unix() {
-					consider(ra.Time)
-				}
-			}
+			consider(rotationSchedule(mak, v.NotBefore.Time, now).at)
 			continue
 		}
 		if v.ExpiresAt != nil {

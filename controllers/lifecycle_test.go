@@ -280,3 +280,69 @@ func TestSettleVersionsCap(t *testing.T) {
 		}
 	}
 }
+
+func TestRotationSchedule(t *testing.T) {
+	mk := func(f func(m *authv1alpha1.MeterrAPIKey)) *authv1alpha1.MeterrAPIKey {
+		m := &authv1alpha1.MeterrAPIKey{}
+		f(m)
+		return m
+	}
+	none := func(*authv1alpha1.MeterrAPIKey) {}
+	cases := []struct {
+		name     string
+		mak      *authv1alpha1.MeterrAPIKey
+		issuedAt time.Time
+		now      time.Time
+		at       time.Time
+		reason   string
+	}{
+		{"the default period", mk(none), t0, t0, t0.Add(DefaultPeriod), ReasonRotationDue},
+		{"a custom period", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.Period = &metav1.Duration{Duration: time.Hour} }),
+			t0, t0, t0.Add(time.Hour), ReasonRotationDue},
+		{"a request after the key, before the period", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = mt(t0.Add(time.Hour)) }),
+			t0, t0, t0.Add(time.Hour), ReasonRotationRequested},
+		{"a request later than the period: the period first", mk(func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.RequestedAt = mt(t0.Add(DefaultPeriod + time.Hour))
+		}), t0, t0, t0.Add(DefaultPeriod), ReasonRotationDue},
+		{"a request served by this key", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = mt(t0) }),
+			t0, t0.Add(time.Hour), t0.Add(DefaultPeriod), ReasonRotationDue},
+		{"a request in the key's second, sub-second later", mk(func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.RequestedAt = mt(t0.Add(900 * time.Millisecond))
+		}), t0, t0.Add(time.Hour), t0.Add(DefaultPeriod), ReasonRotationDue},
+		{"clock skew: a request from a clock ahead of ours waits for its time", mk(func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.RequestedAt = mt(t0.Add(3 * time.Second))
+		}), t0, t0.Add(time.Second), t0.Add(3 * time.Second), ReasonRotationRequested},
+		{"clock skew: a key issued by a clock ahead still rotates a period after its issue", mk(none),
+			t0.Add(time.Minute), t0, t0.Add(time.Minute + DefaultPeriod), ReasonRotationDue},
+		{"disabled: never", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = true }), t0, t0, time.Time{}, ""},
+		{"expired: never", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.ExpiresAt = mt(t0) }), t0, t0, time.Time{}, ""},
+		{"not yet expired: as usual", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.ExpiresAt = mt(t0.Add(time.Hour)) }),
+			t0, t0, t0.Add(DefaultPeriod), ReasonRotationDue},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rotationSchedule(tc.mak, tc.issuedAt, tc.now)
+			if !r.at.Equal(tc.at) || r.reason != tc.reason {
+				t.Fatalf("rotationSchedule = %v %q, want %v %q", r.at, r.reason, tc.at, tc.reason)
+			}
+			if r.due(tc.now) != (!tc.at.IsZero() && !tc.now.Before(tc.at)) {
+				t.Fatalf("due(%v) = %v", tc.now, r.due(tc.now))
+			}
+		})
+	}
+}
+
+func TestDropUndelivered(t *testing.T) {
+	v := func(id string, exp *metav1.Time) record.Version {
+		return record.Version{ID: id, Hash: "h" + id, ExpiresAt: exp}
+	}
+	in := []record.Version{v("old", mt(t0)), v("delivered", nil), v("crashed", nil), v("reported", nil)}
+	out := dropUndelivered(in, "hdelivered", &authv1alpha1.CurrentKeyStatus{ID: "reported"})
+	var ids []string
+	for _, x := range out {
+		ids = append(ids, x.ID)
+	}
+	if fmt.Sprint(ids) != "[old delivered reported]" {
+		t.Fatalf("kept %v, want the crashed version dropped", ids)
+	}
+}

@@ -73,6 +73,8 @@ const (
 	// ReasonRecordsNamespace: a MeterrAPIKey in the records namespace is
 	// never issued (its workload Secret would sit beside the records).
 	ReasonRecordsNamespace = "RecordsNamespace"
+	// ReasonIssuing: the first reconcile of a key has begun.
+	ReasonIssuing = "Issuing"
 	// ReasonRotationDelayed: the key is usable, and a rotation waits for
 	// the minimum interval or for a free version slot (see rotationGate).
 	ReasonRotationDelayed = "RotationDelayed"
@@ -145,6 +147,9 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if err := r.addFinalizer(ctx, mak); err != nil {
 			return ctrl.Result{}, err
 		}
+		if err := r.markIssuing(ctx, mak); err != nil {
+			return ctrl.Result{}, err
+		}
 		orig = mak.DeepCopy()
 		res, err = r.reconcile(ctx, mak)
 		if err != nil {
@@ -173,6 +178,24 @@ func (r *MeterrAPIKeyReconciler) addFinalizer(ctx context.Context, mak *authv1al
 	controllerutil.AddFinalizer(mak, Finalizer)
 	if err := r.Patch(ctx, mak, patch); err != nil {
 		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
+}
+
+// markIssuing says Reconciling before the first key is issued: a resource
+// without any condition is Current to kstatus (Flux, kubectl wait), which
+// would report a key that is still being issued, or about to be refused, as
+// done. Only the first reconcile of a key pays this write.
+func (r *MeterrAPIKeyReconciler) markIssuing(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) error {
+	if len(mak.Status.Conditions) > 0 {
+		return nil
+	}
+	orig := mak.DeepCopy()
+	const msg = "issuing the first key"
+	setReady(mak, metav1.ConditionUnknown, ReasonIssuing, msg)
+	setCondition(mak, ConditionReconciling, metav1.ConditionTrue, ReasonIssuing, msg)
+	if err := r.Status().Patch(ctx, mak, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("writing status: %w", err)
 	}
 	return nil
 }
@@ -222,7 +245,11 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	currentHash := ""
 	if d.issue {
 		var v record.Version
-		v, recSecret, wlSecret, err = r.issue(ctx, mak, recSecret, rec, wlSecret, now)
+		delivered := ""
+		if wl.intact {
+			delivered = apikey.HashOf(wl.key).String()
+		}
+		v, recSecret, wlSecret, err = r.issue(ctx, mak, recSecret, rec, wlSecret, delivered, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -245,16 +272,16 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 
 	// Settle: policy, expiries of superseded versions, tombstones, metadata.
 	if rec == nil {
-		// Only a delayed drift repair gets here: nothing was ever recorded
-		// for the key the workload holds.
-		return ctrl.Result{RequeueAfter: delayed.until.Sub(now)}, nil
+		// decideIssue issues a key whenever there is no record, and the
+		// gate never holds back a key without a record.
+		return ctrl.Result{}, errors.New("key record missing after issuing a key")
 	}
 	desired := &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak),
 		Keys: settleVersions(rec.Keys, findVersion(rec, currentHash), overlap(mak), r.TombstoneRetention, now)}
 	if _, err := r.writeRecord(ctx, mak, recSecret, desired); err != nil {
 		return ctrl.Result{}, err
 	}
-	if i := findVersion(desired, currentHash); i >= 0 {
+	if i := findVersion(desired, currentHash); i >= 0 && !d.issue { // issue has just applied it
 		if err := r.applyWorkload(ctx, mak, wlSecret, wl.key, desired.Keys[i].NotBefore.Time); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -313,7 +340,7 @@ func rebuildable(mak *authv1alpha1.MeterrAPIKey, wl workload) bool {
 // new version and both Secrets as written; the plaintext leaves this
 // function only in the workload Secret.
 func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.MeterrAPIKey,
-	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, now time.Time) (record.Version, *corev1.Secret, *corev1.Secret, error) {
+	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, deliveredHash string, now time.Time) (record.Version, *corev1.Secret, *corev1.Secret, error) {
 	key, err := apikey.Generate(environment(mak))
 	if err != nil {
 		return record.Version{}, nil, nil, fmt.Errorf("generating key: %w", err)
@@ -323,7 +350,7 @@ func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.Me
 
 	next := &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak)}
 	if rec != nil {
-		next.Keys = append(next.Keys, rec.Keys...)
+		next.Keys = dropUndelivered(rec.Keys, deliveredHash, mak.Status.CurrentKey)
 	}
 	next.Keys = append(next.Keys, v)
 	if recSecret, err = r.writeRecord(ctx, mak, recSecret, next); err != nil {

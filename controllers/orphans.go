@@ -86,7 +86,7 @@ func (r *RecordReaper) ownerAlive(ctx context.Context, m *metav1.PartialObjectMe
 		}
 		rec, err := record.Decode(s)
 		if err != nil {
-			return owner, false, nil // nobody's record
+			return owner, false, nil //nolint:nilerr // an unreadable record without an owner annotation is nobody's: an orphan
 		}
 		ns, name, owner = rec.Owner.Namespace, rec.Owner.Name, rec.Owner.String()
 	}

@@ -222,7 +222,6 @@ var _ = Describe("tenant isolation", func() {
 			g.Expect(mgrClient.List(ctx, list, client.InNamespace(ns))).To(Succeed())
 			g.Expect(list.Items).To(HaveLen(40))
 		}).Should(Succeed())
-		blob = nil
 		grown := int64(heap()) - int64(before)
 		Expect(grown).To(BeNumerically("<", 8<<20), "the heap grew by %d MiB for 36 MiB of foreign Secret data", grown>>20)
 	})

@@ -7,21 +7,44 @@ cd "$(dirname "$0")/.."
 export KUBEBUILDER_ASSETS
 GO_TEST_FLAGS="${GO_TEST_FLAGS:--count=1}"
 
-# redis-server from Debian's packages: the shared rate-limit tests run against
-# the real thing, and fail (rather than skip) here when it cannot be had.
-if ! command -v redis-server >/dev/null; then
+# redis-server and redis-cli (redis-tools) from Debian's packages: the shared
+# rate-limit tests run against the real thing (one server, a three-master
+# Cluster made with redis-cli --cluster create, a Sentinel pair run by
+# redis-server --sentinel), and fail (rather than skip) here when it cannot
+# be had.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test: installing redis-server"
-    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 ||
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)) >/tmp/meterr-apt-redis.log 2>&1 ||
+    echo "test: installing redis-server and redis-tools"
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null 2>&1 ||
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools)) >/tmp/meterr-apt-redis.log 2>&1 ||
       { echo "test: could not install redis-server:" >&2; tail -5 /tmp/meterr-apt-redis.log >&2; }
     # The package starts a system-wide server; the tests run their own.
     (service redis-server stop || systemctl stop redis-server) >/dev/null 2>&1 || true
   else
-    echo "test: redis-server is missing and cannot be installed here (needs root and apt-get)" >&2
+    echo "test: redis-server or redis-cli is missing and cannot be installed here (needs root and apt-get)" >&2
   fi
 fi
 export MTR_REQUIRE_REDIS=1
+
+# node (>= 18) and python3 with requests run the client recipes of
+# docs/clients.md (docs/clients and the end-to-end suite), and fail rather
+# than skip here. Missing pieces come from Debian's packages (nodejs,
+# python3-requests); when the python3 on PATH lacks requests but Debian's
+# has it, the tests use Debian's (MTR_PYTHON).
+apt_install() { # package...
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "test: cannot install $* here (needs root and apt-get)" >&2; return 1; }
+  echo "test: installing $*"
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" ||
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@")) >/tmp/meterr-apt-clients.log 2>&1 ||
+    { echo "test: could not install $*:" >&2; tail -5 /tmp/meterr-apt-clients.log >&2; return 1; }
+}
+command -v node >/dev/null || apt_install nodejs || true
+MTR_PYTHON="${MTR_PYTHON:-python3}"
+if ! "$MTR_PYTHON" -c 'import requests' >/dev/null 2>&1; then
+  /usr/bin/python3 -c 'import requests' >/dev/null 2>&1 || apt_install python3-requests || true
+  if /usr/bin/python3 -c 'import requests' >/dev/null 2>&1; then MTR_PYTHON=/usr/bin/python3; fi
+fi
+export MTR_PYTHON MTR_REQUIRE_CLIENTS=1
 
 # nginx and caddy from Debian's packages: test/proxies runs the shipped
 # docs/integrations configurations with them, and fails (rather than skips)
@@ -53,6 +76,11 @@ run() { # name command...
 run "lint (golangci-lint)" "${GOLANGCI_LINT:-bin/golangci-lint}" run ./...
 # Unit tests and the envtest suites (schema, controller); packages run in parallel.
 run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v /test/e2e)
+# The race detector where the concurrency is real: the auth server (sharded
+# limiter, index churn, Redis background work), the controller (parallel
+# reconciles on a shared cache) and the client packages (a key swapped under
+# live requests).
+run "race detector (webhookserver, controllers, pkg)" go test $GO_TEST_FLAGS -race -timeout 20m ./webhookserver/... ./controllers/... ./pkg/...
 run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
 run "benchmark harness smoke run" hack/bench.sh --smoke
 run "end-to-end (real binary, kubectl, HTTP)" go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/

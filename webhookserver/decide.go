@@ -246,9 +246,10 @@ func (s *Server) Decide(ctx context.Context, in DecisionInput) (d Decision) {
 		n, reset, ok := s.limiter.Take(ctx, p.LimitID(), p.limit, now)
 		if !ok && reset.IsZero() {
 			// The shared count is unreachable and the limiter fails closed:
-			// the limit is known, the count is not.
+			// the limit is known, the count is not. A 503 the client
+			// retries, never a 429: nothing says the key is over its limit.
 			d.rate = rateUnknown
-			d.code, d.body = codeRateLimitExceeded, bodyLimitUnavailable
+			d.code, d.body = codeRateLimitUnavailable, bodyLimitUnavailable
 			return d
 		}
 		d.counted(n, s.windows.of(reset), now, !ok)

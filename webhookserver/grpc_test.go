@@ -552,7 +552,7 @@ func FuzzCheckRequest(f *testing.F) {
 		d := fx.srv.decideCheckRequest(context.Background(), req, t0)
 		resp := checkResponse(&d)
 		switch st := d.Status(); st {
-		case 200, 400, 401, 403, 429:
+		case 200, 400, 401, 403, 429, 503:
 		default:
 			t.Fatalf("status %d", st)
 		}

@@ -63,8 +63,10 @@ type Options struct {
 	// (--shutdown-delay).
 	ShutdownDelay time.Duration
 	// RedisURL, when set, shares rate-limit counts between replicas through
-	// Redis (--redis-url; $MTR_REDIS_URL when the flag is empty, so a
-	// password can come from a Secret).
+	// Redis: one server (redis://, rediss://), a Sentinel-managed master
+	// (redis-sentinel://) or a Cluster (redis-cluster://) (--redis-url;
+	// $MTR_REDIS_URL when the flag is empty, so a password can come from a
+	// Secret).
 	RedisURL string
 	// RedisTimeout bounds each Redis command (--redis-timeout).
 	RedisTimeout time.Duration
@@ -137,13 +139,16 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxHeaderBytes, "max-header-bytes", DefaultMaxHeaderBytes,
 		"Largest request line plus headers, in bytes; larger requests get 431 Request Header Fields Too Large.")
 	fs.StringVar(&o.RedisURL, "redis-url", "",
-		"redis://[[user]:password@]host:port[/db] (rediss:// for TLS): count rate limits in Redis, shared and exact across "+
-			"replicas. Empty: $MTR_REDIS_URL if set, else count in this replica's memory.")
+		"Count rate limits in Redis, shared and exact across replicas: redis://[[user]:password@]host:port[/db], "+
+			"redis-sentinel://[[user]:password@]host1:26379,host2:26379/mastername[?db=0], "+
+			"or redis-cluster://[[user]:password@]host1:6379,host2:6379,host3:6379 (rediss, rediss-sentinel, rediss-cluster for TLS). "+
+			"Empty: $MTR_REDIS_URL if set, else count in this replica's memory.")
 	fs.DurationVar(&o.RedisTimeout, "redis-timeout", DefaultRedisTimeout,
 		"Longest wait for Redis per rate-limit check (and to connect); past it --redis-failure-mode decides.")
 	fs.StringVar(&o.RedisFailureMode, "redis-failure-mode", DefaultRedisFailureMode,
 		`While Redis cannot be reached: "open" counts in this replica's memory (limits hold per replica), `+
-			`"closed" refuses limited keys with 429 rate_limit_exceeded and Retry-After: 1. Redis is tried again every second.`)
+			`"closed" refuses limited keys with 503 rate_limit_unavailable and Retry-After: 1. `+
+			`A background probe pings Redis every second meanwhile, and counting moves back to Redis once it answers.`)
 	fs.StringVar(&o.LogDecisions, "log-decisions", LogDecisionsOff,
 		`Log one structured line per decision: "off", "denied" (refusals only) or "all". A line has the outcome code, `+
 			"the key id and owner when known, the client address used for the allowlist, the TCP peer, X-Forwarded-For as received, "+
@@ -204,9 +209,11 @@ func (o *Options) Validate() error {
 	if o.RedisFailureMode != FailOpen && o.RedisFailureMode != FailClosed {
 		bad("redis-failure-mode", "must be %q or %q, got %q", FailOpen, FailClosed, o.RedisFailureMode)
 	}
-	if o.RedisURL != "" && !strings.HasPrefix(o.RedisURL, "redis://") && !strings.HasPrefix(o.RedisURL, "rediss://") {
-		// Never repeat the URL: it may hold a password.
-		bad("redis-url", "must start with redis:// or rediss://")
+	if o.RedisURL != "" {
+		// The error never repeats the URL: it may hold a password.
+		if _, err := parseRedisURL(o.RedisURL); err != nil {
+			bad("redis-url", "%v", err)
+		}
 	}
 	if err := validateLogDecisions(o.LogDecisions); err != nil {
 		bad("log-decisions", "%v", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,8 +20,9 @@ const (
 	// FailOpen counts in this replica's memory meanwhile: limits still hold,
 	// per replica, as without Redis.
 	FailOpen = "open"
-	// FailClosed refuses requests of limited keys with rate_limit_exceeded
-	// (and Retry-After: 1) meanwhile; unlimited keys are not affected.
+	// FailClosed refuses requests of limited keys with 503
+	// rate_limit_unavailable (and Retry-After: 1) meanwhile; unlimited keys
+	// are not affected.
 	FailClosed = "closed"
 )
 
@@ -32,9 +34,11 @@ const RedisURLEnv = "MTR_REDIS_URL"
 const (
 	DefaultRedisTimeout     = 100 * time.Millisecond
 	DefaultRedisFailureMode = FailOpen
-	// redisBackoff is how long the limiter goes without trying Redis after a
-	// failure, so an outage costs each request nothing rather than a timeout.
-	redisBackoff = time.Second
+	// DefaultRedisProbeInterval is how often a limiter that has seen Redis
+	// fail pings it in the background. Requests do not try Redis meanwhile,
+	// so an outage costs them nothing rather than a timeout, and the first
+	// request after the probe has seen Redis answer is counted there again.
+	DefaultRedisProbeInterval = time.Second
 )
 
 // takeScript spends one request in window key KEYS[1] unless ARGV[1] are
@@ -54,34 +58,43 @@ return {1, c}
 `)
 
 // RedisLimiter is a Limiter shared by every auth server replica through one
-// Redis: counts are exact across replicas. Each window is one Redis key,
+// Redis (a single server, a Sentinel-managed master or a Cluster): counts are
+// exact across replicas. Each window is one Redis key,
 // "meterr:rl:{<id>}:<hour>", that expires after its hour. While Redis cannot
 // be reached it fails open (counting in memory) or closed (see FailOpen,
-// FailClosed), and tries Redis again a second later.
+// FailClosed), and a background probe pings Redis every ProbeInterval until
+// it answers again.
 type RedisLimiter struct {
 	client   redis.UniversalClient
 	failOpen bool
 	fallback *MemoryLimiter
-	// downUntil is when Redis may be tried again, in nanoseconds of mono;
-	// 0 while Redis answers.
-	downUntil atomic.Int64
-	errors    prometheus.Counter
-	log       logr.Logger
+	// down is set by a failed command and cleared by the probe: while it
+	// is set, requests follow the failure mode without trying Redis.
+	down    atomic.Bool
+	errors  prometheus.Counter
+	healthy prometheus.Gauge
+	log     logr.Logger
 	// now is the server's clock: it picks the windows Forget drops.
 	now func() time.Time
-	// mono is the real clock of the backoff (never a test's frozen clock).
-	mono func() time.Time
+	// probeEvery is the probe's interval, probeTimeout bounds one probe.
+	probeEvery, probeTimeout time.Duration
+	// wake starts the probe after a failure.
+	wake chan struct{}
 	// forgets is never closed: Forget may still be called (from a watch
 	// that is winding down) after Close.
-	forgets   chan string
-	stop      chan struct{}
-	done      chan struct{}
+	forgets chan string
+	// stopCtx is cancelled by Close, which then waits for both loops.
+	stopCtx   context.Context
+	stop      context.CancelFunc
+	loops     sync.WaitGroup
 	closeOnce sync.Once
 }
 
 // RedisOptions configure NewRedisLimiter.
 type RedisOptions struct {
-	// URL is redis://[[user]:password@]host:port[/db] or rediss:// for TLS.
+	// URL is one of the forms parseRedisURL documents: redis:// or
+	// rediss:// for one Redis, redis-sentinel:// for a Sentinel-managed
+	// master, redis-cluster:// for a Cluster.
 	URL string
 	// Timeout bounds dialling and each command.
 	Timeout time.Duration
@@ -90,26 +103,33 @@ type RedisOptions struct {
 	// Registerer receives meterr_auth_limiter_errors_total; nil: none.
 	Registerer prometheus.Registerer
 	Log        logr.Logger
-	// Now is the server's clock (for Forget's window and the backoff);
-	// nil is time.Now.
+	// Now is the server's clock (for Forget's window); nil is time.Now.
 	Now func() time.Time
+	// ProbeInterval is how often Redis is pinged while it is believed
+	// down; 0 is DefaultRedisProbeInterval. Not a flag: tests shorten it.
+	ProbeInterval time.Duration
 }
 
 // NewRedisLimiter connects to Redis lazily: it returns without waiting for
 // Redis, and fails per its failure mode until Redis answers.
 func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
-	opts, err := redis.ParseURL(o.URL)
+	opts, err := parseRedisURL(o.URL)
 	if err != nil {
-		// The URL may hold a password: never repeat it.
-		return nil, errors.New("--redis-url is not a valid redis:// or rediss:// URL")
+		return nil, fmt.Errorf("--redis-url %w", err)
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultRedisTimeout
+	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = DefaultRedisProbeInterval
 	}
 	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = o.Timeout, o.Timeout, o.Timeout
 	// Dialling (with a TLS handshake for rediss://) gets more than a command.
 	opts.DialTimeout = max(o.Timeout, time.Second)
 	opts.MaxRetries = -1 // a retry would double the wait; the next request tries again
+	// One dial per attempt: go-redis would otherwise dial five times, with
+	// pauses, before a request may follow the failure mode.
+	opts.DialerRetries = 1
 	opts.PoolSize = max(opts.PoolSize, 64)
 	opts.MinIdleConns = 4
 	switch o.FailureMode {
@@ -118,29 +138,40 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 		return nil, fmt.Errorf("--redis-failure-mode must be %q or %q, not %q", FailOpen, FailClosed, o.FailureMode)
 	}
 	l := &RedisLimiter{
-		client:   redis.NewClient(opts),
 		failOpen: o.FailureMode != FailClosed,
 		fallback: NewMemoryLimiter(),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meterr_auth_limiter_errors_total",
 			Help: "Rate-limit checks that could not reach Redis and were decided by --redis-failure-mode.",
 		}),
-		log:     o.Log,
-		now:     o.Now,
-		mono:    time.Now,
-		forgets: make(chan string, 4096),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		healthy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meterr_auth_limiter_redis_up",
+			Help: "1 while rate limits are counted in Redis, 0 while Redis is believed down and --redis-failure-mode decides.",
+		}),
+		log:          o.Log,
+		now:          o.Now,
+		probeEvery:   o.ProbeInterval,
+		probeTimeout: opts.DialTimeout + o.Timeout,
+		wake:         make(chan struct{}, 1),
+		forgets:      make(chan string, 4096),
 	}
 	if l.now == nil {
 		l.now = time.Now
 	}
-	go l.forgetLoop()
+	l.healthy.Set(1)
 	if o.Registerer != nil {
-		if err := o.Registerer.Register(l.errors); err != nil {
-			return nil, fmt.Errorf("registering limiter metrics: %w", err)
+		for _, c := range []prometheus.Collector{l.errors, l.healthy} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("registering limiter metrics: %w", err)
+			}
 		}
 	}
+	goRedisLogOnce.Do(func() { redis.SetLogger(goRedisLog{o.Log.WithName("go-redis")}) })
+	l.client = redis.NewUniversalClient(opts)
+	l.stopCtx, l.stop = context.WithCancel(context.Background())
+	l.loops.Add(2)
+	go l.forgetLoop()
+	go l.probeLoop()
 	return l, nil
 }
 
@@ -149,15 +180,33 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 func (l *RedisLimiter) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
-		close(l.stop)
-		<-l.done
+		l.stop()
+		l.loops.Wait()
 		err = l.client.Close()
 	})
 	return err
 }
 
-// Ping checks that Redis answers.
-func (l *RedisLimiter) Ping(ctx context.Context) error { return l.client.Ping(ctx).Err() }
+// Ping checks that Redis answers: the current master of a Sentinel setup;
+// every master of a Cluster, each reporting the cluster's state ok (a node
+// that answers while the cluster is down would refuse every check).
+func (l *RedisLimiter) Ping(ctx context.Context) error {
+	c, ok := l.client.(*redis.ClusterClient)
+	if !ok {
+		return l.client.Ping(ctx).Err()
+	}
+	return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		info, err := m.ClusterInfo(ctx).Result()
+		if err == nil && !strings.Contains(info, "cluster_state:ok") {
+			err = errors.New("the cluster's state is not ok")
+		}
+		return err
+	})
+}
+
+// Healthy reports whether the limiter counts in Redis: false from a failed
+// command until the background probe has seen Redis answer again.
+func (l *RedisLimiter) Healthy() bool { return !l.down.Load() }
 
 func windowKey(id string, hour int64) string {
 	// The braces make id a hash tag: a Redis Cluster keeps a key's windows
@@ -165,7 +214,7 @@ func windowKey(id string, hour int64) string {
 	return "meterr:rl:{" + id + "}:" + strconv.FormatInt(hour, 10)
 }
 
-// Take implements Limiter. When Redis cannot be reached it counts in memory
+// Take implements Limiter. While Redis cannot be reached it counts in memory
 // (fail open) or returns ok false with a zero reset (fail closed).
 func (l *RedisLimiter) Take(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
 	hour, reset := windowOf(now)
@@ -175,7 +224,6 @@ func (l *RedisLimiter) Take(ctx context.Context, id string, limit int64, now tim
 		// look like an outage (see failed).
 		res, err := takeScript.Run(context.WithoutCancel(ctx), l.client, []string{windowKey(id, hour)}, limit, ttl).Int64Slice()
 		if err == nil && len(res) == 2 {
-			l.answered()
 			if res[0] == 0 {
 				return 0, reset, false
 			}
@@ -199,11 +247,9 @@ func (l *RedisLimiter) Peek(ctx context.Context, id string, limit int64, now tim
 	if l.available() {
 		n, err := l.client.Get(context.WithoutCancel(ctx), windowKey(id, hour)).Int64()
 		if errors.Is(err, redis.Nil) {
-			l.answered()
 			return limit, reset
 		}
 		if err == nil {
-			l.answered()
 			return max(limit-n, 0), reset
 		}
 		l.failed(err)
@@ -227,37 +273,59 @@ func (l *RedisLimiter) Forget(id string) {
 }
 
 func (l *RedisLimiter) forgetLoop() {
-	defer close(l.done)
+	defer l.loops.Done()
 	for {
 		var id string
 		select {
-		case <-l.stop:
+		case <-l.stopCtx.Done():
 			return
 		case id = <-l.forgets:
 		}
 		if !l.available() {
 			continue
 		}
+		// The two windows share id's hash tag: one Cluster slot, one DEL.
 		hour, _ := windowOf(l.now())
-		if err := l.client.Del(context.Background(), windowKey(id, hour), windowKey(id, hour-1)).Err(); err != nil {
+		if err := l.client.Del(l.stopCtx, windowKey(id, hour), windowKey(id, hour-1)).Err(); err != nil && l.stopCtx.Err() == nil {
 			l.failed(err)
-			continue
 		}
-		l.answered()
 	}
 }
 
-// available reports whether to try Redis. After a failure it says no for
-// redisBackoff; then yes to exactly one caller, whose command probes Redis
-// while the others keep to the failure mode.
-func (l *RedisLimiter) available() bool {
-	until := l.downUntil.Load()
-	if until == 0 {
-		return true
+// probeLoop waits for a failure, then pings Redis every probeEvery until it
+// answers, and marks it healthy again: recovery is found in the background,
+// not by a request, so every replica counts in Redis again from its first
+// request after the probe.
+func (l *RedisLimiter) probeLoop() {
+	defer l.loops.Done()
+	for {
+		select {
+		case <-l.stopCtx.Done():
+			return
+		case <-l.wake:
+		}
+		tick := time.NewTicker(l.probeEvery)
+		for l.down.Load() {
+			select {
+			case <-l.stopCtx.Done():
+				tick.Stop()
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(l.stopCtx, l.probeTimeout)
+			err := l.Ping(ctx)
+			cancel()
+			if err == nil {
+				l.recovered()
+			}
+		}
+		tick.Stop()
 	}
-	now := l.mono().UnixNano()
-	return now >= until && l.downUntil.CompareAndSwap(until, now+int64(redisBackoff))
 }
+
+// available reports whether to try Redis: not while the probe has not seen
+// it answer since the last failure.
+func (l *RedisLimiter) available() bool { return !l.down.Load() }
 
 func (l *RedisLimiter) failed(err error) {
 	l.errors.Inc()
@@ -266,21 +334,41 @@ func (l *RedisLimiter) failed(err error) {
 		// follows the failure mode; the next ones try Redis again.
 		return
 	}
-	if prev := l.downUntil.Swap(l.mono().Add(redisBackoff).UnixNano()); prev == 0 {
-		// Once per outage, not per request.
-		mode := FailClosed
+	if !l.down.Swap(true) {
+		// Once per outage, not per request. go-redis's errors name the
+		// address at most, never the password.
+		l.healthy.Set(0)
+		mode := FailClosed + " (refusing limited keys with 503 rate_limit_unavailable)"
 		if l.failOpen {
 			mode = FailOpen + " (counting in memory)"
 		}
-		l.log.Error(err, "redis unreachable; rate limits fail "+mode)
+		l.log.Error(err, "redis unreachable; rate limits fail "+mode, "probeInterval", l.probeEvery.String())
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// answered clears the backoff after Redis has answered again.
-func (l *RedisLimiter) answered() {
-	if l.downUntil.Load() != 0 && l.downUntil.Swap(0) != 0 {
+// recovered marks Redis healthy after the probe has seen it answer.
+func (l *RedisLimiter) recovered() {
+	if l.down.Swap(false) {
+		l.healthy.Set(1)
 		l.log.Info("redis reachable again; rate limits are shared")
 	}
 }
 
 var _ Limiter = (*RedisLimiter)(nil)
+
+// goRedisLog sends go-redis's own messages (a failed dial, a new Sentinel
+// master) to the limiter's log at verbosity 1 rather than to stderr: the
+// limiter already logs an outage once and its end. They name addresses,
+// never a password.
+type goRedisLog struct{ log logr.Logger }
+
+func (g goRedisLog) Printf(_ context.Context, format string, v ...any) {
+	g.log.V(1).Info(fmt.Sprintf(format, v...))
+}
+
+// goRedisLogOnce: go-redis has one logger per process.
+var goRedisLogOnce sync.Once

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -19,12 +22,38 @@ func startRedis(t *testing.T) *redistest.Server { return redistest.Start(t) }
 
 func newRedisLimiter(t *testing.T, url, mode string) *RedisLimiter {
 	t.Helper()
-	l, err := NewRedisLimiter(RedisOptions{URL: url, Timeout: 200 * time.Millisecond, FailureMode: mode, Log: logr.Discard()})
+	// A short probe interval only makes the tests quicker: they wait for
+	// Healthy, never for a time.
+	// A generous timeout: the cores are shared, and an outage in these tests
+	// is a refused connection, answered at once.
+	l, err := NewRedisLimiter(RedisOptions{URL: url, Timeout: time.Second, FailureMode: mode, Log: logr.Discard(),
+		ProbeInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
 	return l
+}
+
+// waitHealthy polls until every limiter's probe has seen Redis answer
+// again; the deadline is generous, for a busy machine, and is no assertion
+// on how long recovery takes.
+func waitHealthy(t *testing.T, ls ...*RedisLimiter) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n := 0
+		for _, l := range ls {
+			if l.Healthy() {
+				n++
+			}
+		}
+		if n == len(ls) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d limiters healthy after a minute", n, len(ls))
+		}
+	}
 }
 
 // Two replicas share one Redis: between them they admit exactly the limit,
@@ -113,14 +142,11 @@ func TestRedisLimiterConcurrent(t *testing.T) {
 }
 
 // While Redis is down: fail open counts in memory, fail closed refuses with
-// a zero reset; a second later Redis is tried again and used once it answers.
+// a zero reset; requests do not try Redis, the background probe does, and
+// once it has seen Redis answer the limiter counts there again.
 func TestRedisLimiterFailureModes(t *testing.T) {
 	r := startRedis(t)
 	open, closed := newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailClosed)
-	now := time.Now()
-	for _, l := range []*RedisLimiter{open, closed} {
-		l.mono = func() time.Time { return now }
-	}
 	ctx := context.Background()
 	if _, _, ok := closed.Take(ctx, "k", 2, t0); !ok {
 		t.Fatal("redis up: refused")
@@ -142,23 +168,84 @@ func TestRedisLimiterFailureModes(t *testing.T) {
 	if testutil.ToFloat64(open.errors) < 1 || testutil.ToFloat64(closed.errors) < 1 {
 		t.Fatal("errors not counted")
 	}
-	// Within the backoff Redis is not even tried: no more errors.
+	if open.Healthy() || closed.Healthy() || testutil.ToFloat64(closed.healthy) != 0 {
+		t.Fatal("a limiter that saw Redis fail reports healthy")
+	}
+	// While Redis is down requests do not even try it: no more errors.
 	before := testutil.ToFloat64(closed.errors)
 	closed.Take(ctx, "k", 2, t0)
 	if testutil.ToFloat64(closed.errors) != before {
-		t.Fatal("redis tried again within the backoff")
+		t.Fatal("a request tried redis while it was down")
 	}
 
 	r.Restart() // without persistence: it starts from zero
-	now = now.Add(redisBackoff)
+	waitHealthy(t, open, closed)
+	if testutil.ToFloat64(closed.healthy) != 1 {
+		t.Fatal("meterr_auth_limiter_redis_up is not 1 after recovery")
+	}
 	if rem, reset, ok := closed.Take(ctx, "k", 2, t0); !ok || rem != 1 || reset.IsZero() {
 		t.Fatalf("redis back: %d %v %v", rem, reset, ok)
+	}
+	// Fail open counted 2 in memory; Redis starts from 0 and is used again.
+	if rem, _, ok := open.Take(ctx, "k", 2, t0); !ok || rem != 0 {
+		t.Fatalf("redis back, fail open: %d %v (want the shared count)", rem, ok)
+	}
+}
+
+// Recovery is found by the background probe, not by a request: three
+// replicas share one Redis with a limit of N; Redis is killed, each replica
+// counts some requests in memory, Redis comes back empty on the same port.
+// Once every replica reports healthy, the very next requests are all
+// counted in Redis: exactly N are accepted across the three, in the same
+// window as the requests counted in memory during the outage (a request
+// counted in memory by a replica that had not noticed the recovery would be
+// accepted on top, N+1).
+func TestRedisLimiterRecoveryIsProbedInBackground(t *testing.T) {
+	r := startRedis(t)
+	ls := []*RedisLimiter{newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailOpen),
+		newRedisLimiter(t, r.URL(), FailOpen)}
+	ctx := context.Background()
+	const limit = 15
+	id := fmt.Sprintf("uid-recovery-%d", time.Now().UnixNano())
+	for _, l := range ls {
+		if _, _, ok := l.Take(ctx, id, limit, t0); !ok {
+			t.Fatal("redis up: refused")
+		}
+	}
+	r.Stop()
+	for i, l := range ls {
+		// limit-1 in memory each (the first fails over to memory too).
+		for range limit - 1 {
+			if _, _, ok := l.Take(ctx, id, limit, t0); !ok {
+				t.Fatalf("replica %d, fail open: refused within the in-memory limit", i)
+			}
+		}
+		if l.Healthy() {
+			t.Fatalf("replica %d reports healthy while redis is down", i)
+		}
+	}
+	r.Restart()
+	waitHealthy(t, ls...)
+	admitted := 0
+	for i := range 3 * limit {
+		if _, _, ok := ls[i%3].Take(ctx, id, limit, t0); ok {
+			admitted++
+		}
+	}
+	if admitted != limit {
+		t.Fatalf("after recovery the replicas admitted %d, want exactly %d", admitted, limit)
+	}
+	hour, _ := windowOf(t0)
+	if got := r.MustDo("GET", windowKey(id, hour)).Str; got != strconv.Itoa(limit) {
+		t.Fatalf("redis holds %q for the window, want %d", got, limit)
 	}
 }
 
 // The answers a client sees while Redis is down and the limiter fails closed:
-// 429 rate_limit_exceeded with Retry-After and no counters, never 5xx; an
-// unlimited key does not depend on Redis.
+// 503 rate_limit_unavailable (type api_error) with Retry-After, the limit and
+// no counters, never 429 (nothing says the key is over its limit); an
+// unlimited key does not depend on Redis. Once Redis is back and the probe
+// has seen it, the key is counted again.
 func TestServerRedisFailClosed(t *testing.T) {
 	r := startRedis(t)
 	rl := newRedisLimiter(t, r.URL(), FailClosed)
@@ -171,17 +258,42 @@ func TestServerRedisFailClosed(t *testing.T) {
 		t.Fatalf("redis up: %d %v", w.Code, w.Header())
 	}
 	r.Stop()
-	w := f.do(req{key: limited})
-	checkCommon(t, w, limited)
-	if w.Code != http.StatusTooManyRequests || errorCode(t, w) != "rate_limit_exceeded" || w.Header().Get("Retry-After") != "1" {
-		t.Fatalf("redis down, fail closed: %d %v", w.Code, w.Header())
-	}
-	if w.Header().Get("X-RateLimit-Limit") != "1000" || w.Header().Get("RateLimit-Policy") == "" ||
-		w.Header().Get("X-RateLimit-Remaining") != "" || w.Header().Get("RateLimit") != "" {
-		t.Fatalf("want the limit and the policy, no counters (unknown): %v", w.Header())
+	for _, path := range []string{"/v1/auth/verify", "/v1/auth/check/v1/usage"} {
+		w := f.do(req{key: limited, target: path})
+		// Not checkCommon: this is the one denial that is a 5xx.
+		if w.Header().Get("Content-Type") != "application/json" || w.Header().Get("Cache-Control") != "no-store" ||
+			strings.Contains(w.Body.String(), limited) || strings.Contains(headerText(w.Header()), limited) {
+			t.Fatalf("%s: %v %s", path, w.Header(), w.Body)
+		}
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" {
+			t.Fatalf("%s, redis down, fail closed: %d %v", path, w.Code, w.Header())
+		}
+		const want = `{"error":{"type":"api_error","message":"The rate limit could not be checked; retry after the time in Retry-After",` +
+			`"code":"rate_limit_unavailable"}}`
+		if got := strings.TrimSpace(w.Body.String()); got != want {
+			t.Fatalf("%s: body %s, want %s", path, got, want)
+		}
+		if w.Header().Get("X-RateLimit-Limit") != "1000" || w.Header().Get("RateLimit-Policy") == "" ||
+			w.Header().Get("X-RateLimit-Remaining") != "" || w.Header().Get("RateLimit") != "" {
+			t.Fatalf("want the limit and the policy, no counters (unknown): %v", w.Header())
+		}
+		if w.Header().Get("X-Meterr-Key-Id") != "" {
+			t.Fatalf("%s: identity headers on a refusal: %v", path, w.Header())
+		}
 	}
 	if w := f.do(req{key: unlimited}); w.Code != http.StatusOK {
 		t.Fatalf("unlimited key: %d", w.Code)
+	}
+	if got := testutil.ToFloat64(f.srv.metrics.decisions[codeByName(t, "rate_limit_unavailable")]); got != 2 {
+		t.Fatalf("decisions{code=rate_limit_unavailable} = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(f.srv.metrics.decisions[codeByName(t, "rate_limit_exceeded")]); got != 0 {
+		t.Fatalf("decisions{code=rate_limit_exceeded} = %v, want 0", got)
+	}
+	r.Restart()
+	waitHealthy(t, rl)
+	if w := f.do(req{key: limited}); w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Remaining") != "999" {
+		t.Fatalf("redis back (empty): %d %v", w.Code, w.Header())
 	}
 }
 
@@ -193,5 +305,44 @@ func TestNewRedisLimiterRefusesBadInput(t *testing.T) {
 	}
 	if _, err := NewRedisLimiter(RedisOptions{URL: "redis://127.0.0.1:1", FailureMode: "deny"}); err == nil {
 		t.Fatal("bad failure mode accepted")
+	}
+}
+
+// The limiter's log lines never hold the password of the URL: not when
+// Redis refuses it, not when Redis is down, not when it comes back.
+func TestRedisLimiterNeverLogsThePassword(t *testing.T) {
+	r := startRedis(t)
+	var mu sync.Mutex
+	var logs strings.Builder
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(&logs, prefix, args)
+	}, funcr.Options{Verbosity: 4})
+	r.MustDo("CONFIG", "SET", "requirepass", "another") // AUTH fails
+	url := "redis://:hunter2@" + r.Addr + "/0"
+	l, err := NewRedisLimiter(RedisOptions{URL: url, Timeout: time.Second, FailureMode: FailClosed, Log: log,
+		ProbeInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	if _, reset, ok := l.Take(context.Background(), "k", 5, t0); ok || !reset.IsZero() {
+		t.Fatal("a refused password did not fail closed")
+	}
+	r.Stop()
+	l.Take(context.Background(), "k", 5, t0)
+	r.Restart() // without a password
+	waitHealthy(t, l)
+	l.Take(context.Background(), "k", 5, t0)
+	l.Forget("k")
+	_ = l.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "redis unreachable") {
+		t.Fatalf("the outage was not logged:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "hunter2") {
+		t.Fatalf("a log line holds the password:\n%s", logs.String())
 	}
 }

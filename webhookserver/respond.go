@@ -29,6 +29,10 @@ const (
 	// codeNotReady answers decisions asked for before the first full load of
 	// key records: a 503 the client retries, never a wrong 401.
 	codeNotReady
+	// codeRateLimitUnavailable answers limited keys while the shared
+	// limiter cannot reach Redis and fails closed: a 503 the client
+	// retries, never a 429 (nothing says the key is over its limit).
+	codeRateLimitUnavailable
 	numCodes
 )
 
@@ -47,6 +51,7 @@ var codes = [numCodes]struct {
 	codeRateLimitExceeded:       {"rate_limit_exceeded", "rate_limit_error", http.StatusTooManyRequests},
 	codeInvalidRequest:          {"invalid_request", "invalid_request_error", http.StatusBadRequest},
 	codeNotReady:                {"not_ready", "api_error", http.StatusServiceUnavailable},
+	codeRateLimitUnavailable:    {"rate_limit_unavailable", "api_error", http.StatusServiceUnavailable},
 }
 
 func (c code) String() string { return codes[c].name }
@@ -58,7 +63,7 @@ var (
 	bodyExpiredAPIKey    = errorBody(codeExpiredAPIKey, "API key has expired")
 	bodyDomainNotAllowed = errorBody(codeDomainNotAllowed, "Requests from this domain are not allowed for this API key")
 	bodyRateLimited      = errorBody(codeRateLimitExceeded, "Rate limit exceeded; retry after the time in Retry-After")
-	bodyLimitUnavailable = errorBody(codeRateLimitExceeded, "The rate limit could not be checked; retry after the time in Retry-After")
+	bodyLimitUnavailable = errorBody(codeRateLimitUnavailable, "The rate limit could not be checked; retry after the time in Retry-After")
 	bodyUnknownPerm      = errorBody(codeInvalidRequest, "Unknown permission in the permission parameter; use read, write or admin")
 	bodyBadOriginal      = errorBody(codeInvalidRequest, "The original request URI forwarded by the proxy is malformed")
 	bodyNoOriginal       = errorBody(codeInvalidRequest, "Route rules are configured but the request does not say which request it authorizes: "+

@@ -177,7 +177,8 @@ func RunDev(ctx context.Context, o DevOptions, out io.Writer) (err error) {
 		if body, err := verifyWithSecret(ctx, c, base, o.SamplesNamespace, secret); err == nil {
 			fmt.Fprintf(out, "  # expected answer (just now):\n  %s\n", body)
 		}
-		fmt.Fprintf(out, "\n  # rotate it declaratively, as a GitOps pipeline would (the old key keeps working for the overlap):\n")
+		fmt.Fprintf(out, "\n  # rotate it declaratively, as a GitOps pipeline would (the old key keeps working for the overlap;\n")
+		fmt.Fprintf(out, "  # within a minute of the key's issue the rotation waits, and Ready says RotationDelayed until when):\n")
 		fmt.Fprintf(out, "  %s patch mak %s -n %s --type merge -p \"{\\\"spec\\\":{\\\"rotation\\\":{\\\"requestedAt\\\":\\\"$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)\\\"}}}\"\n",
 			k, example, o.SamplesNamespace)
 		fmt.Fprintf(out, "  %s get mak %s -n %s -o jsonpath='{.status}'\n", k, example, o.SamplesNamespace)

@@ -30,6 +30,7 @@ var (
 	adminKC, managerKC, authKC string
 	authURL                    string
 	authListen, authMetrics    string
+	managerMetrics             string
 	manager, authServer        *proc
 	// keysSeen collects every plaintext key the tests read, for the final leak check.
 	keysSeen   []string
@@ -187,15 +188,18 @@ var _ = BeforeSuite(func() {
 	authKC = writeKubeconfig("auth-server", serviceAccount("meterr-auth-server"))
 
 	By("starting the manager and the auth server as separate processes, each as its own service account")
+	managerMetrics = freeAddr()
 	manager = startProc("manager", "manager", "--kubeconfig", managerKC,
 		"--leader-elect", "--leader-election-namespace", "meterr-system",
 		// Specs request rotations seconds apart.
 		"--min-rotation-interval", "1s",
-		"--metrics-bind-address", "0", "--health-probe-bind-address", freeAddr())
+		"--metrics-bind-address", managerMetrics, "--health-probe-bind-address", freeAddr())
 	authListen, authMetrics = freeAddr(), freeAddr()
 	authURL = "http://" + authListen
 	authServer = startProc("auth-server", "auth-server", "--kubeconfig", authKC,
-		"--listen", authListen, "--metrics-bind-address", authMetrics)
+		"--listen", authListen, "--metrics-bind-address", authMetrics,
+		// Refusals are explained in the log (whois_test.go checks a line).
+		"--log-decisions=denied")
 	waitHTTPReady(authURL + "/readyz")
 })
 

@@ -283,14 +283,17 @@ func (h *harness) controllerPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.managerFlags = fmt.Sprintf("--kube-api-qps %d --kube-api-burst %d --max-concurrent-reconciles %d",
+	// The rotation wave follows the creation wave by a second: no minimum
+	// interval between rotations, or the wave would only measure the wait.
+	r.managerFlags = fmt.Sprintf("--kube-api-qps %d --kube-api-burst %d --max-concurrent-reconciles %d --min-rotation-interval 0s",
 		c.managerQPS, c.managerBurst, c.managerConcurrency)
 	argv, pprofURL, err := h.binary("manager")
 	if err != nil {
 		return err
 	}
 	mp, err := h.procs.start("manager", "", append(append(argv, "--kubeconfig", cp.kubeconfig,
-		"--metrics-bind-address", maddr, "--health-probe-bind-address", paddr, "--records-namespace", recordsNS),
+		// Plain HTTP metrics: the harness scrapes them without a token.
+		"--metrics-bind-address", maddr, "--metrics-secure=false", "--health-probe-bind-address", paddr, "--records-namespace", recordsNS),
 		strings.Fields(r.managerFlags)...)...)
 	if err != nil {
 		return err

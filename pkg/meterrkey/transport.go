@@ -1,0 +1,149 @@
+package meterrkey
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"time"
+)
+
+// maxErrorBody bounds how much of a 401 answer is read to find its code.
+const maxErrorBody = 16 << 10
+
+// Transport is an http.RoundTripper that authenticates every request with
+// the Source's current key. It never modifies the caller's request: it sends
+// a clone with the Authorization header set (replacing any the caller set).
+//
+// On a 401 answer whose JSON error code is expired_api_key or
+// invalid_api_key (the key was rotated out, or its record is gone), it
+// re-reads the Source once; if the key changed and the request's body can be
+// sent again (no body, or Request.GetBody set, as http.NewRequest does for
+// bytes, strings and bytes.Buffer bodies), it sends the request once more
+// with the new key and returns that answer. Otherwise the 401 is returned,
+// its body intact (a request whose body cannot be replayed is not retried,
+// but the key it would have used is still re-read, for the next requests).
+type Transport struct {
+	// Source supplies the key; required.
+	Source *Source
+	// Base sends the requests; nil means http.DefaultTransport.
+	Base http.RoundTripper
+	// WaitForNewKey, when positive, is how long a request that got
+	// expired_api_key or invalid_api_key waits for a new key to appear
+	// when re-reading the Source found none (bounded by the request's
+	// context). It suits an emergency rotation (overlap 0s), where the old
+	// key is refused before the kubelet has updated the mounted Secret:
+	// requests are held until the new key arrives instead of failing.
+	// Zero: no waiting.
+	WaitForNewKey time.Duration
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	key, err := t.Source.Key()
+	if err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close() // a RoundTripper always closes the body
+		}
+		return nil, err
+	}
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	resp, err := t.base().RoundTrip(withKey(req, req.Body, key))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	if code := errorCode(resp); code != "expired_api_key" && code != "invalid_api_key" {
+		return resp, nil
+	}
+	if !replayable {
+		// No retry, but the next request should not meet the same answer.
+		if cur, _ := t.Source.Key(); cur == key {
+			_, _ = t.Source.Reload()
+		}
+		return resp, nil
+	}
+	fresh := t.freshKey(req.Context(), key)
+	if fresh == "" {
+		return resp, nil
+	}
+	body := req.Body // nil or http.NoBody: nothing to replay
+	if req.Body != nil && req.Body != http.NoBody {
+		if body, err = req.GetBody(); err != nil {
+			return resp, nil //nolint:nilerr // no replay possible: the first answer stands
+		}
+	}
+	drain(resp)
+	return t.base().RoundTrip(withKey(req, body, fresh))
+}
+
+// freshKey re-reads the Source when it still holds the refused key, and
+// returns the new key, or "" when there is none (within WaitForNewKey).
+func (t *Transport) freshKey(ctx context.Context, refused string) string {
+	if cur, _ := t.Source.Key(); cur == refused {
+		// Another request may have reloaded it already; if not, read once.
+		_, _ = t.Source.Reload()
+	}
+	if cur, _ := t.Source.Key(); cur != refused && cur != "" {
+		return cur
+	}
+	if t.WaitForNewKey <= 0 {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.WaitForNewKey)
+	defer cancel()
+	if !t.Source.waitChange(ctx, refused) {
+		return ""
+	}
+	cur, _ := t.Source.Key()
+	return cur
+}
+
+// withKey clones req with body and the Authorization header for key.
+func withKey(req *http.Request, body io.ReadCloser, key string) *http.Request {
+	r := req.Clone(req.Context())
+	r.Body = body
+	r.Header.Set("Authorization", "Bearer "+key)
+	return r
+}
+
+// errorCode reads the code of a meterr error answer, leaving the body
+// readable from the start for the caller.
+func errorCode(resp *http.Response) string {
+	if resp.Body == nil {
+		return ""
+	}
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	if err != nil {
+		return ""
+	}
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(head, &e) != nil {
+		return ""
+	}
+	return e.Error.Code
+}
+
+// drain reads a little of an answer that is being replaced, so its
+// connection can be reused, and closes it.
+func drain(resp *http.Response) {
+	if resp.Body != nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		_ = resp.Body.Close()
+	}
+}
