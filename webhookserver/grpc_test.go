@@ -568,3 +568,44 @@ func FuzzCheckRequest(f *testing.F) {
 		}
 	})
 }
+
+// unreachableLimiter is a shared limiter failing closed: nothing can be
+// counted.
+type unreachableLimiter struct{}
+
+func (unreachableLimiter) Take(context.Context, string, int64, time.Time) (int64, time.Time, bool) {
+	return 0, time.Time{}, false
+}
+func (unreachableLimiter) Peek(context.Context, string, int64, time.Time) (int64, time.Time) {
+	return 0, time.Time{}
+}
+func (unreachableLimiter) Forget(string) {}
+
+// With the limit uncountable, gRPC, HTTP and NGINX mode all answer 503
+// rate_limit_unavailable with Retry-After: 1.
+func TestGRPCRateLimitUnavailable(t *testing.T) {
+	g := newGRPCFixture(t, func(c *ServerConfig) { c.Limiter = unreachableLimiter{} })
+	key := g.add("web", standard())
+	resp := g.check(t, checkReq{key: key})
+	st, code := deniedCode(t, resp, key)
+	hs := headerMap(resp.GetDeniedResponse().GetHeaders())
+	if st != 503 || code != "rate_limit_unavailable" || hs["retry-after"] != "1" || hs["x-ratelimit-limit"] != "1000" ||
+		resp.GetStatus().GetCode() != int32(grpccodes.Unavailable) {
+		t.Fatalf("gRPC: %d %s %v %v", st, code, hs, resp.GetStatus())
+	}
+	w := g.do(req{key: key, target: checkPath})
+	if w.Code != st || w.Body.String() != resp.GetDeniedResponse().GetBody() || httpHeaderList(w.Header()) != headerList(hs) {
+		t.Errorf("HTTP %d %s %v; gRPC %d %v", w.Code, w.Body, w.Header(), st, hs)
+	}
+	w = g.do(req{key: key, target: checkPath + "?mode=nginx"})
+	if w.Code != 403 || w.Header().Get("X-Meterr-Status") != "503" || w.Header().Get("X-Meterr-Error-Code") != "rate_limit_unavailable" ||
+		w.Header().Get("Retry-After") != "1" {
+		t.Errorf("NGINX mode: %d %v", w.Code, w.Header())
+	}
+	// Unlimited keys never depend on the limiter.
+	unl := standard()
+	unl.RequestsPerHour = 0
+	if resp := g.check(t, checkReq{key: g.add("unlimited", unl)}); resp.GetStatus().GetCode() != 0 {
+		t.Errorf("unlimited key: %v", resp.GetDeniedResponse().GetBody())
+	}
+}
