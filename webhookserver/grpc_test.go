@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -492,8 +493,9 @@ func TestGRPCListenValidation(t *testing.T) {
 // endpoint "grpc", the key's id and owner, the addresses and the original
 // request; never the key.
 func TestGRPCDecisionLog(t *testing.T) {
+	var mu sync.Mutex // the server logs on its own goroutines
 	var lines []string
-	log := funcr.New(func(prefix, args string) { lines = append(lines, prefix+" "+args) }, funcr.Options{})
+	log := funcr.New(func(prefix, args string) { mu.Lock(); lines = append(lines, prefix+" "+args); mu.Unlock() }, funcr.Options{})
 	g := newGRPCFixture(t, func(c *ServerConfig) {
 		c.LogDecisions = LogDecisionsDenied
 		c.Log = log
@@ -508,6 +510,8 @@ func TestGRPCDecisionLog(t *testing.T) {
 	g.check(t, checkReq{key: ro, method: "POST", path: "/v1/usage?key=" + ro, source: "10.1.1.1",
 		headers: map[string]string{"x-forwarded-for": "203.0.113.9", "origin": "https://app.example.com"}})
 	g.check(t, checkReq{key: unknown})
+	mu.Lock()
+	defer mu.Unlock()
 	if len(lines) != 2 {
 		t.Fatalf("%d lines, want 2: %q", len(lines), lines)
 	}
