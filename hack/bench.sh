@@ -87,7 +87,8 @@ go build -o "$work/bare" ./hack/bench/cmd/bare
 go build -o "$work/load" ./hack/bench/cmd/load
 go build -o "$work/bench" ./hack/bench/cmd/bench
 
-# The Go benchmarks: the hot path in-process, beside a bare handler.
+# The Go benchmarks: the hot path in-process, beside a bare handler; the gRPC
+# ext_authz Check over loopback, beside a bare gRPC server (hack/bench/gobench).
 pkgs=(./internal/... ./webhookserver/... ./hack/bench/...)
 if [ "$smoke" = 1 ]; then
   benchtime=(-benchtime=200x)

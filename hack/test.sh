@@ -50,6 +50,23 @@ if ! "$MTR_PYTHON" -c 'import requests' >/dev/null 2>&1; then
 fi
 export MTR_PYTHON MTR_REQUIRE_CLIENTS=1
 
+# nginx and caddy from Debian's packages: test/proxies runs the shipped
+# docs/integrations configurations with them, and fails (rather than skips)
+# here when they cannot be had.
+if ! command -v nginx >/dev/null || ! command -v caddy >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing nginx and caddy"
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx caddy >/dev/null 2>&1 ||
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx caddy)) >/tmp/meterr-apt-proxies.log 2>&1 ||
+      { echo "test: could not install nginx and caddy:" >&2; tail -5 /tmp/meterr-apt-proxies.log >&2; }
+    # The packages may start system-wide servers; the tests run their own.
+    for svc in nginx caddy; do (service "$svc" stop || systemctl stop "$svc") >/dev/null 2>&1 || true; done
+  else
+    echo "test: nginx or caddy is missing and cannot be installed here (needs root and apt-get)" >&2
+  fi
+fi
+export MTR_REQUIRE_PROXIES=1
+
 declare -a names results
 run() { # name command...
   local name=$1; shift

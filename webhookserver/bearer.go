@@ -7,7 +7,11 @@ func bearerToken(values []string) (string, bool) {
 	if len(values) != 1 {
 		return "", false
 	}
-	v := values[0]
+	return bearerTokenValue(values[0])
+}
+
+// bearerTokenValue returns the token of one Authorization value.
+func bearerTokenValue(v string) (string, bool) {
 	const scheme = "bearer"
 	if len(v) <= len(scheme) || !asciiEqualFold(v[:len(scheme)], scheme) || v[len(scheme)] != ' ' {
 		return "", false

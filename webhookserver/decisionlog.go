@@ -106,7 +106,7 @@ func (s *Server) logDecision(r *http.Request, c code, need permission) {
 		}
 	}
 	client := "unknown"
-	if a := clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted); a.IsValid() {
+	if a := clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops); a.IsValid() {
 		client = a.String()
 	}
 	kv = append(kv, "client", client, "peer", r.RemoteAddr)

@@ -28,6 +28,10 @@ const (
 type Options struct {
 	// Listen is the address of the auth API (--listen).
 	Listen string
+	// GRPCListen, when set, serves Envoy's ext_authz v3 over gRPC
+	// (envoy.service.auth.v3.Authorization/Check) and the gRPC health
+	// service (--grpc-listen).
+	GRPCListen string
 	// MetricsAddr serves Prometheus metrics on /metrics; "0" turns it off
 	// (--metrics-bind-address).
 	MetricsAddr string
@@ -39,6 +43,9 @@ type Options struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed
 	// (--trusted-proxies).
 	TrustedProxies []netip.Prefix
+	// TrustedHops, when positive, takes the client address N places from
+	// the right of a trusted peer's X-Forwarded-For (--trusted-hops).
+	TrustedHops int
 	// Routes require permissions on forward-auth requests (--route).
 	Routes []Route
 	// TLSCertFile and TLSKeyFile, both or neither, serve the auth API over
@@ -100,6 +107,9 @@ func DefaultOptions() Options {
 func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", DefaultListen,
 		"Address the auth API (/v1/auth/verify, /v1/auth/check, /healthz, /readyz) listens on.")
+	fs.StringVar(&o.GRPCListen, "grpc-listen", "",
+		"Address Envoy's ext_authz v3 gRPC service (envoy.service.auth.v3.Authorization/Check) and the gRPC health service listen on; "+
+			"empty turns gRPC off. Served over TLS with --tls-cert-file.")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", DefaultMetricsAddr,
 		`Address the Prometheus metrics endpoint (/metrics) listens on; "0" turns it off.`)
 	fs.StringVar(&o.RecordsNamespace, "records-namespace", DefaultRecordsNamespace,
@@ -110,6 +120,10 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var((*prefixListFlag)(&o.TrustedProxies), "trusted-proxies",
 		"Comma-separated CIDRs (or addresses) of proxies in front of the auth server. When the TCP peer is one of them, "+
 			"the client IP is the right-most X-Forwarded-For address that is not; otherwise X-Forwarded-For is ignored.")
+	fs.IntVar(&o.TrustedHops, "trusted-hops", 0,
+		"If positive, and the TCP peer is in --trusted-proxies, the client IP is the N-th X-Forwarded-For address from the right "+
+			"(1: the address the peer saw), whatever the addresses: for a fixed chain of proxies whose addresses are not known "+
+			"in advance. 0 uses --trusted-proxies alone.")
 	o.Routes = nil
 	fs.Var((*routeListFlag)(&o.Routes), "route",
 		`Route rule for /v1/auth/check, repeatable: "METHOD /path/prefix=permission" (METHOD may be *, permission is read, write or admin). `+
@@ -161,11 +175,24 @@ func (o *Options) Validate() error {
 			bad("metrics-bind-address", "%q is also the --listen address", o.MetricsAddr)
 		}
 	}
+	if o.GRPCListen != "" {
+		if err := validateAddr(o.GRPCListen); err != nil {
+			bad("grpc-listen", `%v (leave it empty to turn gRPC off)`, err)
+		} else if o.GRPCListen == o.Listen || o.GRPCListen == o.MetricsAddr {
+			bad("grpc-listen", "%q is also the --listen or --metrics-bind-address address", o.GRPCListen)
+		}
+	}
 	if msgs := validation.IsDNS1123Label(o.RecordsNamespace); len(msgs) > 0 {
 		bad("records-namespace", "%q is not a namespace name: %s", o.RecordsNamespace, strings.Join(msgs, "; "))
 	}
 	if err := validateEnvironment(o.Environment); err != nil {
 		bad("environment", "%v", err)
+	}
+	switch {
+	case o.TrustedHops < 0 || o.TrustedHops > maxTrustedHops:
+		bad("trusted-hops", "must be between 0 and %d, got %d", maxTrustedHops, o.TrustedHops)
+	case o.TrustedHops > 0 && len(o.TrustedProxies) == 0:
+		bad("trusted-hops", "needs --trusted-proxies: X-Forwarded-For is read only from a trusted peer")
 	}
 	if _, err := compileRoutes(o.Routes); err != nil {
 		bad("route", "%v", err)
@@ -199,6 +226,9 @@ func (o *Options) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxTrustedHops bounds --trusted-hops.
+const maxTrustedHops = 16
 
 // minMaxHeaderBytes leaves room for net/http's own 4096-byte allowance
 // (see newHTTPServer) and a real request's headers.

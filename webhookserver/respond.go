@@ -85,7 +85,7 @@ var (
 )
 
 // The ip_not_allowed answer names the address the allowlist was checked
-// against (see writeIPNotAllowed): its body is cut around that address.
+// against (see appendIPNotAllowed): its body is cut around that address.
 var bodyIPNotAllowedHead, bodyIPNotAllowedTail = func() ([]byte, []byte) {
 	const mark = "ADDRESS"
 	b := errorBody(codeIPNotAllowed, "API key not allowed from "+mark)
@@ -93,20 +93,16 @@ var bodyIPNotAllowedHead, bodyIPNotAllowedTail = func() ([]byte, []byte) {
 	return b[:i:i], b[i+len(mark):]
 }()
 
-// writeIPNotAllowed answers ip_not_allowed, saying which address was seen.
-// An address's text needs no JSON escaping.
-func writeIPNotAllowed(w http.ResponseWriter, a netip.Addr) {
-	bp := bufPool.Get().(*[]byte)
-	b := append((*bp)[:0], bodyIPNotAllowedHead...)
+// appendIPNotAllowed appends the ip_not_allowed answer, saying which address
+// was seen. An address's text needs no JSON escaping.
+func appendIPNotAllowed(b []byte, a netip.Addr) []byte {
+	b = append(b, bodyIPNotAllowedHead...)
 	if a.IsValid() {
 		b = a.AppendTo(b)
 	} else {
 		b = append(b, "an unknown address"...)
 	}
-	b = append(b, bodyIPNotAllowedTail...)
-	writeAnswer(w, codes[codeIPNotAllowed].status, b)
-	*bp = b
-	bufPool.Put(bp)
+	return append(b, bodyIPNotAllowedTail...)
 }
 
 func environmentMismatchBody(env string) []byte {
@@ -222,6 +218,7 @@ var (
 	hvBearer         = []string{"Bearer"}
 	hvAllowVerify    = []string{"GET, HEAD"}
 	hvRetryOneSecond = []string{"1"}
+	hvAuthorization  = []string{"authorization"}
 )
 
 // writeAnswer sets the headers every answer carries and writes body.
@@ -238,8 +235,7 @@ func writeAnswer(w http.ResponseWriter, status int, body []byte) {
 // IETF draft's RateLimit-Policy and RateLimit, and Retry-After on a 429. The
 // values that change per request are cut from one string in a, formatted
 // once; it returns the remaining count's text for the answer's body.
-func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining int64, w *windowText, now time.Time, retryAfter bool) string {
-	secs := max(w.unix-now.Unix(), 1)
+func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining int64, w *windowText, secs int64, retryAfter bool) string {
 	b := append(a.buf[:0], `"hourly";r=`...)
 	i0 := len(b)
 	b = strconv.AppendInt(b, remaining, 10)

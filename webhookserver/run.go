@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -65,6 +67,8 @@ type runDeps struct {
 	// listener and metricsListener, when set, are used instead of binding
 	// o.Listen and o.MetricsAddr.
 	listener, metricsListener net.Listener
+	// grpcListener, when set, is used instead of binding o.GRPCListen.
+	grpcListener net.Listener
 	// ready, when set, is called once the server is ready.
 	ready func(*Server)
 }
@@ -109,6 +113,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		Clock:          d.clock,
 		Environment:    o.Environment,
 		TrustedProxies: o.TrustedProxies,
+		TrustedHops:    o.TrustedHops,
 		Routes:         o.Routes,
 		Registerer:     reg,
 		LogDecisions:   o.LogDecisions,
@@ -148,6 +153,21 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	}
 	if mln != nil {
 		defer func() { _ = mln.Close() }()
+	}
+	gln := d.grpcListener
+	if gln == nil && o.GRPCListen != "" {
+		if gln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", o.GRPCListen); err != nil {
+			return fmt.Errorf("listening on %s for gRPC: %w", o.GRPCListen, err)
+		}
+	}
+	if gln != nil {
+		defer func() { _ = gln.Close() }()
+	}
+
+	var gsrv *grpc.Server
+	var grpcHealth *health.Server
+	if gln != nil {
+		gsrv, grpcHealth = NewGRPCServer(srv, o.MaxHeaderBytes, tlsConfig)
 	}
 
 	// Watch only key records, only in the records namespace. A reflector
@@ -193,6 +213,9 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		records, keys := idx.Len()
 		log.Info("key records loaded; ready", "namespace", o.RecordsNamespace, "records", records, "keys", keys)
 		srv.SetReady(true)
+		if grpcHealth != nil {
+			setHealth(grpcHealth, true)
+		}
 		if d.ready != nil {
 			d.ready(srv)
 		}
@@ -202,7 +225,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	api.TLSConfig = tlsConfig
 	api.ErrorLog = newStdLogger(log.WithName("http"))
 	servers := []*http.Server{api}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() {
 		var err error
 		if tlsConfig != nil {
@@ -220,7 +243,14 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		servers = append(servers, metrics)
 		go func() { errc <- metrics.Serve(mln) }()
 	}
-	log.Info("serving", "listen", ln.Addr().String(), "tls", tlsConfig != nil, "metrics", o.MetricsAddr,
+	if gsrv != nil {
+		go func() { errc <- gsrv.Serve(gln) }()
+	}
+	grpcAddr := ""
+	if gln != nil {
+		grpcAddr = gln.Addr().String()
+	}
+	log.Info("serving", "listen", ln.Addr().String(), "grpc", grpcAddr, "tls", tlsConfig != nil, "metrics", o.MetricsAddr,
 		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes),
 		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions)
 
@@ -230,17 +260,35 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		err = fmt.Errorf("serving: %w", err)
 	}
 	srv.SetReady(false)
+	if grpcHealth != nil {
+		setHealth(grpcHealth, false)
+	}
 	if err == nil && o.ShutdownDelay > 0 {
 		log.Info("draining before shutdown", "delay", o.ShutdownDelay)
 		time.Sleep(o.ShutdownDelay)
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
 	defer cancel()
+	grpcStopped := make(chan struct{})
+	if gsrv != nil {
+		// GracefulStop waits for in-flight calls; Stop below ends the wait
+		// at the shutdown timeout.
+		go func() { gsrv.GracefulStop(); close(grpcStopped) }()
+	} else {
+		close(grpcStopped)
+	}
 	for _, s := range servers {
 		if serr := s.Shutdown(shutdownCtx); serr != nil {
 			log.Info("in-flight requests did not finish in time; closing connections", "timeout", o.ShutdownTimeout)
 			_ = s.Close()
 		}
+	}
+	select {
+	case <-grpcStopped:
+	case <-shutdownCtx.Done():
+		log.Info("in-flight gRPC calls did not finish in time; closing connections", "timeout", o.ShutdownTimeout)
+		gsrv.Stop()
+		<-grpcStopped
 	}
 	log.Info("stopped")
 	return err

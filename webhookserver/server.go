@@ -11,8 +11,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
-
-	"github.com/meterr/meterr-operator/internal/apikey"
 )
 
 // ServerConfig configures the HTTP handler.
@@ -27,6 +25,10 @@ type ServerConfig struct {
 	Environment string
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// TrustedHops, when positive, takes the client address from that
+	// position from the right of a trusted peer's X-Forwarded-For
+	// (--trusted-hops).
+	TrustedHops int
 	// Routes require permissions on forward-auth requests.
 	Routes []Route
 	// Registerer receives the handler's metrics; nil means a private
@@ -47,6 +49,7 @@ type Server struct {
 	clock   clock.PassiveClock
 	env     string
 	trusted []netip.Prefix
+	hops    int
 	routes  routeTable
 	metrics *serverMetrics
 	// dlog is nil unless decisions are logged.
@@ -95,6 +98,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 		clock:           c.Clock,
 		env:             c.Environment,
 		trusted:         append([]netip.Prefix(nil), c.TrustedProxies...),
+		hops:            c.TrustedHops,
 		routes:          routes,
 		metrics:         m,
 		dlog:            newDecisionLog(c.LogDecisions, c.Log, m.decisionLogsDropped, c.Clock.Now()),
@@ -128,7 +132,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeAnswer(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
 			return
 		}
-		s.decide(w, r, 0, false, s.clock.Now())
+		s.decide(w, r, 0, false, false, s.clock.Now())
 	case p == checkPath || strings.HasPrefix(p, checkPath+"/"):
 		s.check(w, r)
 	case p == "/healthz":
@@ -145,15 +149,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // check works out the permission a forward-auth request requires, then
-// decides. ?permission= counts only on the bare /v1/auth/check URL: when
-// Envoy appends the original path, the query string is the client's own.
+// decides. ?permission= and ?mode= count only on the bare /v1/auth/check
+// URL: when Envoy appends the original path, the query string is the
+// client's own.
 func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	start := s.clock.Now()
-	need, explicit := permission(0), false
+	need, explicit, nginx := permission(0), false, false
 	if r.URL.Path == checkPath && r.URL.RawQuery != "" {
+		nginx = queryNginxMode(r.URL.RawQuery)
 		n, present, ok := queryPermission(r.URL.RawQuery)
 		if !ok {
-			s.invalidRequest(w, r, bodyUnknownPerm, start)
+			s.invalidRequest(w, r, bodyUnknownPerm, start, nginx)
 			return
 		}
 		need, explicit = n, present
@@ -161,24 +167,37 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	if !explicit && len(s.routes) > 0 {
 		found, ok := forEachOriginal(r, func(method, path string) { need |= s.routes.match(method, path) })
 		if !ok {
-			s.invalidRequest(w, r, bodyBadOriginal, start)
+			s.invalidRequest(w, r, bodyBadOriginal, start, nginx)
 			return
 		}
 		if !found {
-			s.invalidRequest(w, r, bodyNoOriginal, start)
+			s.invalidRequest(w, r, bodyNoOriginal, start, nginx)
 			return
 		}
 	}
-	s.decide(w, r, need, true, start)
+	s.decide(w, r, need, true, nginx, start)
 }
 
-func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []byte, start time.Time) {
-	writeAnswer(w, http.StatusBadRequest, body)
+func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []byte, start time.Time, nginx bool) {
+	d := invalidRequest(body, 0)
+	s.writeDecision(w, &d, true, nginx)
 	s.observe(r, codeInvalidRequest, 0, start)
 }
 
-func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission, check bool, start time.Time) {
-	s.observe(r, s.authorize(w, r, need, check, start), need, start)
+func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission, check, nginx bool, start time.Time) {
+	var cred string
+	if v := r.Header["Authorization"]; len(v) == 1 {
+		cred = v[0]
+	}
+	d := s.Decide(r.Context(), DecisionInput{
+		Credential: cred,
+		ClientIP:   clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops),
+		OriginHost: requestHost(r.Header),
+		Required:   need,
+		Now:        start,
+	})
+	s.writeDecision(w, &d, check, nginx)
+	s.observe(r, d.code, need, start)
 }
 
 // observe counts a decision and, with --log-decisions, logs it.
@@ -190,117 +209,74 @@ func (s *Server) observe(r *http.Request, c code, need permission, start time.Ti
 	}
 }
 
-// authorize decides a request and writes the answer: authenticate (401),
-// restrictions (403, not counted), hourly limit (429), permission (403,
-// counted).
-func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need permission, check bool, now time.Time) code {
+// writeDecision renders d as the HTTP answer; check adds, when allowed, the
+// identity headers for the upstream and asks the proxy to remove the key
+// (x-envoy-auth-headers-to-remove: authorization). nginx renders a refusal
+// for NGINX's auth_request (see nginxDenial). It sets what
+// Decision.AppendHeaders lists, without allocating beyond one answerValues
+// for the values that change per request.
+func (s *Server) writeDecision(w http.ResponseWriter, d *Decision, check, nginx bool) {
 	h := w.Header()
-	tok, ok := bearerToken(r.Header["Authorization"])
-	// Shape and checksum first: a malformed key costs no hash and no lookup.
-	if !ok || apikey.Parse(tok) != nil {
-		return unauthorized(w, codeInvalidAPIKey, bodyInvalidAPIKey)
+	if nginx && d.code != codeOK {
+		nginxDenial(w, d)
+		return
 	}
-	e, ok := s.index.Lookup(apikey.HashOf(tok))
-	// A disabled key gets exactly the answer of an unknown one.
-	if !ok || e.Policy.disabled {
-		return unauthorized(w, codeInvalidAPIKey, bodyInvalidAPIKey)
-	}
-	if e.expired(now) {
-		return unauthorized(w, codeExpiredAPIKey, bodyExpiredAPIKey)
-	}
-	p := &e.Policy
+	p := &d.policy
 	var a *answerValues
-	if p.limit > 0 || check {
+	if d.rate == rateCounted || check && d.code == codeOK {
 		a = new(answerValues)
 	}
-
-	if c, body, ip := s.restrict(r, p); c != codeOK {
-		// Not counted, so a stolen key used from elsewhere cannot exhaust
-		// the quota; the headers show where the key stands.
-		if p.limit > 0 {
-			if remaining, reset := s.limiter.Peek(r.Context(), p.LimitID(), p.limit, now); !reset.IsZero() {
-				setRateLimitHeaders(h, a, p, remaining, s.windows.of(reset), now, false)
-			}
-		}
-		if c == codeIPNotAllowed {
-			writeIPNotAllowed(w, ip)
-		} else {
-			writeAnswer(w, codes[c].status, body)
-		}
-		return c
-	}
-
 	var remaining string
-	var window *windowText
-	if p.limit > 0 {
-		n, reset, ok := s.limiter.Take(r.Context(), p.LimitID(), p.limit, now)
-		if !ok && reset.IsZero() {
-			// The shared count is unreachable and the limiter fails closed:
-			// the limit is known, the count is not.
-			h["X-Ratelimit-Limit"] = p.hLimit
-			h["Ratelimit-Policy"] = p.hPolicy
-			h["Retry-After"] = hvRetryOneSecond
-			writeAnswer(w, http.StatusServiceUnavailable, bodyLimitUnavailable)
-			return codeRateLimitUnavailable
-		}
-		window = s.windows.of(reset)
-		remaining = setRateLimitHeaders(h, a, p, n, window, now, !ok)
-		if !ok {
-			writeAnswer(w, http.StatusTooManyRequests, bodyRateLimited)
-			return codeRateLimitExceeded
-		}
+	switch d.rate {
+	case rateCounted:
+		remaining = setRateLimitHeaders(h, a, p, d.remaining, d.window, d.resetIn, d.retryAfter)
+	case rateUnknown:
+		h["X-Ratelimit-Limit"] = p.hLimit
+		h["Ratelimit-Policy"] = p.hPolicy
+		h["Retry-After"] = hvRetryOneSecond
 	}
-
-	if need != 0 && !p.perms.grants(need) {
-		writeAnswer(w, http.StatusForbidden, bodyInsufficient[need])
-		return codeInsufficientPermissions
+	switch d.code {
+	case codeOK:
+	case codeInvalidAPIKey, codeExpiredAPIKey:
+		h["Www-Authenticate"] = hvBearer
+		writeAnswer(w, http.StatusUnauthorized, d.body)
+		return
+	case codeNotReady:
+		h["Retry-After"] = hvRetryOneSecond
+		writeAnswer(w, http.StatusServiceUnavailable, d.body)
+		return
+	default:
+		bp := bufPool.Get().(*[]byte)
+		b := d.AppendBody((*bp)[:0])
+		writeAnswer(w, codes[d.code].status, b)
+		*bp = b
+		bufPool.Put(bp)
+		return
 	}
 
 	if check {
-		a.id = [2]string{e.KeyID, p.Owner()}
+		a.id = [2]string{d.KeyID, p.Owner()}
 		h["X-Meterr-Key-Id"] = a.id[0:1:1]
 		h["X-Meterr-Key-Name"] = a.id[1:2:2]
 		h["X-Meterr-Permissions"] = p.hPermissions
 		h["X-Meterr-Environment"] = p.hEnvironment
+		// Envoy's HTTP ext_authz removes the headers named here before
+		// the upstream: it never sees the key.
+		h["X-Envoy-Auth-Headers-To-Remove"] = hvAuthorization
 	}
 	// The 200 answer: built per request from the key id (a validated
 	// token, so it needs no escaping) and the policy's shared fragment.
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"valid":true,"key_id":"`...)
-	b = append(b, e.KeyID...)
+	b = append(b, d.KeyID...)
 	b = append(b, '"')
 	b = append(b, p.okTail...)
 	if p.limit == 0 {
 		b = append(b, `{"unlimited":true}}`+"\n"...)
 	} else {
-		b = appendRateLimit(b, p.hLimit[0], remaining, window)
+		b = appendRateLimit(b, p.hLimit[0], remaining, d.window)
 	}
 	writeAnswer(w, http.StatusOK, b)
 	*bp = b
 	bufPool.Put(bp)
-	return codeOK
-}
-
-// restrict applies the key's restrictions in order: environment, client IP,
-// domain. An IP refusal has no body but the address it saw (see
-// writeIPNotAllowed).
-func (s *Server) restrict(r *http.Request, p *Policy) (code, []byte, netip.Addr) {
-	if s.env != "" && p.environment != s.env {
-		return codeEnvironmentMismatch, s.envMismatchBody, netip.Addr{}
-	}
-	if p.ipRestricted {
-		if ip := clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted); !p.allowsIP(ip) {
-			return codeIPNotAllowed, nil, ip
-		}
-	}
-	if p.domainRestricted && !p.allowsHost(requestHost(r.Header)) {
-		return codeDomainNotAllowed, bodyDomainNotAllowed, netip.Addr{}
-	}
-	return codeOK, nil, netip.Addr{}
-}
-
-func unauthorized(w http.ResponseWriter, c code, body []byte) code {
-	w.Header()["Www-Authenticate"] = hvBearer
-	writeAnswer(w, http.StatusUnauthorized, body)
-	return c
 }

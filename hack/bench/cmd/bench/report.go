@@ -73,7 +73,7 @@ func newResults(c config) *results {
 }
 
 type goBenchLine struct {
-	nsOp, bOp, allocsOp float64
+	nsOp, bOp, allocsOp, cpuNsOp float64
 }
 
 // readGoBench reads `go test -bench -benchmem` output.
@@ -109,6 +109,8 @@ func (r *results) readGoBench(path string) error {
 				l.bOp = v
 			case "allocs/op":
 				l.allocsOp = v
+			case "cpu-ns/op":
+				l.cpuNsOp = v
 			}
 		}
 		r.goBench[name] = l
@@ -269,6 +271,17 @@ func (r *results) rows() []row {
 				s, q := ratio(m.nsOp, hit.nsOp)
 				add(row{"Go: handler, verify " + k + ", " + label + " keys", fmt.Sprintf("%.0f ns/op, %.0f allocs/op", m.nsOp, m.allocsOp),
 					fmt.Sprintf("hit %.0f ns/op", hit.nsOp), s, "≤ 1.0", met(q <= 1.0)})
+			}
+		}
+		if c, ok := g["BenchmarkGRPCCheck"]; ok {
+			if bare, okBare := g["BenchmarkGRPCBare"]; okBare {
+				s, _ := ratio(c.nsOp, bare.nsOp)
+				add(row{"Go: gRPC ext_authz Check, hit, 100,000 keys (loopback, calls from every P)",
+					fmt.Sprintf("%.0f ns/op (%.0f calls/s), %.0f allocs/op", c.nsOp, 1e9/max(c.nsOp, 1), c.allocsOp),
+					fmt.Sprintf("bare gRPC server %.0f ns/op (%.0f calls/s)", bare.nsOp, 1e9/max(bare.nsOp, 1)), s, "reported", "—"})
+				s, _ = ratio(c.cpuNsOp, bare.cpuNsOp)
+				add(row{"Go: gRPC ext_authz Check, CPU per call (client and server in one process)",
+					fmt.Sprintf("%.1f µs", c.cpuNsOp/1e3), fmt.Sprintf("bare gRPC server %.1f µs", bare.cpuNsOp/1e3), s, "reported", "—"})
 			}
 		}
 		h1, ok1 := g["BenchmarkHandlerVerify/keys=100/hit"]

@@ -1,0 +1,71 @@
+package webhookserver
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// NGINX's auth_request passes on only 2xx, 401 and 403 from the auth server
+// and turns any other status into 500. In NGINX mode (?mode=nginx on the bare
+// /v1/auth/check URL) a refusal therefore keeps 401 for authentication
+// failures and is 403 otherwise, and carries what the real answer would be in
+// headers the NGINX configuration turns back into it (see
+// docs/integrations/nginx/nginx.conf):
+//
+//	X-Meterr-Status:        the real status (401, 403, 429, 400, 503)
+//	X-Meterr-Error-Code:    the error code ("rate_limit_exceeded")
+//	X-Meterr-Error-Type:    the error type ("rate_limit_error")
+//	X-Meterr-Error-Message: the message, JSON-escaped (it goes into the
+//	                        error body as it is)
+//
+// besides Retry-After, WWW-Authenticate and the rate-limit headers of the
+// real answer. The body is the real answer's.
+
+// queryNginxMode reports whether a raw query asks for NGINX mode.
+func queryNginxMode(rawQuery string) bool {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if kv == "mode=nginx" {
+			return true
+		}
+	}
+	return false
+}
+
+// nginxDenial writes the NGINX-mode answer of a refusal d.
+func nginxDenial(w http.ResponseWriter, d *Decision) {
+	h := w.Header()
+	for _, hv := range d.AppendHeaders(make([]Header, 0, 8), false) {
+		h[hv.Name] = []string{hv.Value}
+	}
+	status := d.Status()
+	body := d.AppendBody(nil)
+	h["X-Meterr-Status"] = []string{strconv.Itoa(status)}
+	h["X-Meterr-Error-Code"] = []string{d.Code()}
+	h["X-Meterr-Error-Type"] = []string{d.Type()}
+	h["X-Meterr-Error-Message"] = []string{jsonMessage(body)}
+	if status != http.StatusUnauthorized {
+		status = http.StatusForbidden
+	}
+	writeAnswer(w, status, body)
+}
+
+// jsonMessage returns the message of an error body as it stands in the JSON,
+// escaped: errorBody escapes every control character, so it is a valid
+// header value too.
+func jsonMessage(body []byte) string {
+	const start, end = `,"message":"`, `","code":`
+	i := bytes.Index(body, []byte(start))
+	if i < 0 {
+		return ""
+	}
+	rest := body[i+len(start):]
+	j := bytes.Index(rest, []byte(end))
+	if j < 0 {
+		return ""
+	}
+	return string(rest[:j])
+}
