@@ -94,8 +94,8 @@ func TestChartLintAndTemplate(t *testing.T) {
 	if !strings.Contains(svc, `"grpc"`) || !strings.Contains(svc, "443") {
 		t.Errorf("auth Service ports %s: want https on 443 and grpc", svc)
 	}
-	if svc := jsonOf(get(def["Service/meterr-system/meterr-auth-server"], "spec", "ports")); strings.Contains(svc, "grpc") {
-		t.Errorf("default auth Service has a gRPC port: %s", svc)
+	if svc := jsonOf(get(def["Service/meterr-system/meterr-auth-server"], "spec", "ports")); !strings.Contains(svc, `"grpc"`) || !strings.Contains(svc, "9001") {
+		t.Errorf("default auth Service lacks the gRPC port 9001 that config/ ships: %s", svc)
 	}
 	mgr := get(on["Deployment/meterr-system/meterr-manager"], "spec", "template", "spec", "containers").([]any)[0]
 	margs := strings.Join(toStrings(get(mgr, "args")), " ")
