@@ -32,18 +32,6 @@ func sameKeys(owned map[string]bool, want map[string]string) bool {
 	return true
 }
 
-// appliedBy reports whether manager has applied fields of s (server-side
-// apply), as opposed to having written them with create or update, as
-// releases before server-side apply did.
-func appliedBy(s *corev1.Secret, manager string) bool {
-	for _, mf := range s.ManagedFields {
-		if mf.Manager == manager && mf.Operation == metav1.ManagedFieldsOperationApply {
-			return true
-		}
-	}
-	return false
-}
-
 // ownedMetadata returns the label and annotation keys that manager's apply
 // owns on s, read from managedFields. A key the spec's template no longer
 // lists is still owned until the next apply leaves it out, which is how a

@@ -59,7 +59,8 @@ func (c *KeyStateCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *KeyStateCollector) Collect(ch chan<- prometheus.Metric) {
 	list := &authv1alpha1.MeterrAPIKeyList{}
-	if err := c.Reader.List(context.Background(), list); err != nil {
+	// Read-only: no deep copy of every key on each scrape.
+	if err := c.Reader.List(context.Background(), list, client.UnsafeDisableDeepCopy); err != nil {
 		ch <- prometheus.NewInvalidMetric(keysDesc, err)
 		return
 	}

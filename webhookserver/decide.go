@@ -2,6 +2,7 @@ package webhookserver
 
 import (
 	"context"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -28,6 +29,17 @@ type DecisionInput struct {
 	Required Permission
 	// Now is the time of the decision.
 	Now time.Time
+}
+
+// resolve fills ClientIP and OriginHost from the HTTP request r, if any:
+// only decisions that need them (a key with IP or domain restrictions) pay
+// for parsing the peer address and the headers, which on every request cost
+// the verify path a fifth.
+func (s *Server) resolve(in *DecisionInput, r *http.Request) {
+	if r != nil {
+		in.ClientIP = clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops)
+		in.OriginHost = requestHost(r.Header)
+	}
 }
 
 // Permission is a set of permissions (read, write, admin) as a bitmask.
@@ -205,6 +217,12 @@ func invalidRequest(body []byte, need permission) Decision {
 // rate limiter's work (a shared limiter talks to Redis); everything else is a
 // function of in and the key records.
 func (s *Server) Decide(ctx context.Context, in DecisionInput) (d Decision) {
+	return s.decideFrom(ctx, in, nil)
+}
+
+// decideFrom is Decide; with r set, ClientIP and OriginHost are worked out
+// from r when the key's restrictions need them (see resolve).
+func (s *Server) decideFrom(ctx context.Context, in DecisionInput, r *http.Request) (d Decision) {
 	d.Required = in.Required
 	if !s.loaded.Load() {
 		d.code, d.body = codeNotReady, bodyNotLoaded
@@ -230,7 +248,7 @@ func (s *Server) Decide(ctx context.Context, in DecisionInput) (d Decision) {
 	p := &d.policy
 	now := in.Now
 
-	if c, body := s.restrict(&in, p); c != codeOK {
+	if c, body := s.restrict(&in, p, r); c != codeOK {
 		// Not counted, so a stolen key used from elsewhere cannot exhaust
 		// the quota; the headers show where the key stands.
 		if p.limit > 0 {
@@ -276,9 +294,12 @@ func (d *Decision) counted(remaining int64, w *windowText, now time.Time, retryA
 // restrict applies the key's restrictions in order: environment, client IP,
 // domain. An IP refusal has no body but the address it saw (see
 // appendIPNotAllowed).
-func (s *Server) restrict(in *DecisionInput, p *Policy) (code, []byte) {
+func (s *Server) restrict(in *DecisionInput, p *Policy, r *http.Request) (code, []byte) {
 	if s.env != "" && p.environment != s.env {
 		return codeEnvironmentMismatch, s.envMismatchBody
+	}
+	if p.ipRestricted || p.domainRestricted {
+		s.resolve(in, r)
 	}
 	if p.ipRestricted && !p.allowsIP(in.ClientIP) {
 		return codeIPNotAllowed, nil

@@ -189,13 +189,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission,
 	if v := r.Header["Authorization"]; len(v) == 1 {
 		cred = v[0]
 	}
-	d := s.Decide(r.Context(), DecisionInput{
-		Credential: cred,
-		ClientIP:   clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops),
-		OriginHost: requestHost(r.Header),
-		Required:   need,
-		Now:        start,
-	})
+	d := s.decideFrom(r.Context(), DecisionInput{Credential: cred, Required: need, Now: start}, r)
 	s.writeDecision(w, &d, check, nginx)
 	s.observe(r, d.code, need, start)
 }
