@@ -252,6 +252,14 @@ func validateEnvironment(env string) error {
 	return fmt.Errorf("environment %q is not development, staging or production", env)
 }
 
+// RouteListFlag is a flag.Value for --route rules appended to *routes, as
+// the auth server reads them; whois takes the same flags.
+func RouteListFlag(routes *[]Route) flag.Value { return (*routeListFlag)(routes) }
+
+// PrefixListFlag is a flag.Value for a --trusted-proxies list appended to
+// *prefixes, as the auth server reads it.
+func PrefixListFlag(prefixes *[]netip.Prefix) flag.Value { return (*prefixListFlag)(prefixes) }
+
 // prefixListFlag is --trusted-proxies: a comma-separated list, which may
 // also be given several times.
 type prefixListFlag []netip.Prefix

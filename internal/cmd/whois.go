@@ -94,50 +94,6 @@ key, the cluster unreadable), 3 no key record holds the key.
 Flags:
 `
 
-type routeFlag []webhookserver.Route
-
-func (f *routeFlag) String() string {
-	if f == nil {
-		return ""
-	}
-	s := make([]string, len(*f))
-	for i, r := range *f {
-		s[i] = r.String()
-	}
-	return strings.Join(s, ", ")
-}
-
-func (f *routeFlag) Set(v string) error {
-	r, err := webhookserver.ParseRoute(v)
-	if err != nil {
-		return err
-	}
-	*f = append(*f, r)
-	return nil
-}
-
-type prefixFlag []netip.Prefix
-
-func (f *prefixFlag) String() string {
-	if f == nil {
-		return ""
-	}
-	s := make([]string, len(*f))
-	for i, p := range *f {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
-}
-
-func (f *prefixFlag) Set(v string) error {
-	ps, err := webhookserver.ParseTrustedProxies(v)
-	if err != nil {
-		return err
-	}
-	*f = append(*f, ps...)
-	return nil
-}
-
 // AddFlags registers the whois flags on fs, and a --help that explains the
 // command.
 func (o *WhoisOptions) AddFlags(fs *flag.FlagSet) {
@@ -163,10 +119,10 @@ func (o *WhoisOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Environment, "environment", "",
 		"As the auth server's --environment: refuse keys of any other environment.")
 	o.Routes = nil
-	fs.Var((*routeFlag)(&o.Routes), "route",
+	fs.Var(webhookserver.RouteListFlag(&o.Routes), "route",
 		`As the auth server's --route, repeatable: "METHOD /path/prefix=permission".`)
 	o.TrustedProxies = nil
-	fs.Var((*prefixFlag)(&o.TrustedProxies), "trusted-proxies",
+	fs.Var(webhookserver.PrefixListFlag(&o.TrustedProxies), "trusted-proxies",
 		"As the auth server's --trusted-proxies: when --ip is one of these, the client is taken from --forwarded-for.")
 	fs.StringVar(&o.ForwardedFor, "forwarded-for", "",
 		"Send this X-Forwarded-For header (believed only when --ip is in --trusted-proxies).")

@@ -52,21 +52,28 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// runGRPC serves gs on loopback and calls Check from every P.
-func runGRPC(b *testing.B, gs *grpc.Server, reqs []*authv3.CheckRequest) {
+// serveGRPC serves gs on loopback and returns a client of it on one
+// connection, and what stops both.
+func serveGRPC(b *testing.B, gs *grpc.Server) (authv3.AuthorizationClient, func()) {
 	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
+		gs.Stop()
 		b.Fatal(err)
 	}
-	defer func() { _ = conn.Close() }()
-	client := authv3.NewAuthorizationClient(conn)
+	return authv3.NewAuthorizationClient(conn), func() { _ = conn.Close(); gs.Stop() }
+}
+
+// runGRPC serves gs on loopback and calls Check from every P.
+func runGRPC(b *testing.B, gs *grpc.Server, reqs []*authv3.CheckRequest) {
+	b.Helper()
+	client, stop := serveGRPC(b, gs)
+	defer stop()
 	// Connect, and check the answer once.
 	resp, err := client.Check(context.Background(), reqs[0])
 	if err != nil || resp.GetStatus().GetCode() != 0 {
@@ -128,19 +135,10 @@ func okAnswer(b *testing.B) *authv3.CheckResponse {
 		b.Fatalf("fixture server is a %T", f.srv)
 	}
 	gs, _ := webhookserver.NewGRPCServer(srv, webhookserver.DefaultMaxHeaderBytes, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = conn.Close() }()
+	client, stop := serveGRPC(b, gs)
+	defer stop()
 	key := f.hit[0].Header.Get("Authorization")[len("Bearer "):]
-	resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), checkRequest(key))
+	resp, err := client.Check(context.Background(), checkRequest(key))
 	if err != nil || resp.GetStatus().GetCode() != 0 || resp.GetOkResponse() == nil {
 		b.Fatalf("Check: %v %v", resp, err)
 	}
