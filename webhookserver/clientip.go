@@ -16,11 +16,23 @@ import (
 // client cannot choose. An invalid Addr means "unknown" and matches no
 // allowlist.
 func clientIP(remoteAddr string, xff []string, trusted []netip.Prefix) netip.Addr {
+	return clientIPHops(remoteAddr, xff, trusted, 0)
+}
+
+// clientIPHops is clientIP with --trusted-hops: when the TCP peer is a
+// trusted proxy, the client is the hops-th X-Forwarded-For address from the
+// right, whatever the addresses are: for chains of proxies whose addresses
+// are not known in advance (a CDN, a cloud load balancer) but whose number
+// is. With fewer addresses than hops the left-most is the client (the
+// request skipped a hop; each address there was appended by a proxy). A
+// malformed entry stops the walk at the last address read. hops <= 0 is
+// clientIP: the walk stops at the first address that is not trusted.
+func clientIPHops(remoteAddr string, xff []string, trusted []netip.Prefix, hops int) netip.Addr {
 	peer := parsePeer(remoteAddr)
 	if !peer.IsValid() || !isTrusted(peer, trusted) {
 		return peer
 	}
-	last := peer
+	last, n := peer, 0
 	for i := len(xff) - 1; i >= 0; i-- {
 		v := xff[i]
 		for end := len(v); end >= 0; {
@@ -35,46 +47,7 @@ func clientIP(remoteAddr string, xff []string, trusted []netip.Prefix) netip.Add
 			if !ok {
 				return last
 			}
-			if !isTrusted(a, trusted) {
-				return a
-			}
-			last = a
-		}
-	}
-	return last
-}
-
-// clientIPHops is clientIP with --trusted-hops: when the TCP peer is a
-// trusted proxy, the client is the hops-th X-Forwarded-For address from the
-// right, whatever the addresses are: for chains of proxies whose addresses
-// are not known in advance (a CDN, a cloud load balancer) but whose number
-// is. With fewer addresses than hops the left-most is the client (the
-// request skipped a hop; each address there was appended by a proxy). A
-// malformed entry stops the walk at the last address read. hops <= 0 is
-// clientIP.
-func clientIPHops(remoteAddr string, xff []string, trusted []netip.Prefix, hops int) netip.Addr {
-	if hops <= 0 {
-		return clientIP(remoteAddr, xff, trusted)
-	}
-	peer := parsePeer(remoteAddr)
-	if !peer.IsValid() || !isTrusted(peer, trusted) {
-		return peer
-	}
-	last, n := peer, 0
-	for i := len(xff) - 1; i >= 0; i-- {
-		v := xff[i]
-		for end := len(v); end >= 0; {
-			start := strings.LastIndexByte(v[:end], ',') + 1
-			field := v[start:end]
-			end = start - 1
-			if isOWS(field) {
-				continue
-			}
-			a, ok := parseForwardedAddr(field)
-			if !ok {
-				return last
-			}
-			if n++; n == hops {
+			if n++; hops > 0 && n == hops || hops <= 0 && !isTrusted(a, trusted) {
 				return a
 			}
 			last = a
