@@ -24,7 +24,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/meterr/meterr-operator/internal/cmd"
+	"github.com/meterr/meterr-operator/cmd"
 	"github.com/meterr/meterr-operator/webhookserver"
 )
 

@@ -23,8 +23,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/cmd"
 	"github.com/meterr/meterr-operator/controllers"
-	"github.com/meterr/meterr-operator/internal/cmd"
 )
 
 const (

@@ -28,9 +28,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/cmd"
 	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/apikey"
-	"github.com/meterr/meterr-operator/internal/cmd"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver"
 )

@@ -1,5 +1,5 @@
 // Command pprofwrap runs the same code as `meterr-operator manager` and
-// `meterr-operator auth-server` (internal/cmd.RunManager, webhookserver.Run,
+// `meterr-operator auth-server` (cmd.RunManager, webhookserver.Run,
 // with the same flags) plus net/http/pprof on --pprof-addr, so that the
 // benchmark harness (`hack/bench.sh -- -pprof`) can take CPU and heap
 // profiles of them under load without adding a profiling endpoint to the
@@ -24,7 +24,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/meterr/meterr-operator/internal/cmd"
+	"github.com/meterr/meterr-operator/cmd"
 	"github.com/meterr/meterr-operator/webhookserver"
 )
 

@@ -1,5 +1,7 @@
-// Package cmd holds the meterr-operator subcommands, so that `dev` and the
-// tests can run the same code in one process.
+// Package cmd holds the meterr-operator subcommands' wiring. It sits above
+// both planes (controllers and webhookserver), which never import it, and
+// outside internal/, which holds only leaves both planes share; `dev` and the
+// tests run the same code in one process.
 package cmd
 
 import (
