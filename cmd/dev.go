@@ -106,7 +106,7 @@ func RunDev(ctx context.Context, o DevOptions, out io.Writer) (err error) {
 	}
 	defer os.Remove(kubeconfigPath)
 
-	c, err := client.New(cfg, client.Options{Scheme: Scheme})
+	c, err := client.New(cfg, client.Options{Scheme: authv1alpha1.Scheme})
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func RunDev(ctx context.Context, o DevOptions, out io.Writer) (err error) {
 		if err := c.Get(ctx, types.NamespacedName{Namespace: o.SamplesNamespace, Name: example}, mak); err == nil && mak.Spec.SecretName != "" {
 			secret = mak.Spec.SecretName
 		}
-		keyCmd := fmt.Sprintf("%s get secret %s -n %s -o jsonpath='{.data.%s}' | base64 -d", k, secret, o.SamplesNamespace, controllers.DataKeyAPIKey)
+		keyCmd := fmt.Sprintf("%s get secret %s -n %s -o jsonpath='{.data.%s}' | base64 -d", k, secret, o.SamplesNamespace, authv1alpha1.DataKeyAPIKey)
 		fmt.Fprintf(out, "\n  # verify the key the operator delivered to Secret %s/%s:\n", o.SamplesNamespace, secret)
 		fmt.Fprintf(out, "  curl -s %s/v1/auth/verify -H \"Authorization: Bearer $(%s)\"\n", base, keyCmd)
 		if body, err := verifyWithSecret(ctx, c, base, o.SamplesNamespace, secret); err == nil {
@@ -264,7 +264,7 @@ func waitKeyReady(ctx context.Context, c client.Client, name types.NamespacedNam
 	deadline := time.After(time.Minute)
 	for {
 		mak := &authv1alpha1.MeterrAPIKey{}
-		if err := c.Get(ctx, name, mak); err == nil && meta.IsStatusConditionTrue(mak.Status.Conditions, controllers.ConditionReady) {
+		if err := c.Get(ctx, name, mak); err == nil && meta.IsStatusConditionTrue(mak.Status.Conditions, authv1alpha1.ConditionReady) {
 			return nil
 		}
 		select {
@@ -290,7 +290,7 @@ func verifyWithSecret(ctx context.Context, c client.Client, base, namespace, nam
 	var last string
 	for range 20 {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/auth/verify", nil)
-		req.Header.Set("Authorization", "Bearer "+string(s.Data[controllers.DataKeyAPIKey]))
+		req.Header.Set("Authorization", "Bearer "+string(s.Data[authv1alpha1.DataKeyAPIKey]))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return "", err

@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -23,18 +21,6 @@ import (
 	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/buildinfo"
 )
-
-// Scheme knows the built-in types and MeterrAPIKey.
-var Scheme = runtime.NewScheme()
-
-func init() {
-	if err := clientgoscheme.AddToScheme(Scheme); err != nil {
-		panic(err)
-	}
-	if err := authv1alpha1.AddToScheme(Scheme); err != nil {
-		panic(err)
-	}
-}
 
 // ManagerOptions are the manager's flags.
 type ManagerOptions struct {
@@ -119,7 +105,7 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 		leNamespace = o.RecordsNamespace
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  Scheme,
+		Scheme:                  authv1alpha1.Scheme,
 		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.ProbeAddr,

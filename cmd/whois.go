@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
-	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver"
@@ -283,7 +282,7 @@ func RunWhois(ctx context.Context, restConfig func() (*rest.Config, error), o Wh
 	if err != nil {
 		return err
 	}
-	c, err := client.New(cfg, client.Options{Scheme: Scheme})
+	c, err := client.New(cfg, client.Options{Scheme: authv1alpha1.Scheme})
 	if err != nil {
 		return err
 	}
@@ -345,7 +344,7 @@ func whois(ctx context.Context, c client.Reader, o WhoisOptions, key string, clk
 
 	var secrets corev1.SecretList
 	if err := c.List(ctx, &secrets, client.InNamespace(o.RecordsNamespace),
-		client.MatchingLabels{record.LabelRecord: "true"}); err != nil {
+		client.MatchingLabels{authv1alpha1.LabelRecord: "true"}); err != nil {
 		return fmt.Errorf("listing the key records in %s: %w", o.RecordsNamespace, err)
 	}
 	var found []match
@@ -496,7 +495,7 @@ func readResource(ctx context.Context, c client.Reader, owner record.Owner) *Who
 	if k := mak.Status.CurrentKey; k != nil {
 		r.CurrentKeyID = k.ID
 	}
-	if cond := meta.FindStatusCondition(mak.Status.Conditions, controllers.ConditionReady); cond != nil {
+	if cond := meta.FindStatusCondition(mak.Status.Conditions, authv1alpha1.ConditionReady); cond != nil {
 		r.Ready = &WhoisCondition{Status: string(cond.Status), Reason: cond.Reason, Message: cond.Message}
 	}
 	return r

@@ -88,7 +88,7 @@ func newWhoisFixture(t *testing.T, pol record.Policy) *whoisFixture {
 // test if a plaintext key appears in it.
 func (f *whoisFixture) run(key string, args ...string) (string, error) {
 	f.t.Helper()
-	c := fake.NewClientBuilder().WithScheme(Scheme).WithObjects(f.objects...).WithInterceptorFuncs(f.funcs).Build()
+	c := fake.NewClientBuilder().WithScheme(authv1alpha1.Scheme).WithObjects(f.objects...).WithInterceptorFuncs(f.funcs).Build()
 	var o WhoisOptions
 	fs := flag.NewFlagSet("whois", flag.ContinueOnError)
 	o.AddFlags(fs)

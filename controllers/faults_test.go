@@ -46,7 +46,7 @@ func (c *faultyClient) write(obj client.Object, do func() error) error {
 	err := do()
 	if err == nil {
 		if s, ok := obj.(*corev1.Secret); ok && s.Namespace != recordsNamespace {
-			if k := string(s.Data[controllers.DataKeyAPIKey]); k != "" {
+			if k := string(s.Data[authv1alpha1.DataKeyAPIKey]); k != "" {
 				*c.delivered = append(*c.delivered, k)
 			}
 		}
@@ -73,7 +73,7 @@ func (c *faultyClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration
 	return c.write(nil, func() error {
 		err := c.Client.Apply(ctx, obj, opts...)
 		if s, ok := obj.(*applycorev1.SecretApplyConfiguration); ok && err == nil && *s.Namespace != recordsNamespace {
-			if k := string(s.Data[controllers.DataKeyAPIKey]); k != "" {
+			if k := string(s.Data[authv1alpha1.DataKeyAPIKey]); k != "" {
 				*c.delivered = append(*c.delivered, k)
 			}
 		}

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
-	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 )
@@ -78,7 +77,7 @@ func settled(mak *authv1alpha1.MeterrAPIKey, check ...func(g Gomega, m *authv1al
 		out = &authv1alpha1.MeterrAPIKey{}
 		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(mak), out)).To(Succeed())
 		g.Expect(out.Status.ObservedGeneration).To(Equal(out.Generation))
-		g.Expect(meta.FindStatusCondition(out.Status.Conditions, controllers.ConditionReady)).NotTo(BeNil())
+		g.Expect(meta.FindStatusCondition(out.Status.Conditions, authv1alpha1.ConditionReady)).NotTo(BeNil())
 		for _, c := range check {
 			c(g, out)
 		}
@@ -87,14 +86,14 @@ func settled(mak *authv1alpha1.MeterrAPIKey, check ...func(g Gomega, m *authv1al
 }
 
 func ready(g Gomega, m *authv1alpha1.MeterrAPIKey) {
-	c := meta.FindStatusCondition(m.Status.Conditions, controllers.ConditionReady)
+	c := meta.FindStatusCondition(m.Status.Conditions, authv1alpha1.ConditionReady)
 	g.Expect(c.Status).To(Equal(metav1.ConditionTrue), "Ready: %s %s", c.Reason, c.Message)
 	g.Expect(m.Status.CurrentKey).NotTo(BeNil())
 }
 
 func readyReason(reason string) func(g Gomega, m *authv1alpha1.MeterrAPIKey) {
 	return func(g Gomega, m *authv1alpha1.MeterrAPIKey) {
-		c := meta.FindStatusCondition(m.Status.Conditions, controllers.ConditionReady)
+		c := meta.FindStatusCondition(m.Status.Conditions, authv1alpha1.ConditionReady)
 		g.Expect(c.Reason).To(Equal(reason))
 	}
 }
@@ -118,9 +117,9 @@ func notCurrentID(id string) func(g Gomega, m *authv1alpha1.MeterrAPIKey) {
 func secretKey(ns, name string) string {
 	s := &corev1.Secret{}
 	Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s)).To(Succeed())
-	k := string(s.Data[controllers.DataKeyAPIKey])
+	k := string(s.Data[authv1alpha1.DataKeyAPIKey])
 	Expect(apikey.Parse(k) == nil).To(BeTrue(), "the workload Secret holds no well-formed key")
-	Expect(string(s.Data[controllers.DataKeyEnv]) == k).To(BeTrue(), "api-key and METERR_API_KEY differ")
+	Expect(string(s.Data[authv1alpha1.DataKeyEnv]) == k).To(BeTrue(), "api-key and METERR_API_KEY differ")
 	return k
 }
 

@@ -10,7 +10,6 @@ import (
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
-	"github.com/meterr/meterr-operator/controllers"
 )
 
 // kstatus is what Argo CD, Flux and `kubectl wait --for=jsonpath` users
@@ -32,8 +31,8 @@ var _ = Describe("kstatus of a MeterrAPIKey", func() {
 			Spec: authv1alpha1.MeterrAPIKeySpec{Permissions: []authv1alpha1.Permission{authv1alpha1.PermissionRead}}}
 		// What the operator writes first, before it issues the key.
 		fresh.Status.Conditions = []metav1.Condition{
-			{Type: controllers.ConditionReady, Status: metav1.ConditionUnknown, Reason: controllers.ReasonIssuing},
-			{Type: controllers.ConditionReconciling, Status: metav1.ConditionTrue, Reason: controllers.ReasonIssuing}}
+			{Type: authv1alpha1.ConditionReady, Status: metav1.ConditionUnknown, Reason: authv1alpha1.ReasonIssuing},
+			{Type: authv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: authv1alpha1.ReasonIssuing}}
 		Expect(kstatusOf(fresh)).To(Equal(status.InProgressStatus), "still issuing")
 
 		mak := newKey(ns, "k")
@@ -48,20 +47,20 @@ var _ = Describe("kstatus of a MeterrAPIKey", func() {
 		// fallback on Ready reads as InProgress, never Failed; the Argo CD
 		// health check (docs/argocd-health.lua) calls it Suspended.
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = true })
-		Expect(kstatusOf(settled(mak, readyReason(controllers.ReasonDisabled)))).To(Equal(status.InProgressStatus))
+		Expect(kstatusOf(settled(mak, readyReason(authv1alpha1.ReasonDisabled)))).To(Equal(status.InProgressStatus))
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = false })
 		Expect(kstatusOf(settled(mak, ready))).To(Equal(status.CurrentStatus))
 
 		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"}})).To(Succeed())
 		conflict := newKey(ns, "taken")
-		Expect(kstatusOf(settled(conflict, readyReason(controllers.ReasonSecretConflict)))).To(Equal(status.FailedStatus))
+		Expect(kstatusOf(settled(conflict, readyReason(authv1alpha1.ReasonSecretConflict)))).To(Equal(status.FailedStatus))
 
 		// A reconcile error is InProgress: the operator retries.
 		retrying := getKey(mak)
 		retrying.Status.Conditions = nil
 		retrying.Status.Conditions = append(retrying.Status.Conditions,
-			metav1.Condition{Type: controllers.ConditionReady, Status: metav1.ConditionFalse, Reason: controllers.ReasonReconcileError},
-			metav1.Condition{Type: controllers.ConditionReconciling, Status: metav1.ConditionTrue, Reason: controllers.ReasonReconcileError})
+			metav1.Condition{Type: authv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: authv1alpha1.ReasonReconcileError},
+			metav1.Condition{Type: authv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: authv1alpha1.ReasonReconcileError})
 		Expect(kstatusOf(retrying)).To(Equal(status.InProgressStatus))
 	})
 })

@@ -45,18 +45,6 @@ var tierLimits = map[authv1alpha1.Tier]int64{
 	authv1alpha1.TierEnterprise: 0,
 }
 
-// Reasons a new key is issued; also the reasons of the events that say so.
-const (
-	ReasonIssued            = "KeyIssued"
-	ReasonRotationDue       = "RotationDue"
-	ReasonRotationRequested = "RotationRequested"
-	ReasonSecretMissing     = "SecretMissing"
-	ReasonSecretModified    = "SecretModified"
-	ReasonSecretRenamed     = "SecretRenamed"
-	// ReasonRecordRebuilt is the event of a record rebuilt from the workload Secret.
-	ReasonRecordRebuilt = "RecordRebuilt"
-)
-
 // workload is what the workload Secret holds, as far as a decision cares.
 type workload struct {
 	exists bool
@@ -126,29 +114,29 @@ func decideIssue(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, wl workload
 	if !wl.exists {
 		switch {
 		case mak.Status.CurrentKey == nil:
-			return decision{issue: true, reason: ReasonIssued, message: "issued the first key"}
+			return decision{issue: true, reason: authv1alpha1.ReasonIssued, message: "issued the first key"}
 		case mak.Status.SecretName != "" && mak.Status.SecretName != secretName(mak):
-			return decision{issue: true, reason: ReasonSecretRenamed,
+			return decision{issue: true, reason: authv1alpha1.ReasonSecretRenamed,
 				message: "spec.secretName changed: issued a new key into the new Secret; the previous key stays valid for the overlap"}
 		default:
-			return decision{issue: true, reason: ReasonSecretMissing, drift: true,
+			return decision{issue: true, reason: authv1alpha1.ReasonSecretMissing, drift: true,
 				message: "the workload Secret was deleted: issued a new key; the lost key stays valid for the overlap"}
 		}
 	}
 	if !wl.intact {
-		return decision{issue: true, reason: ReasonSecretModified, drift: true,
+		return decision{issue: true, reason: authv1alpha1.ReasonSecretModified, drift: true,
 			message: "the workload Secret's key was edited: issued a new key; the previous key stays valid for the overlap"}
 	}
 	if rec == nil {
 		// The record is gone and the key was not rebuilt into it: this
 		// resource was never issued that key (see rebuildable).
-		return decision{issue: true, reason: ReasonSecretModified, drift: true,
+		return decision{issue: true, reason: authv1alpha1.ReasonSecretModified, drift: true,
 			message: "the workload Secret holds a key that was not issued to this MeterrAPIKey: issued a new key"}
 	}
 	{
 		i := findVersion(rec, apikey.HashOf(wl.key).String())
 		if i < 0 || rec.Keys[i].ExpiresAt != nil {
-			return decision{issue: true, reason: ReasonSecretModified, drift: true,
+			return decision{issue: true, reason: authv1alpha1.ReasonSecretModified, drift: true,
 				message: "the workload Secret holds a key that is not the current one: issued a new key"}
 		}
 		if due := rotationSchedule(mak, rec.Keys[i].NotBefore.Time, now); due.due(now) {
@@ -178,9 +166,9 @@ func rotationSchedule(mak *authv1alpha1.MeterrAPIKey, issuedAt, now time.Time) r
 	if mak.Spec.Disabled || expired(mak, now) {
 		return rotation{}
 	}
-	r := rotation{at: issuedAt.Add(period(mak)), reason: ReasonRotationDue, message: "rotation period elapsed: rotated the key"}
+	r := rotation{at: issuedAt.Add(period(mak)), reason: authv1alpha1.ReasonRotationDue, message: "rotation period elapsed: rotated the key"}
 	if ra := mak.Spec.Rotation.RequestedAt; ra != nil && issuedAt.Unix() < ra.Unix() && ra.Time.Before(r.at) {
-		r = rotation{at: ra.Time, reason: ReasonRotationRequested,
+		r = rotation{at: ra.Time, reason: authv1alpha1.ReasonRotationRequested,
 			message: "rotation.requestedAt " + ra.UTC().Format(time.RFC3339) + " reached: rotated the key"}
 	}
 	return r
@@ -202,7 +190,7 @@ func (g gate) delayed() bool { return !g.until.IsZero() }
 // workload whose Secret was deleted needs a key now.
 func rotationGate(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, reason string, minInterval time.Duration, now time.Time) gate {
 	var g gate
-	if c := mak.Status.CurrentKey; c != nil && minInterval > 0 && reason == ReasonRotationRequested {
+	if c := mak.Status.CurrentKey; c != nil && minInterval > 0 && reason == authv1alpha1.ReasonRotationRequested {
 		if next := c.IssuedAt.Add(minInterval); now.Before(next) {
 			g = gate{until: next, why: "the last key was issued less than " + minInterval.String() + " ago (--min-rotation-interval)"}
 		}

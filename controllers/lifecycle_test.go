@@ -50,16 +50,16 @@ func TestDecideIssue(t *testing.T) {
 		now    time.Time
 		reason string // "" = no new key
 	}{
-		{"first key", with(func(m *authv1alpha1.MeterrAPIKey) { m.Status = authv1alpha1.MeterrAPIKeyStatus{} }), nil, workload{}, t0, ReasonIssued},
+		{"first key", with(func(m *authv1alpha1.MeterrAPIKey) { m.Status = authv1alpha1.MeterrAPIKeyStatus{} }), nil, workload{}, t0, authv1alpha1.ReasonIssued},
 		{"steady", base(), rec, intact, t0.Add(time.Hour), ""},
-		{"period elapsed", base(), rec, intact, t0.Add(DefaultPeriod), ReasonRotationDue},
+		{"period elapsed", base(), rec, intact, t0.Add(DefaultPeriod), authv1alpha1.ReasonRotationDue},
 		{"one second before the period", base(), rec, intact, t0.Add(DefaultPeriod - time.Second), ""},
 		{"custom period", with(func(m *authv1alpha1.MeterrAPIKey) {
 			m.Spec.Rotation.Period = &metav1.Duration{Duration: time.Hour}
-		}), rec, intact, t0.Add(time.Hour), ReasonRotationDue},
+		}), rec, intact, t0.Add(time.Hour), authv1alpha1.ReasonRotationDue},
 		{"requested in the past, key older", with(func(m *authv1alpha1.MeterrAPIKey) {
 			m.Spec.Rotation.RequestedAt = mt(t0.Add(time.Minute))
-		}), rec, intact, t0.Add(2 * time.Minute), ReasonRotationRequested},
+		}), rec, intact, t0.Add(2 * time.Minute), authv1alpha1.ReasonRotationRequested},
 		{"requested in the same second as the key: already done", with(func(m *authv1alpha1.MeterrAPIKey) {
 			m.Spec.Rotation.RequestedAt = mt(t0.Add(500 * time.Millisecond))
 		}), rec, intact, t0.Add(time.Minute), ""},
@@ -73,12 +73,12 @@ func TestDecideIssue(t *testing.T) {
 			rec, intact, t0.Add(DefaultPeriod * 2), ""},
 		{"expired keys do not rotate", with(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.ExpiresAt = mt(t0.Add(time.Hour)) }),
 			rec, intact, t0.Add(DefaultPeriod), ""},
-		{"secret deleted", base(), rec, workload{}, t0, ReasonSecretMissing},
-		{"secret renamed", with(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.SecretName = "other" }), rec, workload{}, t0, ReasonSecretRenamed},
-		{"secret edited", base(), rec, workload{exists: true, owned: true}, t0, ReasonSecretModified},
-		{"secret holds an unknown key", base(), &record.Record{}, intact, t0, ReasonSecretModified},
-		{"secret holds a superseded key", base(), recOld, intact, t0, ReasonSecretModified},
-		{"no record, and the Secret's key was not rebuilt into one", base(), nil, intact, t0, ReasonSecretModified},
+		{"secret deleted", base(), rec, workload{}, t0, authv1alpha1.ReasonSecretMissing},
+		{"secret renamed", with(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.SecretName = "other" }), rec, workload{}, t0, authv1alpha1.ReasonSecretRenamed},
+		{"secret edited", base(), rec, workload{exists: true, owned: true}, t0, authv1alpha1.ReasonSecretModified},
+		{"secret holds an unknown key", base(), &record.Record{}, intact, t0, authv1alpha1.ReasonSecretModified},
+		{"secret holds a superseded key", base(), recOld, intact, t0, authv1alpha1.ReasonSecretModified},
+		{"no record, and the Secret's key was not rebuilt into one", base(), nil, intact, t0, authv1alpha1.ReasonSecretModified},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,13 +238,13 @@ func TestRotationGate(t *testing.T) {
 		now    time.Time
 		until  time.Time
 	}{
-		{"requested within the interval", ReasonRotationRequested, live(1), t0.Add(time.Second), t0.Add(time.Minute)},
-		{"requested after the interval", ReasonRotationRequested, live(1), t0.Add(time.Minute), time.Time{}},
-		{"drift repairs are not held to the interval", ReasonSecretMissing, live(1), t0.Add(time.Second), time.Time{}},
-		{"scheduled rotation", ReasonRotationDue, live(1), t0.Add(time.Second), time.Time{}},
-		{"one below the live cap", ReasonRotationRequested, live(MaxLiveVersions - 1), t0.Add(time.Minute), time.Time{}},
-		{"at the live cap: until the oldest overlap ends", ReasonSecretMissing, live(MaxLiveVersions), t0.Add(time.Minute), t0.Add(time.Hour)},
-		{"the later of both", ReasonRotationRequested, live(MaxLiveVersions), t0.Add(time.Second), t0.Add(time.Hour)},
+		{"requested within the interval", authv1alpha1.ReasonRotationRequested, live(1), t0.Add(time.Second), t0.Add(time.Minute)},
+		{"requested after the interval", authv1alpha1.ReasonRotationRequested, live(1), t0.Add(time.Minute), time.Time{}},
+		{"drift repairs are not held to the interval", authv1alpha1.ReasonSecretMissing, live(1), t0.Add(time.Second), time.Time{}},
+		{"scheduled rotation", authv1alpha1.ReasonRotationDue, live(1), t0.Add(time.Second), time.Time{}},
+		{"one below the live cap", authv1alpha1.ReasonRotationRequested, live(MaxLiveVersions - 1), t0.Add(time.Minute), time.Time{}},
+		{"at the live cap: until the oldest overlap ends", authv1alpha1.ReasonSecretMissing, live(MaxLiveVersions), t0.Add(time.Minute), t0.Add(time.Hour)},
+		{"the later of both", authv1alpha1.ReasonRotationRequested, live(MaxLiveVersions), t0.Add(time.Second), t0.Add(time.Hour)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -296,28 +296,28 @@ func TestRotationSchedule(t *testing.T) {
 		at       time.Time
 		reason   string
 	}{
-		{"the default period", mk(none), t0, t0, t0.Add(DefaultPeriod), ReasonRotationDue},
+		{"the default period", mk(none), t0, t0, t0.Add(DefaultPeriod), authv1alpha1.ReasonRotationDue},
 		{"a custom period", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.Period = &metav1.Duration{Duration: time.Hour} }),
-			t0, t0, t0.Add(time.Hour), ReasonRotationDue},
+			t0, t0, t0.Add(time.Hour), authv1alpha1.ReasonRotationDue},
 		{"a request after the key, before the period", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = mt(t0.Add(time.Hour)) }),
-			t0, t0, t0.Add(time.Hour), ReasonRotationRequested},
+			t0, t0, t0.Add(time.Hour), authv1alpha1.ReasonRotationRequested},
 		{"a request later than the period: the period first", mk(func(m *authv1alpha1.MeterrAPIKey) {
 			m.Spec.Rotation.RequestedAt = mt(t0.Add(DefaultPeriod + time.Hour))
-		}), t0, t0, t0.Add(DefaultPeriod), ReasonRotationDue},
+		}), t0, t0, t0.Add(DefaultPeriod), authv1alpha1.ReasonRotationDue},
 		{"a request served by this key", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = mt(t0) }),
-			t0, t0.Add(time.Hour), t0.Add(DefaultPeriod), ReasonRotationDue},
+			t0, t0.Add(time.Hour), t0.Add(DefaultPeriod), authv1alpha1.ReasonRotationDue},
 		{"a request in the key's second, sub-second later", mk(func(m *authv1alpha1.MeterrAPIKey) {
 			m.Spec.Rotation.RequestedAt = mt(t0.Add(900 * time.Millisecond))
-		}), t0, t0.Add(time.Hour), t0.Add(DefaultPeriod), ReasonRotationDue},
+		}), t0, t0.Add(time.Hour), t0.Add(DefaultPeriod), authv1alpha1.ReasonRotationDue},
 		{"clock skew: a request from a clock ahead of ours waits for its time", mk(func(m *authv1alpha1.MeterrAPIKey) {
 			m.Spec.Rotation.RequestedAt = mt(t0.Add(3 * time.Second))
-		}), t0, t0.Add(time.Second), t0.Add(3 * time.Second), ReasonRotationRequested},
+		}), t0, t0.Add(time.Second), t0.Add(3 * time.Second), authv1alpha1.ReasonRotationRequested},
 		{"clock skew: a key issued by a clock ahead still rotates a period after its issue", mk(none),
-			t0.Add(time.Minute), t0, t0.Add(time.Minute + DefaultPeriod), ReasonRotationDue},
+			t0.Add(time.Minute), t0, t0.Add(time.Minute + DefaultPeriod), authv1alpha1.ReasonRotationDue},
 		{"disabled: never", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = true }), t0, t0, time.Time{}, ""},
 		{"expired: never", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.ExpiresAt = mt(t0) }), t0, t0, time.Time{}, ""},
 		{"not yet expired: as usual", mk(func(m *authv1alpha1.MeterrAPIKey) { m.Spec.ExpiresAt = mt(t0.Add(time.Hour)) }),
-			t0, t0, t0.Add(DefaultPeriod), ReasonRotationDue},
+			t0, t0, t0.Add(DefaultPeriod), authv1alpha1.ReasonRotationDue},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

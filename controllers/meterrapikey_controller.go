@@ -39,45 +39,9 @@ import (
 )
 
 const (
-	// Finalizer lets the controller delete a key's record before the key goes.
-	Finalizer = "auth.meterr.ai/key-record"
-
-	// DataKeyAPIKey and DataKeyEnv hold the plaintext key in the workload Secret.
-	DataKeyAPIKey = "api-key"
-	DataKeyEnv    = "METERR_API_KEY"
-
-	// AnnotationKeyID and AnnotationIssuedAt describe the key in the workload
-	// Secret (non-secret; they let a record be rebuilt from the Secret).
-	AnnotationKeyID    = "auth.meterr.ai/key-id"
-	AnnotationIssuedAt = "auth.meterr.ai/issued-at"
-
-	// ConditionReady is the condition every MeterrAPIKey carries.
-	ConditionReady = "Ready"
-	// ConditionReconciling is True while the operator is still working
-	// towards Ready, and ConditionStalled while it cannot go on without a
-	// change by someone else. kstatus (Argo CD, Flux, kubectl wait) reads
-	// them as InProgress and Failed.
-	ConditionReconciling = "Reconciling"
-	ConditionStalled     = "Stalled"
-
 	// FieldManager owns the fields the operator applies to the Secrets it
 	// writes (server-side apply), and nothing else on them.
 	FieldManager = "meterr-operator"
-
-	// Reasons of the Ready condition.
-	ReasonReady          = "KeyReady"
-	ReasonDisabled       = "Disabled"
-	ReasonExpired        = "Expired"
-	ReasonSecretConflict = "SecretConflict"
-	ReasonReconcileError = "ReconcileError"
-	// ReasonRecordsNamespace: a MeterrAPIKey in the records namespace is
-	// never issued (its workload Secret would sit beside the records).
-	ReasonRecordsNamespace = "RecordsNamespace"
-	// ReasonIssuing: the first reconcile of a key has begun.
-	ReasonIssuing = "Issuing"
-	// ReasonRotationDelayed: the key is usable, and a rotation waits for
-	// the minimum interval or for a free version slot (see rotationGate).
-	ReasonRotationDelayed = "RotationDelayed"
 
 	// conflictRetry is how often a key blocked by a foreign Secret looks again:
 	// that Secret carries none of our labels, so no watch event announces its
@@ -136,12 +100,12 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if mak.Namespace == r.RecordsNamespace {
 		// Never issued: no finalizer, no record, no Secret.
 		msg := fmt.Sprintf("MeterrAPIKeys in the records namespace %s are never issued: it holds the key records, and only the operator writes there. Create the key in an application namespace", r.RecordsNamespace)
-		if !isReady(mak, metav1.ConditionFalse, ReasonRecordsNamespace) {
-			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, ReasonRecordsNamespace, "Refuse", msg)
+		if !isReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonRecordsNamespace) {
+			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonRecordsNamespace, "Refuse", msg)
 		}
-		setReady(mak, metav1.ConditionFalse, ReasonRecordsNamespace, msg)
-		setCondition(mak, ConditionStalled, metav1.ConditionTrue, ReasonRecordsNamespace, msg)
-		meta.RemoveStatusCondition(&mak.Status.Conditions, ConditionReconciling)
+		setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonRecordsNamespace, msg)
+		setCondition(mak, authv1alpha1.ConditionStalled, metav1.ConditionTrue, authv1alpha1.ReasonRecordsNamespace, msg)
+		meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
 		mak.Status.ObservedGeneration = mak.Generation
 	} else {
 		if err := r.addFinalizer(ctx, mak); err != nil {
@@ -153,8 +117,8 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		orig = mak.DeepCopy()
 		res, err = r.reconcile(ctx, mak)
 		if err != nil {
-			setReady(mak, metav1.ConditionFalse, ReasonReconcileError, err.Error())
-			setCondition(mak, ConditionReconciling, metav1.ConditionTrue, ReasonReconcileError, "retrying after an error: "+err.Error())
+			setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonReconcileError, err.Error())
+			setCondition(mak, authv1alpha1.ConditionReconciling, metav1.ConditionTrue, authv1alpha1.ReasonReconcileError, "retrying after an error: "+err.Error())
 		} else {
 			mak.Status.ObservedGeneration = mak.Generation
 		}
@@ -171,11 +135,11 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 // an Update would send back the whole object, re-serialised (720h becomes
 // 720h0m0s), and take ownership of the spec from whoever applied it.
 func (r *MeterrAPIKeyReconciler) addFinalizer(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) error {
-	if controllerutil.ContainsFinalizer(mak, Finalizer) {
+	if controllerutil.ContainsFinalizer(mak, authv1alpha1.Finalizer) {
 		return nil
 	}
 	patch := client.MergeFromWithOptions(mak.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	controllerutil.AddFinalizer(mak, Finalizer)
+	controllerutil.AddFinalizer(mak, authv1alpha1.Finalizer)
 	if err := r.Patch(ctx, mak, patch); err != nil {
 		return fmt.Errorf("adding finalizer: %w", err)
 	}
@@ -192,8 +156,8 @@ func (r *MeterrAPIKeyReconciler) markIssuing(ctx context.Context, mak *authv1alp
 	}
 	orig := mak.DeepCopy()
 	const msg = "issuing the first key"
-	setReady(mak, metav1.ConditionUnknown, ReasonIssuing, msg)
-	setCondition(mak, ConditionReconciling, metav1.ConditionTrue, ReasonIssuing, msg)
+	setReady(mak, metav1.ConditionUnknown, authv1alpha1.ReasonIssuing, msg)
+	setCondition(mak, authv1alpha1.ConditionReconciling, metav1.ConditionTrue, authv1alpha1.ReasonIssuing, msg)
 	if err := r.Status().Patch(ctx, mak, client.MergeFrom(orig)); err != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}
@@ -215,12 +179,12 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	}
 	if wl.exists && !wl.owned {
 		msg := fmt.Sprintf("Secret %s/%s exists and is not owned by this MeterrAPIKey; it is never overwritten. Delete it or set spec.secretName", mak.Namespace, secretName(mak))
-		if !isReady(mak, metav1.ConditionFalse, ReasonSecretConflict) {
-			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, ReasonSecretConflict, "Deliver", msg)
+		if !isReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict) {
+			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonSecretConflict, "Deliver", msg)
 		}
-		setReady(mak, metav1.ConditionFalse, ReasonSecretConflict, msg)
-		setCondition(mak, ConditionStalled, metav1.ConditionTrue, ReasonSecretConflict, msg)
-		meta.RemoveStatusCondition(&mak.Status.Conditions, ConditionReconciling)
+		setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict, msg)
+		setCondition(mak, authv1alpha1.ConditionStalled, metav1.ConditionTrue, authv1alpha1.ReasonSecretConflict, msg)
+		meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 
@@ -231,13 +195,13 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	// another tenant; it is replaced, never recorded.
 	if rec == nil && rebuildable(mak, wl) {
 		rec = r.rebuildRecord(mak, wlSecret, wl.key, now)
-		r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, ReasonRecordRebuilt, "Rebuild",
+		r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonRecordRebuilt, "Rebuild",
 			"the key record was missing: rebuilt it from the workload Secret; older key versions are no longer accepted")
 	}
 
 	d := decideIssue(mak, rec, wl, now)
 	var delayed gate
-	if d.issue && d.reason != ReasonIssued {
+	if d.issue && d.reason != authv1alpha1.ReasonIssued {
 		if delayed = rotationGate(mak, rec, d.reason, r.MinRotationInterval, now); delayed.delayed() {
 			d.issue = false
 		}
@@ -265,7 +229,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 		if rec, err = record.Decode(recSecret); err != nil {
 			return ctrl.Result{}, err
 		}
-		wl = workload{exists: true, owned: true, intact: true, key: string(wlSecret.Data[DataKeyAPIKey])}
+		wl = workload{exists: true, owned: true, intact: true, key: string(wlSecret.Data[authv1alpha1.DataKeyAPIKey])}
 	} else if wl.intact {
 		currentHash = apikey.HashOf(wl.key).String()
 	}
@@ -298,23 +262,23 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 		mak.Status.CurrentKey = cur
 	}
 	mak.Status.PreviousKeys = prev
-	meta.RemoveStatusCondition(&mak.Status.Conditions, ConditionStalled)
-	meta.RemoveStatusCondition(&mak.Status.Conditions, ConditionReconciling)
+	meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionStalled)
+	meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
 	switch {
 	case mak.Spec.Disabled:
-		setReady(mak, metav1.ConditionFalse, ReasonDisabled, "the key is disabled: every version is refused and rotation is paused")
+		setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonDisabled, "the key is disabled: every version is refused and rotation is paused")
 	case expired(mak, now):
-		setReady(mak, metav1.ConditionFalse, ReasonExpired, "spec.expiresAt has passed: every version is refused")
+		setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonExpired, "spec.expiresAt has passed: every version is refused")
 	case delayed.delayed():
 		msg := fmt.Sprintf("%s; %s, so it waits until %s", d.message, delayed.why, delayed.until.UTC().Format(time.RFC3339))
 		if cur == nil {
-			setReady(mak, metav1.ConditionFalse, ReasonRotationDelayed, msg)
-			setCondition(mak, ConditionReconciling, metav1.ConditionTrue, ReasonRotationDelayed, msg)
+			setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonRotationDelayed, msg)
+			setCondition(mak, authv1alpha1.ConditionReconciling, metav1.ConditionTrue, authv1alpha1.ReasonRotationDelayed, msg)
 		} else {
-			setReady(mak, metav1.ConditionTrue, ReasonRotationDelayed, msg)
+			setReady(mak, metav1.ConditionTrue, authv1alpha1.ReasonRotationDelayed, msg)
 		}
 	default:
-		setReady(mak, metav1.ConditionTrue, ReasonReady, "the current key is recorded and delivered to Secret "+secretName(mak))
+		setReady(mak, metav1.ConditionTrue, authv1alpha1.ReasonReady, "the current key is recorded and delivered to Secret "+secretName(mak))
 	}
 
 	next := nextDeadline(mak, desired, currentHash, r.TombstoneRetention, now)
@@ -367,7 +331,7 @@ func (r *MeterrAPIKeyReconciler) rebuildRecord(mak *authv1alpha1.MeterrAPIKey, s
 	issuedAt := now.Truncate(time.Second)
 	if c := mak.Status.CurrentKey; c != nil && !c.IssuedAt.IsZero() {
 		issuedAt = c.IssuedAt.Time
-	} else if t, err := time.Parse(time.RFC3339, s.Annotations[AnnotationIssuedAt]); err == nil {
+	} else if t, err := time.Parse(time.RFC3339, s.Annotations[authv1alpha1.AnnotationIssuedAt]); err == nil {
 		issuedAt = t
 	}
 	return &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak), Keys: []record.Version{record.NewVersion(key, issuedAt)}}
@@ -405,8 +369,8 @@ func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1al
 		return nil, workload{}, fmt.Errorf("reading workload Secret %s/%s: %w", mak.Namespace, secretName(mak), err)
 	}
 	wl := workload{exists: true, owned: metav1.IsControlledBy(s, mak)}
-	key := string(s.Data[DataKeyAPIKey])
-	if apikey.Parse(key) == nil && string(s.Data[DataKeyEnv]) == key &&
+	key := string(s.Data[authv1alpha1.DataKeyAPIKey])
+	if apikey.Parse(key) == nil && string(s.Data[authv1alpha1.DataKeyEnv]) == key &&
 		apikey.IsLive(key) == (environment(mak) == apikey.EnvProduction) {
 		wl.key, wl.intact = key, true
 	}
@@ -426,21 +390,21 @@ func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alp
 	// server-side apply are taken over by the next change of content:
 	// nobody else writes the records namespace.)
 	if existing != nil && string(existing.Data[record.DataKey]) == string(data) && hasAll(existing.Labels, record.Labels()) &&
-		existing.Annotations[record.AnnotationOwner] == owner {
+		existing.Annotations[authv1alpha1.AnnotationOwner] == owner {
 		return existing, nil
 	}
 	name := record.Name(mak.Namespace, mak.Name, mak.UID)
 	ac := applycorev1.Secret(name, r.RecordsNamespace).
 		WithType(corev1.SecretTypeOpaque).
 		WithLabels(record.Labels()).
-		WithAnnotations(map[string]string{record.AnnotationOwner: owner}).
+		WithAnnotations(map[string]string{authv1alpha1.AnnotationOwner: owner}).
 		WithData(map[string][]byte{record.DataKey: data})
 	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		return nil, fmt.Errorf("writing key record %s/%s: %w", r.RecordsNamespace, name, err)
 	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.RecordsNamespace, Name: name, Labels: record.Labels(),
-			Annotations: map[string]string{record.AnnotationOwner: owner}},
+			Annotations: map[string]string{authv1alpha1.AnnotationOwner: owner}},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{record.DataKey: data},
 	}, nil
@@ -469,7 +433,7 @@ func (r *MeterrAPIKeyReconciler) applyWorkload(ctx context.Context, mak *authv1a
 func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, existing *corev1.Secret,
 	key, keyID string, issuedAt time.Time) (*corev1.Secret, error) {
 	labels, annotations := workloadMeta(mak, keyID, issuedAt)
-	data := map[string][]byte{DataKeyAPIKey: []byte(key), DataKeyEnv: []byte(key)}
+	data := map[string][]byte{authv1alpha1.DataKeyAPIKey: []byte(key), authv1alpha1.DataKeyEnv: []byte(key)}
 	gvk := authv1alpha1.GroupVersion.WithKind("MeterrAPIKey")
 	ac := applycorev1.Secret(secretName(mak), mak.Namespace).
 		WithType(corev1.SecretTypeOpaque).
@@ -518,7 +482,7 @@ func (r *MeterrAPIKeyReconciler) deleteOldSecret(ctx context.Context, mak *authv
 // finalize deletes the key record, so every version is refused at once, then
 // lets the MeterrAPIKey go. The workload Secret goes with it by owner reference.
 func (r *MeterrAPIKeyReconciler) finalize(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) error {
-	if !controllerutil.ContainsFinalizer(mak, Finalizer) {
+	if !controllerutil.ContainsFinalizer(mak, authv1alpha1.Finalizer) {
 		return nil
 	}
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.RecordsNamespace, Name: record.Name(mak.Namespace, mak.Name, mak.UID)}}
@@ -526,7 +490,7 @@ func (r *MeterrAPIKeyReconciler) finalize(ctx context.Context, mak *authv1alpha1
 		return fmt.Errorf("deleting key record %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	patch := client.MergeFromWithOptions(mak.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	controllerutil.RemoveFinalizer(mak, Finalizer)
+	controllerutil.RemoveFinalizer(mak, authv1alpha1.Finalizer)
 	if err := client.IgnoreNotFound(r.Patch(ctx, mak, patch)); err != nil {
 		return fmt.Errorf("removing finalizer: %w", err)
 	}
@@ -545,17 +509,17 @@ func workloadMeta(mak *authv1alpha1.MeterrAPIKey, keyID string, issuedAt time.Ti
 		maps.Copy(labels, t.Labels)
 		maps.Copy(annotations, t.Annotations)
 	}
-	labels[record.LabelManagedBy] = record.ManagedByValue
-	annotations[AnnotationKeyID] = keyID
+	labels[authv1alpha1.LabelManagedBy] = authv1alpha1.ManagedByValue
+	annotations[authv1alpha1.AnnotationKeyID] = keyID
 	if !issuedAt.IsZero() {
-		annotations[AnnotationIssuedAt] = issuedAt.UTC().Format(time.RFC3339)
+		annotations[authv1alpha1.AnnotationIssuedAt] = issuedAt.UTC().Format(time.RFC3339)
 	}
 	return labels, annotations
 }
 
 // setReady sets the Ready condition, stamped with the generation it describes.
 func setReady(mak *authv1alpha1.MeterrAPIKey, status metav1.ConditionStatus, reason, message string) {
-	setCondition(mak, ConditionReady, status, reason, message)
+	setCondition(mak, authv1alpha1.ConditionReady, status, reason, message)
 }
 
 func setCondition(mak *authv1alpha1.MeterrAPIKey, typ string, status metav1.ConditionStatus, reason, message string) {
@@ -565,7 +529,7 @@ func setCondition(mak *authv1alpha1.MeterrAPIKey, typ string, status metav1.Cond
 }
 
 func isReady(mak *authv1alpha1.MeterrAPIKey, status metav1.ConditionStatus, reason string) bool {
-	c := meta.FindStatusCondition(mak.Status.Conditions, ConditionReady)
+	c := meta.FindStatusCondition(mak.Status.Conditions, authv1alpha1.ConditionReady)
 	return c != nil && c.Status == status && c.Reason == reason
 }
 
@@ -580,7 +544,7 @@ func CacheOptions() cache.Options {
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {
-				Label:     labels.SelectorFromSet(labels.Set{record.LabelManagedBy: record.ManagedByValue}),
+				Label:     labels.SelectorFromSet(labels.Set{authv1alpha1.LabelManagedBy: authv1alpha1.ManagedByValue}),
 				Transform: slimSecretMeta,
 			},
 		},
@@ -592,8 +556,8 @@ func slimSecretMeta(in any) (any, error) {
 	switch o := in.(type) {
 	case *metav1.PartialObjectMetadata:
 		o.ManagedFields = nil
-		if owner, ok := o.Annotations[record.AnnotationOwner]; ok {
-			o.Annotations = map[string]string{record.AnnotationOwner: owner}
+		if owner, ok := o.Annotations[authv1alpha1.AnnotationOwner]; ok {
+			o.Annotations = map[string]string{authv1alpha1.AnnotationOwner: owner}
 		} else {
 			o.Annotations = nil
 		}
@@ -628,7 +592,7 @@ func (r *MeterrAPIKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(mapRecordToKey),
 			builder.OnlyMetadata,
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-				return o.GetNamespace() == r.RecordsNamespace && o.GetLabels()[record.LabelRecord] == "true"
+				return o.GetNamespace() == r.RecordsNamespace && o.GetLabels()[authv1alpha1.LabelRecord] == "true"
 			}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("meterrapikey").
@@ -636,7 +600,7 @@ func (r *MeterrAPIKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func mapRecordToKey(_ context.Context, o client.Object) []reconcile.Request {
-	ns, name, ok := splitOwner(o.GetAnnotations()[record.AnnotationOwner])
+	ns, name, ok := splitOwner(o.GetAnnotations()[authv1alpha1.AnnotationOwner])
 	if !ok {
 		return nil
 	}

@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
-	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 )
@@ -35,7 +34,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		Expect(got.Status.CurrentKey.RotatesAt.Time).To(BeTemporally("==", got.Status.CurrentKey.IssuedAt.Add(2160*time.Hour)))
 		Expect(got.Status.SecretName).To(Equal("billing"))
 		Expect(got.Status.PreviousKeys).To(BeEmpty())
-		Expect(got.Finalizers).To(ContainElement(controllers.Finalizer))
+		Expect(got.Finalizers).To(ContainElement(authv1alpha1.Finalizer))
 
 		rec := readRecord(got)
 		Expect(accepted(rec, key, fakeClock.Now())).To(BeTrue())
@@ -47,10 +46,10 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		s := &corev1.Secret{}
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "billing"}, s)).To(Succeed())
 		Expect(metav1.IsControlledBy(s, got)).To(BeTrue(), "the workload Secret carries a controller owner reference for garbage collection")
-		Expect(s.Labels).To(HaveKeyWithValue(record.LabelManagedBy, record.ManagedByValue))
-		Expect(s.Annotations).To(HaveKeyWithValue(controllers.AnnotationKeyID, idOf(key)))
+		Expect(s.Labels).To(HaveKeyWithValue(authv1alpha1.LabelManagedBy, authv1alpha1.ManagedByValue))
+		Expect(s.Annotations).To(HaveKeyWithValue(authv1alpha1.AnnotationKeyID, idOf(key)))
 
-		Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(controllers.ReasonIssued))
+		Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(authv1alpha1.ReasonIssued))
 		expectNowhere(ns, key)
 	})
 
@@ -82,7 +81,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		rec := readRecord(got)
 		Expect(accepted(rec, oldKey, fakeClock.Now())).To(BeTrue(), "the previous key works during the overlap")
 		Expect(accepted(rec, newKey, fakeClock.Now())).To(BeTrue())
-		Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(controllers.ReasonRotationDue))
+		Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(authv1alpha1.ReasonRotationDue))
 
 		fakeClock.Step(2 * time.Hour)
 		poke(mak)
@@ -110,7 +109,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = &at })
 		got := settled(mak, notCurrentID(idOf(k1)))
 		k2 := secretKey(ns, "gitops")
-		Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(controllers.ReasonRotationRequested))
+		Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(authv1alpha1.ReasonRotationRequested))
 
 		// Re-applying the same manifest, or changing something else, keeps k2.
 		fakeClock.Step(time.Minute)
@@ -186,7 +185,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		settled(mak, ready)
 		key := secretKey(ns, "toggle")
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = true })
-		got := settled(mak, readyReason(controllers.ReasonDisabled))
+		got := settled(mak, readyReason(authv1alpha1.ReasonDisabled))
 		Expect(readRecord(got).Policy.Disabled).To(BeTrue())
 		Expect(got.Status.CurrentKey.RotatesAt).To(BeNil())
 
@@ -194,7 +193,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		poke(mak)
 		Consistently(func() string { return getKey(mak).Status.CurrentKey.ID }).WithTimeout(2*time.Second).
 			Should(Equal(idOf(key)), "a disabled key does not rotate when its period elapses")
-		settled(mak, readyReason(controllers.ReasonDisabled))
+		settled(mak, readyReason(authv1alpha1.ReasonDisabled))
 
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = false })
 		got = settled(mak, ready)
@@ -210,7 +209,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		Expect(readRecord(got).Policy.ExpiresAt.Time).To(BeTemporally("==", exp.Time))
 		fakeClock.Step(time.Hour)
 		poke(mak)
-		got = settled(mak, readyReason(controllers.ReasonExpired))
+		got = settled(mak, readyReason(authv1alpha1.ReasonExpired))
 		Expect(got.Status.CurrentKey.RotatesAt).To(BeNil())
 	})
 
@@ -242,7 +241,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 		name := types.NamespacedName{Namespace: ns, Name: "templated"}
 		Expect(k8sClient.Get(ctx, name, s)).To(Succeed())
 		Expect(s.Labels).To(HaveKeyWithValue("team", "billing"))
-		Expect(s.Labels).To(HaveKeyWithValue(record.LabelManagedBy, record.ManagedByValue))
+		Expect(s.Labels).To(HaveKeyWithValue(authv1alpha1.LabelManagedBy, authv1alpha1.ManagedByValue))
 		Expect(s.Annotations).To(HaveKeyWithValue("reloader.stakater.com/match", "true"))
 
 		// Another controller labels and annotates the Secret: that survives,
@@ -300,7 +299,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 			rec := readRecord(got)
 			Expect(accepted(rec, lost, fakeClock.Now())).To(BeTrue())
 			Expect(accepted(rec, fresh, fakeClock.Now())).To(BeTrue())
-			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(controllers.ReasonSecretMissing))
+			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(authv1alpha1.ReasonSecretMissing))
 		})
 
 		It("repairs a workload Secret edited by hand", func() {
@@ -309,13 +308,13 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 			orig := secretKey(ns, "drift-edit")
 			s := &corev1.Secret{}
 			Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "drift-edit"}, s)).To(Succeed())
-			s.Data[controllers.DataKeyAPIKey] = []byte("hunter2")
+			s.Data[authv1alpha1.DataKeyAPIKey] = []byte("hunter2")
 			Expect(k8sClient.Update(ctx, s)).To(Succeed())
 			got := settled(mak, ready, notCurrentID(idOf(orig)))
 			fresh := secretKey(ns, "drift-edit")
 			Expect(accepted(readRecord(got), fresh, fakeClock.Now())).To(BeTrue())
 			Expect(accepted(readRecord(got), orig, fakeClock.Now())).To(BeTrue())
-			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(controllers.ReasonSecretModified))
+			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(authv1alpha1.ReasonSecretModified))
 		})
 
 		It("rebuilds a deleted record from the workload Secret without changing the key", func() {
@@ -333,7 +332,7 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 				g.Expect(accepted(rec, key, fakeClock.Now())).To(BeTrue())
 			}).Should(Succeed())
 			Expect(secretKey(ns, "drift-rec")).To(Equal(key))
-			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(controllers.ReasonRecordRebuilt))
+			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(authv1alpha1.ReasonRecordRebuilt))
 		})
 
 		It("never overwrites a Secret it does not own", func() {
@@ -341,12 +340,12 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 				Data: map[string][]byte{"password": []byte("theirs")}}
 			Expect(k8sClient.Create(ctx, foreign)).To(Succeed())
 			mak := newKey(ns, "taken")
-			got := settled(mak, readyReason(controllers.ReasonSecretConflict))
+			got := settled(mak, readyReason(authv1alpha1.ReasonSecretConflict))
 			Expect(got.Status.CurrentKey).To(BeNil())
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(foreign), foreign)).To(Succeed())
 			Expect(foreign.Data).To(Equal(map[string][]byte{"password": []byte("theirs")}))
 			Expect(foreign.OwnerReferences).To(BeEmpty())
-			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(controllers.ReasonSecretConflict))
+			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(authv1alpha1.ReasonSecretConflict))
 
 			// Pointing the key at a free name resolves it.
 			update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.SecretName = "taken-key" })

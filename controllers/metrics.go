@@ -65,18 +65,18 @@ func (c *KeyStateCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	now := c.Clock.Now()
-	states := map[string]float64{ReasonReady: 0, ReasonDisabled: 0, ReasonExpired: 0, ReasonSecretConflict: 0}
+	states := map[string]float64{authv1alpha1.ReasonReady: 0, authv1alpha1.ReasonDisabled: 0, authv1alpha1.ReasonExpired: 0, authv1alpha1.ReasonSecretConflict: 0}
 	buckets := make(map[float64]uint64, len(rotationBuckets))
 	var count uint64
 	var sum float64
 	for i := range list.Items {
 		m := &list.Items[i]
 		state := "Pending"
-		if cond := meta.FindStatusCondition(m.Status.Conditions, ConditionReady); cond != nil {
+		if cond := meta.FindStatusCondition(m.Status.Conditions, authv1alpha1.ConditionReady); cond != nil {
 			state = cond.Reason
 		}
 		states[state]++
-		if k := m.Status.CurrentKey; k != nil && k.RotatesAt != nil && meta.IsStatusConditionTrue(m.Status.Conditions, ConditionReady) {
+		if k := m.Status.CurrentKey; k != nil && k.RotatesAt != nil && meta.IsStatusConditionTrue(m.Status.Conditions, authv1alpha1.ConditionReady) {
 			d := max(k.RotatesAt.Sub(now).Seconds(), 0)
 			count++
 			sum += d

@@ -19,7 +19,7 @@ func TestKeyStateCollector(t *testing.T) {
 	key := func(name, reason string, ready metav1.ConditionStatus, rotatesIn time.Duration) *authv1alpha1.MeterrAPIKey {
 		m := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: name}}
 		if reason != "" {
-			m.Status.Conditions = []metav1.Condition{{Type: ConditionReady, Status: ready, Reason: reason}}
+			m.Status.Conditions = []metav1.Condition{{Type: authv1alpha1.ConditionReady, Status: ready, Reason: reason}}
 		}
 		if rotatesIn > 0 {
 			at := metav1.NewTime(now.Add(rotatesIn))
@@ -32,10 +32,10 @@ func TestKeyStateCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
-		key("a", ReasonReady, metav1.ConditionTrue, 2*time.Hour),
-		key("b", ReasonReady, metav1.ConditionTrue, 60*24*time.Hour),
-		key("c", ReasonDisabled, metav1.ConditionFalse, 0),
-		key("d", ReasonSecretConflict, metav1.ConditionFalse, 0),
+		key("a", authv1alpha1.ReasonReady, metav1.ConditionTrue, 2*time.Hour),
+		key("b", authv1alpha1.ReasonReady, metav1.ConditionTrue, 60*24*time.Hour),
+		key("c", authv1alpha1.ReasonDisabled, metav1.ConditionFalse, 0),
+		key("d", authv1alpha1.ReasonSecretConflict, metav1.ConditionFalse, 0),
 		key("e", "", "", 0),
 	).Build()
 	col := &KeyStateCollector{Reader: c, Clock: clocktesting.NewFakePassiveClock(now)}

@@ -49,7 +49,7 @@ func (r *RecordReaper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 	if err := r.Get(ctx, req.NamespacedName, m); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if m.Labels[record.LabelRecord] != "true" || !m.DeletionTimestamp.IsZero() {
+	if m.Labels[authv1alpha1.LabelRecord] != "true" || !m.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
 	owner, alive, err := r.ownerAlive(ctx, m, r.Client)
@@ -76,7 +76,7 @@ func (r *RecordReaper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 // ownerAlive reports whether the MeterrAPIKey a record names exists with the
 // UID the record was made for (its name is derived from that UID).
 func (r *RecordReaper) ownerAlive(ctx context.Context, m *metav1.PartialObjectMetadata, reader client.Reader) (string, bool, error) {
-	owner := m.Annotations[record.AnnotationOwner]
+	owner := m.Annotations[authv1alpha1.AnnotationOwner]
 	ns, name, ok := splitOwner(owner)
 	if !ok {
 		// No usable annotation: the record's data names its owner.
@@ -117,7 +117,7 @@ func (r *RecordReaper) SetupWithManager(mgr ctrl.Manager) error {
 		r.Sweep = DefaultOrphanSweep
 	}
 	isRecord := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetNamespace() == r.RecordsNamespace && o.GetLabels()[record.LabelRecord] == "true"
+		return o.GetNamespace() == r.RecordsNamespace && o.GetLabels()[authv1alpha1.LabelRecord] == "true"
 	})
 	onlyDeletes := predicate.Funcs{
 		CreateFunc:  func(event.CreateEvent) bool { return false },

@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
-	"github.com/meterr/meterr-operator/controllers"
 )
 
 var _ = Describe("a fleet of keys", Label("scale"), func() {
@@ -45,7 +44,7 @@ var _ = Describe("a fleet of keys", Label("scale"), func() {
 			Expect(k8sClient.List(ctx, list, client.InNamespace(ns))).To(Succeed())
 			readyCount := 0
 			for _, m := range list.Items {
-				if meta.IsStatusConditionTrue(m.Status.Conditions, controllers.ConditionReady) && m.Status.CurrentKey != nil {
+				if meta.IsStatusConditionTrue(m.Status.Conditions, authv1alpha1.ConditionReady) && m.Status.CurrentKey != nil {
 					readyCount++
 				}
 			}

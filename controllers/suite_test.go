@@ -23,7 +23,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
-	"github.com/meterr/meterr-operator/cmd"
 	"github.com/meterr/meterr-operator/controllers"
 )
 
@@ -68,7 +67,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	cfg.QPS, cfg.Burst = 2000, 4000
 
-	k8sClient, err = client.New(cfg, client.Options{Scheme: cmd.Scheme})
+	k8sClient, err = client.New(cfg, client.Options{Scheme: authv1alpha1.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: recordsNamespace}})).To(Succeed())
 
@@ -79,7 +78,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	cacheOpts.ByObject[&authv1alpha1.MeterrAPIKey{}] = cache.ByObject{Label: labels.NewSelector().Add(*notManual)}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:  cmd.Scheme,
+		Scheme:  authv1alpha1.Scheme,
 		Cache:   cacheOpts,
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})

@@ -51,7 +51,7 @@ var _ = Describe("tenant isolation", func() {
 	// everyRecordHolding lists the records that hold a key's hash.
 	everyRecordHolding := func(key string) []string {
 		list := &corev1.SecretList{}
-		Expect(k8sClient.List(ctx, list, client.InNamespace(recordsNamespace), client.MatchingLabels{record.LabelRecord: "true"})).To(Succeed())
+		Expect(k8sClient.List(ctx, list, client.InNamespace(recordsNamespace), client.MatchingLabels{authv1alpha1.LabelRecord: "true"})).To(Succeed())
 		var out []string
 		for i := range list.Items {
 			if rec, err := record.Decode(&list.Items[i]); err == nil && holds(rec, key) {
@@ -79,17 +79,17 @@ var _ = Describe("tenant isolation", func() {
 			m.Spec.RateLimit.Tier = authv1alpha1.TierEnterprise
 			m.Spec.SecretName = "loot"
 		})
-		squatter = settled(squatter, readyReason(controllers.ReasonSecretConflict))
+		squatter = settled(squatter, readyReason(authv1alpha1.ReasonSecretConflict))
 
 		// ...then it hands the Secret to its key, holding the learnt key.
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(loot), loot)).To(Succeed())
 		t := true
 		loot.OwnerReferences = []metav1.OwnerReference{{APIVersion: authv1alpha1.GroupVersion.String(), Kind: "MeterrAPIKey",
 			Name: squatter.Name, UID: squatter.UID, Controller: &t}}
-		loot.Data = map[string][]byte{controllers.DataKeyAPIKey: []byte(learnt), controllers.DataKeyEnv: []byte(learnt)}
-		loot.Labels = map[string]string{record.LabelManagedBy: record.ManagedByValue}
-		loot.Annotations = map[string]string{controllers.AnnotationKeyID: idOf(learnt),
-			controllers.AnnotationIssuedAt: "2020-01-01T00:00:00Z"}
+		loot.Data = map[string][]byte{authv1alpha1.DataKeyAPIKey: []byte(learnt), authv1alpha1.DataKeyEnv: []byte(learnt)}
+		loot.Labels = map[string]string{authv1alpha1.LabelManagedBy: authv1alpha1.ManagedByValue}
+		loot.Annotations = map[string]string{authv1alpha1.AnnotationKeyID: idOf(learnt),
+			authv1alpha1.AnnotationIssuedAt: "2020-01-01T00:00:00Z"}
 		Expect(k8sClient.Update(ctx, loot)).To(Succeed())
 		poke(squatter)
 
@@ -103,14 +103,14 @@ var _ = Describe("tenant isolation", func() {
 		Expect(ok).To(BeTrue())
 		Expect(holds(rec, learnt)).To(BeFalse(), "the squatter's record holds the learnt key's hash")
 		Expect(everyRecordHolding(learnt)).To(Equal([]string{victimNS + "/billing"}))
-		Eventually(func() []string { return eventReasons(squatter) }).Should(ContainElement(controllers.ReasonSecretModified))
+		Eventually(func() []string { return eventReasons(squatter) }).Should(ContainElement(authv1alpha1.ReasonSecretModified))
 
 		// The victim's record is as it was: policy, owner, versions.
 		Expect(readRecord(getKey(victim))).To(Equal(victimRec))
 
 		// Disabling, then deleting the squatter changes nothing for the victim.
 		update(squatter, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = true })
-		settled(squatter, readyReason(controllers.ReasonDisabled))
+		settled(squatter, readyReason(authv1alpha1.ReasonDisabled))
 		Expect(k8sClient.Delete(ctx, squatter)).To(Succeed())
 		Eventually(func() bool {
 			_, ok := recordOf(squatter)
@@ -134,7 +134,7 @@ var _ = Describe("tenant isolation", func() {
 		// the record is rebuilt with a fresh key, not with the swapped one.
 		s := &corev1.Secret{}
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rebuild"}, s)).To(Succeed())
-		s.Data[controllers.DataKeyAPIKey], s.Data[controllers.DataKeyEnv] = []byte(foreignKey), []byte(foreignKey)
+		s.Data[authv1alpha1.DataKeyAPIKey], s.Data[authv1alpha1.DataKeyEnv] = []byte(foreignKey), []byte(foreignKey)
 		Expect(k8sClient.Update(ctx, s)).To(Succeed())
 		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: recordsNamespace,
 			Name: record.Name(ns, "rebuild", got.UID)}})).To(Succeed())
@@ -161,7 +161,7 @@ var _ = Describe("tenant isolation", func() {
 			got := getKey(mak)
 			_, ok := recordOf(got)
 			Expect(ok).To(BeTrue())
-			Expect(got.Finalizers).To(ContainElement(controllers.Finalizer))
+			Expect(got.Finalizers).To(ContainElement(authv1alpha1.Finalizer))
 
 			// Someone removes the finalizer by hand, and the key goes.
 			patch := client.MergeFrom(got.DeepCopy())
@@ -211,7 +211,7 @@ var _ = Describe("tenant isolation", func() {
 		blob := bytes.Repeat([]byte("x"), 900<<10)
 		for i := range 40 {
 			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("big-%d", i),
-				Labels: map[string]string{record.LabelManagedBy: record.ManagedByValue}},
+				Labels: map[string]string{authv1alpha1.LabelManagedBy: authv1alpha1.ManagedByValue}},
 				Data: map[string][]byte{"blob": blob}}
 			Expect(k8sClient.Create(ctx, s)).To(Succeed())
 		}
@@ -239,13 +239,13 @@ var _ = Describe("tenant isolation", func() {
 		at := metav1.NewTime(fakeClock.Now())
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = &at })
 		until := got.Status.CurrentKey.IssuedAt.Add(minRotationInterval).UTC().Format(time.RFC3339)
-		got = settled(mak, currentID(first), readyReason(controllers.ReasonRotationDelayed))
-		c := meta.FindStatusCondition(got.Status.Conditions, controllers.ConditionReady)
+		got = settled(mak, currentID(first), readyReason(authv1alpha1.ReasonRotationDelayed))
+		c := meta.FindStatusCondition(got.Status.Conditions, authv1alpha1.ConditionReady)
 		Expect(c.Status).To(Equal(metav1.ConditionTrue), "a delayed rotation leaves the key usable")
 		Expect(c.Message).To(ContainSubstring(until))
 		fakeClock.Step(minRotationInterval)
 		poke(mak)
-		settled(mak, ready, notCurrentID(first), readyReason(controllers.ReasonReady))
+		settled(mak, ready, notCurrentID(first), readyReason(authv1alpha1.ReasonReady))
 
 		// A rotation loop: every version it leaves is a tombstone, and the
 		// record never holds more than the cap.
@@ -280,8 +280,8 @@ var _ = Describe("tenant isolation", func() {
 		fakeClock.Step(minRotationInterval)
 		at := metav1.NewTime(fakeClock.Now())
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = &at })
-		got = settled(mak, currentID(got.Status.CurrentKey.ID), readyReason(controllers.ReasonRotationDelayed))
-		c := meta.FindStatusCondition(got.Status.Conditions, controllers.ConditionReady)
+		got = settled(mak, currentID(got.Status.CurrentKey.ID), readyReason(authv1alpha1.ReasonRotationDelayed))
+		c := meta.FindStatusCondition(got.Status.Conditions, authv1alpha1.ConditionReady)
 		Expect(c.Message).To(ContainSubstring(got.Status.PreviousKeys[0].ExpiresAt.UTC().Format(time.RFC3339)))
 		fakeClock.SetTime(got.Status.PreviousKeys[0].ExpiresAt.Time)
 		poke(mak)
@@ -290,8 +290,8 @@ var _ = Describe("tenant isolation", func() {
 
 	It("never issues a MeterrAPIKey in the records namespace, and says why", func() {
 		mak := newKey(recordsNamespace, "sneaky")
-		got := settled(mak, readyReason(controllers.ReasonRecordsNamespace))
-		Expect(meta.IsStatusConditionTrue(got.Status.Conditions, controllers.ConditionStalled)).To(BeTrue())
+		got := settled(mak, readyReason(authv1alpha1.ReasonRecordsNamespace))
+		Expect(meta.IsStatusConditionTrue(got.Status.Conditions, authv1alpha1.ConditionStalled)).To(BeTrue())
 		Expect(got.Status.CurrentKey).To(BeNil())
 		Expect(got.Finalizers).To(BeEmpty())
 		Consistently(func() bool {
@@ -308,9 +308,9 @@ var _ = Describe("tenant isolation", func() {
 			tmpl authv1alpha1.SecretTemplate
 			want string
 		}{
-			{authv1alpha1.SecretTemplate{Labels: map[string]string{record.LabelRecord: "true"}}, "label key " + record.LabelRecord + " is reserved"},
-			{authv1alpha1.SecretTemplate{Labels: map[string]string{record.LabelManagedBy: "me"}}, "label key " + record.LabelManagedBy + " is reserved"},
-			{authv1alpha1.SecretTemplate{Annotations: map[string]string{controllers.AnnotationKeyID: "x"}}, "annotation key " + controllers.AnnotationKeyID + " is reserved"},
+			{authv1alpha1.SecretTemplate{Labels: map[string]string{authv1alpha1.LabelRecord: "true"}}, "label key " + authv1alpha1.LabelRecord + " is reserved"},
+			{authv1alpha1.SecretTemplate{Labels: map[string]string{authv1alpha1.LabelManagedBy: "me"}}, "label key " + authv1alpha1.LabelManagedBy + " is reserved"},
+			{authv1alpha1.SecretTemplate{Annotations: map[string]string{authv1alpha1.AnnotationKeyID: "x"}}, "annotation key " + authv1alpha1.AnnotationKeyID + " is reserved"},
 		} {
 			mak := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reserved"},
 				Spec: authv1alpha1.MeterrAPIKeySpec{Permissions: []authv1alpha1.Permission{authv1alpha1.PermissionRead}, SecretTemplate: &tc.tmpl}}
@@ -333,7 +333,7 @@ func orphanRecord(ns, name, uid string) string {
 	Expect(err).NotTo(HaveOccurred())
 	recName := record.Name(ns, name, owner.UID)
 	Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: recordsNamespace, Name: recName,
-		Labels: record.Labels(), Annotations: map[string]string{record.AnnotationOwner: owner.String()}},
+		Labels: record.Labels(), Annotations: map[string]string{authv1alpha1.AnnotationOwner: owner.String()}},
 		Data: map[string][]byte{record.DataKey: data}})).To(Succeed())
 	return recName
 }

@@ -13,8 +13,8 @@ var (
 	// GroupVersion is the group and version of the API.
 	GroupVersion = schema.GroupVersion{Group: "auth.meterr.ai", Version: "v1alpha1"}
 
-	// SchemeBuilder registers the API's types. It depends on apimachinery
-	// only, so the API package stays cheap to import.
+	// SchemeBuilder registers the API's types alone; Scheme (scheme.go)
+	// adds them to client-go's built-in types.
 	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the API's types to a scheme.

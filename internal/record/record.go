@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 	"github.com/meterr/meterr-operator/internal/apikey"
 )
 
@@ -25,26 +26,12 @@ const (
 	// FormatVersion is the record format this build writes.
 	FormatVersion = 1
 
-	// LabelRecord marks a Secret as a key record; the auth server selects on it.
-	LabelRecord = "auth.meterr.ai/key-record"
-	// LabelFormat carries the record's format version.
-	LabelFormat = "auth.meterr.ai/record-format"
-	// LabelManagedBy is the standard label on every Secret the operator
-	// manages; the manager's cache holds only Secrets that carry it.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	// ManagedByValue is LabelManagedBy's value.
-	ManagedByValue = "meterr-operator"
-
-	// AnnotationOwner names the MeterrAPIKey ("namespace/name") a record
-	// belongs to, so the controller can map record events back to it.
-	AnnotationOwner = "auth.meterr.ai/owner"
-
 	// DataKey is the Secret data key holding the encoded record.
 	DataKey = "record.json"
 )
 
 // Selector is the label selector that matches every key record.
-const Selector = LabelRecord + "=true"
+const Selector = authv1alpha1.LabelRecord + "=true"
 
 // Record is the decoded content of a key record.
 type Record struct {
@@ -116,7 +103,7 @@ func Encode(r *Record) ([]byte, error) {
 // Decode reads a record from a Secret. It refuses Secrets that are not
 // records and formats newer than it understands.
 func Decode(s *corev1.Secret) (*Record, error) {
-	if s.Labels[LabelRecord] != "true" {
+	if s.Labels[authv1alpha1.LabelRecord] != "true" {
 		return nil, fmt.Errorf("secret %s/%s is not a key record", s.Namespace, s.Name)
 	}
 	raw, ok := s.Data[DataKey]
@@ -137,8 +124,8 @@ func Decode(s *corev1.Secret) (*Record, error) {
 // Labels returns the labels every record carries.
 func Labels() map[string]string {
 	return map[string]string{
-		LabelRecord:    "true",
-		LabelFormat:    fmt.Sprintf("v%d", FormatVersion),
-		LabelManagedBy: ManagedByValue,
+		authv1alpha1.LabelRecord:    "true",
+		authv1alpha1.LabelFormat:    fmt.Sprintf("v%d", FormatVersion),
+		authv1alpha1.LabelManagedBy: authv1alpha1.ManagedByValue,
 	}
 }

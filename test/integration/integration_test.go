@@ -28,7 +28,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
-	"github.com/meterr/meterr-operator/cmd"
 	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
@@ -63,14 +62,14 @@ var _ = BeforeSuite(func() {
 	}
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: cmd.Scheme})
+	k8sClient, err = client.New(cfg, client.Options{Scheme: authv1alpha1.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: recordsNamespace}})).To(Succeed())
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}})).To(Succeed())
 
 	fakeClock = clocktesting.NewFakeClock(time.Now().UTC().Truncate(time.Second))
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: cmd.Scheme, Cache: controllers.CacheOptions(),
+		Scheme: authv1alpha1.Scheme, Cache: controllers.CacheOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -133,7 +132,7 @@ func verify(key string) answer { return get("/v1/auth/verify", key) }
 func workloadKey(name string) string {
 	s := &corev1.Secret{}
 	Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: "apps", Name: name}, s)).To(Succeed())
-	k := string(s.Data[controllers.DataKeyAPIKey])
+	k := string(s.Data[authv1alpha1.DataKeyAPIKey])
 	Expect(apikey.Parse(k) == nil).To(BeTrue(), "no well-formed key in Secret %s", name)
 	return k
 }

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
+	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 )
@@ -82,7 +83,7 @@ func recordSecret(ns string, r *record.Record) (*corev1.Secret, error) {
 			Namespace:   ns,
 			Name:        record.Name(r.Owner.Namespace, r.Owner.Name, r.Owner.UID),
 			Labels:      record.Labels(),
-			Annotations: map[string]string{record.AnnotationOwner: r.Owner.String()},
+			Annotations: map[string]string{authv1alpha1.AnnotationOwner: r.Owner.String()},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{record.DataKey: data},

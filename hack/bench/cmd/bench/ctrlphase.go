@@ -29,7 +29,7 @@ import (
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 )
 
-const dataKeyAPIKey = "api-key" // controllers.DataKeyAPIKey
+const dataKeyAPIKey = "api-key" // authv1alpha1.DataKeyAPIKey
 
 func newScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
