@@ -75,7 +75,7 @@ test: verify-generated vet $(GOLANGCI_LINT) $(HELM) envtest-assets build ## Run 
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no control plane).
-	go test $(GO_TEST_FLAGS) ./internal/... ./webhookserver/... ./pkg/... ./docs/...
+	go test $(GO_TEST_FLAGS) ./cmd/... ./internal/... ./webhookserver/... ./pkg/... ./docs/...
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.

@@ -32,6 +32,6 @@ while IFS=: read -r file name; do
   fi
   tail -n 1 "$log"
   n=$((n + 1))
-done < <(grep -rEo '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' internal pkg webhookserver controllers api 2>/dev/null | sed 's/func //' | sort)
+done < <(grep -rEo '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' cmd internal pkg webhookserver controllers api 2>/dev/null | sed 's/func //' | sort)
 echo "fuzz: $n targets passed"
 [ "$n" -gt 0 ]
