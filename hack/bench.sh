@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: the Go benchmarks of the hot path, then the harness in
-# hack/bench/cmd/bench (the auth server binary under load beside a bare
+# test/bench/cmd/bench (the auth server binary under load beside a bare
 # net/http handler, propagation, memory, start-up, and the manager with
 # fleets of keys), which writes docs/benchmarks.md.
 #
@@ -9,7 +9,7 @@
 #                            fails only when the harness or a server breaks
 #   hack/bench.sh --out F    report to F
 #
-# Extra arguments after -- go to the harness (go run ./hack/bench/cmd/bench -h).
+# Extra arguments after -- go to the harness (go run ./test/bench/cmd/bench -h).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,17 +79,17 @@ if [ -z "$wrk" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     tail -5 "$work/apt.log" >&2 || true
   fi
 fi
-[ -n "$wrk" ] || echo "bench: wrk not available; using the Go load generator hack/bench/cmd/load" >&2
+[ -n "$wrk" ] || echo "bench: wrk not available; using the Go load generator test/bench/cmd/load" >&2
 
 echo "bench: building"
 go build -o bin/meterr-operator .
-go build -o "$work/bare" ./hack/bench/cmd/bare
-go build -o "$work/load" ./hack/bench/cmd/load
-go build -o "$work/bench" ./hack/bench/cmd/bench
+go build -o "$work/bare" ./test/bench/cmd/bare
+go build -o "$work/load" ./test/bench/cmd/load
+go build -o "$work/bench" ./test/bench/cmd/bench
 
 # The Go benchmarks: the hot path in-process, beside a bare handler; the gRPC
-# ext_authz Check over loopback, beside a bare gRPC server (hack/bench/gobench).
-pkgs=(./internal/... ./webhookserver/... ./hack/bench/...)
+# ext_authz Check over loopback, beside a bare gRPC server (test/bench/gobench).
+pkgs=(./internal/... ./webhookserver/... ./test/bench/...)
 if [ "$smoke" = 1 ]; then
   benchtime=(-benchtime=200x)
 else

@@ -66,7 +66,7 @@ type config struct {
 	skipAuth                                     bool
 
 	// pprofBin, when set, runs the manager and the auth server through
-	// hack/bench/cmd/pprofwrap and saves CPU and heap profiles to profileDir.
+	// test/bench/cmd/pprofwrap and saves CPU and heap profiles to profileDir.
 	pprofBin   string
 	profileDir string
 	// authEnv is extra environment of the auth server processes
@@ -96,8 +96,8 @@ func main() {
 	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "Markdown report to write.")
 	flag.StringVar(&c.work, "work", "", "Private temporary directory for logs, kubeconfigs and key files (required).")
 	flag.StringVar(&c.bin, "bin", "bin/meterr-operator", "The meterr-operator binary.")
-	flag.StringVar(&c.bareBin, "bare", "", "The bare baseline server binary (hack/bench/cmd/bare).")
-	flag.StringVar(&c.loadBin, "load", "", "The Go load generator binary (hack/bench/cmd/load), used when -wrk is empty.")
+	flag.StringVar(&c.bareBin, "bare", "", "The bare baseline server binary (test/bench/cmd/bare).")
+	flag.StringVar(&c.loadBin, "load", "", "The Go load generator binary (test/bench/cmd/load), used when -wrk is empty.")
 	flag.StringVar(&c.wrk, "wrk", "", "wrk binary; empty uses the Go load generator.")
 	flag.StringVar(&c.kubectl, "kubectl", "", "kubectl binary (default: <assets>/kubectl).")
 	flag.StringVar(&c.assets, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory with etcd, kube-apiserver and kubectl.")
@@ -122,7 +122,7 @@ func main() {
 	flag.IntVar(&c.managerConcurrency, "manager-concurrency", 16, "The manager's --max-concurrent-reconciles.")
 	flag.BoolVar(&c.skipController, "skip-controller", false, "Skip the manager phase (for quick iterations).")
 	flag.BoolVar(&c.skipAuth, "skip-auth", false, "Skip the auth server phase (for quick iterations).")
-	flag.StringVar(&c.pprofBin, "pprof", "", "hack/bench/cmd/pprofwrap binary: profile the manager and the auth server (same code, plus net/http/pprof).")
+	flag.StringVar(&c.pprofBin, "pprof", "", "test/bench/cmd/pprofwrap binary: profile the manager and the auth server (same code, plus net/http/pprof).")
 	flag.Var(&c.authEnv, "auth-env", "KEY=VALUE added to the auth servers' environment (repeatable), e.g. GOMEMLIMIT=90MiB.")
 	flag.StringVar(&c.profileDir, "profile-dir", "", "Where -pprof saves profiles (default <work>/profiles).")
 	flag.Parse()

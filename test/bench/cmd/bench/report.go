@@ -67,7 +67,7 @@ func newResults(c config) *results {
 		}
 		r.tool = v
 	} else {
-		r.tool = "the Go load generator hack/bench/cmd/load (wrk was not available)"
+		r.tool = "the Go load generator test/bench/cmd/load (wrk was not available)"
 	}
 	return r
 }
@@ -347,7 +347,7 @@ func (r *results) markdown() string {
 		w("**Smoke run** (`hack/bench.sh --smoke`): tiny sizes that check the harness works. These figures are not\n")
 		w("comparable with the targets; `make bench` produces the real report.\n\n")
 	}
-	w("Written by `make bench` (hack/bench.sh, hack/bench/) on %s. Every figure has its baseline measured in the same\n", r.finished.UTC().Format("2006-01-02 15:04 MST"))
+	w("Written by `make bench` (hack/bench.sh, test/bench/) on %s. Every figure has its baseline measured in the same\n", r.finished.UTC().Format("2006-01-02 15:04 MST"))
 	w("run on the same machine; the targets are those of the performance issue. Benchmarks are not timed tests: a\n")
 	w("figure that misses its target is reported here, not failed.\n\n")
 	w("## Machine\n\n")
@@ -366,7 +366,7 @@ func (r *results) markdown() string {
 		pin = fmt.Sprintf("the servers pinned to CPU %s and the load generator to CPU %s with `taskset` (so each server runs with GOMAXPROCS=1)", c.serverCPUs, c.loadCPUs)
 	}
 	w("- **Load tests**: the auth server binary (`meterr-operator auth-server`, records loaded from a local kube-apiserver) and a bare\n")
-	w("  `net/http` handler that writes a fixed JSON body of the same size (`hack/bench/cmd/bare`), both running as separate processes,\n")
+	w("  `net/http` handler that writes a fixed JSON body of the same size (`test/bench/cmd/bare`), both running as separate processes,\n")
 	w("  %s. Load: %s, 1 thread, %d keep-alive connections, %s per run,\n", pin, r.tool, c.conns, c.duration)
 	w("  %d rounds interleaving bare / valid / unknown / malformed; the table shows the median round. Each run cycles through %d distinct\n", c.rounds, c.probeKeys)
 	w("  keys (picked at random across the whole index). Valid keys have an hourly limit of %s, so the in-memory limiter and the\n", num(benchLimit))
@@ -495,7 +495,7 @@ func (r *results) markdown() string {
 	}
 	if r.goBenchRaw != "" {
 		w("- **Go benchmarks** (`go test -run='^$' -bench=. -benchmem`): the handler alone, through a ResponseWriter that keeps headers\n")
-		w("  and drops the body (hack/bench/gobench); the baseline is a bare handler through the same writer.\n\n")
+		w("  and drops the body (test/bench/gobench); the baseline is a bare handler through the same writer.\n\n")
 		w("```\n")
 		failed := false
 		for _, l := range strings.Split(r.goBenchRaw, "\n") {
@@ -516,10 +516,10 @@ func (r *results) markdown() string {
 	w("```sh\n")
 	w("make bench                     # everything; writes docs/benchmarks.md (about 10 minutes)\n")
 	w("hack/bench.sh --smoke          # tiny sizes, about a minute; part of make test; report to a temporary file\n")
-	w("go test -run='^$' -bench=. -benchmem ./internal/... ./webhookserver/... ./hack/bench/...   # the Go benchmarks only\n")
+	w("go test -run='^$' -bench=. -benchmem ./internal/... ./webhookserver/... ./test/bench/...   # the Go benchmarks only\n")
 	w("```\n\n")
-	w("hack/bench.sh installs wrk with apt-get when it is missing (and falls back to hack/bench/cmd/load if that fails), builds the\n")
-	w("binaries, runs the Go benchmarks and then `go run ./hack/bench/cmd/bench`, whose flags (`-h`) set every size. A load run by hand:\n\n")
+	w("hack/bench.sh installs wrk with apt-get when it is missing (and falls back to test/bench/cmd/load if that fails), builds the\n")
+	w("binaries, runs the Go benchmarks and then `go run ./test/bench/cmd/bench`, whose flags (`-h`) set every size. A load run by hand:\n\n")
 	w("```sh\n")
 	w("taskset -c %s bin/meterr-operator auth-server --kubeconfig K --listen 127.0.0.1:8080 --metrics-bind-address 127.0.0.1:9090 &\n", or(c.serverCPUs, "0"))
 	w("taskset -c %s wrk -t1 -c%d -d%s --latency -H \"Authorization: Bearer $KEY\" http://127.0.0.1:8080/v1/auth/verify\n", or(c.loadCPUs, "1"), c.conns, c.duration)
