@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 const dataKeyAPIKey = "api-key" // controllers.DataKeyAPIKey
@@ -219,25 +220,22 @@ func (t *tracker) counts() (ready, rotated int) {
 	return t.ready, t.rotated
 }
 
-// waitCount waits until count() reaches n; it returns the time from start and
-// whether it got there.
+// waitCount waits until count() reaches n; it returns the time from start,
+// the last count and whether it got there.
 func (h *harness) waitCount(ctx context.Context, what string, n int, start time.Time, count func() int) (time.Duration, int, bool) {
-	deadline := start.Add(h.cfg.ctrlTimeout)
 	lastLog := time.Now()
-	for {
-		c := count()
-		if c >= n {
-			return time.Since(start), c, true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return time.Since(start), c, false
+	c := 0
+	err := testenv.Eventually(ctx, h.cfg.ctrlTimeout-time.Since(start), 50*time.Millisecond, func(context.Context) (bool, error) {
+		if c = count(); c >= n {
+			return true, nil
 		}
 		if time.Since(lastLog) >= 10*time.Second {
 			h.logf("  %d/%d %s after %s", c, n, what, time.Since(start).Round(time.Second))
 			lastLog = time.Now()
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false, nil
+	})
+	return time.Since(start), c, err == nil
 }
 
 func (h *harness) controllerPhase(ctx context.Context) error {

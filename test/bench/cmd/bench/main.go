@@ -33,8 +33,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 type config struct {
@@ -188,41 +189,27 @@ func (h *harness) run(ctx context.Context) error {
 	return nil
 }
 
-// controlPlane is a local etcd and kube-apiserver.
+// controlPlane is a local etcd and kube-apiserver (test/testenv, shared with
+// the test suites), with a fast client of its admin.
 type controlPlane struct {
-	env        *envtest.Environment
+	env        *testenv.Env
 	cfg        *rest.Config
 	kubeconfig string
 	cs         kubernetes.Interface
 }
 
 func (h *harness) startControlPlane(name string) (*controlPlane, error) {
-	env := &envtest.Environment{
-		BinaryAssetsDirectory:    h.cfg.assets,
-		ControlPlaneStartTimeout: 90 * time.Second,
-		ControlPlaneStopTimeout:  30 * time.Second,
+	dir := filepath.Join(h.cfg.work, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
-	if _, err := env.Start(); err != nil {
-		return nil, fmt.Errorf("starting the control plane: %w", err)
+	env, err := testenv.Start(testenv.Options{Assets: h.cfg.assets, Dir: dir, Admin: "bench",
+		StartTimeout: 90 * time.Second, StopTimeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
 	}
 	h.procs.recordChildren()
-	cp := &controlPlane{env: env}
-	user, err := env.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		_ = env.Stop()
-		return nil, err
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		_ = env.Stop()
-		return nil, err
-	}
-	cp.kubeconfig = filepath.Join(h.cfg.work, name+".kubeconfig")
-	if err := os.WriteFile(cp.kubeconfig, kc, 0o600); err != nil {
-		_ = env.Stop()
-		return nil, err
-	}
-	cp.cfg = rest.CopyConfig(user.Config())
+	cp := &controlPlane{env: env, kubeconfig: env.Kubeconfig, cfg: rest.CopyConfig(env.Config)}
 	cp.cfg.QPS, cp.cfg.Burst = 5000, 10000
 	cp.cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	if cp.cs, err = kubernetes.NewForConfig(cp.cfg); err != nil {
