@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # make bench: the Go benchmarks of the hot path, then the harness in
 # test/bench/cmd/bench (the auth server binary under load beside a bare
-# net/http handler, propagation, memory, start-up, and the manager with
-# fleets of keys), which writes docs/benchmarks.md.
+# net/http handler, pinned and unpinned, propagation, memory, start-up, and
+# the manager with fleets of keys), which writes docs/benchmarks.md. The
+# binary of the base revision BENCH_BASE (default 2a397c1, the last commit
+# before the package redesign) is built once per commit into
+# bin/bench-base/<commit>/ and measured in the same rounds: the report's
+# before and after.
 #
-#   hack/bench.sh            full run, report to docs/benchmarks.md (~10 min)
-#   hack/bench.sh --smoke    tiny sizes, report to a temporary file (~1 min);
-#                            fails only when the harness or a server breaks
+#   hack/bench.sh            full run, report to docs/benchmarks.md (~25 min)
+#   hack/bench.sh --smoke    tiny sizes, report to a temporary file (1-2 min);
+#                            fails only when the harness or a server breaks;
+#                            the current binary stands in for the base one
+#                            unless --base is given
 #   hack/bench.sh --out F    report to F
+#   hack/bench.sh --base REV the before side (empty: none)
 #
 # Extra arguments after -- go to the harness (go run ./test/bench/cmd/bench -h).
 set -euo pipefail
@@ -15,13 +22,16 @@ cd "$(dirname "$0")/.."
 
 smoke=0
 out=""
+base="${BENCH_BASE-2a397c1}"
+base_given=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --out) out="$2"; shift ;;
+    --base) base="$2"; base_given=1; shift ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "usage: $0 [--smoke] [--out FILE] [-- harness flags]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--smoke] [--out FILE] [--base REV] [-- harness flags]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -87,6 +97,29 @@ go build -o "$work/bare" ./test/bench/cmd/bare
 go build -o "$work/load" ./test/bench/cmd/load
 go build -o "$work/bench" ./test/bench/cmd/bench
 
+# The before side: the base revision's binary, from `git archive` (no
+# worktree to clean up), cached by commit. Only its own flags are passed to it.
+base_args=()
+if [ "$smoke" = 1 ] && [ "$base_given" = 0 ] && [ -z "${BENCH_BASE+x}" ]; then
+  # The smoke run checks the harness's before/after path without a build.
+  base_args=(-base-bin bin/meterr-operator -base-rev "the same binary (smoke)")
+elif [ -n "$base" ]; then
+  if commit="$(git rev-parse --verify -q "$base^{commit}")"; then
+    base_bin="bin/bench-base/$commit/meterr-operator"
+    if [ ! -x "$base_bin" ]; then
+      echo "bench: building the base revision $base ($commit) into $base_bin"
+      mkdir -p "$work/base-src" "$(dirname "$base_bin")"
+      git archive "$commit" | tar -x -C "$work/base-src"
+      (cd "$work/base-src" && go build -o "$work/base-meterr-operator" .)
+      mv "$work/base-meterr-operator" "$base_bin"
+      rm -rf "$work/base-src"
+    fi
+    base_args=(-base-bin "$base_bin" -base-rev "$(git log -1 --format='%h %cs' "$commit")")
+  else
+    echo "bench: BENCH_BASE=$base is not in this clone's history; no before side" >&2
+  fi
+fi
+
 # The Go benchmarks: the hot path in-process, beside a bare handler; the gRPC
 # ext_authz Check over loopback, beside a bare gRPC server (test/bench/gobench).
 pkgs=(./internal/... ./webhookserver/... ./test/bench/...)
@@ -105,7 +138,7 @@ if grep -qE '^(FAIL|--- FAIL)' "$work/gobench.txt"; then
 fi
 
 args=(-work "$work" -bin bin/meterr-operator -bare "$work/bare" -load "$work/load" -wrk "$wrk"
-  -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt")
+  -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt" "${base_args[@]}")
 if [ "$smoke" = 1 ]; then
   out="${out:-$(mktemp "${TMPDIR:-/tmp}/meterr-bench-smoke.XXXXXX.md")}"
   args+=(-smoke -out "$out" -keys-small 10 -keys-large 100 -probe-keys 10 -duration 1s -rounds 1

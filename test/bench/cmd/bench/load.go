@@ -85,8 +85,9 @@ end
 }
 
 // load drives the server at addr (process p, whose CPU time is measured) with
-// the keys of ks for the configured duration and connections.
-func (h *harness) load(ctx context.Context, p *proc, addr string, ks keySet, dur time.Duration) (loadResult, error) {
+// the keys of ks for the configured duration and connections, the load
+// generator on cpus (empty: unpinned).
+func (h *harness) load(ctx context.Context, p *proc, addr string, ks keySet, dur time.Duration, cpus string) (loadResult, error) {
 	before, err := cpuTicks(p.pid())
 	if err != nil {
 		return loadResult{}, err
@@ -95,7 +96,7 @@ func (h *harness) load(ctx context.Context, p *proc, addr string, ks keySet, dur
 	var r loadResult
 	if h.cfg.wrk != "" {
 		secs := max(1, int(dur.Round(time.Second)/time.Second))
-		out, err := h.procs.run(ctx, "wrk", h.cfg.loadCPUs, h.cfg.wrk, "-t1", "-c"+strconv.Itoa(h.cfg.conns),
+		out, err := h.procs.run(ctx, "wrk", cpus, h.cfg.wrk, "-t1", "-c"+strconv.Itoa(h.cfg.conns),
 			"-d"+strconv.Itoa(secs)+"s", "--timeout", "5s", "--latency", "-s", ks.luaPath, "http://"+addr+"/v1/auth/verify")
 		if err != nil {
 			return loadResult{}, err
@@ -104,7 +105,7 @@ func (h *harness) load(ctx context.Context, p *proc, addr string, ks keySet, dur
 			return loadResult{}, fmt.Errorf("reading wrk's output: %w\n%s", err, out)
 		}
 	} else {
-		out, err := h.procs.run(ctx, "load", h.cfg.loadCPUs, h.cfg.loadBin, "-addr", addr, "-c", strconv.Itoa(h.cfg.conns),
+		out, err := h.procs.run(ctx, "load", cpus, h.cfg.loadBin, "-addr", addr, "-c", strconv.Itoa(h.cfg.conns),
 			"-d", dur.String(), "-keys", ks.plainPath)
 		if err != nil {
 			return loadResult{}, err
