@@ -15,6 +15,8 @@
 #                            unless --base is given
 #   hack/bench.sh --out F    report to F
 #   hack/bench.sh --base REV the before side (empty: none)
+#   hack/bench.sh --benchtime 200x   shorter Go benchmarks (with reduced
+#                            harness sizes after --, to try the report quickly)
 #
 # Extra arguments after -- go to the harness (go run ./test/bench/cmd/bench -h).
 set -euo pipefail
@@ -24,14 +26,16 @@ smoke=0
 out=""
 base="${BENCH_BASE-2a397c1}"
 base_given=0
+benchtime_flag=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --out) out="$2"; shift ;;
     --base) base="$2"; base_given=1; shift ;;
+    --benchtime) benchtime_flag="$2"; shift ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "usage: $0 [--smoke] [--out FILE] [--base REV] [-- harness flags]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--smoke] [--out FILE] [--base REV] [--benchtime T] [-- harness flags]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -123,7 +127,9 @@ fi
 # The Go benchmarks: the hot path in-process, beside a bare handler; the gRPC
 # ext_authz Check over loopback, beside a bare gRPC server (test/bench/gobench).
 pkgs=(./internal/... ./webhookserver/... ./test/bench/...)
-if [ "$smoke" = 1 ]; then
+if [ -n "$benchtime_flag" ]; then
+  benchtime=(-benchtime="$benchtime_flag")
+elif [ "$smoke" = 1 ]; then
   benchtime=(-benchtime=200x)
 else
   benchtime=()

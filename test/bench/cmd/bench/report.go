@@ -423,6 +423,9 @@ func (r *results) markdown() string {
 	w("%s\n", r.table())
 	if ba := r.beforeAfterTable(); ba != "" {
 		w("## Before and after\n\n")
+		if c.smoke {
+			w("Smoke run: the current binary stands in for the base revision's, to check the harness's before/after path.\n")
+		}
 		w("The base revision's binary (`%s`, built by hack/bench.sh from BENCH_BASE into bin/bench-base/) measured in the same rounds as\n", c.baseRev)
 		w("the binary under test: each round runs bare, after and before one after the other. \"÷ bare handler's\" rows are each binary's\n")
 		w("ratio to the bare handler of its round, and the after ÷ before column is the ratio of their medians.\n")
