@@ -359,12 +359,12 @@ func pick(s []string, n int) []string {
 // round's ratio). "after" is the binary under test (-bin), "before" the base
 // revision's (-base-bin); "u-" series run unpinned.
 const (
-	sBare, sBareT, sBareTH                = "bare", "bare+timeouts", "bare+timeouts+headers"
+	sBare, sBareT, sBareTH               = "bare", "bare+timeouts", "bare+timeouts+headers"
 	sAfter, sAfterUnknown, sAfterMalform = "after", "after-unknown", "after-malformed"
-	sBefore                               = "before"
-	sUBare, sUAfter, sUBefore             = "u-bare", "u-after", "u-before"
-	sLBare, sLAfterSmall, sLAfter         = "L-bare", "L-after-small", "L-after"
-	sLBeforeSmall, sLBefore               = "L-before-small", "L-before"
+	sBefore                              = "before"
+	sUBare, sUAfter, sUBefore            = "u-bare", "u-after", "u-before"
+	sLBare, sLAfterSmall, sLAfter        = "L-bare", "L-after-small", "L-after"
+	sLBeforeSmall, sLBefore              = "L-before-small", "L-before"
 )
 
 // loadTarget is one server measured in every round.

@@ -34,7 +34,7 @@ type results struct {
 
 	apply, applySecret *samples
 
-	managerFlags    string
+	managerFlags     string
 	fleet, fleetBase fleetStats
 }
 
