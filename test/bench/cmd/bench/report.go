@@ -208,7 +208,15 @@ func (s spread) show(f func(float64) string) string {
 	case 1:
 		return f(s.med)
 	}
-	return fmt.Sprintf("%s (%s–%s)", f(s.med), f(s.min), f(s.max))
+	med, lo, hi := f(s.med), f(s.min), f(s.max)
+	// "29.7 µs (28.5–30.3)": the unit once, when all three share it.
+	if i := strings.LastIndexByte(med, ' '); i > 0 {
+		unit := med[i:]
+		if strings.HasSuffix(lo, unit) && strings.HasSuffix(hi, unit) {
+			return fmt.Sprintf("%s (%s–%s)", med, strings.TrimSuffix(lo, unit), strings.TrimSuffix(hi, unit))
+		}
+	}
+	return fmt.Sprintf("%s (%s–%s)", med, lo, hi)
 }
 
 func showDur(v float64) string   { return dur(time.Duration(v)) }
