@@ -202,13 +202,16 @@ func (v *verifier) status(ctx context.Context, key string) (int, string, error) 
 func (v *verifier) pollUntil(ctx context.Context, key string, want int, start time.Time, interval, timeout time.Duration) (time.Duration, error) {
 	err := testenv.EventuallyWhy(ctx, timeout-time.Since(start), interval, func(ctx context.Context) (bool, string, error) {
 		code, _, err := v.status(ctx, key)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return false, "", ctx.Err()
-		case err != nil:
-			return false, "last error: " + err.Error(), nil
 		}
-		return code == want, fmt.Sprintf("want %d, last %d", want, code), nil
+		// A failed request is retried like a wrong answer, and named if
+		// it was the last.
+		why := fmt.Sprintf("want %d, last %d", want, code)
+		if err != nil {
+			why = "last error: " + err.Error()
+		}
+		return err == nil && code == want, why, nil
 	})
 	return time.Since(start), err
 }

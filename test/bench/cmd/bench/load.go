@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -205,48 +204,5 @@ func wrkDuration(s string) (time.Duration, error) {
 	return 0, fmt.Errorf("unknown duration %q", s)
 }
 
-// runs is the repeated measurements of one configuration.
+// runs is the repeated measurements of one configuration, one per round.
 type runs []loadResult
-
-// median returns the run with the median throughput; its latencies are
-// reported with it.
-func (rs runs) median() loadResult {
-	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b loadResult) int {
-		switch {
-		case a.RPS < b.RPS:
-			return -1
-		case a.RPS > b.RPS:
-			return 1
-		}
-		return 0
-	})
-	return s[len(s)/2]
-}
-
-// medianP50 and medianP99 are the medians of the runs' percentiles.
-func (rs runs) medianP50() time.Duration {
-	return medianDur(rs, func(r loadResult) time.Duration { return r.P50 })
-}
-func (rs runs) medianP99() time.Duration {
-	return medianDur(rs, func(r loadResult) time.Duration { return r.P99 })
-}
-
-func medianDur(rs runs, f func(loadResult) time.Duration) time.Duration {
-	var ds []time.Duration
-	for _, r := range rs {
-		ds = append(ds, f(r))
-	}
-	slices.Sort(ds)
-	return ds[len(ds)/2]
-}
-
-// cpuPerRequest is the total CPU over the total requests of all runs.
-func (rs runs) cpuPerRequest() time.Duration {
-	var t loadResult
-	for _, r := range rs {
-		t.Ticks += r.Ticks
-		t.Requests += r.Requests
-	}
-	return t.cpuPerRequest()
-}

@@ -160,8 +160,6 @@ func num(n int) string {
 	return b.String()
 }
 
-func rps(v float64) string { return fmt.Sprintf("%s req/s", num(int(v+0.5))) }
-
 func dur(d time.Duration) string {
 	switch {
 	case d >= 10*time.Second:
