@@ -15,6 +15,9 @@
 #                            unless --base is given
 #   hack/bench.sh --out F    report to F
 #   hack/bench.sh --base REV the before side (empty: none)
+#   hack/bench.sh --compare N  also hack/bench-compare.sh BASE N (benchstat of the
+#                            Go benchmarks at BASE and now; N=6 takes ~15 min)
+#                            into the report
 #   hack/bench.sh --benchtime 200x   shorter Go benchmarks (with reduced
 #                            harness sizes after --, to try the report quickly)
 #
@@ -27,6 +30,7 @@ out=""
 base="${BENCH_BASE-2a397c1}"
 base_given=0
 benchtime_flag=""
+compare=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +38,7 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift ;;
     --base) base="$2"; base_given=1; shift ;;
     --benchtime) benchtime_flag="$2"; shift ;;
+    --compare) compare="$2"; shift ;;
     --) shift; extra=("$@"); break ;;
     *) echo "usage: $0 [--smoke] [--out FILE] [--base REV] [--benchtime T] [-- harness flags]" >&2; exit 2 ;;
   esac
@@ -143,8 +148,20 @@ if grep -qE '^(FAIL|--- FAIL)' "$work/gobench.txt"; then
   gobench_failed=1
 fi
 
+# benchstat's before/after of the Go benchmarks: long, so only when asked.
+compare_args=()
+if [ "$compare" -gt 0 ] && [ -n "$base" ] && [ "${#base_args[@]}" -gt 0 ] && [ "$smoke" = 0 ]; then
+  echo "bench: hack/bench-compare.sh $base $compare"
+  if hack/bench-compare.sh "$base" "$compare" >"$work/compare.txt" 2>&1; then
+    compare_args=(-go-compare "$work/compare.txt")
+  else
+    echo "bench: bench-compare failed; the report goes without it:" >&2
+    tail -5 "$work/compare.txt" >&2
+  fi
+fi
+
 args=(-work "$work" -bin bin/meterr-operator -bare "$work/bare" -load "$work/load" -wrk "$wrk"
-  -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt" "${base_args[@]}")
+  -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt" "${base_args[@]}" "${compare_args[@]}")
 if [ "$smoke" = 1 ]; then
   out="${out:-$(mktemp "${TMPDIR:-/tmp}/meterr-bench-smoke.XXXXXX.md")}"
   args+=(-smoke -out "$out" -keys-small 10 -keys-large 100 -probe-keys 10 -duration 1s -rounds 1

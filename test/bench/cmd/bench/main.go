@@ -48,6 +48,7 @@ type config struct {
 	assets       string
 	crdDir       string
 	goBench      string
+	goCompare    string
 
 	smallKeys, largeKeys int
 	probeKeys            int
@@ -112,6 +113,7 @@ func main() {
 	flag.StringVar(&c.assets, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory with etcd, kube-apiserver and kubectl.")
 	flag.StringVar(&c.crdDir, "crd-dir", "config/crd/bases", "CRDs to install.")
 	flag.StringVar(&c.goBench, "go-bench", "", "Output of the Go benchmarks to include.")
+	flag.StringVar(&c.goCompare, "go-compare", "", "Output of hack/bench-compare.sh (benchstat, base vs now) to include.")
 	flag.IntVar(&c.smallKeys, "keys-small", 100, "Keys of the small index.")
 	flag.IntVar(&c.largeKeys, "keys-large", 100_000, "Keys of the large index.")
 	flag.IntVar(&c.probeKeys, "probe-keys", 1000, "Distinct keys each load run cycles through.")

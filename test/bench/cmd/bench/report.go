@@ -620,13 +620,19 @@ func (r *results) markdown() string {
 		}
 	}
 
+	if c.goCompare != "" {
+		if data, err := os.ReadFile(c.goCompare); err == nil {
+			w("- **Go benchmarks, before and after** (`hack/bench-compare.sh %s`: the test binaries of both revisions run\n", c.baseName())
+			w("  interleaved, compared by benchstat):\n\n```\n%s\n```\n\n", strings.TrimSpace(string(data)))
+		}
+	}
 	w("## Reproduce\n\n")
 	w("```sh\n")
 	w("make bench                     # everything, before (BENCH_BASE) and after; writes docs/benchmarks.md (about 25 minutes)\n")
 	w("make bench BENCH_BASE=         # without the before side\n")
 	w("hack/bench.sh --smoke          # tiny sizes, 1-2 minutes; part of make test; report to a temporary file\n")
 	w("hack/bench.sh -- -fleet-base   # also the fleet with the base revision's manager (adds about 10 minutes)\n")
-	w("make bench-compare BASE=%s    # the Go benchmarks at BASE and now, interleaved, through benchstat\n", or(c.baseRev, "REV"))
+	w("make bench-compare BASE=%s    # the Go benchmarks at BASE and now, interleaved, through benchstat\n", or(c.baseName(), "REV"))
 	w("go test -run='^$' -bench=. -benchmem ./internal/... ./webhookserver/... ./test/bench/...   # the Go benchmarks only\n")
 	w("```\n\n")
 	w("hack/bench.sh installs wrk with apt-get when it is missing (and falls back to test/bench/cmd/load if that fails), builds the\n")
@@ -637,6 +643,15 @@ func (r *results) markdown() string {
 	w("taskset -c %s wrk -t1 -c%d -d%s --latency -H \"Authorization: Bearer $KEY\" http://127.0.0.1:8080/v1/auth/verify\n", or(c.loadCPUs, "1"), c.conns, c.duration)
 	w("```\n")
 	return b.String()
+}
+
+// baseName is the base revision's commit as the harness was told it ("2a397c1
+// 2026-11-30": the first word).
+func (c config) baseName() string {
+	if f := strings.Fields(c.baseRev); len(f) > 0 && c.baseBin != c.bin {
+		return f[0]
+	}
+	return ""
 }
 
 func or(a, b string) string {
