@@ -24,6 +24,8 @@ GO_TEST_FLAGS ?= -count=1
 # (the report's before); empty for none. 2a397c1 is the last commit before the
 # package redesign.
 BENCH_BASE ?= 2a397c1
+# More hack/bench.sh options, e.g. BENCH_FLAGS="--compare 6 -- -fleet-base".
+BENCH_FLAGS ?=
 # How long each fuzz target runs inside `make test`; `make fuzz FUZZTIME=5m` for longer.
 FUZZTIME ?= 5s
 
@@ -101,7 +103,7 @@ demo: envtest-assets build ## Run the whole system on a local control plane and 
 
 .PHONY: bench
 bench: envtest-assets build ## Benchmarks: Go benchmarks and load tests of the binary, before (BENCH_BASE) and after; writes docs/benchmarks.md.
-	BENCH_BASE=$(BENCH_BASE) hack/bench.sh
+	BENCH_BASE=$(BENCH_BASE) hack/bench.sh $(BENCH_FLAGS)
 
 .PHONY: bench-compare
 bench-compare: ## Go benchmarks of the hot path at BASE (a git revision) and now, interleaved, through benchstat.
