@@ -508,7 +508,7 @@ func (r *results) markdown() string {
 	for _, x := range []struct {
 		name string
 		st   serverStats
-	}{{"", r.after}, {"The base revision's", r.before}} {
+	}{{"", r.after}, {"the base revision's", r.before}} {
 		st := x.st
 		if st.rssLargeReady == 0 {
 			continue
