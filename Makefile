@@ -20,6 +20,12 @@ export HELM
 IMAGE_REPOSITORY ?= meterr-operator
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 GO_TEST_FLAGS ?= -count=1
+# The revision whose binaries `make bench` measures beside the current ones
+# (the report's before); empty for none. 2a397c1 is the last commit before the
+# package redesign.
+BENCH_BASE ?= 2a397c1
+# More hack/bench.sh options, e.g. BENCH_FLAGS="--compare 6 -- -fleet-base".
+BENCH_FLAGS ?=
 # How long each fuzz target runs inside `make test`; `make fuzz FUZZTIME=5m` for longer.
 FUZZTIME ?= 5s
 
@@ -96,8 +102,8 @@ demo: envtest-assets build ## Run the whole system on a local control plane and 
 	$(LOCALBIN)/meterr-operator dev --assets-dir "$(KUBEBUILDER_ASSETS)"
 
 .PHONY: bench
-bench: envtest-assets build ## Benchmarks: Go benchmarks and a load test of the running binary; writes docs/benchmarks.md.
-	hack/bench.sh
+bench: envtest-assets build ## Benchmarks: Go benchmarks and load tests of the binary, before (BENCH_BASE) and after; writes docs/benchmarks.md.
+	BENCH_BASE=$(BENCH_BASE) hack/bench.sh $(BENCH_FLAGS)
 
 .PHONY: bench-compare
 bench-compare: ## Go benchmarks of the hot path at BASE (a git revision) and now, interleaved, through benchstat.

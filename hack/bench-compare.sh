@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 base="${1:?usage: $0 BASE [COUNT] [BENCH REGEXP]}"
 count="${2:-6}"
 bench="${3:-.}"
-pkgs=(./webhookserver/ ./hack/bench/gobench/)
+pkgs=(./webhookserver/ ./test/bench/gobench/)
+# Where a package lived before it moved: BASE may predate the move.
+declare -A oldpath=([./test/bench/gobench/]=./hack/bench/gobench/)
 
 benchstat="$PWD/bin/benchstat"
 if [ ! -x "$benchstat" ] || [ hack/tools/go.mod -nt "$benchstat" ]; then
@@ -32,22 +34,32 @@ for f in ${BENCH_COPY:-}; do
   fi
 done
 
+# pkgdir SIDE I: the directory of package I on SIDE, or nothing.
+pkgdir() {
+  local dir="$PWD" p="${pkgs[$2]}"
+  [ "$1" = base ] && dir="$work/base"
+  if [ -d "$dir/$p" ]; then echo "$dir/$p"
+  elif [ "$1" = base ] && [ -n "${oldpath[$p]:-}" ] && [ -d "$dir/${oldpath[$p]}" ]; then echo "$dir/${oldpath[$p]}"
+  fi
+}
+
 # Test binaries built once; then each run is one pass of every package,
 # alternating sides. A package missing at BASE is left out on that side.
 for side in base head; do
-  dir="$PWD"; [ "$side" = base ] && dir="$work/base"
   for i in "${!pkgs[@]}"; do
-    if [ -d "$dir/${pkgs[$i]}" ]; then
-      (cd "$dir" && go test -c -o "$work/$side-$i.test" "${pkgs[$i]}")
+    d="$(pkgdir "$side" "$i")"
+    if [ -n "$d" ]; then
+      (cd "$d" && go test -c -o "$work/$side-$i.test" .)
     fi
   done
 done
 for n in $(seq 1 "$count"); do
   for side in base head; do
-    dir="$PWD"; [ "$side" = base ] && dir="$work/base"
     for i in "${!pkgs[@]}"; do
       [ -x "$work/$side-$i.test" ] || continue
-      (cd "$dir/${pkgs[$i]}" && "$work/$side-$i.test" -test.run='^$' -test.bench="$bench" -test.benchmem -test.count=1) >>"$work/$side.txt"
+      (cd "$(pkgdir "$side" "$i")" && "$work/$side-$i.test" -test.run='^$' -test.bench="$bench" -test.benchmem -test.count=1) |
+        # benchstat pairs results by package: a moved package keeps its new name on both sides.
+        sed "s#^pkg: \(.*\)/hack/bench/gobench\$#pkg: \1/test/bench/gobench#" >>"$work/$side.txt"
     done
   done
   echo "bench-compare: run $n of $count done"

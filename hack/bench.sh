@@ -1,27 +1,46 @@
 #!/usr/bin/env bash
 # make bench: the Go benchmarks of the hot path, then the harness in
-# hack/bench/cmd/bench (the auth server binary under load beside a bare
-# net/http handler, propagation, memory, start-up, and the manager with
-# fleets of keys), which writes docs/benchmarks.md.
+# test/bench/cmd/bench (the auth server binary under load beside a bare
+# net/http handler, pinned and unpinned, propagation, memory, start-up, and
+# the manager with fleets of keys), which writes docs/benchmarks.md. The
+# binary of the base revision BENCH_BASE (default 2a397c1, the last commit
+# before the package redesign) is built once per commit into
+# bin/bench-base/<commit>/ and measured in the same rounds: the report's
+# before and after.
 #
-#   hack/bench.sh            full run, report to docs/benchmarks.md (~10 min)
-#   hack/bench.sh --smoke    tiny sizes, report to a temporary file (~1 min);
-#                            fails only when the harness or a server breaks
+#   hack/bench.sh            full run, report to docs/benchmarks.md (~25 min)
+#   hack/bench.sh --smoke    tiny sizes, report to a temporary file (1-2 min);
+#                            fails only when the harness or a server breaks;
+#                            the current binary stands in for the base one
+#                            unless --base is given
 #   hack/bench.sh --out F    report to F
+#   hack/bench.sh --base REV the before side (empty: none)
+#   hack/bench.sh --compare N  also hack/bench-compare.sh BASE N (benchstat of the
+#                            Go benchmarks at BASE and now; N=6 takes ~15 min)
+#                            into the report
+#   hack/bench.sh --benchtime 200x   shorter Go benchmarks (with reduced
+#                            harness sizes after --, to try the report quickly)
 #
-# Extra arguments after -- go to the harness (go run ./hack/bench/cmd/bench -h).
+# Extra arguments after -- go to the harness (go run ./test/bench/cmd/bench -h).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 smoke=0
 out=""
+base="${BENCH_BASE-2a397c1}"
+base_given=0
+benchtime_flag=""
+compare=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --out) out="$2"; shift ;;
+    --base) base="$2"; base_given=1; shift ;;
+    --benchtime) benchtime_flag="$2"; shift ;;
+    --compare) compare="$2"; shift ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "usage: $0 [--smoke] [--out FILE] [-- harness flags]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--smoke] [--out FILE] [--base REV] [--benchtime T] [-- harness flags]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -79,18 +98,43 @@ if [ -z "$wrk" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     tail -5 "$work/apt.log" >&2 || true
   fi
 fi
-[ -n "$wrk" ] || echo "bench: wrk not available; using the Go load generator hack/bench/cmd/load" >&2
+[ -n "$wrk" ] || echo "bench: wrk not available; using the Go load generator test/bench/cmd/load" >&2
 
 echo "bench: building"
 go build -o bin/meterr-operator .
-go build -o "$work/bare" ./hack/bench/cmd/bare
-go build -o "$work/load" ./hack/bench/cmd/load
-go build -o "$work/bench" ./hack/bench/cmd/bench
+go build -o "$work/bare" ./test/bench/cmd/bare
+go build -o "$work/load" ./test/bench/cmd/load
+go build -o "$work/bench" ./test/bench/cmd/bench
+
+# The before side: the base revision's binary, from `git archive` (no
+# worktree to clean up), cached by commit. Only its own flags are passed to it.
+base_args=()
+if [ "$smoke" = 1 ] && [ "$base_given" = 0 ] && [ -z "${BENCH_BASE+x}" ]; then
+  # The smoke run checks the harness's before/after path without a build.
+  base_args=(-base-bin bin/meterr-operator -base-rev "the same binary (smoke)")
+elif [ -n "$base" ]; then
+  if commit="$(git rev-parse --verify -q "$base^{commit}")"; then
+    base_bin="bin/bench-base/$commit/meterr-operator"
+    if [ ! -x "$base_bin" ]; then
+      echo "bench: building the base revision $base ($commit) into $base_bin"
+      mkdir -p "$work/base-src" "$(dirname "$base_bin")"
+      git archive "$commit" | tar -x -C "$work/base-src"
+      (cd "$work/base-src" && go build -o "$work/base-meterr-operator" .)
+      mv "$work/base-meterr-operator" "$base_bin"
+      rm -rf "$work/base-src"
+    fi
+    base_args=(-base-bin "$base_bin" -base-rev "$(git log -1 --format='%h %cs' "$commit")")
+  else
+    echo "bench: BENCH_BASE=$base is not in this clone's history; no before side" >&2
+  fi
+fi
 
 # The Go benchmarks: the hot path in-process, beside a bare handler; the gRPC
-# ext_authz Check over loopback, beside a bare gRPC server (hack/bench/gobench).
-pkgs=(./internal/... ./webhookserver/... ./hack/bench/...)
-if [ "$smoke" = 1 ]; then
+# ext_authz Check over loopback, beside a bare gRPC server (test/bench/gobench).
+pkgs=(./internal/... ./webhookserver/... ./test/bench/...)
+if [ -n "$benchtime_flag" ]; then
+  benchtime=(-benchtime="$benchtime_flag")
+elif [ "$smoke" = 1 ]; then
   benchtime=(-benchtime=200x)
 else
   benchtime=()
@@ -104,8 +148,20 @@ if grep -qE '^(FAIL|--- FAIL)' "$work/gobench.txt"; then
   gobench_failed=1
 fi
 
+# benchstat's before/after of the Go benchmarks: long, so only when asked.
+compare_args=()
+if [ "$compare" -gt 0 ] && [ -n "$base" ] && [ "${#base_args[@]}" -gt 0 ] && [ "$smoke" = 0 ]; then
+  echo "bench: hack/bench-compare.sh $base $compare"
+  if hack/bench-compare.sh "$base" "$compare" >"$work/compare.txt" 2>&1; then
+    compare_args=(-go-compare "$work/compare.txt")
+  else
+    echo "bench: bench-compare failed; the report goes without it:" >&2
+    tail -5 "$work/compare.txt" >&2
+  fi
+fi
+
 args=(-work "$work" -bin bin/meterr-operator -bare "$work/bare" -load "$work/load" -wrk "$wrk"
-  -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt")
+  -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt" "${base_args[@]}" "${compare_args[@]}")
 if [ "$smoke" = 1 ]; then
   out="${out:-$(mktemp "${TMPDIR:-/tmp}/meterr-bench-smoke.XXXXXX.md")}"
   args+=(-smoke -out "$out" -keys-small 10 -keys-large 100 -probe-keys 10 -duration 1s -rounds 1

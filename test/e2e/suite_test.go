@@ -5,9 +5,9 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,10 +19,12 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 var (
-	testEnv  *envtest.Environment
+	testEnv  *testenv.Env
 	workDir  string
 	binary   string
 	kubectlB string
@@ -122,31 +124,17 @@ func apply(manifest string) {
 }
 
 func writeKubeconfig(name string, user envtest.User) string {
-	u, err := testEnv.AddUser(user, nil)
-	Expect(err).NotTo(HaveOccurred())
-	data, err := u.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
-	path := filepath.Join(workDir, name+".kubeconfig")
-	Expect(os.WriteFile(path, data, 0o600)).To(Succeed())
+	path, _, err := testEnv.AddUser(name, user)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	return path
 }
 
 func serviceAccount(name string) envtest.User {
-	return envtest.User{
-		Name:   "system:serviceaccount:meterr-system:" + name,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:meterr-system", "system:authenticated"},
-	}
+	return testenv.ServiceAccount("meterr-system", name)
 }
 
 func waitHTTPReady(url string) {
-	EventuallyWithOffset(1, func() int {
-		resp, err := http.Get(url)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Equal(http.StatusOK))
+	ExpectWithOffset(1, testenv.WaitHTTP(context.Background(), url, 30*time.Second, 50*time.Millisecond, nil)).To(Succeed())
 }
 
 var _ = BeforeSuite(func() {
@@ -165,10 +153,9 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred(), string(out))
 
 	By("starting the local control plane")
-	testEnv = &envtest.Environment{BinaryAssetsDirectory: assets}
-	_, err = testEnv.Start()
+	testEnv, err = testenv.Start(testenv.Options{Assets: assets, Dir: workDir, Admin: "e2e-admin"})
 	Expect(err).NotTo(HaveOccurred())
-	adminKC = writeKubeconfig("admin", envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}})
+	adminKC = testEnv.Kubeconfig
 
 	By("server-side dry-run of every shipped manifest, then installing them with kubectl")
 	manifests := kubectl("kustomize", filepath.Join("..", "..", "config", "default"))

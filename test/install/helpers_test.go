@@ -21,8 +21,9 @@ import (
 
 	"github.com/go-logr/logr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 // envtest logs through controller-runtime's logger; its lines would only
@@ -141,26 +142,14 @@ func get(o any, path ...string) any {
 func controlPlane(t *testing.T) string {
 	t.Helper()
 	kubectlBin(t) // skips without KUBEBUILDER_ASSETS
-	env := &envtest.Environment{BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS")}
-	if _, err := env.Start(); err != nil {
-		t.Fatalf("starting the control plane: %v", err)
+	env, err := testenv.Start(testenv.Options{Dir: t.TempDir(), Admin: "install-admin"})
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := env.Stop(); err != nil {
 			t.Logf("stopping the control plane: %v", err)
 		}
 	})
-	u, err := env.AddUser(envtest.User{Name: "install-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := u.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "admin.kubeconfig")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return env.Kubeconfig
 }

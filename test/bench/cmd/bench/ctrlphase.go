@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 const dataKeyAPIKey = "api-key" // authv1alpha1.DataKeyAPIKey
@@ -219,32 +220,50 @@ func (t *tracker) counts() (ready, rotated int) {
 	return t.ready, t.rotated
 }
 
-// waitCount waits until count() reaches n; it returns the time from start and
-// whether it got there.
+// waitCount waits until count() reaches n; it returns the time from start,
+// the last count and whether it got there.
 func (h *harness) waitCount(ctx context.Context, what string, n int, start time.Time, count func() int) (time.Duration, int, bool) {
-	deadline := start.Add(h.cfg.ctrlTimeout)
 	lastLog := time.Now()
-	for {
-		c := count()
-		if c >= n {
-			return time.Since(start), c, true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return time.Since(start), c, false
+	c := 0
+	err := testenv.Eventually(ctx, h.cfg.ctrlTimeout-time.Since(start), 50*time.Millisecond, func(context.Context) (bool, error) {
+		if c = count(); c >= n {
+			return true, nil
 		}
 		if time.Since(lastLog) >= 10*time.Second {
 			h.logf("  %d/%d %s after %s", c, n, what, time.Since(start).Round(time.Second))
 			lastLog = time.Now()
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false, nil
+	})
+	return time.Since(start), c, err == nil
 }
 
 func (h *harness) controllerPhase(ctx context.Context) error {
 	c := h.cfg
 	r := h.res
-	h.logf("controller phase: starting a control plane")
-	cp, err := h.startControlPlane("controller")
+	// The rotation wave follows the creation wave by a second: no minimum
+	// interval between rotations, or the wave would only measure the wait.
+	r.managerFlags = fmt.Sprintf("--kube-api-qps %d --kube-api-burst %d --max-concurrent-reconciles %d --min-rotation-interval 0s",
+		c.managerQPS, c.managerBurst, c.managerConcurrency)
+	if err := h.fleetPhase(ctx, "controller", c.bin, &r.fleet, true); err != nil {
+		return err
+	}
+	if c.fleetBase && c.baseBin != "" {
+		if err := h.fleetPhase(ctx, "controller-base", c.baseBin, &r.fleetBase, false); err != nil {
+			return fmt.Errorf("the base revision's manager: %w", err)
+		}
+	}
+	return nil
+}
+
+// fleetPhase runs, on a control plane of its own, the API server write-rate
+// baseline, then the manager bin; with apply, also MeterrAPIKey created ->
+// key accepted through an auth server; then the fleet.
+func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetStats, apply bool) error {
+	c := h.cfg
+	r := h.res
+	h.logf("controller phase (%s): starting a control plane", bin)
+	cp, err := h.startControlPlane(name)
 	if err != nil {
 		return err
 	}
@@ -258,8 +277,8 @@ func (h *harness) controllerPhase(ctx context.Context) error {
 		"crd/meterrapikeys.auth.meterr.ai", "--timeout=60s"); err != nil {
 		return err
 	}
-	const recordsNS, applyNS, scaleNS = "meterr-system", "bench-apply", "bench-scale"
-	for _, ns := range []string{recordsNS, applyNS, scaleNS} {
+	const recordsNS, applyNS, scaleNS, writeNS = "meterr-system", "bench-apply", "bench-scale", "bench-write-rate"
+	for _, ns := range []string{recordsNS, applyNS, scaleNS, writeNS} {
 		if err := ensureNamespace(ctx, cp.cs, ns); err != nil {
 			return err
 		}
@@ -274,6 +293,9 @@ func (h *harness) controllerPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := h.writeRate(ctx, cl, writeNS, st); err != nil {
+		return fmt.Errorf("API server write rate: %w", err)
+	}
 
 	maddr, err := freeAddr()
 	if err != nil {
@@ -283,15 +305,12 @@ func (h *harness) controllerPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The rotation wave follows the creation wave by a second: no minimum
-	// interval between rotations, or the wave would only measure the wait.
-	r.managerFlags = fmt.Sprintf("--kube-api-qps %d --kube-api-burst %d --max-concurrent-reconciles %d --min-rotation-interval 0s",
-		c.managerQPS, c.managerBurst, c.managerConcurrency)
-	argv, pprofURL, err := h.binary("manager")
+	argv, pprofURL, err := h.binary(bin, "manager")
 	if err != nil {
 		return err
 	}
-	mp, err := h.procs.start("manager", "", append(append(argv, "--kubeconfig", cp.kubeconfig,
+	// Only flags the base revision also has.
+	mp, err := h.procs.start(name+"-manager", "", append(append(argv, "--kubeconfig", cp.kubeconfig,
 		// Plain HTTP metrics: the harness scrapes them without a token.
 		"--metrics-bind-address", maddr, "--metrics-secure=false", "--health-probe-bind-address", paddr, "--records-namespace", recordsNS),
 		strings.Fields(r.managerFlags)...)...)
@@ -306,20 +325,60 @@ func (h *harness) controllerPhase(ctx context.Context) error {
 		return fmt.Errorf("reading the manager's metrics: %w", err)
 	}
 
-	auth, err := h.startAuthServer(ctx, "auth-server-controller", cp.kubeconfig, recordsNS, "")
-	if err != nil {
-		return err
+	if apply {
+		auth, err := h.startAuthServer(ctx, "auth-server-controller", bin, cp.kubeconfig, recordsNS, "")
+		if err != nil {
+			return err
+		}
+		h.logf("manager and auth server ready; MeterrAPIKey create -> key accepted: %d samples", c.applySamples)
+		if err := h.applyPropagation(ctx, cp, cl, applyNS, auth.addr); err != nil {
+			return err
+		}
+		h.logf("  create -> accepted p50 %s p99 %s (workload Secret seen p50 %s p99 %s)",
+			r.apply.pct(0.5), r.apply.pct(0.99), r.applySecret.pct(0.5), r.applySecret.pct(0.99))
+		// The fleet test measures the controller and the API server alone.
+		auth.p.stop(20 * time.Second)
 	}
-	h.logf("manager and auth server ready; MeterrAPIKey create -> key accepted: %d samples", c.applySamples)
-	if err := h.applyPropagation(ctx, cp, cl, applyNS, auth.addr); err != nil {
-		return err
-	}
-	h.logf("  create -> accepted p50 %s p99 %s (workload Secret seen p50 %s p99 %s)",
-		r.apply.pct(0.5), r.apply.pct(0.99), r.applySecret.pct(0.5), r.applySecret.pct(0.99))
-	// The fleet test measures the controller and the API server alone.
-	auth.p.stop(20 * time.Second)
+	return h.fleet(ctx, cp, cl, mgr, scaleNS, st)
+}
 
-	return h.fleet(ctx, cp, cl, mgr, scaleNS)
+// writeRate is the fleet's baseline, measured on the same control plane
+// before the manager starts: the harness alone creates as many MeterrAPIKeys
+// as the fleet has, with the same concurrency, then merge-patches each once as
+// the rotation wave does, then deletes them. A fleet time over this time is a
+// figure of the manager, not of how fast this machine's API server writes.
+func (h *harness) writeRate(ctx context.Context, cl client.Client, ns string, st *fleetStats) error {
+	c := h.cfg
+	n := c.ctrlKeys
+	h.logf("API server write rate: %d MeterrAPIKeys created, then patched, by the harness alone", n)
+	// The client's first request of a kind discovers its REST mapping; not
+	// part of the rate.
+	if err := cl.List(ctx, &authv1alpha1.MeterrAPIKeyList{}, client.InNamespace(ns), client.Limit(1)); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
+		mak := &authv1alpha1.MeterrAPIKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)},
+			Spec:       authv1alpha1.MeterrAPIKeySpec{Permissions: []authv1alpha1.Permission{authv1alpha1.PermissionRead}},
+		}
+		return createRetry(ctx, func() error { return cl.Create(ctx, mak) })
+	}); err != nil {
+		return err
+	}
+	st.writeCreate = time.Since(start)
+	patch := []byte(fmt.Sprintf(`{"spec":{"rotation":{"requestedAt":%q}}}`, time.Now().UTC().Format(time.RFC3339)))
+	start = time.Now()
+	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
+		mak := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)}}
+		return createRetry(ctx, func() error { return cl.Patch(ctx, mak, client.RawPatch(types.MergePatchType, patch)) })
+	}); err != nil {
+		return err
+	}
+	st.writePatch = time.Since(start)
+	h.logf("  created in %s, patched in %s", st.writeCreate.Round(time.Millisecond), st.writePatch.Round(time.Millisecond))
+	// No manager has seen them, so no finalizer holds them.
+	return cl.DeleteAllOf(ctx, &authv1alpha1.MeterrAPIKey{}, client.InNamespace(ns))
 }
 
 // applyPropagation measures MeterrAPIKey created -> its key accepted.
@@ -407,9 +466,8 @@ func (h *harness) applyPropagation(ctx context.Context, cp *controlPlane, cl cli
 
 // fleet creates many MeterrAPIKeys at once, waits for all Ready, then asks
 // for a rotation of all and waits for all rotated.
-func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client, mgr *manager, ns string) error {
+func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client, mgr *manager, ns string, r *fleetStats) error {
 	c := h.cfg
-	r := h.res
 	n := c.ctrlKeys
 	r.ctrlKeys = n
 
@@ -450,7 +508,7 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 		return err
 	}
 
-	h.logf("fleet: creating %d MeterrAPIKeys (%d concurrent creates); manager %s", n, c.createWorkers, r.managerFlags)
+	h.logf("fleet: creating %d MeterrAPIKeys (%d concurrent creates); manager %s", n, c.createWorkers, h.res.managerFlags)
 	var profiling sync.WaitGroup
 	defer profiling.Wait()
 	profSecs := "profile?seconds=" + strconv.Itoa(min(60, max(5, n/200)))

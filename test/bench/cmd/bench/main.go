@@ -33,8 +33,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 type config struct {
@@ -47,6 +48,7 @@ type config struct {
 	assets       string
 	crdDir       string
 	goBench      string
+	goCompare    string
 
 	smallKeys, largeKeys int
 	probeKeys            int
@@ -61,12 +63,20 @@ type config struct {
 	pollInterval         time.Duration
 	serverCPUs, loadCPUs string
 
+	// baseBin is the base revision's meterr-operator (the "before" of the
+	// report), measured in the same rounds as bin; empty: no before.
+	baseBin, baseRev string
+	// unpinned adds the throughput rounds without taskset.
+	unpinned bool
+	// fleetBase runs the fleet again with the base revision's manager.
+	fleetBase bool
+
 	managerQPS, managerBurst, managerConcurrency int
 	skipController                               bool
 	skipAuth                                     bool
 
 	// pprofBin, when set, runs the manager and the auth server through
-	// hack/bench/cmd/pprofwrap and saves CPU and heap profiles to profileDir.
+	// test/bench/cmd/pprofwrap and saves CPU and heap profiles to profileDir.
 	pprofBin   string
 	profileDir string
 	// authEnv is extra environment of the auth server processes
@@ -96,19 +106,24 @@ func main() {
 	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "Markdown report to write.")
 	flag.StringVar(&c.work, "work", "", "Private temporary directory for logs, kubeconfigs and key files (required).")
 	flag.StringVar(&c.bin, "bin", "bin/meterr-operator", "The meterr-operator binary.")
-	flag.StringVar(&c.bareBin, "bare", "", "The bare baseline server binary (hack/bench/cmd/bare).")
-	flag.StringVar(&c.loadBin, "load", "", "The Go load generator binary (hack/bench/cmd/load), used when -wrk is empty.")
+	flag.StringVar(&c.bareBin, "bare", "", "The bare baseline server binary (test/bench/cmd/bare).")
+	flag.StringVar(&c.loadBin, "load", "", "The Go load generator binary (test/bench/cmd/load), used when -wrk is empty.")
 	flag.StringVar(&c.wrk, "wrk", "", "wrk binary; empty uses the Go load generator.")
 	flag.StringVar(&c.kubectl, "kubectl", "", "kubectl binary (default: <assets>/kubectl).")
 	flag.StringVar(&c.assets, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory with etcd, kube-apiserver and kubectl.")
 	flag.StringVar(&c.crdDir, "crd-dir", "config/crd/bases", "CRDs to install.")
 	flag.StringVar(&c.goBench, "go-bench", "", "Output of the Go benchmarks to include.")
+	flag.StringVar(&c.goCompare, "go-compare", "", "Output of hack/bench-compare.sh (benchstat, base vs now) to include.")
 	flag.IntVar(&c.smallKeys, "keys-small", 100, "Keys of the small index.")
 	flag.IntVar(&c.largeKeys, "keys-large", 100_000, "Keys of the large index.")
 	flag.IntVar(&c.probeKeys, "probe-keys", 1000, "Distinct keys each load run cycles through.")
-	flag.DurationVar(&c.duration, "duration", 10*time.Second, "Length of each load run.")
+	flag.DurationVar(&c.duration, "duration", 4*time.Second, "Length of each load run.")
 	flag.IntVar(&c.conns, "conns", 32, "Load generator connections (keep-alive).")
-	flag.IntVar(&c.rounds, "rounds", 3, "Rounds of interleaved load runs; the median is reported.")
+	flag.IntVar(&c.rounds, "rounds", 5, "Rounds of interleaved load runs; min, median and max are reported.")
+	flag.StringVar(&c.baseBin, "base-bin", "", "meterr-operator binary of the base revision, measured beside -bin in the same rounds (the report's before).")
+	flag.StringVar(&c.baseRev, "base-rev", "", "The base revision's name in the report.")
+	flag.BoolVar(&c.unpinned, "unpinned", true, "Also measure throughput unpinned (no taskset, GOMAXPROCS the machine's).")
+	flag.BoolVar(&c.fleetBase, "fleet-base", false, "Run the fleet (10,000 keys Ready, rotation wave) with the base revision's manager too, on a control plane of its own (doubles the controller phase).")
 	flag.IntVar(&c.createWorkers, "create-workers", 64, "Concurrent creates when loading records and keys.")
 	flag.IntVar(&c.propSamples, "prop-samples", 300, "Samples of each record-change propagation.")
 	flag.IntVar(&c.applySamples, "apply-samples", 100, "Samples of MeterrAPIKey create -> key accepted.")
@@ -122,7 +137,7 @@ func main() {
 	flag.IntVar(&c.managerConcurrency, "manager-concurrency", 16, "The manager's --max-concurrent-reconciles.")
 	flag.BoolVar(&c.skipController, "skip-controller", false, "Skip the manager phase (for quick iterations).")
 	flag.BoolVar(&c.skipAuth, "skip-auth", false, "Skip the auth server phase (for quick iterations).")
-	flag.StringVar(&c.pprofBin, "pprof", "", "hack/bench/cmd/pprofwrap binary: profile the manager and the auth server (same code, plus net/http/pprof).")
+	flag.StringVar(&c.pprofBin, "pprof", "", "test/bench/cmd/pprofwrap binary: profile the manager and the auth server (same code, plus net/http/pprof).")
 	flag.Var(&c.authEnv, "auth-env", "KEY=VALUE added to the auth servers' environment (repeatable), e.g. GOMEMLIMIT=90MiB.")
 	flag.StringVar(&c.profileDir, "profile-dir", "", "Where -pprof saves profiles (default <work>/profiles).")
 	flag.Parse()
@@ -145,6 +160,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if c.baseBin != "" && c.baseRev == "" {
+		c.baseRev = c.baseBin
+	}
 	h := &harness{cfg: c, start: time.Now(), res: newResults(c)}
 	taskset, _ := exec.LookPath("taskset")
 	if c.serverCPUs == "" && c.loadCPUs == "" {
@@ -188,41 +206,27 @@ func (h *harness) run(ctx context.Context) error {
 	return nil
 }
 
-// controlPlane is a local etcd and kube-apiserver.
+// controlPlane is a local etcd and kube-apiserver (test/testenv, shared with
+// the test suites), with a fast client of its admin.
 type controlPlane struct {
-	env        *envtest.Environment
+	env        *testenv.Env
 	cfg        *rest.Config
 	kubeconfig string
 	cs         kubernetes.Interface
 }
 
 func (h *harness) startControlPlane(name string) (*controlPlane, error) {
-	env := &envtest.Environment{
-		BinaryAssetsDirectory:    h.cfg.assets,
-		ControlPlaneStartTimeout: 90 * time.Second,
-		ControlPlaneStopTimeout:  30 * time.Second,
+	dir := filepath.Join(h.cfg.work, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
-	if _, err := env.Start(); err != nil {
-		return nil, fmt.Errorf("starting the control plane: %w", err)
+	env, err := testenv.Start(testenv.Options{Assets: h.cfg.assets, Dir: dir, Admin: "bench",
+		StartTimeout: 90 * time.Second, StopTimeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
 	}
 	h.procs.recordChildren()
-	cp := &controlPlane{env: env}
-	user, err := env.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		_ = env.Stop()
-		return nil, err
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		_ = env.Stop()
-		return nil, err
-	}
-	cp.kubeconfig = filepath.Join(h.cfg.work, name+".kubeconfig")
-	if err := os.WriteFile(cp.kubeconfig, kc, 0o600); err != nil {
-		_ = env.Stop()
-		return nil, err
-	}
-	cp.cfg = rest.CopyConfig(user.Config())
+	cp := &controlPlane{env: env, kubeconfig: env.Kubeconfig, cfg: rest.CopyConfig(env.Config)}
 	cp.cfg.QPS, cp.cfg.Burst = 5000, 10000
 	cp.cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	if cp.cs, err = kubernetes.NewForConfig(cp.cfg); err != nil {
@@ -276,11 +280,12 @@ func (a *authServer) heapInuse(ctx context.Context) int64 {
 	return 0
 }
 
-// binary returns the argv prefix that runs a meterr-operator subcommand, and
-// the pprof base URL when -pprof is on.
-func (h *harness) binary(sub string) ([]string, string, error) {
-	if h.cfg.pprofBin == "" {
-		return []string{h.cfg.bin, sub}, "", nil
+// binary returns the argv prefix that runs a meterr-operator subcommand of
+// bin, and the pprof base URL when -pprof is on (for the current binary only:
+// the wrapper is built from the current code).
+func (h *harness) binary(bin, sub string) ([]string, string, error) {
+	if h.cfg.pprofBin == "" || bin != h.cfg.bin {
+		return []string{bin, sub}, "", nil
 	}
 	addr, err := freeAddr()
 	if err != nil {
@@ -309,7 +314,9 @@ func (h *harness) profile(ctx context.Context, base, path, name string) {
 	}
 }
 
-func (h *harness) startAuthServer(ctx context.Context, name, kubeconfig, ns, cpus string) (*authServer, error) {
+// startAuthServer starts `bin auth-server` with only the flags the base
+// revision also has: a flag added since would make the base binary exit.
+func (h *harness) startAuthServer(ctx context.Context, name, bin, kubeconfig, ns, cpus string) (*authServer, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -318,7 +325,7 @@ func (h *harness) startAuthServer(ctx context.Context, name, kubeconfig, ns, cpu
 	if err != nil {
 		return nil, err
 	}
-	argv, pprofURL, err := h.binary("auth-server")
+	argv, pprofURL, err := h.binary(bin, "auth-server")
 	if err != nil {
 		return nil, err
 	}
@@ -349,9 +356,71 @@ func pick(s []string, n int) []string {
 	return out
 }
 
+// Series of load runs, one run per round each, in round order (so that the
+// i-th runs of two series were measured side by side and their ratio is one
+// round's ratio). "after" is the binary under test (-bin), "before" the base
+// revision's (-base-bin); "u-" series run unpinned.
+const (
+	sBare, sBareT, sBareTH               = "bare", "bare+timeouts", "bare+timeouts+headers"
+	sAfter, sAfterUnknown, sAfterMalform = "after", "after-unknown", "after-malformed"
+	sBefore                              = "before"
+	sUBare, sUAfter, sUBefore            = "u-bare", "u-after", "u-before"
+	sLBare, sLAfterSmall, sLAfter        = "L-bare", "L-after-small", "L-after"
+	sLBeforeSmall, sLBefore              = "L-before-small", "L-before"
+)
+
+// loadTarget is one server measured in every round.
+type loadTarget struct {
+	series string
+	p      *proc
+	addr   string
+	ks     keySet
+	want   string // "2xx" or "non2xx"
+	prof   string // pprof base URL
+	// pinned runs the load generator on -load-cpus (the server was started
+	// on -server-cpus); unpinned runs leave both to the scheduler.
+	pinned bool
+}
+
+// measure runs c.rounds rounds; each round runs every target once, in order,
+// so slow drifts of the shared machine fall on all of them alike.
+func (h *harness) measure(ctx context.Context, targets []loadTarget) error {
+	c := h.cfg
+	for round := range c.rounds {
+		for _, tg := range targets {
+			var wg sync.WaitGroup
+			if tg.prof != "" {
+				secs := max(1, int(c.duration/time.Second)-1)
+				name := fmt.Sprintf("%s-%s-round%d-cpu", tg.p.name, tg.series, round+1)
+				wg.Go(func() { h.profile(ctx, tg.prof, fmt.Sprintf("profile?seconds=%d", secs), name) })
+			}
+			cpus := ""
+			if tg.pinned {
+				cpus = c.loadCPUs
+			}
+			lr, err := h.load(ctx, tg.p, tg.addr, tg.ks, c.duration, cpus)
+			wg.Wait()
+			if err != nil {
+				return fmt.Errorf("%s: %w", tg.series, err)
+			}
+			h.logf("  round %d %-22s %8.0f req/s  p50 %-8s p99 %-8s cpu/req %-8s non2xx %d errors %d control plane cpu %s", round+1, tg.series,
+				lr.RPS, lr.P50, lr.P99, lr.cpuPerRequest(), lr.Non2xx, lr.Errors, time.Duration(lr.OtherTicks)*time.Second/clockTicks)
+			switch {
+			case tg.want == "2xx" && lr.Non2xx > 0:
+				return fmt.Errorf("%s: %d of %d answers were not 2xx: valid keys were refused", tg.series, lr.Non2xx, lr.Requests)
+			case tg.want == "non2xx" && lr.Non2xx != lr.Requests:
+				return fmt.Errorf("%s: %d of %d answers were 2xx: invalid keys were accepted", tg.series, lr.Requests-lr.Non2xx, lr.Requests)
+			}
+			h.res.series[tg.series] = append(h.res.series[tg.series], lr)
+		}
+	}
+	return nil
+}
+
 func (h *harness) authPhase(ctx context.Context) error {
 	c := h.cfg
 	r := h.res
+	hasBase := c.baseBin != ""
 	h.logf("auth server phase: starting a control plane")
 	cp, err := h.startControlPlane("auth")
 	if err != nil {
@@ -377,8 +446,8 @@ func (h *harness) authPhase(ctx context.Context) error {
 	h.logf("generated %d keys in %s", len(keys)+len(unknownKeys), time.Since(t).Round(time.Millisecond))
 	small := min(c.smallKeys, c.largeKeys)
 	t = time.Now()
-	// The small index lives in a namespace of its own, so that its server
-	// keeps running beside the large one and both are measured in the same
+	// The small index lives in a namespace of its own, so that its servers
+	// keep running beside the large ones and all are measured in the same
 	// rounds (the machine's noise drifts over minutes).
 	if err := ensureNamespace(ctx, cp.cs, smallNS); err != nil {
 		return err
@@ -390,35 +459,63 @@ func (h *harness) authPhase(ctx context.Context) error {
 
 	// The baseline, and two steps from it towards what the auth server must
 	// do, to attribute the gap: its HTTP timeouts, then its answer's headers.
-	startBare := func(name string, flags ...string) (*proc, string, error) {
+	startBare := func(name, cpus string, flags ...string) (*proc, string, error) {
 		addr, err := freeAddr()
 		if err != nil {
 			return nil, "", err
 		}
-		p, err := h.procs.start(name, c.serverCPUs, append([]string{c.bareBin, "-listen", addr}, flags...)...)
+		p, err := h.procs.start(name, cpus, append([]string{c.bareBin, "-listen", addr}, flags...)...)
 		if err != nil {
 			return nil, "", err
 		}
 		return p, addr, waitHTTP(ctx, "http://"+addr+"/", p, 30*time.Second)
 	}
-	bare, bareAddr, err := startBare("bare")
+	bare, bareAddr, err := startBare("bare", c.serverCPUs)
 	if err != nil {
 		return err
 	}
-	bareT, bareTAddr, err := startBare("bare-timeouts", "-timeouts")
+	bareT, bareTAddr, err := startBare("bare-timeouts", c.serverCPUs, "-timeouts")
 	if err != nil {
 		return err
 	}
-	bareTH, bareTHAddr, err := startBare("bare-timeouts-headers", "-timeouts", "-headers")
+	bareTH, bareTHAddr, err := startBare("bare-timeouts-headers", c.serverCPUs, "-timeouts", "-headers")
 	if err != nil {
 		return err
 	}
-	auth, err := h.startAuthServer(ctx, "auth-server-small", cp.kubeconfig, smallNS, c.serverCPUs)
+	auth, err := h.startAuthServer(ctx, "auth-server-small", c.bin, cp.kubeconfig, smallNS, c.serverCPUs)
 	if err != nil {
 		return err
 	}
-	r.readySmall = auth.ready
+	r.after.readySmall = auth.ready
 	h.logf("auth server ready with %d records after %s", small, auth.ready.Round(time.Millisecond))
+	var base *authServer
+	if hasBase {
+		if base, err = h.startAuthServer(ctx, "auth-server-base-small", c.baseBin, cp.kubeconfig, smallNS, c.serverCPUs); err != nil {
+			return fmt.Errorf("the base revision's auth server: %w", err)
+		}
+		r.before.readySmall = base.ready
+	}
+	// The same servers unpinned: GOMAXPROCS is the machine's, and the
+	// scheduler places the servers and the load generator.
+	var uBare, uAuth, uBase *proc
+	var uBareAddr, uAuthAddr, uBaseAddr string
+	if c.unpinned {
+		if uBare, uBareAddr, err = startBare("bare-unpinned", ""); err != nil {
+			return err
+		}
+		a, err := h.startAuthServer(ctx, "auth-server-small-unpinned", c.bin, cp.kubeconfig, smallNS, "")
+		if err != nil {
+			return err
+		}
+		uAuth, uAuthAddr = a.p, a.addr
+		if hasBase {
+			a, err := h.startAuthServer(ctx, "auth-server-base-small-unpinned", c.baseBin, cp.kubeconfig, smallNS, "")
+			if err != nil {
+				return fmt.Errorf("the base revision's auth server: %w", err)
+			}
+			uBase, uBaseAddr = a.p, a.addr
+		}
+	}
 
 	malformedKeys := make([]string, 0, c.probeKeys)
 	for _, k := range pick(keys[:small], c.probeKeys) {
@@ -435,64 +532,59 @@ func (h *harness) authPhase(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := h.sanity(ctx, auth.addr, keys[0], unknownKeys[0], malformedKeys[0]); err != nil {
-		return err
+	for _, addr := range []string{auth.addr, uAuthAddr, baseAddr(base), uBaseAddr} {
+		if addr == "" {
+			continue
+		}
+		if err := h.sanity(ctx, addr, keys[0], unknownKeys[0], malformedKeys[0]); err != nil {
+			return err
+		}
 	}
 
-	type target struct {
-		name string
-		p    *proc
-		addr string
-		ks   keySet
-		out  *runs
-		want string // "2xx" or "non2xx"
-		prof string // pprof base URL
+	order := "bare, bare + timeouts, bare + timeouts + headers, after (valid, unknown, malformed)"
+	vs := ks["valid-small"]
+	targets := []loadTarget{
+		{sBare, bare, bareAddr, vs, "2xx", "", true},
+		{sBareT, bareT, bareTAddr, vs, "2xx", "", true},
+		{sBareTH, bareTH, bareTHAddr, vs, "2xx", "", true},
+		{sAfter, auth.p, auth.addr, vs, "2xx", auth.pprof, true},
+		{sAfterUnknown, auth.p, auth.addr, ks["unknown"], "non2xx", auth.pprof, true},
+		{sAfterMalform, auth.p, auth.addr, ks["malformed"], "non2xx", auth.pprof, true},
 	}
-	measure := func(targets []target) error {
-		for round := range c.rounds {
-			for _, tg := range targets {
-				var wg sync.WaitGroup
-				if tg.prof != "" {
-					secs := max(1, int(c.duration/time.Second)-1)
-					name := fmt.Sprintf("%s-%s-round%d-cpu", tg.p.name, strings.ReplaceAll(tg.name, " ", "-"), round+1)
-					wg.Go(func() { h.profile(ctx, tg.prof, fmt.Sprintf("profile?seconds=%d", secs), name) })
-				}
-				lr, err := h.load(ctx, tg.p, tg.addr, tg.ks, c.duration)
-				wg.Wait()
-				if err != nil {
-					return fmt.Errorf("%s: %w", tg.name, err)
-				}
-				h.logf("  round %d %-22s %8.0f req/s  p50 %-8s p99 %-8s cpu/req %-8s non2xx %d errors %d control plane cpu %s", round+1, tg.name,
-					lr.RPS, lr.P50, lr.P99, lr.cpuPerRequest(), lr.Non2xx, lr.Errors, time.Duration(lr.OtherTicks)*time.Second/clockTicks)
-				switch {
-				case tg.want == "2xx" && lr.Non2xx > 0:
-					return fmt.Errorf("%s: %d of %d answers were not 2xx: valid keys were refused", tg.name, lr.Non2xx, lr.Requests)
-				case tg.want == "non2xx" && lr.Non2xx != lr.Requests:
-					return fmt.Errorf("%s: %d of %d answers were 2xx: invalid keys were accepted", tg.name, lr.Requests-lr.Non2xx, lr.Requests)
-				}
-				*tg.out = append(*tg.out, lr)
-			}
+	if hasBase {
+		targets = append(targets, loadTarget{sBefore, base.p, base.addr, vs, "2xx", "", true})
+		order += ", before"
+	}
+	if c.unpinned {
+		targets = append(targets, loadTarget{sUBare, uBare, uBareAddr, vs, "2xx", "", false},
+			loadTarget{sUAfter, uAuth, uAuthAddr, vs, "2xx", "", false})
+		order += "; unpinned: bare, after"
+		if hasBase {
+			targets = append(targets, loadTarget{sUBefore, uBase, uBaseAddr, vs, "2xx", "", false})
+			order += ", before"
 		}
-		return nil
 	}
-	h.logf("load at %d keys: %d rounds of %s, %d connections, %s", small, c.rounds, c.duration, c.conns, r.tool)
-	if err := measure([]target{
-		{"bare handler", bare, bareAddr, ks["valid-small"], &r.bareSmall, "2xx", ""},
-		{"bare + timeouts", bareT, bareTAddr, ks["valid-small"], &r.bareTimeouts, "2xx", ""},
-		{"bare + timeouts, headers", bareTH, bareTHAddr, ks["valid-small"], &r.bareHeaders, "2xx", ""},
-		{"auth valid", auth.p, auth.addr, ks["valid-small"], &r.validSmall, "2xx", auth.pprof},
-		{"auth unknown", auth.p, auth.addr, ks["unknown"], &r.unknownSmall, "non2xx", auth.pprof},
-		{"auth malformed", auth.p, auth.addr, ks["malformed"], &r.malformedSmall, "non2xx", auth.pprof},
-	}); err != nil {
+	r.orderSmall = order
+	h.logf("load at %d keys: %d rounds of %s, %d connections, %s; each round: %s", small, c.rounds, c.duration, c.conns, r.tool, order)
+	if err := h.measure(ctx, targets); err != nil {
 		return err
 	}
-	if r.rssSmall, err = rssBytes(auth.p.pid()); err != nil {
+	r.after.rssSmall, err = rssBytes(auth.p.pid())
+	if err != nil {
 		return err
 	}
-	r.heapSmall = auth.heapInuse(ctx)
-	bareT.stop(5 * time.Second)
-	bareTH.stop(5 * time.Second)
-	authSmall := auth
+	r.after.heapSmall = auth.heapInuse(ctx)
+	if hasBase {
+		if r.before.rssSmall, err = rssBytes(base.p.pid()); err != nil {
+			return err
+		}
+		r.before.heapSmall = base.heapInuse(ctx)
+	}
+	for _, p := range []*proc{bareT, bareTH, uBare, uAuth, uBase} {
+		if p != nil {
+			p.stop(5 * time.Second)
+		}
+	}
 
 	t = time.Now()
 	h.logf("creating %d records", c.largeKeys)
@@ -503,43 +595,62 @@ func (h *harness) authPhase(ctx context.Context) error {
 	r.createLargeN = c.largeKeys
 	h.logf("created them in %s", r.createLarge.Round(time.Millisecond))
 
-	auth, err = h.startAuthServer(ctx, "auth-server-large", cp.kubeconfig, ns, c.serverCPUs)
+	authSmall, baseSmall := auth, base
+	auth, err = h.startAuthServer(ctx, "auth-server-large", c.bin, cp.kubeconfig, ns, c.serverCPUs)
 	if err != nil {
 		return err
 	}
-	r.readyLarge = auth.ready
 	h.logf("auth server ready with %d records after %s", c.largeKeys, auth.ready.Round(time.Millisecond))
-	rssReady, err := rssBytes(auth.p.pid())
-	if err != nil {
+	if err := h.largeReady(auth, &r.after); err != nil {
 		return err
 	}
-	r.rssLargeReady = rssReady
+	if hasBase {
+		if base, err = h.startAuthServer(ctx, "auth-server-base-large", c.baseBin, cp.kubeconfig, ns, c.serverCPUs); err != nil {
+			return fmt.Errorf("the base revision's auth server: %w", err)
+		}
+		h.logf("base auth server ready with %d records after %s", c.largeKeys, base.ready.Round(time.Millisecond))
+		if err := h.largeReady(base, &r.before); err != nil {
+			return err
+		}
+	}
 	if ks["valid-large"], err = h.writeKeySet("valid-large", pick(keys, c.probeKeys)); err != nil {
 		return err
 	}
-	if err := h.sanity(ctx, auth.addr, keys[len(keys)-1], unknownKeys[0], malformedKeys[0]); err != nil {
-		return err
+	for _, addr := range []string{auth.addr, baseAddr(base)} {
+		if addr == "" {
+			continue
+		}
+		if err := h.sanity(ctx, addr, keys[len(keys)-1], unknownKeys[0], malformedKeys[0]); err != nil {
+			return err
+		}
 	}
-	h.logf("load at %d keys, beside the server with %d keys", c.largeKeys, small)
-	if err := measure([]target{
-		{"bare handler", bare, bareAddr, ks["valid-large"], &r.bareLarge, "2xx", ""},
-		{"auth valid, small", authSmall.p, authSmall.addr, ks["valid-small"], &r.validSmallB, "2xx", ""},
-		{"auth valid, large", auth.p, auth.addr, ks["valid-large"], &r.validLarge, "2xx", auth.pprof},
-	}); err != nil {
+	vl := ks["valid-large"]
+	targets = []loadTarget{
+		{sLBare, bare, bareAddr, vl, "2xx", "", true},
+		{sLAfterSmall, authSmall.p, authSmall.addr, vs, "2xx", "", true},
+		{sLAfter, auth.p, auth.addr, vl, "2xx", auth.pprof, true},
+	}
+	order = "bare, after with " + num(small) + " keys, after with " + num(c.largeKeys)
+	if hasBase {
+		targets = append(targets, loadTarget{sLBeforeSmall, baseSmall.p, baseSmall.addr, vs, "2xx", "", true},
+			loadTarget{sLBefore, base.p, base.addr, vl, "2xx", "", true})
+		order += ", before with " + num(small) + ", before with " + num(c.largeKeys)
+	}
+	r.orderLarge = order
+	h.logf("load at %d keys, beside the servers with %d keys; each round: %s", c.largeKeys, small, order)
+	if err := h.measure(ctx, targets); err != nil {
 		return err
 	}
 	authSmall.p.stop(20 * time.Second)
-	rssLoaded, err := rssBytes(auth.p.pid())
-	if err != nil {
-		return err
+	if baseSmall != nil {
+		baseSmall.p.stop(20 * time.Second)
 	}
-	r.rssLarge = max(rssReady, rssLoaded)
-	r.rssLargeLoaded = rssLoaded
-	if st, err := procStatus(auth.p.pid()); err == nil {
-		r.rssLargePeak, r.rssLargeAnon, r.rssLargeFile = st["VmHWM"], st["RssAnon"], st["RssFile"]
-	}
-	r.heapLarge = auth.heapInuse(ctx)
+	h.largeLoaded(ctx, auth, &r.after)
 	h.profile(ctx, auth.pprof, "heap?gc=1", auth.p.name+"-heap-loaded")
+	if hasBase {
+		h.largeLoaded(ctx, base, &r.before)
+		base.p.stop(20 * time.Second)
+	}
 
 	h.logf("propagation of record changes: %d samples each", c.propSamples)
 	if r.prop, err = h.propagation(ctx, cp.cs, ns, auth.addr, c.propSamples); err != nil {
@@ -552,6 +663,35 @@ func (h *harness) authPhase(ctx context.Context) error {
 	auth.p.stop(20 * time.Second)
 	bare.stop(5 * time.Second)
 	return nil
+}
+
+func baseAddr(a *authServer) string {
+	if a == nil {
+		return ""
+	}
+	return a.addr
+}
+
+// largeReady records a large-index server's start-up and memory at ready.
+func (h *harness) largeReady(a *authServer, st *serverStats) error {
+	st.readyLarge = a.ready
+	rss, err := rssBytes(a.p.pid())
+	st.rssLargeReady = rss
+	return err
+}
+
+// largeLoaded records a large-index server's memory after its load runs.
+func (h *harness) largeLoaded(ctx context.Context, a *authServer, st *serverStats) {
+	rss, err := rssBytes(a.p.pid())
+	if err != nil {
+		h.logf("%s: %v", a.p.name, err)
+	}
+	st.rssLargeLoaded = rss
+	st.rssLarge = max(st.rssLargeReady, rss)
+	if s, err := procStatus(a.p.pid()); err == nil {
+		st.rssLargePeak, st.rssLargeAnon, st.rssLargeFile = s["VmHWM"], s["RssAnon"], s["RssFile"]
+	}
+	st.heapLarge = a.heapInuse(ctx)
 }
 
 func loadAvg() string {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 // proc is a process the harness started and must stop.
@@ -291,30 +292,15 @@ func freeAddr() (string, error) {
 // waitHTTP polls url every 10 ms until it answers 200, the process exits or
 // the timeout passes.
 func waitHTTP(ctx context.Context, url string, p *proc, timeout time.Duration) error {
-	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := c.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
+	alive := func() error {
 		if p != nil && p.exited() {
 			return fmt.Errorf("%s exited before %s answered 200 (%w); its log ends with:\n%s", p.name, url, p.err, p.logTail())
 		}
-		if time.Now().After(deadline) {
-			tail := ""
-			if p != nil {
-				tail = "; its log ends with:\n" + p.logTail()
-			}
-			return fmt.Errorf("%s did not answer 200 within %s%s", url, timeout, tail)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
+		return nil
 	}
+	err := testenv.WaitHTTP(ctx, url, timeout, 10*time.Millisecond, alive)
+	if errors.Is(err, testenv.ErrTimeout) && p != nil {
+		return fmt.Errorf("%w; its log ends with:\n%s", err, p.logTail())
+	}
+	return err
 }

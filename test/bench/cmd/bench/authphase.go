@@ -22,6 +22,7 @@ import (
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 // benchLimit is the hourly limit of the load-test keys: the limiter is on the
@@ -200,27 +201,20 @@ func (v *verifier) status(ctx context.Context, key string) (int, string, error) 
 // pollUntil asks about key every interval until the answer has status want;
 // it returns how long that took from start.
 func (v *verifier) pollUntil(ctx context.Context, key string, want int, start time.Time, interval, timeout time.Duration) (time.Duration, error) {
-	deadline := start.Add(timeout)
-	for {
-		t := time.Now()
+	err := testenv.EventuallyWhy(ctx, timeout-time.Since(start), interval, func(ctx context.Context) (bool, string, error) {
 		code, _, err := v.status(ctx, key)
-		if err == nil && code == want {
-			return time.Since(start), nil
+		if ctx.Err() != nil {
+			return false, "", ctx.Err()
 		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				return time.Since(start), fmt.Errorf("no %d within %s (last error: %w)", want, timeout, err)
-			}
-			return time.Since(start), fmt.Errorf("no %d within %s (last %d)", want, timeout, code)
+		// A failed request is retried like a wrong answer, and named if
+		// it was the last.
+		why := fmt.Sprintf("want %d, last %d", want, code)
+		if err != nil {
+			why = "last error: " + err.Error()
 		}
-		if rest := interval - time.Since(t); rest > 0 {
-			select {
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-time.After(rest):
-			}
-		}
-	}
+		return err == nil && code == want, why, nil
+	})
+	return time.Since(start), err
 }
 
 // sanity checks one auth server's answers before measuring it: a harness

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// fleetRows are the fleet's figures, each beside the API server write-rate
+// baseline of its own control plane: the same number of objects created (or
+// patched) by the harness alone.
+func (r *results) fleetRows(f fleetStats) []row {
+	if f.ctrlKeys == 0 || (f.readyAll == 0 && !f.readyTimedOut) {
+		return nil
+	}
+	var rows []row
+	add := func(x row) { rows = append(rows, x) }
+	n := num(f.ctrlKeys)
+	createBase := "API server write rate: the harness alone creating " + n + " " + dur(f.writeCreate)
+	patchBase := "API server write rate: the harness alone patching " + n + " " + dur(f.writePatch)
+	if f.readyTimedOut {
+		add(row{n + " MeterrAPIKeys created at once → all Ready", fmt.Sprintf("> %s (%s Ready)", dur(f.readyAll), num(f.readyDone)),
+			createBase, "—", "< 3 min", met(false)})
+		return rows
+	}
+	s, _ := ratio(float64(f.readyAll), float64(f.writeCreate))
+	add(row{n + " MeterrAPIKeys created at once → all Ready", dur(f.readyAll), createBase, s, "< 3 min", met(f.readyAll < 3*time.Minute)})
+	add(row{"Reconciles per key, creation", fmt.Sprintf("%.2f", f.reconcilesCreate), "—", "—", "reported", "—"})
+	if f.rotateTimedOut {
+		add(row{"Rotation wave of " + n + " → all rotated", fmt.Sprintf("> %s (%s rotated)", dur(f.rotateAll), num(f.rotatedDone)),
+			patchBase, "—", "< 3 min", met(false)})
+	} else {
+		s, _ = ratio(float64(f.rotateAll), float64(f.writePatch))
+		add(row{"Rotation wave of " + n + " → all rotated", dur(f.rotateAll), patchBase, s, "< 3 min", met(f.rotateAll < 3*time.Minute)})
+	}
+	add(row{"Reconciles per key per rotation", fmt.Sprintf("%.2f", f.reconcilesRotate), "—", "—", "reported", "—"})
+	add(row{"Reconciles while idle after the waves (hot-looping)", fmt.Sprintf("%.0f", f.idleReconciles), "—", "—", "0", met(f.idleReconciles == 0)})
+	return rows
+}
+
+// baRow is one line of the before/after table.
+type baRow struct {
+	figure, before, after, ratio, target, met string
+}
+
+// beforeAfter compares the base revision's binary with the one under test,
+// both measured in the same rounds (and, for the fleet, each on a control
+// plane of its own).
+func (r *results) beforeAfter() []baRow {
+	c := r.cfg
+	var rows []baRow
+	add := func(x baRow) { rows = append(rows, x) }
+	small, large := num(min(c.smallKeys, c.largeKeys)), num(c.largeKeys)
+	medRatio := func(a, b spread) string {
+		if a.n == 0 || b.med == 0 {
+			return "—"
+		}
+		return showRatio(a.med / b.med)
+	}
+	// direct: the same figure of both binaries, their ratio round by round.
+	direct := func(figure, before, after string, f func(loadResult) float64, show func(float64) string, target string, ok func(float64) bool) {
+		if !r.has(before, after) {
+			return
+		}
+		q := r.perRound(after, before, f)
+		add(baRow{figure, r.each(before, f).show(show), r.each(after, f).show(show), q.show(showRatio), target, metIf(ok, q.med)})
+	}
+	// relative: each binary's ratio to its baseline of the same round; the
+	// target is on the after side.
+	relative := func(figure, before, beforeBase, after, afterBase string, f func(loadResult) float64, target string, ok func(float64) bool) {
+		if !r.has(before, beforeBase, after, afterBase) {
+			return
+		}
+		b, a := r.perRound(before, beforeBase, f), r.perRound(after, afterBase, f)
+		add(baRow{figure, b.show(showRatio), a.show(showRatio), medRatio(a, b), target, metIf(ok, a.med)})
+	}
+	direct("**Server CPU per request**, valid keys, "+small+" keys", sBefore, sAfter, cpuReq, showDur, "≤ 1.05 (within noise)", atMost(1.05))
+	relative("Server CPU per request ÷ bare handler's, "+small+" keys", sBefore, sBare, sAfter, sBare, cpuReq, "reported", nil)
+	direct("**Server CPU per request**, valid keys, "+large+" keys", sLBefore, sLAfter, cpuReq, showDur, "≤ 1.05 (within noise)", atMost(1.05))
+	relative("Verify throughput ÷ bare handler's, unpinned, "+small+" keys", sUBefore, sUBare, sUAfter, sUBare, rpsOf, "after ≥ 0.85", atLeast(0.85))
+	relative("Verify throughput ÷ bare handler's, pinned, "+small+" keys", sBefore, sBare, sAfter, sBare, rpsOf, "reported", nil)
+	relative("Verify throughput ÷ bare handler's, pinned, "+large+" keys", sLBefore, sLBare, sLAfter, sLBare, rpsOf, "reported", nil)
+	relative("p50 latency, "+large+" ÷ "+small+" keys", sLBefore, sLBeforeSmall, sLAfter, sLAfterSmall, p50Of, "after ≤ 1.10", atMost(1.10))
+	relative("p99 latency, "+large+" ÷ "+small+" keys", sLBefore, sLBeforeSmall, sLAfter, sLAfterSmall, p99Of, "after ≤ 1.10", atMost(1.10))
+	if b, a := r.before, r.after; b.rssLarge > 0 && a.rssLarge > 0 {
+		s, _ := ratio(float64(a.rssLarge), float64(b.rssLarge))
+		add(baRow{"Auth server RSS, " + large + " keys", mib(b.rssLarge), mib(a.rssLarge), s, "after < 100 MiB", met(a.rssLarge < 100<<20)})
+		s, _ = ratio(float64(a.heapLarge), float64(b.heapLarge))
+		add(baRow{"Go heap in use, " + large + " keys", mib(b.heapLarge), mib(a.heapLarge), s, "reported", "—"})
+		s, _ = ratio(float64(a.readyLarge), float64(b.readyLarge))
+		add(baRow{"Auth server start-up to ready, " + large + " records", dur(b.readyLarge), dur(a.readyLarge), s, "reported", "—"})
+	}
+	if b, a := r.fleetBase, r.fleet; b.readyAll > 0 && a.readyAll > 0 && !b.readyTimedOut && !a.readyTimedOut {
+		n := num(a.ctrlKeys)
+		fq := func(v, base time.Duration) float64 { return float64(v) / max(1, float64(base)) }
+		qb, qa := fq(b.readyAll, b.writeCreate), fq(a.readyAll, a.writeCreate)
+		add(baRow{n + " keys → all Ready ÷ the write-rate baseline", fmt.Sprintf("%.2f (%s)", qb, dur(b.readyAll)),
+			fmt.Sprintf("%.2f (%s)", qa, dur(a.readyAll)), showRatio(qa / qb), "reported", "—"})
+		if !b.rotateTimedOut && !a.rotateTimedOut {
+			qb, qa = fq(b.rotateAll, b.writePatch), fq(a.rotateAll, a.writePatch)
+			add(baRow{"Rotation wave of " + n + " ÷ the write-rate baseline", fmt.Sprintf("%.2f (%s)", qb, dur(b.rotateAll)),
+				fmt.Sprintf("%.2f (%s)", qa, dur(a.rotateAll)), showRatio(qa / qb), "reported", "—"})
+		}
+	}
+	return rows
+}
+
+func (r *results) beforeAfterTable() string {
+	rows := r.beforeAfter()
+	if len(rows) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| figure | before (%s) | after | after ÷ before | target | met? |\n|---|---|---|---|---|---|\n", r.cfg.baseRev)
+	for _, x := range rows {
+		m := x.met
+		if r.cfg.smoke && m != "—" {
+			m = "(smoke)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", x.figure, x.before, x.after, x.ratio, x.target, m)
+	}
+	return b.String()
+}
