@@ -17,13 +17,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 	"github.com/meterr/meterr-operator/controllers"
+	"github.com/meterr/meterr-operator/test/testenv"
 )
 
 const (
@@ -37,7 +37,7 @@ const (
 )
 
 var (
-	testEnv   *envtest.Environment
+	testEnv   *testenv.Env
 	cfg       *rest.Config
 	k8sClient client.Client // uncached: assertions read what the API server holds
 	mgrClient client.Client // the manager's cached client
@@ -58,13 +58,10 @@ var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(10 * time.Second)
 	ctx, cancel = context.WithCancel(context.Background())
 
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
 	var err error
-	cfg, err = testEnv.Start()
+	testEnv, err = testenv.Start(testenv.Options{CRDDirs: []string{filepath.Join("..", "config", "crd", "bases")}})
 	Expect(err).NotTo(HaveOccurred())
+	cfg = testEnv.Config
 	cfg.QPS, cfg.Burst = 2000, 4000
 
 	k8sClient, err = client.New(cfg, client.Options{Scheme: authv1alpha1.Scheme})

@@ -22,7 +22,6 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -31,13 +30,14 @@ import (
 	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/test/testenv"
 	"github.com/meterr/meterr-operator/webhookserver"
 )
 
 const recordsNamespace = "meterr-system"
 
 var (
-	testEnv   *envtest.Environment
+	testEnv   *testenv.Env
 	k8sClient client.Client
 	fakeClock *clocktesting.FakeClock
 	authURL   string
@@ -56,12 +56,10 @@ var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(10 * time.Second)
 	SetDefaultEventuallyPollingInterval(20 * time.Millisecond)
 	ctx, cancel = context.WithCancel(context.Background())
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := testEnv.Start()
+	var err error
+	testEnv, err = testenv.Start(testenv.Options{CRDDirs: []string{filepath.Join("..", "..", "config", "crd", "bases")}})
 	Expect(err).NotTo(HaveOccurred())
+	cfg := testEnv.Config
 	k8sClient, err = client.New(cfg, client.Options{Scheme: authv1alpha1.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: recordsNamespace}})).To(Succeed())

@@ -28,6 +28,9 @@ type Options struct {
 	Dir string
 	// Admin names the system:masters user of Env.Kubeconfig; default "admin".
 	Admin string
+	// CRDDirs are directories of CustomResourceDefinitions to install once
+	// the API server is up; each must exist.
+	CRDDirs []string
 	// StartTimeout and StopTimeout bound the control plane's start and stop
 	// (envtest's defaults when zero).
 	StartTimeout, StopTimeout time.Duration
@@ -67,6 +70,8 @@ func Start(o Options) (*Env, error) {
 	}
 	e.env = &envtest.Environment{
 		BinaryAssetsDirectory:    o.Assets,
+		CRDDirectoryPaths:        o.CRDDirs,
+		ErrorIfCRDPathMissing:    len(o.CRDDirs) > 0,
 		ControlPlaneStartTimeout: o.StartTimeout,
 		ControlPlaneStopTimeout:  o.StopTimeout,
 	}
