@@ -16,7 +16,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
@@ -271,6 +273,15 @@ func TestWatcher(t *testing.T) {
 	unlabelled := secret(t, "unlabelled")
 	unlabelled.Labels = nil
 	cs := fake.NewClientset(a, other, unlabelled)
+	// The fake API server has no watch history: changes made before the
+	// watch starts would be missed, so the test waits for it.
+	watching := make(chan struct{})
+	var once sync.Once
+	cs.PrependWatchReactor("secrets", func(act k8stesting.Action) (bool, watch.Interface, error) {
+		w, err := cs.Tracker().Watch(act.GetResource(), act.GetNamespace())
+		once.Do(func() { close(watching) })
+		return true, w, err
+	})
 	snk := newSink()
 	st := newStore(t, snk, ratelimit.NewMemory(), logr.Discard())
 	w := NewWatcher(cs, ns, st)
@@ -282,6 +293,11 @@ func TestWatcher(t *testing.T) {
 	}
 	if got := snk.Names(); !slices.Equal(got, []string{a.Name}) {
 		t.Fatalf("loaded %v, want only %s", got, a.Name)
+	}
+	select {
+	case <-watching:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher does not watch")
 	}
 	b := secret(t, "b")
 	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, b, metav1.CreateOptions{}); err != nil {
