@@ -153,3 +153,5 @@ func (l *Memory) Forget(id string) {
 	}
 	s.mu.Unlock()
 }
+
+var _ Limiter = (*Memory)(nil)
