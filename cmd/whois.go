@@ -30,6 +30,7 @@ import (
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver"
+	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
 // Exit codes of `meterr-operator whois`.
@@ -522,7 +523,7 @@ func (x anyKeyIndex) Lookup(apikey.Hash) (webhookserver.Entry, bool) { return x.
 func decideRequest(ctx context.Context, idx webhookserver.Index, o WhoisOptions, key string, res *WhoisResult, clk clock.PassiveClock) (*WhoisDecision, error) {
 	srv, err := webhookserver.NewServer(webhookserver.ServerConfig{
 		Index:          idx,
-		Limiter:        webhookserver.NewMemoryLimiter(),
+		Limiter:        ratelimit.NewMemory(),
 		Clock:          clk,
 		Environment:    o.Environment,
 		TrustedProxies: o.TrustedProxies,

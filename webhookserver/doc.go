@@ -17,7 +17,15 @@
 // lookup and the limiter; nothing on it talks to the Kubernetes API, and
 // nothing ever logs, prints or labels a plaintext key or a key hash.
 //
-// Run starts the whole server against a cluster; NewServer and
+// Around the handler, each job is a package of its own: records watches
+// the key-record Secrets and loads them into the index (and drops a removed
+// key's counter); ratelimit counts requests per key, in memory or shared in
+// Redis; sweeper enforces the API port's connection timeouts with one sweep
+// instead of a timer per deadline (--deadline-sweep); gctune sizes GOGC to
+// the live heap (--gc-tuning). The TLS certificate is reloaded by
+// controller-runtime's certwatcher (tls.go).
+//
+// Run wires them and starts the whole server against a cluster; NewServer and
 // NewMemoryIndex build the same HTTP handler without Kubernetes, for tests and
 // development.
 package webhookserver

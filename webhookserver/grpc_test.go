@@ -437,12 +437,13 @@ func TestRunGRPC(t *testing.T) {
 	o.MetricsAddr = "0"
 	o.GRPCListen = gln.Addr().String()
 	o.ShutdownTimeout = 5 * time.Second
+	o.Clock = clocktesting.NewFakeClock(t0)
 	keys := []string{key}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, cs, o, testLogger(t, &keys), runDeps{clock: clocktesting.NewFakeClock(t0), listener: ln, grpcListener: gln})
+		done <- run(ctx, o, testLogger(t, &keys), runDeps{client: cs, listener: ln, grpcListener: gln})
 	}()
 	conn, err := grpc.NewClient(gln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

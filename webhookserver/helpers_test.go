@@ -16,6 +16,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
 // t0 is half past an hour, so the window resets in 1800 seconds.
@@ -55,14 +56,14 @@ type fixture struct {
 	t     testing.TB
 	clock *clocktesting.FakeClock
 	idx   *MemoryIndex
-	lim   *MemoryLimiter
+	lim   *ratelimit.Memory
 	srv   *Server
 	reg   *prometheus.Registry
 }
 
 func newFixture(t testing.TB, mut func(*ServerConfig)) *fixture {
 	t.Helper()
-	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: NewMemoryIndex(), lim: NewMemoryLimiter(), reg: prometheus.NewRegistry()}
+	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: NewMemoryIndex(), lim: ratelimit.NewMemory(), reg: prometheus.NewRegistry()}
 	c := ServerConfig{Index: f.idx, Limiter: f.lim, Clock: f.clock, Registerer: f.reg}
 	if mut != nil {
 		mut(&c)

@@ -266,8 +266,8 @@ func (x *MemoryIndex) Len() (records, keys int) {
 // that another record held (see Install).
 func (x *MemoryIndex) HashConflicts() uint64 { return x.conflicts.Load() }
 
-// names returns the names of the records in the index.
-func (x *MemoryIndex) names() []string {
+// Names returns the names of the records in the index.
+func (x *MemoryIndex) Names() []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	out := make([]string, 0, len(x.records))

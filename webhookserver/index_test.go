@@ -98,7 +98,7 @@ func TestIndexHashConflict(t *testing.T) {
 		t.Run(fmt.Sprint("victimFirst=", victimFirst), func(t *testing.T) {
 			idx := NewMemoryIndex()
 			reg := prometheus.NewRegistry()
-			if _, err := registerIndexMetrics(reg, idx); err != nil {
+			if err := registerIndexMetrics(reg, idx); err != nil {
 				t.Fatal(err)
 			}
 			installs := []func() error{

@@ -50,9 +50,9 @@ func newBuildInfo(version, commit string) prometheus.Collector {
 	return buildinfo.New(version, commit)
 }
 
-// registerIndexMetrics exports the index's size and a counter of records that
-// could not be used (wholly or in part).
-func registerIndexMetrics(reg prometheus.Registerer, idx *MemoryIndex) (recordErrors prometheus.Counter, err error) {
+// registerIndexMetrics exports the index's size and its hash conflicts. (The
+// count of records that could not be used is package records'.)
+func registerIndexMetrics(reg prometheus.Registerer, idx *MemoryIndex) error {
 	records := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meterr_auth_records_loaded",
 		Help: "Key records in the auth server's index.",
@@ -61,18 +61,14 @@ func registerIndexMetrics(reg prometheus.Registerer, idx *MemoryIndex) (recordEr
 		Name: "meterr_auth_keys_loaded",
 		Help: "Key versions in the auth server's index, tombstones included.",
 	}, func() float64 { _, k := idx.Len(); return float64(k) })
-	recordErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "meterr_auth_record_errors_total",
-		Help: "Key records that could not be decoded (and were skipped) or held entries that could not be used (which fail closed).",
-	})
 	conflicts := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "meterr_auth_hash_conflicts_total",
 		Help: "Times a key record was loaded with a key hash another record also claims; the record created first keeps the key.",
 	}, func() float64 { return float64(idx.HashConflicts()) })
-	for _, c := range []prometheus.Collector{records, keys, recordErrors, conflicts} {
+	for _, c := range []prometheus.Collector{records, keys, conflicts} {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("registering index metrics: %w", err)
+			return fmt.Errorf("registering index metrics: %w", err)
 		}
 	}
-	return recordErrors, nil
+	return nil
 }

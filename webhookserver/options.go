@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
 // Defaults of the auth server's flags.
@@ -22,6 +23,12 @@ const (
 	DefaultRecordsNamespace = "meterr-system"
 	DefaultShutdownTimeout  = 15 * time.Second
 	DefaultMaxHeaderBytes   = 64 << 10
+	// DefaultDeadlineSweep is how late a timeout of the API port may fire
+	// (see package sweeper).
+	DefaultDeadlineSweep = 100 * time.Millisecond
+	// maxDeadlineSweep bounds --deadline-sweep: a slower sweep would let
+	// the 5 s header timeout run late by more than a fifth.
+	maxDeadlineSweep = time.Second
 )
 
 // Options are the auth server's settings, one field per flag.
@@ -70,11 +77,21 @@ type Options struct {
 	RedisURL string
 	// RedisTimeout bounds each Redis command (--redis-timeout).
 	RedisTimeout time.Duration
-	// RedisFailureMode is FailOpen or FailClosed (--redis-failure-mode).
+	// RedisFailureMode is ratelimit.FailOpen or ratelimit.FailClosed
+	// (--redis-failure-mode).
 	RedisFailureMode string
 	// LogDecisions is LogDecisionsOff, LogDecisionsDenied or
 	// LogDecisionsAll (--log-decisions).
 	LogDecisions string
+	// GCTuning sizes GOGC to the live heap while the server runs; an
+	// explicit GOGC in the environment wins (--gc-tuning, see package
+	// gctune).
+	GCTuning bool
+	// DeadlineSweep, when positive, enforces the API port's connection
+	// timeouts by one sweep every DeadlineSweep instead of a runtime timer
+	// per deadline; 0 uses the timers (--deadline-sweep, see package
+	// sweeper).
+	DeadlineSweep time.Duration
 
 	// Version is the binary's version, shown in meterr_build_info; main
 	// sets it from its -ldflags "-X main.version=..." stamp. Not a flag.
@@ -96,9 +113,11 @@ func DefaultOptions() Options {
 		RecordsNamespace: DefaultRecordsNamespace,
 		ShutdownTimeout:  DefaultShutdownTimeout,
 		MaxHeaderBytes:   DefaultMaxHeaderBytes,
-		RedisTimeout:     DefaultRedisTimeout,
-		RedisFailureMode: DefaultRedisFailureMode,
+		RedisTimeout:     ratelimit.DefaultRedisTimeout,
+		RedisFailureMode: ratelimit.DefaultRedisFailureMode,
 		LogDecisions:     LogDecisionsOff,
+		GCTuning:         true,
+		DeadlineSweep:    DefaultDeadlineSweep,
 	}
 }
 
@@ -146,9 +165,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			"redis-sentinel://[[user]:password@]host1:26379,host2:26379/mastername[?db=0], "+
 			"or redis-cluster://[[user]:password@]host1:6379,host2:6379,host3:6379 (rediss, rediss-sentinel, rediss-cluster for TLS). "+
 			"Empty: $MTR_REDIS_URL if set, else count in this replica's memory.")
-	fs.DurationVar(&o.RedisTimeout, "redis-timeout", DefaultRedisTimeout,
+	fs.DurationVar(&o.RedisTimeout, "redis-timeout", ratelimit.DefaultRedisTimeout,
 		"Longest wait for Redis per rate-limit check (and to connect); past it --redis-failure-mode decides.")
-	fs.StringVar(&o.RedisFailureMode, "redis-failure-mode", DefaultRedisFailureMode,
+	fs.StringVar(&o.RedisFailureMode, "redis-failure-mode", ratelimit.DefaultRedisFailureMode,
 		`While Redis cannot be reached: "open" counts in this replica's memory (limits hold per replica), `+
 			`"closed" refuses limited keys with 503 rate_limit_unavailable and Retry-After: 1. `+
 			`A background probe pings Redis every second meanwhile, and counting moves back to Redis once it answers.`)
@@ -157,6 +176,12 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			"the key id and owner when known, the client address used for the allowlist, the TCP peer, X-Forwarded-For as received, "+
 			"the Origin/Referer host, the (original) method and path and the required permission; never the key. "+
 			"At most 100 lines a second (bursts of 200); the rest are counted in meterr_auth_decision_logs_dropped_total.")
+	fs.BoolVar(&o.GCTuning, "gc-tuning", true,
+		"Set the garbage collector's headroom (GOGC) from the live heap after every collection: half the live heap, "+
+			"at least 16 MiB (GOGC between 50 and 400). An explicit GOGC in the environment wins. false keeps Go's default.")
+	fs.DurationVar(&o.DeadlineSweep, "deadline-sweep", DefaultDeadlineSweep,
+		"Enforce the auth API's connection timeouts by one sweep at this interval instead of a timer per deadline "+
+			"(cheaper; a timeout fires at most this late). 0 uses a timer per deadline. At most 1s.")
 }
 
 // Validate checks the options and reports every problem at once.
@@ -209,17 +234,20 @@ func (o *Options) Validate() error {
 	if o.RedisTimeout <= 0 {
 		bad("redis-timeout", "must be positive, got %s", o.RedisTimeout)
 	}
-	if o.RedisFailureMode != FailOpen && o.RedisFailureMode != FailClosed {
-		bad("redis-failure-mode", "must be %q or %q, got %q", FailOpen, FailClosed, o.RedisFailureMode)
+	if o.RedisFailureMode != ratelimit.FailOpen && o.RedisFailureMode != ratelimit.FailClosed {
+		bad("redis-failure-mode", "must be %q or %q, got %q", ratelimit.FailOpen, ratelimit.FailClosed, o.RedisFailureMode)
 	}
 	if o.RedisURL != "" {
 		// The error never repeats the URL: it may hold a password.
-		if _, err := parseRedisURL(o.RedisURL); err != nil {
+		if err := ratelimit.ValidateRedisURL(o.RedisURL); err != nil {
 			bad("redis-url", "%v", err)
 		}
 	}
 	if err := validateLogDecisions(o.LogDecisions); err != nil {
 		bad("log-decisions", "%v", err)
+	}
+	if o.DeadlineSweep < 0 || o.DeadlineSweep > maxDeadlineSweep {
+		bad("deadline-sweep", "must be between 0 (off) and %s, got %s", maxDeadlineSweep, o.DeadlineSweep)
 	}
 	if o.MaxHeaderBytes < minMaxHeaderBytes {
 		bad("max-header-bytes", "must be at least %d, got %d", minMaxHeaderBytes, o.MaxHeaderBytes)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
 func TestAddFlagsDefaults(t *testing.T) {
@@ -33,7 +35,7 @@ func TestAddFlagsDefaults(t *testing.T) {
 	})
 	for _, name := range []string{"listen", "metrics-bind-address", "records-namespace", "environment", "trusted-proxies",
 		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes",
-		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions"} {
+		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions", "gc-tuning", "deadline-sweep"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("no --%s", name)
 		}
@@ -50,7 +52,7 @@ func TestAddFlagsParse(t *testing.T) {
 		"--route=GET /v1/usage=read", "--route", "* /v1/billing=admin",
 		"--tls-cert-file=/c", "--tls-key-file=/k", "--shutdown-timeout=3s", "--max-header-bytes=32768",
 		"--redis-url=redis://redis:6379/2", "--redis-timeout=250ms", "--redis-failure-mode=closed",
-		"--log-decisions=denied",
+		"--log-decisions=denied", "--gc-tuning=false", "--deadline-sweep=250ms",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -60,8 +62,8 @@ func TestAddFlagsParse(t *testing.T) {
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("192.0.2.1/32")},
 		Routes:         []Route{{"GET", "/v1/usage", "read"}, {"*", "/v1/billing", "admin"}},
 		TLSCertFile:    "/c", TLSKeyFile: "/k", ShutdownTimeout: 3 * time.Second, MaxHeaderBytes: 32768,
-		RedisURL: "redis://redis:6379/2", RedisTimeout: 250 * time.Millisecond, RedisFailureMode: FailClosed,
-		LogDecisions: LogDecisionsDenied,
+		RedisURL: "redis://redis:6379/2", RedisTimeout: 250 * time.Millisecond, RedisFailureMode: ratelimit.FailClosed,
+		LogDecisions: LogDecisionsDenied, GCTuning: false, DeadlineSweep: 250 * time.Millisecond,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("parsed %+v\nwant %+v", o, want)
@@ -101,6 +103,8 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.RedisFailureMode = "deny" }, "--redis-failure-mode"},
 		{func(o *Options) { o.RedisURL = "http://user:hunter2@redis:6379" }, "--redis-url"},
 		{func(o *Options) { o.LogDecisions = "denials" }, "--log-decisions"},
+		{func(o *Options) { o.DeadlineSweep = -time.Millisecond }, "--deadline-sweep"},
+		{func(o *Options) { o.DeadlineSweep = 2 * time.Second }, "--deadline-sweep"},
 	} {
 		o := DefaultOptions()
 		tc.mut(&o)

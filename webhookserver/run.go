@@ -17,18 +17,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
-	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/gctune"
+	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
+	"github.com/meterr/meterr-operator/webhookserver/records"
+	"github.com/meterr/meterr-operator/webhookserver/sweeper"
 )
+
+// Limiter is what the handler counts requests with: a ratelimit.Memory or a
+// ratelimit.Redis.
+type Limiter = ratelimit.Limiter
 
 // Timeouts of the HTTP servers. Auth requests are small and answered from
 // memory; anything slower is a slow or stuck client.
@@ -37,9 +38,6 @@ const (
 	readTimeout       = 10 * time.Second
 	writeTimeout      = 10 * time.Second
 	idleTimeout       = 120 * time.Second
-	// deadlineSweep is how late a timeout of the API server may fire (see
-	// coarseListener).
-	deadlineSweep = 100 * time.Millisecond
 )
 
 // Run runs the auth server until ctx is cancelled: it watches the key records
@@ -49,21 +47,16 @@ const (
 // a listener cannot be bound, and nil after a clean shutdown.
 func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) error {
 	if o.RedisURL == "" {
-		o.RedisURL = os.Getenv(RedisURLEnv)
+		o.RedisURL = os.Getenv(ratelimit.RedisURLEnv)
 	}
-	if err := o.Validate(); err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("building the Kubernetes client: %w", err)
-	}
-	return run(ctx, cs, o, log, runDeps{})
+	return run(ctx, o, log, runDeps{config: cfg})
 }
 
-// runDeps are what tests substitute.
+// runDeps are the cluster, and what tests substitute.
 type runDeps struct {
-	clock clock.PassiveClock
+	// config reaches the cluster, unless client is set.
+	config *rest.Config
+	client kubernetes.Interface
 	// listener and metricsListener, when set, are used instead of binding
 	// o.Listen and o.MetricsAddr.
 	listener, metricsListener net.Listener
@@ -73,25 +66,30 @@ type runDeps struct {
 	ready func(*Server)
 }
 
-func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logger, d runDeps) (err error) {
+func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error) {
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	if d.clock == nil {
-		d.clock = o.Clock
+	cs := d.client
+	if cs == nil {
+		if cs, err = kubernetes.NewForConfig(d.config); err != nil {
+			return fmt.Errorf("building the Kubernetes client: %w", err)
+		}
 	}
-	if d.clock == nil {
-		d.clock = clock.RealClock{}
+	// The one clock of every decision and of the limiter's windows.
+	var clk clock.PassiveClock = clock.RealClock{}
+	if o.Clock != nil {
+		clk = o.Clock
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newBuildInfo(o.Version, o.Commit))
 
 	idx := NewMemoryIndex()
-	var lim Limiter = NewMemoryLimiter()
+	var lim ratelimit.Limiter = ratelimit.NewMemory()
 	if o.RedisURL != "" {
-		rl, err := NewRedisLimiter(RedisOptions{URL: o.RedisURL, Timeout: o.RedisTimeout,
-			FailureMode: o.RedisFailureMode, Registerer: reg, Log: log.WithName("limiter"), Now: d.clock.Now})
+		rl, err := ratelimit.NewRedis(ratelimit.RedisOptions{URL: o.RedisURL, Timeout: o.RedisTimeout,
+			FailureMode: o.RedisFailureMode, Registerer: reg, Log: log.WithName("limiter"), Now: clk.Now})
 		if err != nil {
 			return err
 		}
@@ -110,7 +108,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	srv, err := NewServer(ServerConfig{
 		Index:          idx,
 		Limiter:        lim,
-		Clock:          d.clock,
+		Clock:          clk,
 		Environment:    o.Environment,
 		TrustedProxies: o.TrustedProxies,
 		TrustedHops:    o.TrustedHops,
@@ -122,14 +120,21 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	if err != nil {
 		return err
 	}
-	recordErrors, err := registerIndexMetrics(reg, idx)
+	if err := registerIndexMetrics(reg, idx); err != nil {
+		return err
+	}
+	store, err := records.NewStore(records.Config{Sink: idx, Limiter: lim, Registerer: reg, Log: log.WithName("records")})
 	if err != nil {
 		return err
 	}
 
+	// Everything started below that outlives a request stops with watchCtx.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+
 	var tlsConfig *tls.Config
 	if o.TLSCertFile != "" {
-		certs, err := newCertReloader(o.TLSCertFile, o.TLSKeyFile, d.clock, log.WithName("tls"))
+		certs, err := newCertWatcher(watchCtx, o.TLSCertFile, o.TLSKeyFile, log.WithName("tls"))
 		if err != nil {
 			return err
 		}
@@ -143,7 +148,10 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 			return fmt.Errorf("listening on %s: %w", o.Listen, err)
 		}
 	}
-	ln = newCoarseListener(ln, deadlineSweep)
+	if o.DeadlineSweep > 0 {
+		// Always the real clock: net/http sets the deadlines from time.Now.
+		ln = sweeper.New(ln, o.DeadlineSweep, clock.RealClock{})
+	}
 	defer func() { _ = ln.Close() }()
 	mln := d.metricsListener
 	if mln == nil && o.MetricsAddr != "0" {
@@ -170,45 +178,21 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 		gsrv, grpcHealth = NewGRPCServer(srv, o.MaxHeaderBytes, tlsConfig)
 	}
 
-	// Watch only key records, only in the records namespace. A reflector
-	// feeds the index directly: no informer store keeps a copy of every
-	// Secret (for 100,000 records that copy alone is about 200 MB of heap).
-	l := &loader{idx: idx, limiter: lim, errors: recordErrors, log: log.WithName("records")}
-	store := &recordStore{l: l, synced: make(chan struct{})}
-	ns := o.RecordsNamespace
-	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
-			lo.LabelSelector = record.Selector
-			return cs.CoreV1().Secrets(ns).List(ctx, lo)
-		},
-		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-			lo.LabelSelector = record.Selector
-			return cs.CoreV1().Secrets(ns).Watch(ctx, lo)
-		},
-	}, cs)
-	reflector := cache.NewReflectorWithOptions(lw, &corev1.Secret{}, store, cache.ReflectorOptions{Name: "key-records"})
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go reflector.RunWithContext(watchCtx)
-	go tuneGC(watchCtx)
+	if o.GCTuning {
+		tuned := gctune.Start(watchCtx)
+		// Stop the tuner, and wait for it to put GOGC back, before
+		// returning: the process may go on (tests, dev).
+		defer func() { stopWatch(); <-tuned }()
+	}
+	watcher := records.NewWatcher(cs, o.RecordsNamespace, store)
+	go watcher.Run(watchCtx)
 	go func() {
-		select {
-		case <-watchCtx.Done():
+		if !watcher.WaitLoaded(watchCtx) {
 			return
-		case <-store.synced:
 		}
-		// The initial list held every record at once. Collect it once the
-		// reflector has let go of it (it records the list's version right
-		// after Replace returns) and give the memory back before saying
-		// ready, so a new replica starts at its steady-state size.
-		// (Bounded: readiness must not hang on a detail of client-go.)
-		for deadline := time.Now().Add(2 * time.Second); reflector.LastSyncResourceVersion() == "" && time.Now().Before(deadline); {
-			select {
-			case <-watchCtx.Done():
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
+		// The initial list held every record at once: collect it and give
+		// the memory back before saying ready, so a new replica starts at
+		// its steady-state size.
 		debug.FreeOSMemory()
 		records, keys := idx.Len()
 		log.Info("key records loaded; ready", "namespace", o.RecordsNamespace, "records", records, "keys", keys)
@@ -252,7 +236,8 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "grpc", grpcAddr, "tls", tlsConfig != nil, "metrics", o.MetricsAddr,
 		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes),
-		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions)
+		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions,
+		"gcTuning", o.GCTuning, "deadlineSweep", o.DeadlineSweep.String())
 
 	select {
 	case <-ctx.Done():
@@ -305,134 +290,6 @@ func newHTTPServer(h http.Handler, maxHeaderBytes int) *http.Server {
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    max(maxHeaderBytes-4096, 1),
-	}
-}
-
-// recordStore is the reflector's store: it compiles each record into the
-// index and keeps nothing else. The reflector calls it from one goroutine.
-type recordStore struct {
-	l      *loader
-	synced chan struct{}
-	once   bool
-}
-
-var _ cache.TransformingStore = (*recordStore)(nil)
-
-// Transformer installs each record in the index as the initial list (or a
-// relist) streams in, and leaves the reflector's temporary store, which holds
-// that whole list until Replace, only the record's name (client-go's
-// TransformingStore). Installing early is safe: before the first full list
-// the server answers not_ready, and afterwards a streamed record is simply
-// its newest state, as a watch event would be; Replace still drops the
-// records the list no longer has.
-func (s *recordStore) Transformer() cache.TransformFunc {
-	return func(obj any) (any, error) {
-		if sec, ok := obj.(*corev1.Secret); ok {
-			s.l.upsert(sec)
-			return &streamedRecord{namespace: sec.Namespace, name: sec.Name}, nil
-		}
-		return obj, nil
-	}
-}
-
-// streamedRecord is what the temporary store keeps of a streamed record
-// Secret: its name. The store finds it through GetObjectMeta.
-type streamedRecord struct{ namespace, name string }
-
-func (r *streamedRecord) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Namespace: r.namespace, Name: r.name}
-}
-
-// A runtime.Object too, for client-go's debug checks of the streamed list.
-func (r *streamedRecord) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
-func (r *streamedRecord) DeepCopyObject() runtime.Object   { out := *r; return &out }
-
-var _ runtime.Object = (*streamedRecord)(nil)
-
-func (s *recordStore) Add(obj any) error    { s.l.upsert(obj); return nil }
-func (s *recordStore) Update(obj any) error { s.l.upsert(obj); return nil }
-func (s *recordStore) Delete(obj any) error { s.l.delete(obj); return nil }
-func (s *recordStore) Resync() error        { return nil }
-
-// Replace loads a full list: every record in it, and drops the records the
-// index holds that are no longer there.
-func (s *recordStore) Replace(list []any, _ string) error {
-	keep := make(map[string]struct{}, len(list))
-	for _, obj := range list {
-		switch o := obj.(type) {
-		case *corev1.Secret: // a plain list, without the transformer
-			keep[o.Name] = struct{}{}
-			s.l.upsert(o)
-		case *streamedRecord: // installed as it streamed in
-			keep[o.name] = struct{}{}
-		}
-	}
-	for _, name := range s.l.idx.names() {
-		if _, ok := keep[name]; !ok {
-			s.l.deleteName(name)
-		}
-	}
-	if !s.once {
-		s.once = true
-		close(s.synced)
-	}
-	return nil
-}
-
-// loader feeds the index from the reflector's events. Log lines name records, never
-// keys.
-type loader struct {
-	idx     *MemoryIndex
-	limiter Limiter
-	errors  prometheus.Counter
-	log     logr.Logger
-}
-
-func (l *loader) upsert(obj any) {
-	s, ok := obj.(*corev1.Secret)
-	if !ok {
-		return
-	}
-	r, err := record.Decode(s)
-	if err != nil {
-		// Fail closed: a record we cannot read must not leave its old
-		// entries in force (it may have just disabled the key). The quota
-		// is kept: the record will most likely be readable again.
-		l.idx.Delete(s.Name)
-		l.errors.Inc()
-		l.log.Error(err, "skipping key record", "record", s.Name)
-		return
-	}
-	c := Compile(s.Name, r, s.CreationTimestamp.Time)
-	if err := l.idx.Install(c); err != nil {
-		l.errors.Inc()
-		l.log.Error(err, "key record loaded with problems", "record", s.Name, "owner", c.Policy.Owner())
-		return
-	}
-	l.log.V(1).Info("key record loaded", "record", s.Name, "owner", c.Policy.Owner(), "versions", len(c.Keys))
-}
-
-func (l *loader) delete(obj any) {
-	var name string
-	switch o := obj.(type) {
-	case *corev1.Secret:
-		name = o.Name
-	case cache.DeletedFinalStateUnknown:
-		_, n, err := cache.SplitMetaNamespaceKey(o.Key)
-		if err != nil {
-			return
-		}
-		name = n
-	default:
-		return
-	}
-	l.deleteName(name)
-}
-
-func (l *loader) deleteName(name string) {
-	if id, ok := l.idx.Delete(name); ok {
-		l.limiter.Forget(id)
-		l.log.V(1).Info("key record removed", "record", name)
 	}
 }
 

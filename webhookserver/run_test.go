@@ -7,23 +7,25 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
-	"k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
+	"github.com/meterr/meterr-operator/webhookserver/records"
 )
 
 // eventually polls cond until it holds, for things that happen on other
@@ -117,11 +119,12 @@ func TestRun(t *testing.T) {
 	o := DefaultOptions()
 	o.Version = "test"
 	o.ShutdownTimeout = 5 * time.Second
+	o.Clock = clocktesting.NewFakeClock(t0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, cs, o, testLogger(t, &keys), runDeps{clock: clocktesting.NewFakeClock(t0), listener: ln, metricsListener: mln})
+		done <- run(ctx, o, testLogger(t, &keys), runDeps{client: cs, listener: ln, metricsListener: mln})
 	}()
 
 	if code, _, _ := get(t, base+"/readyz", ""); code != http.StatusServiceUnavailable {
@@ -133,9 +136,11 @@ func TestRun(t *testing.T) {
 	releaseOnce()
 	eventually(t, "readyz", func() bool { c, _, _ := get(t, base+"/readyz", ""); return c == http.StatusOK })
 
-	// Ready means loaded: the key works at once.
-	if code, _, body := get(t, base+verifyPath, key); code != http.StatusOK {
-		t.Fatalf("verify: %d %s", code, body)
+	// Ready means loaded: the key works at once. Its window is that of
+	// o.Clock, the one clock of the decisions and the limiter.
+	if code, h, body := get(t, base+verifyPath, key); code != http.StatusOK ||
+		!strings.Contains(body, `"reset":"`+resetT0+`"`) || h.Get("X-RateLimit-Reset") != strconv.FormatInt(t0.Truncate(time.Hour).Add(time.Hour).Unix(), 10) {
+		t.Fatalf("verify: %d %v %s (want the window of o.Clock)", code, h, body)
 	}
 	// Records outside the records namespace are not read.
 	if code, _, _ := get(t, base+verifyPath, other); code != http.StatusUnauthorized {
@@ -214,19 +219,27 @@ func TestRunBindError(t *testing.T) {
 	o := DefaultOptions()
 	o.Listen = taken.Addr().String()
 	o.MetricsAddr = "0"
-	err := run(context.Background(), fake.NewClientset(), o, logr.Discard(), runDeps{})
+	err := run(context.Background(), o, logr.Discard(), runDeps{client: fake.NewClientset()})
 	if err == nil || !strings.Contains(err.Error(), "listening on "+o.Listen) {
 		t.Fatalf("binding a taken port: %v", err)
 	}
 	o = DefaultOptions()
 	o.Environment = "nope"
-	if err := Run(context.Background(), nil, o, logr.Discard()); err == nil {
-		t.Fatal("Run accepted invalid options")
+	if err := Run(context.Background(), nil, o, logr.Discard()); err == nil || !strings.Contains(err.Error(), "--environment") {
+		t.Fatalf("Run with invalid options: %v", err)
+	}
+	// Options are validated before anything else: before the cluster is
+	// reached, and before a listener is used.
+	taken2 := listen(t)
+	defer func() { _ = taken2.Close() }()
+	if err := run(context.Background(), o, logr.Discard(), runDeps{config: &rest.Config{Host: "http://127.0.0.1:1"}, listener: taken2}); err == nil ||
+		!strings.Contains(err.Error(), "--environment") {
+		t.Fatalf("run with invalid options: %v", err)
 	}
 	o = DefaultOptions()
 	o.Listen, o.MetricsAddr = "127.0.0.1:0", "0"
 	o.TLSCertFile, o.TLSKeyFile = "/nonexistent/cert", "/nonexistent/key"
-	if err := run(context.Background(), fake.NewClientset(), o, logr.Discard(), runDeps{}); err == nil || !strings.Contains(err.Error(), "TLS") {
+	if err := run(context.Background(), o, logr.Discard(), runDeps{client: fake.NewClientset()}); err == nil || !strings.Contains(err.Error(), "TLS") {
 		t.Fatalf("missing TLS files: %v", err)
 	}
 }
@@ -307,93 +320,8 @@ func TestRawHeaders(t *testing.T) {
 	}
 }
 
-// A relist (after a watch expired) replaces the whole index: a record deleted
-// while no watch was open must stop working, and its quota is dropped.
-func TestRecordStoreReplaceDropsVanishedRecords(t *testing.T) {
-	idx, lim := NewMemoryIndex(), NewMemoryLimiter()
-	st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: lim,
-		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: logr.Discard()}}
-	kept, gone := newKey(t, "production"), newKey(t, "production")
-	a := recordSecret(t, "meterr-system", newRecord("a", standard(), kept))
-	b := recordSecret(t, "meterr-system", newRecord("b", standard(), gone))
-	if err := st.Replace([]any{a, b}, "1"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-st.synced:
-	default:
-		t.Fatal("the first full list did not mark the store synced")
-	}
-	now := time.Now()
-	if _, _, ok := lim.Take(context.Background(), "uid-b", 1, now); !ok {
-		t.Fatal("spending b's quota failed")
-	}
-	if err := st.Replace([]any{a}, "2"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := idx.Lookup(apikey.HashOf(kept)); !ok {
-		t.Fatal("a record still listed was dropped")
-	}
-	if _, ok := idx.Lookup(apikey.HashOf(gone)); ok {
-		t.Fatal("a record missing from the relist is still accepted")
-	}
-	if remaining, _ := lim.Peek(context.Background(), "uid-b", 1, now); remaining != 1 {
-		t.Fatal("the vanished record's quota was kept")
-	}
-}
-
-// The initial list (or a relist) streams through the reflector's temporary
-// store, which applies the store's transformer: each record is installed as
-// it arrives and the store keeps only its name; a record that cannot be read
-// fails closed at once; Replace then drops the records the list lacks.
-func TestRecordStoreStreamedList(t *testing.T) {
-	idx, lim := NewMemoryIndex(), NewMemoryLimiter()
-	st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: lim,
-		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: logr.Discard()}}
-	good, bad, gone := newKey(t, "production"), newKey(t, "production"), newKey(t, "production")
-	a := recordSecret(t, "meterr-system", newRecord("a", standard(), good))
-	b := recordSecret(t, "meterr-system", newRecord("b", standard(), bad))
-	c := recordSecret(t, "meterr-system", newRecord("c", standard(), gone))
-	if err := st.Replace([]any{b, c}, "1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := idx.Lookup(apikey.HashOf(bad)); !ok {
-		t.Fatal("b not loaded")
-	}
-	b.Data[record.DataKey] = []byte("{not json")
-
-	tmp := cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc, cache.WithTransformer(st.Transformer()))
-	for _, s := range []*corev1.Secret{a, b} {
-		if err := tmp.Add(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if e, ok := idx.Lookup(apikey.HashOf(good)); !ok || e.Policy.Owner() != "team-a/a" || e.KeyID != apikey.HashOf(good).ID() {
-		t.Fatalf("a streamed record is not installed as it arrives: %+v %v", e, ok)
-	}
-	if _, ok := idx.Lookup(apikey.HashOf(bad)); ok {
-		t.Fatal("a record that no longer decodes is still accepted")
-	}
-	for _, obj := range tmp.List() {
-		if _, ok := obj.(*streamedRecord); !ok {
-			t.Fatalf("the temporary store kept a %T, not just the name", obj)
-		}
-	}
-	if _, err := cache.MetaNamespaceKeyFunc(tmp.List()[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Replace(tmp.List(), "2"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := idx.Lookup(apikey.HashOf(good)); !ok {
-		t.Fatal("a dropped by Replace")
-	}
-	if _, ok := idx.Lookup(apikey.HashOf(gone)); ok {
-		t.Fatal("c, missing from the relist, is still accepted")
-	}
-}
-
-// Two record Secrets claim one key hash: the loader keeps it with the
+// Two record Secrets claim one key hash: loaded through package records,
+// the index keeps it with the
 // Secret created first, whether the records arrive as watch events or in a
 // relist, and in either order; the conflict is logged with both records and
 // never the key.
@@ -409,13 +337,13 @@ func TestLoaderHashConflict(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		load func(st *recordStore) error
+		load func(st *records.Store) error
 	}{
-		{"events, first claimant first", func(st *recordStore) error { _ = st.Add(early); return st.Add(late) }},
-		{"events, first claimant last", func(st *recordStore) error { _ = st.Add(late); return st.Add(early) }},
-		{"relist", func(st *recordStore) error { return st.Replace([]any{late, early}, "1") }},
-		{"relist, other order", func(st *recordStore) error { return st.Replace([]any{early, late}, "1") }},
-		{"relist after events", func(st *recordStore) error {
+		{"events, first claimant first", func(st *records.Store) error { _ = st.Add(early); return st.Add(late) }},
+		{"events, first claimant last", func(st *records.Store) error { _ = st.Add(late); return st.Add(early) }},
+		{"relist", func(st *records.Store) error { return st.Replace([]any{late, early}, "1") }},
+		{"relist, other order", func(st *records.Store) error { return st.Replace([]any{early, late}, "1") }},
+		{"relist after events", func(st *records.Store) error {
 			_ = st.Add(early)
 			_ = st.Add(late)
 			_ = st.Update(late)
@@ -426,8 +354,10 @@ func TestLoaderHashConflict(t *testing.T) {
 			var logs strings.Builder
 			log := funcr.New(func(prefix, args string) { logs.WriteString(prefix + " " + args + "\n") }, funcr.Options{})
 			idx := NewMemoryIndex()
-			st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: NewMemoryLimiter(),
-				errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: log}}
+			st, err := records.NewStore(records.Config{Sink: idx, Limiter: ratelimit.NewMemory(), Log: log})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := tc.load(st); err != nil {
 				t.Fatal(err)
 			}

@@ -11,13 +11,15 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
+
+	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
 // ServerConfig configures the HTTP handler.
 type ServerConfig struct {
 	// Index finds keys. Required.
 	Index Index
-	// Limiter counts requests; nil means a new MemoryLimiter.
+	// Limiter counts requests; nil means a new ratelimit.Memory.
 	Limiter Limiter
 	// Clock tells the time; nil means the real clock.
 	Clock clock.PassiveClock
@@ -70,7 +72,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("auth server: no index")
 	}
 	if c.Limiter == nil {
-		c.Limiter = NewMemoryLimiter()
+		c.Limiter = ratelimit.NewMemory()
 	}
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}

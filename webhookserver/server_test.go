@@ -15,6 +15,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
 func TestVerifyOK(t *testing.T) {
@@ -712,7 +713,7 @@ func TestEndpoints(t *testing.T) {
 // server must not call it invalid. It answers 503 not_ready with Retry-After,
 // and keeps deciding once loaded even while draining (unready) for shutdown.
 func TestNotLoaded(t *testing.T) {
-	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: NewMemoryIndex(), lim: NewMemoryLimiter()}
+	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: NewMemoryIndex(), lim: ratelimit.NewMemory()}
 	srv, err := NewServer(ServerConfig{Index: f.idx, Limiter: f.lim, Clock: f.clock})
 	if err != nil {
 		t.Fatal(err)

@@ -18,13 +18,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/client-go/kubernetes/fake"
-	clocktesting "k8s.io/utils/clock/testing"
+	cwmetrics "sigs.k8s.io/controller-runtime/pkg/certwatcher/metrics"
 )
 
 // writeCert writes a self-signed certificate for 127.0.0.1 with the given
 // serial number, and returns it.
-func writeCert(t *testing.T, dir string, serial int64, mod time.Time) *x509.Certificate {
+func writeCert(t *testing.T, dir string, serial int64) *x509.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -51,26 +52,22 @@ func writeCert(t *testing.T, dir string, serial int64, mod time.Time) *x509.Cert
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{certFile, keyFile} {
-		if err := os.Chtimes(f, mod, mod); err != nil {
-			t.Fatal(err)
-		}
-	}
 	c, _ := x509.ParseCertificate(der)
 	return c
 }
 
+// A rotated certificate is served without a restart, as soon as the watcher
+// sees the files change; a pair that does not load keeps the previous one.
 func TestRunTLSReload(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, 1, time.Unix(1000, 0))
-	clk := clocktesting.NewFakeClock(t0)
+	writeCert(t, dir, 1)
 	ln := listen(t)
 	o := DefaultOptions()
 	o.MetricsAddr = "0"
 	o.TLSCertFile, o.TLSKeyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, fake.NewClientset(), o, logr.Discard(), runDeps{clock: clk, listener: ln}) }()
+	go func() { done <- run(ctx, o, logr.Discard(), runDeps{client: fake.NewClientset(), listener: ln}) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -94,24 +91,40 @@ func TestRunTLSReload(t *testing.T) {
 		}
 		return resp.TLS.PeerCertificates[0].SerialNumber.Int64()
 	}
+	// The watcher sees a change through file events, or at the latest its
+	// 10 s re-read; the deadline allows for a busy machine.
+	waitSerial := func(want int64, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			s := serial()
+			if s == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: serving serial %d, want %d", what, s, want)
+			}
+		}
+	}
 	if s := serial(); s != 1 {
 		t.Fatalf("serial %d", s)
 	}
-	writeCert(t, dir, 2, time.Unix(2000, 0))
-	if s := serial(); s != 1 {
-		t.Fatalf("reloaded before the recheck interval: serial %d", s)
-	}
-	clk.Step(certRecheck)
-	if s := serial(); s != 2 {
-		t.Fatalf("not reloaded: serial %d", s)
-	}
-	// A broken pair keeps the previous certificate.
+	writeCert(t, dir, 2)
+	waitSerial(2, "rotated certificate")
+
+	// A broken pair keeps the previous certificate; the next good one is
+	// served.
+	failed := testutil.ToFloat64(cwmetrics.ReadCertificateErrors)
 	if err := os.WriteFile(o.TLSKeyFile, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_ = os.Chtimes(o.TLSKeyFile, time.Unix(3000, 0), time.Unix(3000, 0))
-	clk.Step(certRecheck)
+	for deadline := time.Now().Add(30 * time.Second); testutil.ToFloat64(cwmetrics.ReadCertificateErrors) == failed; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher did not read the broken pair")
+		}
+	}
 	if s := serial(); s != 2 {
 		t.Fatalf("broken pair: serial %d", s)
 	}
+	writeCert(t, dir, 3)
+	waitSerial(3, "certificate after a broken pair")
 }

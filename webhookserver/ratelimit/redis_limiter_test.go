@@ -1,9 +1,8 @@
-package webhookserver
+package ratelimit
 
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,13 +19,13 @@ import (
 
 func startRedis(t *testing.T) *redistest.Server { return redistest.Start(t) }
 
-func newRedisLimiter(t *testing.T, url, mode string) *RedisLimiter {
+func newRedisLimiter(t *testing.T, url, mode string) *Redis {
 	t.Helper()
 	// A short probe interval only makes the tests quicker: they wait for
 	// Healthy, never for a time.
 	// A generous timeout: the cores are shared, and an outage in these tests
 	// is a refused connection, answered at once.
-	l, err := NewRedisLimiter(RedisOptions{URL: url, Timeout: time.Second, FailureMode: mode, Log: logr.Discard(),
+	l, err := NewRedis(RedisOptions{URL: url, Timeout: time.Second, FailureMode: mode, Log: logr.Discard(),
 		ProbeInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +37,7 @@ func newRedisLimiter(t *testing.T, url, mode string) *RedisLimiter {
 // waitHealthy polls until every limiter's probe has seen Redis answer
 // again; the deadline is generous, for a busy machine, and is no assertion
 // on how long recovery takes.
-func waitHealthy(t *testing.T, ls ...*RedisLimiter) {
+func waitHealthy(t *testing.T, ls ...*Redis) {
 	t.Helper()
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		n := 0
@@ -119,7 +118,7 @@ func TestRedisLimiterSharedAcrossReplicas(t *testing.T) {
 // Concurrent replicas never admit more than the limit between them.
 func TestRedisLimiterConcurrent(t *testing.T) {
 	r := startRedis(t)
-	ls := []*RedisLimiter{newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailOpen)}
+	ls := []*Redis{newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailOpen)}
 	const limit, workers, each = 50, 8, 20
 	results := make(chan bool, workers*each)
 	for w := range workers {
@@ -202,7 +201,7 @@ func TestRedisLimiterFailureModes(t *testing.T) {
 // accepted on top, N+1).
 func TestRedisLimiterRecoveryIsProbedInBackground(t *testing.T) {
 	r := startRedis(t)
-	ls := []*RedisLimiter{newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailOpen),
+	ls := []*Redis{newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailOpen),
 		newRedisLimiter(t, r.URL(), FailOpen)}
 	ctx := context.Background()
 	const limit = 15
@@ -241,69 +240,13 @@ func TestRedisLimiterRecoveryIsProbedInBackground(t *testing.T) {
 	}
 }
 
-// The answers a client sees while Redis is down and the limiter fails closed:
-// 503 rate_limit_unavailable (type api_error) with Retry-After, the limit and
-// no counters, never 429 (nothing says the key is over its limit); an
-// unlimited key does not depend on Redis. Once Redis is back and the probe
-// has seen it, the key is counted again.
-func TestServerRedisFailClosed(t *testing.T) {
-	r := startRedis(t)
-	rl := newRedisLimiter(t, r.URL(), FailClosed)
-	f := newFixture(t, func(c *ServerConfig) { c.Limiter = rl })
-	limited := f.add("limited", standard())
-	pol := standard()
-	pol.RequestsPerHour = 0
-	unlimited := f.add("unlimited", pol)
-	if w := f.do(req{key: limited}); w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Remaining") != "999" {
-		t.Fatalf("redis up: %d %v", w.Code, w.Header())
-	}
-	r.Stop()
-	for _, path := range []string{"/v1/auth/verify", "/v1/auth/check/v1/usage"} {
-		w := f.do(req{key: limited, target: path})
-		// Not checkCommon: this is the one denial that is a 5xx.
-		if w.Header().Get("Content-Type") != "application/json" || w.Header().Get("Cache-Control") != "no-store" ||
-			strings.Contains(w.Body.String(), limited) || strings.Contains(headerText(w.Header()), limited) {
-			t.Fatalf("%s: %v %s", path, w.Header(), w.Body)
-		}
-		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" {
-			t.Fatalf("%s, redis down, fail closed: %d %v", path, w.Code, w.Header())
-		}
-		const want = `{"error":{"type":"api_error","message":"The rate limit could not be checked; retry after the time in Retry-After",` +
-			`"code":"rate_limit_unavailable"}}`
-		if got := strings.TrimSpace(w.Body.String()); got != want {
-			t.Fatalf("%s: body %s, want %s", path, got, want)
-		}
-		if w.Header().Get("X-RateLimit-Limit") != "1000" || w.Header().Get("RateLimit-Policy") == "" ||
-			w.Header().Get("X-RateLimit-Remaining") != "" || w.Header().Get("RateLimit") != "" {
-			t.Fatalf("want the limit and the policy, no counters (unknown): %v", w.Header())
-		}
-		if w.Header().Get("X-Meterr-Key-Id") != "" {
-			t.Fatalf("%s: identity headers on a refusal: %v", path, w.Header())
-		}
-	}
-	if w := f.do(req{key: unlimited}); w.Code != http.StatusOK {
-		t.Fatalf("unlimited key: %d", w.Code)
-	}
-	if got := testutil.ToFloat64(f.srv.metrics.decisions[codeByName(t, "rate_limit_unavailable")]); got != 2 {
-		t.Fatalf("decisions{code=rate_limit_unavailable} = %v, want 2", got)
-	}
-	if got := testutil.ToFloat64(f.srv.metrics.decisions[codeByName(t, "rate_limit_exceeded")]); got != 0 {
-		t.Fatalf("decisions{code=rate_limit_exceeded} = %v, want 0", got)
-	}
-	r.Restart()
-	waitHealthy(t, rl)
-	if w := f.do(req{key: limited}); w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Remaining") != "999" {
-		t.Fatalf("redis back (empty): %d %v", w.Code, w.Header())
-	}
-}
-
 func TestNewRedisLimiterRefusesBadInput(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	if _, err := NewRedisLimiter(RedisOptions{URL: "redis://:hunter2@host:notaport", Registerer: reg}); err == nil ||
+	if _, err := NewRedis(RedisOptions{URL: "redis://:hunter2@host:notaport", Registerer: reg}); err == nil ||
 		strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("bad URL: %v", err)
 	}
-	if _, err := NewRedisLimiter(RedisOptions{URL: "redis://127.0.0.1:1", FailureMode: "deny"}); err == nil {
+	if _, err := NewRedis(RedisOptions{URL: "redis://127.0.0.1:1", FailureMode: "deny"}); err == nil {
 		t.Fatal("bad failure mode accepted")
 	}
 }
@@ -321,7 +264,7 @@ func TestRedisLimiterNeverLogsThePassword(t *testing.T) {
 	}, funcr.Options{Verbosity: 4})
 	r.MustDo("CONFIG", "SET", "requirepass", "another") // AUTH fails
 	url := "redis://:hunter2@" + r.Addr + "/0"
-	l, err := NewRedisLimiter(RedisOptions{URL: url, Timeout: time.Second, FailureMode: FailClosed, Log: log,
+	l, err := NewRedis(RedisOptions{URL: url, Timeout: time.Second, FailureMode: FailClosed, Log: log,
 		ProbeInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

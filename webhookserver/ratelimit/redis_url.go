@@ -1,4 +1,4 @@
-package webhookserver
+package ratelimit
 
 import (
 	"crypto/tls"
@@ -32,6 +32,14 @@ const (
 	defaultSentinelP = "26379"
 	defaultRedisPort = "6379"
 )
+
+// ValidateRedisURL checks a --redis-url (see parseRedisURL) without
+// connecting. Its error never repeats the URL or any part of it that could
+// be a password.
+func ValidateRedisURL(s string) error {
+	_, err := parseRedisURL(s)
+	return err
+}
 
 // parseRedisURL turns --redis-url into go-redis options: one Redis, a
 // Sentinel-managed master, or a Cluster. Its errors never repeat the URL or

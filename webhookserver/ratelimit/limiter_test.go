@@ -1,4 +1,4 @@
-package webhookserver
+package ratelimit
 
 import (
 	"context"
@@ -8,9 +8,12 @@ import (
 	"unsafe"
 )
 
+// t0 is half past an hour, so the window resets in 1800 seconds.
+var t0 = time.Date(2025, 1, 15, 11, 30, 0, 0, time.UTC)
+
 func TestMemoryLimiter(t *testing.T) {
 	ctx := context.Background()
-	l := NewMemoryLimiter()
+	l := NewMemory()
 	now := t0
 	reset := time.Date(2025, 1, 15, 12, 0, 0, 0, time.UTC)
 	for i := range 3 {
@@ -74,7 +77,7 @@ func TestWindowOf(t *testing.T) {
 
 func TestMemoryLimiterConcurrent(t *testing.T) {
 	ctx := context.Background()
-	l := NewMemoryLimiter()
+	l := NewMemory()
 	const limit, workers, each = 500, 8, 100
 	var mu sync.Mutex
 	granted := 0
@@ -105,7 +108,7 @@ func TestMemoryLimiterConcurrent(t *testing.T) {
 // keep them alive. A forgotten counter's place is reused from zero.
 func TestMemoryLimiterKeepsItsOwnIDs(t *testing.T) {
 	ctx := context.Background()
-	l := NewMemoryLimiter()
+	l := NewMemory()
 	b := []byte("uid-1")
 	id := unsafe.String(&b[0], len(b))
 	if rem, _, ok := l.Take(ctx, id, 10, t0); !ok || rem != 9 {

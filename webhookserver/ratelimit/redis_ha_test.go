@@ -1,4 +1,4 @@
-package webhookserver
+package ratelimit
 
 import (
 	"context"
@@ -17,12 +17,12 @@ import (
 // takeRoundRobin makes n requests for id, in turn on each limiter, and
 // returns how many were admitted; a refusal must be an over-limit one (with
 // a reset), not a failure to reach Redis.
-func takeRoundRobin(t *testing.T, ls []*RedisLimiter, id string, limit int64, n int) int {
+func takeRoundRobin(t *testing.T, ls []*Redis, id string, limit int64, n int) int {
 	t.Helper()
 	return takeRoundRobinAt(t, ls, id, limit, n, t0)
 }
 
-func takeRoundRobinAt(t *testing.T, ls []*RedisLimiter, id string, limit int64, n int, now time.Time) int {
+func takeRoundRobinAt(t *testing.T, ls []*Redis, id string, limit int64, n int, now time.Time) int {
 	t.Helper()
 	admitted := 0
 	for i := range n {
@@ -42,7 +42,7 @@ func takeRoundRobinAt(t *testing.T, ls []*RedisLimiter, id string, limit int64, 
 // Forget deletes both in one command.
 func TestRedisLimiterCluster(t *testing.T) {
 	c := redistest.StartCluster(t)
-	ls := []*RedisLimiter{newRedisLimiter(t, c.URL(), FailClosed), newRedisLimiter(t, c.URL(), FailClosed),
+	ls := []*Redis{newRedisLimiter(t, c.URL(), FailClosed), newRedisLimiter(t, c.URL(), FailClosed),
 		newRedisLimiter(t, c.URL(), FailClosed)}
 	const limit, keys = 10, 30
 	var admitted [keys]atomic.Int64
@@ -135,9 +135,9 @@ func TestRedisLimiterCluster(t *testing.T) {
 // shared, exactly, in the new master.
 func TestRedisLimiterSentinelFailover(t *testing.T) {
 	s := redistest.StartSentinel(t)
-	open := []*RedisLimiter{newRedisLimiter(t, s.URL(), FailOpen), newRedisLimiter(t, s.URL(), FailOpen)}
-	closed := []*RedisLimiter{newRedisLimiter(t, s.URL(), FailClosed), newRedisLimiter(t, s.URL(), FailClosed)}
-	all := append(append([]*RedisLimiter{}, open...), closed...)
+	open := []*Redis{newRedisLimiter(t, s.URL(), FailOpen), newRedisLimiter(t, s.URL(), FailOpen)}
+	closed := []*Redis{newRedisLimiter(t, s.URL(), FailClosed), newRedisLimiter(t, s.URL(), FailClosed)}
+	all := append(append([]*Redis{}, open...), closed...)
 	const limit = 10
 	hour, _ := windowOf(t0)
 
@@ -205,7 +205,7 @@ func TestRedisLimiterSentinelFailover(t *testing.T) {
 	}
 
 	waitHealthy(t, all...)
-	for _, pair := range [][]*RedisLimiter{open, closed} {
+	for _, pair := range [][]*Redis{open, closed} {
 		id := fmt.Sprintf("after-%v", pair[0].failOpen)
 		if got := takeRoundRobin(t, pair, id, limit, 3*limit); got != limit {
 			t.Fatalf("after the failover (fail open %v): admitted %d, want exactly %d", pair[0].failOpen, got, limit)

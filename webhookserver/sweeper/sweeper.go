@@ -1,4 +1,7 @@
-package webhookserver
+// Package sweeper enforces connection deadlines coarsely: a Listener whose
+// connections' read and write deadlines are checked by one sweep every
+// interval (--deadline-sweep) instead of a runtime timer per deadline.
+package sweeper
 
 import (
 	"errors"
@@ -6,9 +9,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
-// coarseListener hands out connections whose read and write deadlines are
+// Listener hands out connections whose read and write deadlines are
 // enforced by one sweep every interval instead of a runtime timer per
 // deadline.
 //
@@ -22,36 +27,46 @@ import (
 // as the real deadline would, at most one interval late. A deadline already
 // in the past when set (net/http uses one to cut short its own background
 // read) goes to the real connection at once.
-type coarseListener struct {
+type Listener struct {
 	net.Listener
 	interval time.Duration
-	base     time.Time
+	clock    clock.WithTicker
+	// swept, when set, is called after each sweep (tests wait for it).
+	swept func()
+	base  time.Time
 	// now is the time of the last sweep, in nanoseconds since base.
 	now atomic.Int64
 
 	mu     sync.Mutex
-	conns  map[*coarseConn]struct{}
+	conns  map[*conn]struct{}
 	closed bool
 }
 
 // aLongTimeAgo is what net/http itself uses to end a blocked Read at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func newCoarseListener(ln net.Listener, interval time.Duration) *coarseListener {
-	l := &coarseListener{Listener: ln, interval: interval, base: time.Now(),
-		conns: map[*coarseConn]struct{}{}}
+// New wraps ln: its connections' deadlines fire at most interval late,
+// timed by clk (the real clock outside tests: net/http sets deadlines from
+// time.Now).
+func New(ln net.Listener, interval time.Duration, clk clock.WithTicker) *Listener {
+	return newListener(ln, interval, clk, nil)
+}
+
+func newListener(ln net.Listener, interval time.Duration, clk clock.WithTicker, swept func()) *Listener {
+	l := &Listener{Listener: ln, interval: interval, clock: clk, swept: swept, base: clk.Now(),
+		conns: map[*conn]struct{}{}}
 	// Past deadlines (at 1, see at) count as past before the first sweep.
 	l.now.Store(1)
 	go l.sweep()
 	return l
 }
 
-func (l *coarseListener) Accept() (net.Conn, error) {
+func (l *Listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	cc := &coarseConn{Conn: c, l: l}
+	cc := &conn{Conn: c, l: l}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -66,18 +81,18 @@ func (l *coarseListener) Accept() (net.Conn, error) {
 // Close stops accepting. The sweep goes on until the last connection
 // accepted is closed: http.Server.Shutdown closes the listener first and
 // then waits for those connections, whose timeouts must still fire.
-func (l *coarseListener) Close() error {
+func (l *Listener) Close() error {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
 	return l.Listener.Close()
 }
 
-func (l *coarseListener) sweep() {
-	t := time.NewTicker(l.interval)
+func (l *Listener) sweep() {
+	t := l.clock.NewTicker(l.interval)
 	defer t.Stop()
-	for range t.C {
-		now := int64(time.Since(l.base))
+	for range t.C() {
+		now := int64(l.clock.Since(l.base))
 		l.now.Store(now)
 		l.mu.Lock()
 		for c := range l.conns {
@@ -86,6 +101,9 @@ func (l *coarseListener) sweep() {
 		}
 		done := l.closed && len(l.conns) == 0
 		l.mu.Unlock()
+		if l.swept != nil {
+			l.swept()
+		}
 		if done {
 			return
 		}
@@ -94,7 +112,7 @@ func (l *coarseListener) sweep() {
 
 // at returns t as nanoseconds since l.base (monotonic when t has a monotonic
 // reading, as net/http's deadlines do), at least 1; 0 stands for no deadline.
-func (l *coarseListener) at(t time.Time) int64 {
+func (l *Listener) at(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
@@ -106,11 +124,11 @@ const (
 	forcedWrite
 )
 
-// coarseConn is a connection of a coarseListener.
-type coarseConn struct {
+// conn is a connection of a Listener.
+type conn struct {
 	net.Conn
-	l *coarseListener
-	// read and write are the deadlines, as coarseListener.at returns.
+	l *Listener
+	// read and write are the deadlines, as Listener.at returns.
 	read, write atomic.Int64
 	// forced has a bit set while the real connection's read or write
 	// deadline is in the past. Changes to it and to the real deadlines are
@@ -120,24 +138,25 @@ type coarseConn struct {
 	once   sync.Once
 }
 
-func (c *coarseConn) SetReadDeadline(t time.Time) error {
+func (c *conn) SetReadDeadline(t time.Time) error {
 	return c.set(&c.read, forcedRead, t)
 }
 
-func (c *coarseConn) SetWriteDeadline(t time.Time) error {
+func (c *conn) SetWriteDeadline(t time.Time) error {
 	return c.set(&c.write, forcedWrite, t)
 }
 
-func (c *coarseConn) SetDeadline(t time.Time) error {
+func (c *conn) SetDeadline(t time.Time) error {
 	return errors.Join(c.set(&c.read, forcedRead, t), c.set(&c.write, forcedWrite, t))
 }
 
-func (c *coarseConn) set(d *atomic.Int64, bit uint32, t time.Time) error {
+func (c *conn) set(d *atomic.Int64, bit uint32, t time.Time) error {
 	at := c.l.at(t)
 	// A deadline already past acts now, not at the next sweep (net/http
 	// ends its background read with time.Unix(1, 0)); the clock is read
-	// only for a deadline within a sweep of the last one.
-	if at != 0 && at <= c.l.now.Load()+int64(c.l.interval) && at <= max(int64(time.Since(c.l.base)), 1) {
+	// only for a deadline within a sweep of the last one and after it.
+	if at != 0 && (at <= c.l.now.Load() ||
+		(at <= c.l.now.Load()+int64(c.l.interval) && at <= max(int64(c.l.clock.Since(c.l.base)), 1))) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		d.Store(at)
@@ -164,7 +183,7 @@ func (c *coarseConn) set(d *atomic.Int64, bit uint32, t time.Time) error {
 
 // expire forces the real deadline into the past when the coarse one has
 // passed.
-func (c *coarseConn) expire(d *atomic.Int64, bit uint32, now int64) {
+func (c *conn) expire(d *atomic.Int64, bit uint32, now int64) {
 	if at := d.Load(); at == 0 || at > now || c.forced.Load()&bit != 0 {
 		return
 	}
@@ -182,14 +201,14 @@ func (c *coarseConn) expire(d *atomic.Int64, bit uint32, now int64) {
 	_ = c.real(bit, aLongTimeAgo)
 }
 
-func (c *coarseConn) real(bit uint32, t time.Time) error {
+func (c *conn) real(bit uint32, t time.Time) error {
 	if bit == forcedRead {
 		return c.Conn.SetReadDeadline(t)
 	}
 	return c.Conn.SetWriteDeadline(t)
 }
 
-func (c *coarseConn) Close() error {
+func (c *conn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
@@ -199,7 +218,7 @@ func (c *coarseConn) Close() error {
 }
 
 // CloseWrite keeps net/http's graceful close (it looks for this method).
-func (c *coarseConn) CloseWrite() error {
+func (c *conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

@@ -1,4 +1,9 @@
-package webhookserver
+// Package ratelimit counts the auth server's requests per key in hourly
+// windows: in this replica's memory (Memory) or shared by every replica in
+// Redis (Redis), behind one interface (Limiter). It knows nothing of keys,
+// records or HTTP; the decision (package authz) uses Take and Peek, and the
+// record loader calls Forget when a key's record goes.
+package ratelimit
 
 import (
 	"context"
@@ -14,8 +19,8 @@ const windowSeconds = 3600
 // hour. id identifies a MeterrAPIKey (not a key version, so rotation does not
 // reset the count); limit is its hourly limit, always >= 1; now comes from
 // the caller's clock. Implementations must be safe for concurrent use. The
-// in-memory one is MemoryLimiter; RedisLimiter shares counts between
-// replicas and decides on its own what to do when Redis is unreachable.
+// in-memory one is Memory; Redis shares counts between replicas and decides
+// on its own what to do when Redis is unreachable.
 type Limiter interface {
 	// Take spends one request. ok is false when the window's limit is
 	// already used up; then nothing is spent and remaining is 0. A zero
@@ -41,7 +46,7 @@ func windowOf(now time.Time) (hour int64, reset time.Time) {
 
 const limiterShards = 64
 
-// MemoryLimiter is a Limiter for one replica. Counters live in shards, each
+// Memory is a Limiter for one replica. Counters live in shards, each
 // with its own mutex, so concurrent requests for different keys rarely
 // contend. A counter from an earlier hour is reset when next touched.
 //
@@ -51,7 +56,7 @@ const limiterShards = 64
 // forgotten. (Assigning to a string-keyed map replaces the stored key with
 // the caller's string on every call, which would also keep whatever that
 // string points into alive.)
-type MemoryLimiter struct {
+type Memory struct {
 	shards [limiterShards]limiterShard
 }
 
@@ -69,16 +74,16 @@ type window struct {
 	count int64
 }
 
-// NewMemoryLimiter returns an empty in-memory limiter.
-func NewMemoryLimiter() *MemoryLimiter {
-	l := &MemoryLimiter{}
+// NewMemory returns an empty in-memory limiter.
+func NewMemory() *Memory {
+	l := &Memory{}
 	for i := range l.shards {
 		l.shards[i].at = map[string]uint32{}
 	}
 	return l
 }
 
-func (l *MemoryLimiter) shard(id string) *limiterShard {
+func (l *Memory) shard(id string) *limiterShard {
 	// FNV-1a, inline so the string is not converted to bytes.
 	h := uint32(2166136261)
 	for i := 0; i < len(id); i++ {
@@ -106,7 +111,7 @@ func (s *limiterShard) window(id string) *window {
 }
 
 // Take implements Limiter.
-func (l *MemoryLimiter) Take(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
+func (l *Memory) Take(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
 	hour, reset := windowOf(now)
 	s := l.shard(id)
 	s.mu.Lock()
@@ -123,7 +128,7 @@ func (l *MemoryLimiter) Take(_ context.Context, id string, limit int64, now time
 }
 
 // Peek implements Limiter.
-func (l *MemoryLimiter) Peek(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
+func (l *Memory) Peek(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
 	hour, reset := windowOf(now)
 	s := l.shard(id)
 	s.mu.Lock()
@@ -139,7 +144,7 @@ func (l *MemoryLimiter) Peek(_ context.Context, id string, limit int64, now time
 }
 
 // Forget implements Limiter.
-func (l *MemoryLimiter) Forget(id string) {
+func (l *Memory) Forget(id string) {
 	s := l.shard(id)
 	s.mu.Lock()
 	if i, ok := s.at[id]; ok {
@@ -148,3 +153,5 @@ func (l *MemoryLimiter) Forget(id string) {
 	}
 	s.mu.Unlock()
 }
+
+var _ Limiter = (*Memory)(nil)

@@ -1,4 +1,4 @@
-package webhookserver
+package ratelimit
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// What a RedisLimiter does while Redis cannot be reached (--redis-failure-mode).
+// What the Redis limiter does while Redis cannot be reached (--redis-failure-mode).
 const (
 	// FailOpen counts in this replica's memory meanwhile: limits still hold,
 	// per replica, as without Redis.
@@ -57,17 +57,17 @@ end
 return {1, c}
 `)
 
-// RedisLimiter is a Limiter shared by every auth server replica through one
-// Redis (a single server, a Sentinel-managed master or a Cluster): counts are
+// Redis is a Limiter shared by every auth server replica through one
+// Redis server (a single one, a Sentinel-managed master or a Cluster): counts are
 // exact across replicas. Each window is one Redis key,
 // "meterr:rl:{<id>}:<hour>", that expires after its hour. While Redis cannot
 // be reached it fails open (counting in memory) or closed (see FailOpen,
 // FailClosed), and a background probe pings Redis every ProbeInterval until
 // it answers again.
-type RedisLimiter struct {
+type Redis struct {
 	client   redis.UniversalClient
 	failOpen bool
-	fallback *MemoryLimiter
+	fallback *Memory
 	// down is set by a failed command and cleared by the probe: while it
 	// is set, requests follow the failure mode without trying Redis.
 	down    atomic.Bool
@@ -90,7 +90,7 @@ type RedisLimiter struct {
 	closeOnce sync.Once
 }
 
-// RedisOptions configure NewRedisLimiter.
+// RedisOptions configure NewRedis.
 type RedisOptions struct {
 	// URL is one of the forms parseRedisURL documents: redis:// or
 	// rediss:// for one Redis, redis-sentinel:// for a Sentinel-managed
@@ -110,9 +110,9 @@ type RedisOptions struct {
 	ProbeInterval time.Duration
 }
 
-// NewRedisLimiter connects to Redis lazily: it returns without waiting for
+// NewRedis connects to Redis lazily: it returns without waiting for
 // Redis, and fails per its failure mode until Redis answers.
-func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
+func NewRedis(o RedisOptions) (*Redis, error) {
 	opts, err := parseRedisURL(o.URL)
 	if err != nil {
 		return nil, fmt.Errorf("--redis-url %w", err)
@@ -137,9 +137,9 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 	default:
 		return nil, fmt.Errorf("--redis-failure-mode must be %q or %q, not %q", FailOpen, FailClosed, o.FailureMode)
 	}
-	l := &RedisLimiter{
+	l := &Redis{
 		failOpen: o.FailureMode != FailClosed,
-		fallback: NewMemoryLimiter(),
+		fallback: NewMemory(),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meterr_auth_limiter_errors_total",
 			Help: "Rate-limit checks that could not reach Redis and were decided by --redis-failure-mode.",
@@ -177,7 +177,7 @@ func NewRedisLimiter(o RedisOptions) (*RedisLimiter, error) {
 
 // Close stops the limiter and closes the connections to Redis.
 // It may be called more than once.
-func (l *RedisLimiter) Close() error {
+func (l *Redis) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
 		l.stop()
@@ -190,7 +190,7 @@ func (l *RedisLimiter) Close() error {
 // Ping checks that Redis answers: the current master of a Sentinel setup;
 // every master of a Cluster, each reporting the cluster's state ok (a node
 // that answers while the cluster is down would refuse every check).
-func (l *RedisLimiter) Ping(ctx context.Context) error {
+func (l *Redis) Ping(ctx context.Context) error {
 	c, ok := l.client.(*redis.ClusterClient)
 	if !ok {
 		return l.client.Ping(ctx).Err()
@@ -206,7 +206,7 @@ func (l *RedisLimiter) Ping(ctx context.Context) error {
 
 // Healthy reports whether the limiter counts in Redis: false from a failed
 // command until the background probe has seen Redis answer again.
-func (l *RedisLimiter) Healthy() bool { return !l.down.Load() }
+func (l *Redis) Healthy() bool { return !l.down.Load() }
 
 func windowKey(id string, hour int64) string {
 	// The braces make id a hash tag: a Redis Cluster keeps a key's windows
@@ -216,7 +216,7 @@ func windowKey(id string, hour int64) string {
 
 // Take implements Limiter. While Redis cannot be reached it counts in memory
 // (fail open) or returns ok false with a zero reset (fail closed).
-func (l *RedisLimiter) Take(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
+func (l *Redis) Take(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
 	hour, reset := windowOf(now)
 	if l.available() {
 		ttl := max(reset.Unix()-now.Unix(), 1) + 60
@@ -242,7 +242,7 @@ func (l *RedisLimiter) Take(ctx context.Context, id string, limit int64, now tim
 
 // Peek implements Limiter; when Redis cannot be reached it reports the
 // in-memory count (fail open) or a zero reset (fail closed: no headers).
-func (l *RedisLimiter) Peek(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
+func (l *Redis) Peek(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
 	hour, reset := windowOf(now)
 	if l.available() {
 		n, err := l.client.Get(context.WithoutCancel(ctx), windowKey(id, hour)).Int64()
@@ -264,7 +264,7 @@ func (l *RedisLimiter) Peek(ctx context.Context, id string, limit int64, now tim
 // The deletion runs in the background: Forget is called from the loop that
 // keeps the index current, which must not wait for Redis. Should the queue
 // be full, the windows are left to expire within the hour.
-func (l *RedisLimiter) Forget(id string) {
+func (l *Redis) Forget(id string) {
 	l.fallback.Forget(id)
 	select {
 	case l.forgets <- id:
@@ -272,7 +272,7 @@ func (l *RedisLimiter) Forget(id string) {
 	}
 }
 
-func (l *RedisLimiter) forgetLoop() {
+func (l *Redis) forgetLoop() {
 	defer l.loops.Done()
 	for {
 		var id string
@@ -296,7 +296,7 @@ func (l *RedisLimiter) forgetLoop() {
 // answers, and marks it healthy again: recovery is found in the background,
 // not by a request, so every replica counts in Redis again from its first
 // request after the probe.
-func (l *RedisLimiter) probeLoop() {
+func (l *Redis) probeLoop() {
 	defer l.loops.Done()
 	for {
 		select {
@@ -325,9 +325,9 @@ func (l *RedisLimiter) probeLoop() {
 
 // available reports whether to try Redis: not while the probe has not seen
 // it answer since the last failure.
-func (l *RedisLimiter) available() bool { return !l.down.Load() }
+func (l *Redis) available() bool { return !l.down.Load() }
 
-func (l *RedisLimiter) failed(err error) {
+func (l *Redis) failed(err error) {
 	l.errors.Inc()
 	if errors.Is(err, redis.ErrPoolTimeout) {
 		// Every connection is busy: a burst, not an outage. This request
@@ -351,14 +351,14 @@ func (l *RedisLimiter) failed(err error) {
 }
 
 // recovered marks Redis healthy after the probe has seen it answer.
-func (l *RedisLimiter) recovered() {
+func (l *Redis) recovered() {
 	if l.down.Swap(false) {
 		l.healthy.Set(1)
 		l.log.Info("redis reachable again; rate limits are shared")
 	}
 }
 
-var _ Limiter = (*RedisLimiter)(nil)
+var _ Limiter = (*Redis)(nil)
 
 // goRedisLog sends go-redis's own messages (a failed dial, a new Sentinel
 // master) to the limiter's log at verbosity 1 rather than to stderr: the
