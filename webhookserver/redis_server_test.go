@@ -9,7 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/meterr/meterr-operator/internal/redistest"
+	"github.com/meterr/meterr-operator/test/redistest"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 

@@ -9,7 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/meterr/meterr-operator/internal/redistest"
+	"github.com/meterr/meterr-operator/test/redistest"
 )
 
 // Two auth server replicas sharing one real redis-server count a key's hourly

@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/meterr/meterr-operator/internal/redistest"
+	"github.com/meterr/meterr-operator/test/redistest"
 )
 
 // takeRoundRobin makes n requests for id, in turn on each limiter, and

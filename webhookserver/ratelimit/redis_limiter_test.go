@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/meterr/meterr-operator/internal/redistest"
+	"github.com/meterr/meterr-operator/test/redistest"
 )
 
 func startRedis(t *testing.T) *redistest.Server { return redistest.Start(t) }
