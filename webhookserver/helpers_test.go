@@ -16,6 +16,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 // t0 is half past an hour, so the window resets in 1800 seconds.
@@ -54,7 +55,7 @@ func standard() record.Policy {
 type fixture struct {
 	t     testing.TB
 	clock *clocktesting.FakeClock
-	idx   *MemoryIndex
+	idx   *index.Index
 	lim   *MemoryLimiter
 	srv   *Server
 	reg   *prometheus.Registry
@@ -62,7 +63,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, mut func(*ServerConfig)) *fixture {
 	t.Helper()
-	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: NewMemoryIndex(), lim: NewMemoryLimiter(), reg: prometheus.NewRegistry()}
+	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: index.New(), lim: NewMemoryLimiter(), reg: prometheus.NewRegistry()}
 	c := ServerConfig{Index: f.idx, Limiter: f.lim, Clock: f.clock, Registerer: f.reg}
 	if mut != nil {
 		mut(&c)

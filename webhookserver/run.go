@@ -28,6 +28,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 // Timeouts of the HTTP servers. Auth requests are small and answered from
@@ -87,7 +88,7 @@ func run(ctx context.Context, cs kubernetes.Interface, o Options, log logr.Logge
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newBuildInfo(o.Version, o.Commit))
 
-	idx := NewMemoryIndex()
+	idx := index.New()
 	var lim Limiter = NewMemoryLimiter()
 	if o.RedisURL != "" {
 		rl, err := NewRedisLimiter(RedisOptions{URL: o.RedisURL, Timeout: o.RedisTimeout,
@@ -367,7 +368,7 @@ func (s *recordStore) Replace(list []any, _ string) error {
 			keep[o.name] = struct{}{}
 		}
 	}
-	for _, name := range s.l.idx.names() {
+	for _, name := range s.l.idx.Names() {
 		if _, ok := keep[name]; !ok {
 			s.l.deleteName(name)
 		}
@@ -382,7 +383,7 @@ func (s *recordStore) Replace(list []any, _ string) error {
 // loader feeds the index from the reflector's events. Log lines name records, never
 // keys.
 type loader struct {
-	idx     *MemoryIndex
+	idx     *index.Index
 	limiter Limiter
 	errors  prometheus.Counter
 	log     logr.Logger
@@ -403,7 +404,7 @@ func (l *loader) upsert(obj any) {
 		l.log.Error(err, "skipping key record", "record", s.Name)
 		return
 	}
-	c := Compile(s.Name, r, s.CreationTimestamp.Time)
+	c := index.Compile(s.Name, r, s.CreationTimestamp.Time)
 	if err := l.idx.Install(c); err != nil {
 		l.errors.Inc()
 		l.log.Error(err, "key record loaded with problems", "record", s.Name, "owner", c.Policy.Owner())

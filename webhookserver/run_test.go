@@ -24,6 +24,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 // eventually polls cond until it holds, for things that happen on other
@@ -310,7 +311,7 @@ func TestRawHeaders(t *testing.T) {
 // A relist (after a watch expired) replaces the whole index: a record deleted
 // while no watch was open must stop working, and its quota is dropped.
 func TestRecordStoreReplaceDropsVanishedRecords(t *testing.T) {
-	idx, lim := NewMemoryIndex(), NewMemoryLimiter()
+	idx, lim := index.New(), NewMemoryLimiter()
 	st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: lim,
 		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: logr.Discard()}}
 	kept, gone := newKey(t, "production"), newKey(t, "production")
@@ -347,7 +348,7 @@ func TestRecordStoreReplaceDropsVanishedRecords(t *testing.T) {
 // it arrives and the store keeps only its name; a record that cannot be read
 // fails closed at once; Replace then drops the records the list lacks.
 func TestRecordStoreStreamedList(t *testing.T) {
-	idx, lim := NewMemoryIndex(), NewMemoryLimiter()
+	idx, lim := index.New(), NewMemoryLimiter()
 	st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: lim,
 		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: logr.Discard()}}
 	good, bad, gone := newKey(t, "production"), newKey(t, "production"), newKey(t, "production")
@@ -425,7 +426,7 @@ func TestLoaderHashConflict(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs strings.Builder
 			log := funcr.New(func(prefix, args string) { logs.WriteString(prefix + " " + args + "\n") }, funcr.Options{})
-			idx := NewMemoryIndex()
+			idx := index.New()
 			st := &recordStore{synced: make(chan struct{}), l: &loader{idx: idx, limiter: NewMemoryLimiter(),
 				errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"}), log: log}}
 			if err := tc.load(st); err != nil {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 func TestVerifyOK(t *testing.T) {
@@ -712,7 +714,7 @@ func TestEndpoints(t *testing.T) {
 // server must not call it invalid. It answers 503 not_ready with Retry-After,
 // and keeps deciding once loaded even while draining (unready) for shutdown.
 func TestNotLoaded(t *testing.T) {
-	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: NewMemoryIndex(), lim: NewMemoryLimiter()}
+	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: index.New(), lim: NewMemoryLimiter()}
 	srv, err := NewServer(ServerConfig{Index: f.idx, Limiter: f.lim, Clock: f.clock})
 	if err != nil {
 		t.Fatal(err)
@@ -788,8 +790,8 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-func codeByName(t *testing.T, name string) code {
-	for c := range numCodes {
+func codeByName(t *testing.T, name string) authz.Code {
+	for c := range authz.NumCodes {
 		if c.String() == name {
 			return c
 		}
@@ -799,7 +801,7 @@ func codeByName(t *testing.T, name string) code {
 }
 
 func TestNewServerErrors(t *testing.T) {
-	idx := NewMemoryIndex()
+	idx := index.New()
 	for _, c := range []ServerConfig{
 		{},
 		{Index: idx, Environment: "prod"},
