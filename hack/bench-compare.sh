@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 base="${1:?usage: $0 BASE [COUNT] [BENCH REGEXP]}"
 count="${2:-6}"
 bench="${3:-.}"
-pkgs=(./webhookserver/ ./hack/bench/gobench/)
+pkgs=(./webhookserver/ ./webhookserver/index/ ./hack/bench/gobench/)
 
 benchstat="$PWD/bin/benchstat"
 if [ ! -x "$benchstat" ] || [ hack/tools/go.mod -nt "$benchstat" ]; then
