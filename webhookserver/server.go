@@ -30,8 +30,9 @@ type Index interface {
 type ServerConfig struct {
 	// Index finds keys. Required.
 	Index Index
-	// Limiter counts requests; nil means a new MemoryLimiter.
-	Limiter Limiter
+	// Limiter counts requests; nil means a new MemoryLimiter. Forgetting a
+	// deleted key's count is the record loader's job, not the handler's.
+	Limiter authz.Limiter
 	// Clock tells the time; nil means the real clock.
 	Clock clock.PassiveClock
 	// Environment, when set, refuses keys of any other environment.
