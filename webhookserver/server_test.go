@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -810,6 +812,36 @@ func TestNewServerErrors(t *testing.T) {
 	} {
 		if _, err := NewServer(c); err == nil {
 			t.Errorf("NewServer(%+v) succeeded", c)
+		}
+	}
+}
+
+// A policy class is rendered on its first answer (see textOf); requests that
+// race for it get the same answer (run with -race for the slot itself).
+func TestClassTextFirstUseConcurrent(t *testing.T) {
+	f := newFixture(t, nil)
+	pol := standard()
+	pol.Domains = []string{"app.example.com"} // a class of its own, rendered by no earlier test
+	key := f.add("web", pol)
+	var wg sync.WaitGroup
+	bodies := make([]string, 8)
+	for i := range bodies {
+		wg.Go(func() {
+			hr := httptest.NewRequest(http.MethodGet, checkPath, nil)
+			hr.Header.Set("Authorization", "Bearer "+key)
+			hr.Header.Set("Origin", "https://app.example.com")
+			w := httptest.NewRecorder()
+			f.srv.ServeHTTP(w, hr)
+			if w.Code != http.StatusOK || w.Header().Get("X-Meterr-Permissions") != "read,write" {
+				t.Errorf("%d %v", w.Code, w.Header())
+			}
+			bodies[i] = w.Body.String()
+		})
+	}
+	wg.Wait()
+	for _, b := range bodies {
+		if !strings.Contains(b, `"permissions":["read","write"],"environment":"production","rate_limit":{"limit":1000,`) {
+			t.Fatalf("answer %s", b)
 		}
 	}
 }
