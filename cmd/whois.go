@@ -30,6 +30,8 @@ import (
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver"
+	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
@@ -389,11 +391,11 @@ func whois(ctx context.Context, c client.Reader, o WhoisOptions, key string, clk
 			m.secret.Name, m.rec.Owner, found[0].secret.Name))
 	}
 
-	var idx webhookserver.Index = webhookserver.NewMemoryIndex()
+	var idx webhookserver.Index = index.New()
 	if len(found) > 0 {
 		m := found[0]
 		res.describe(m, now)
-		mi := webhookserver.NewMemoryIndex()
+		mi := index.New()
 		if err := mi.Upsert(m.secret.Name, m.rec, m.secret.CreationTimestamp.Time); err != nil {
 			// The parts the auth server cannot use; they fail closed.
 			res.Warnings = append(res.Warnings, "the auth server cannot use all of this record: "+err.Error())
@@ -430,7 +432,7 @@ func whois(ctx context.Context, c client.Reader, o WhoisOptions, key string, clk
 }
 
 // versionID is the id the auth server shows for a version (see
-// webhookserver.Compile): its own, or one derived from its hash.
+// authz.Compile): its own, or one derived from its hash.
 func versionID(v record.Version, h apikey.Hash) string {
 	if v.ID == "" {
 		return h.ID()
@@ -511,11 +513,11 @@ func readResource(ctx context.Context, c client.Reader, owner record.Owner) *Who
 // does not depend on the key's bytes: only on the entry (policy, expiry), the
 // request and the server's configuration.
 type anyKeyIndex struct {
-	idx  *webhookserver.MemoryIndex
+	idx  *index.Index
 	hash apikey.Hash
 }
 
-func (x anyKeyIndex) Lookup(apikey.Hash) (webhookserver.Entry, bool) { return x.idx.Lookup(x.hash) }
+func (x anyKeyIndex) Lookup(apikey.Hash) (authz.Entry, bool) { return x.idx.Lookup(x.hash) }
 
 // decideRequest runs the request the flags describe through the auth
 // server's own handler, with an index that holds only the found record, an

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 base="${1:?usage: $0 BASE [COUNT] [BENCH REGEXP]}"
 count="${2:-6}"
 bench="${3:-.}"
-pkgs=(./webhookserver/ ./test/bench/gobench/)
+pkgs=(./webhookserver/ ./webhookserver/index/ ./test/bench/gobench/)
 # Where a package lived before it moved: BASE may predate the move.
 declare -A oldpath=([./test/bench/gobench/]=./hack/bench/gobench/)
 

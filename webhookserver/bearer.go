@@ -31,3 +31,24 @@ func bearerTokenValue(v string) (string, bool) {
 	}
 	return tok, true
 }
+
+// asciiEqualFold is strings.EqualFold restricted to ASCII, so that no Unicode
+// folding ("ſ" for "s") can make a scheme or host match.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 'A' && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if y >= 'A' && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 // nopWriter is a ResponseWriter that keeps nothing, so a benchmark measures
@@ -26,9 +27,9 @@ func (w *nopWriter) WriteHeader(s int)           { w.status = s }
 
 // benchIndex returns an index of n keys (n-2 random hashes, plus a limited
 // and an unlimited real key) and the two real keys.
-func benchIndex(b *testing.B, n int) (idx *MemoryIndex, limited, unlimited string) {
+func benchIndex(b *testing.B, n int) (idx *index.Index, limited, unlimited string) {
 	b.Helper()
-	idx = NewMemoryIndex()
+	idx = index.New()
 	limited, unlimited = newKey(b, "production"), newKey(b, "production")
 	pol := standard()
 	pol.RequestsPerHour = 1 << 60 // never runs out during the benchmark

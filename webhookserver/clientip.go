@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 // clientIP returns the address a request comes from: the TCP peer, unless the
@@ -113,7 +115,7 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 		if f == "" {
 			continue
 		}
-		p, err := parseAllowEntry(f)
+		p, err := authz.ParseAllowEntry(f)
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 // --log-decisions values.
@@ -84,9 +85,9 @@ func (d *decisionLog) take(now time.Time) (droppedBefore uint64, ok bool) {
 // allow. It works out again what it reports (the key's record, the client
 // address, the original request) rather than making the decision carry it,
 // so that with the log off the decision does no extra work.
-func (s *Server) logDecision(r *http.Request, c code, need permission) {
+func (s *Server) logDecision(r *http.Request, c authz.Code, need authz.Permission) {
 	d := s.dlog
-	if c == codeOK && !d.all {
+	if c == authz.OK && !d.all {
 		return
 	}
 	droppedBefore, ok := d.take(s.clock.Now())

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 // logFixture is a fixture whose server logs decisions in mode into lines.
@@ -138,7 +139,7 @@ func TestDecisionLogOff(t *testing.T) {
 			t.Fatalf("mode %q logged: %q", mode, *lines)
 		}
 	}
-	if _, err := NewServer(ServerConfig{Index: NewMemoryIndex(), LogDecisions: "some"}); err == nil {
+	if _, err := NewServer(ServerConfig{Index: index.New(), LogDecisions: "some"}); err == nil {
 		t.Fatal("an unknown mode was accepted")
 	}
 }

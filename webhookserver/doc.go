@@ -3,7 +3,7 @@
 //
 // It watches the key-record Secrets in one namespace (package record), keeps an
 // in-memory index from each key's SHA-256 hash to the compiled policy of its
-// MeterrAPIKey, and answers two kinds of HTTP request:
+// MeterrAPIKey (package index), and answers two kinds of HTTP request:
 //
 //   - GET /v1/auth/verify: "is this key valid, and what may it do?"
 //   - /v1/auth/check[/<original path>]: forward authentication for proxies
@@ -17,6 +17,17 @@
 // lookup and the limiter; nothing on it talks to the Kubernetes API, and
 // nothing ever logs, prints or labels a plaintext key or a key hash.
 //
+// The decision itself, and the rules above, are package authz's
+// (authz.Decider.Decide): this package is the front-end around it. For each
+// request it works out the facts (the key from Authorization, the entry the
+// index finds for it, the client address and origin host when the key's
+// restrictions need them, the permission the route rules require), asks
+// authz for the Decision and renders it: as the HTTP answer (server.go,
+// respond.go; nginx.go for NGINX's auth_request) or as an Envoy ext_authz
+// CheckResponse (grpc.go). Everything an answer shows is rendered here: the
+// error bodies, the header values and the 200 answer's fragments, the
+// latter once per policy class (see classText).
+//
 // Around the handler, each job is a package of its own: records watches
 // the key-record Secrets and loads them into the index (and drops a removed
 // key's counter); ratelimit counts requests per key, in memory or shared in
@@ -26,8 +37,13 @@
 // controller-runtime's certwatcher (tls.go).
 //
 // Run wires them and starts the whole server against a cluster; NewServer and
-// NewMemoryIndex build the same HTTP handler without Kubernetes, for tests and
+// index.New build the same HTTP handler without Kubernetes, for tests and
 // development.
+//
+// Import rules: webhookserver imports its subpackages, never the other way
+// round; index imports authz, authz none of them; ratelimit, records,
+// sweeper and gctune import none of the others. Nothing here imports
+// the controllers.
 package webhookserver
 
 // The auth server reads key records, and only key records, in the records

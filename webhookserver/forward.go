@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"path"
 	"strings"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 const (
@@ -193,7 +195,7 @@ func stripParams(p string) string {
 // queryPermission reads ?permission= from a raw query: repeatable and
 // comma-separated, every named permission required. present is false without
 // the parameter; ok is false when a value is empty or unknown.
-func queryPermission(rawQuery string) (need permission, present, ok bool) {
+func queryPermission(rawQuery string) (need authz.Permission, present, ok bool) {
 	for rawQuery != "" {
 		var kv string
 		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
@@ -215,7 +217,7 @@ func queryPermission(rawQuery string) (need permission, present, ok bool) {
 			v = uv
 		}
 		for name := range strings.SplitSeq(v, ",") {
-			p, known := parsePermission(strings.TrimSpace(name))
+			p, known := authz.ParsePermission(strings.TrimSpace(name))
 			if !known {
 				return 0, true, false
 			}

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 // PermissionExtension is the ext_authz context extension that requires a
@@ -41,9 +43,10 @@ const (
 	grpcMaxStreams = 1024
 )
 
-// extAuthz is Envoy's ext_authz v3 front-end: it converts a CheckRequest into
-// a DecisionInput, calls Server.Decide and converts the Decision back. A
-// well-formed request always gets a CheckResponse, never a gRPC error.
+// extAuthz is Envoy's ext_authz v3 front-end: it works out the facts of a
+// CheckRequest, decides as the HTTP front-end does and renders the Decision
+// as a CheckResponse. A well-formed request always gets a CheckResponse,
+// never a gRPC error.
 type extAuthz struct {
 	authv3.UnimplementedAuthorizationServer
 	s *Server
@@ -91,14 +94,15 @@ func (x *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 	start := s.clock.Now()
 	ctx, cancel := context.WithTimeout(ctx, grpcCallTimeout)
 	defer cancel()
-	d := s.decideCheckRequest(ctx, req, start)
-	s.metrics.decisions[d.code].Inc()
+	d, body := s.decideCheckRequest(ctx, req, start)
+	s.metrics.decisions[d.Code].Inc()
 	s.metrics.duration.Observe(s.clock.Since(start).Seconds())
-	return checkResponse(&d), nil
+	return s.checkResponse(&d, body), nil
 }
 
-// decideCheckRequest works out the facts of a CheckRequest and decides.
-func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckRequest, now time.Time) (d Decision) {
+// decideCheckRequest works out the facts of a CheckRequest and decides; body
+// is the answer of a request it cannot read (invalid_request), else nil.
+func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckRequest, now time.Time) (d authz.Decision, body []byte) {
 	attrs := req.GetAttributes()
 	hr := attrs.GetRequest().GetHttp()
 	h := hr.GetHeaders()
@@ -112,23 +116,23 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 			peer = a.Unmap().WithZone("")
 		}
 	}
-	in := DecisionInput{Credential: h["authorization"], ClientIP: peer, OriginHost: originHost(h), Now: now}
+	in := authz.Input{ClientIP: peer, OriginHost: originHost(h), Now: now}
 	if s.dlog != nil {
 		defer func() { s.logCheckDecision(&d, &in, peer, h["x-forwarded-for"], hr.GetMethod(), hr.GetPath()) }()
 	}
 
 	explicit := false
 	if v, ok := attrs.GetContextExtensions()[PermissionExtension]; ok {
-		n, valid := ParsePermissions(v)
+		n, valid := authz.ParsePermissions(v)
 		if !valid {
-			return invalidRequest(bodyUnknownExtension, 0)
+			return authz.Decision{Code: authz.InvalidRequest}, bodyUnknownExtension
 		}
 		in.Required, explicit = n, true
 	}
 	if !explicit && len(s.routes) > 0 {
 		p, ok := originalPath(hr.GetPath())
 		if !ok || hr.GetPath() == "" {
-			return invalidRequest(bodyNoOriginalGRPC, 0)
+			return authz.Decision{Code: authz.InvalidRequest}, bodyNoOriginalGRPC
 		}
 		in.Required = s.routes.need(hr.GetMethod(), p)
 	}
@@ -137,15 +141,15 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 			in.ClientIP = clientIPHops(peer.String(), []string{xff}, s.trusted, s.hops)
 		}
 	}
-	return s.Decide(ctx, in)
+	return s.decideFrom(ctx, h["authorization"], in, nil), nil
 }
 
 // logCheckDecision writes the --log-decisions line of a gRPC check, with the
 // fields of the HTTP line (see logDecision); endpoint is "grpc". Never the
 // key.
-func (s *Server) logCheckDecision(d *Decision, in *DecisionInput, peer netip.Addr, xff, method, path string) {
+func (s *Server) logCheckDecision(d *authz.Decision, in *authz.Input, peer netip.Addr, xff, method, path string) {
 	dl := s.dlog
-	if d.code == codeOK && !dl.all {
+	if d.Code == authz.OK && !dl.all {
 		return
 	}
 	droppedBefore, ok := dl.take(s.clock.Now())
@@ -154,10 +158,10 @@ func (s *Server) logCheckDecision(d *Decision, in *DecisionInput, peer netip.Add
 		return
 	}
 	kv := make([]any, 0, 26)
-	kv = append(kv, "code", d.code.String())
+	kv = append(kv, "code", d.Code.String())
 	if d.Authenticated() {
 		// Copies: the index's strings must not outlive the request.
-		kv = append(kv, "keyId", strings.Clone(d.KeyID), "owner", strings.Clone(d.Owner()))
+		kv = append(kv, "keyId", strings.Clone(d.KeyID), "owner", strings.Clone(d.Policy.Owner()))
 	}
 	client, peerText := "unknown", "unknown"
 	if in.ClientIP.IsValid() {
@@ -227,7 +231,7 @@ func originHost(h map[string]string) string {
 // need returns what the route rules require of method and path, read as
 // forEachOriginal reads an original request: in every spelling of the path,
 // with the upper-case method too, and a HEAD request also as GET.
-func (t routeTable) need(method, path string) (need permission) {
+func (t routeTable) need(method, path string) (need authz.Permission) {
 	upper := strings.ToUpper(method)
 	pathSpellings(path, func(p string) {
 		need |= t.match(method, p)
@@ -242,9 +246,9 @@ func (t routeTable) need(method, path string) (need permission) {
 }
 
 var (
-	bodyUnknownExtension = errorBody(codeInvalidRequest, "Unknown permission in the "+PermissionExtension+
+	bodyUnknownExtension = errorBody(authz.InvalidRequest, "Unknown permission in the "+PermissionExtension+
 		" context extension; use read, write or admin")
-	bodyNoOriginalGRPC = errorBody(codeInvalidRequest, "Route rules are configured but the check request has no valid "+
+	bodyNoOriginalGRPC = errorBody(authz.InvalidRequest, "Route rules are configured but the check request has no valid "+
 		"attributes.request.http.path")
 )
 
@@ -268,12 +272,12 @@ func grpcCodeOf(status int) grpccodes.Code {
 	}
 }
 
-// checkResponse renders d: allowed, the identity and rate-limit headers for
+// checkResponse renders d (with body, see appendBody): allowed, the identity and rate-limit headers for
 // the upstream (overwriting any the client sent), the rate-limit headers for
 // the client, and authorization removed; denied, the HTTP answer's status,
 // headers and error body.
-func checkResponse(d *Decision) *authv3.CheckResponse {
-	hs := d.AppendHeaders(make([]Header, 0, 12), true)
+func (s *Server) checkResponse(d *authz.Decision, body []byte) *authv3.CheckResponse {
+	hs := s.appendHeaders(make([]header, 0, 12), d, true)
 	if d.Allowed() {
 		opts := headerOptions(hs, nil)
 		ok := &authv3.OkHttpResponse{HeadersToRemove: hvAuthorization, Headers: opts}
@@ -288,36 +292,37 @@ func checkResponse(d *Decision) *authv3.CheckResponse {
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		}
 	}
+	status := d.Code.Status()
 	denied := &authv3.DeniedHttpResponse{
-		Status: &typev3.HttpStatus{Code: typev3.StatusCode(d.Status())},
-		Body:   string(d.AppendBody(nil)),
-		Headers: headerOptions(hs, []Header{
+		Status: &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+		Body:   string(s.appendBody(nil, d, body)),
+		Headers: headerOptions(hs, []header{
 			{"Content-Type", hvJSON[0]},
 			{"Cache-Control", hvNoStore[0]},
 			{"X-Content-Type-Options", hvNoSniff[0]},
 		}),
 	}
 	return &authv3.CheckResponse{
-		Status:       &rpcstatus.Status{Code: int32(grpcCodeOf(d.Status())), Message: d.Code()},
+		Status:       &rpcstatus.Status{Code: int32(grpcCodeOf(status)), Message: d.Code.String()},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
 	}
 }
 
 // headerOptions converts first and then hs into header options that
 // overwrite, in three allocations.
-func headerOptions(hs, first []Header) []*corev3.HeaderValueOption {
+func headerOptions(hs, first []header) []*corev3.HeaderValueOption {
 	n := len(first) + len(hs)
 	opts := make([]corev3.HeaderValueOption, n)
 	vals := make([]corev3.HeaderValue, n)
 	out := make([]*corev3.HeaderValueOption, n)
 	for i := range n {
-		h := Header{}
+		h := header{}
 		if i < len(first) {
 			h = first[i]
 		} else {
 			h = hs[i-len(first)]
 		}
-		vals[i].Key, vals[i].Value = strings.ToLower(h.Name), h.Value
+		vals[i].Key, vals[i].Value = strings.ToLower(h.name), h.value
 		opts[i].Header = &vals[i]
 		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 		out[i] = &opts[i]

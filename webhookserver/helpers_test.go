@@ -16,6 +16,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
@@ -55,7 +56,7 @@ func standard() record.Policy {
 type fixture struct {
 	t     testing.TB
 	clock *clocktesting.FakeClock
-	idx   *MemoryIndex
+	idx   *index.Index
 	lim   *ratelimit.Memory
 	srv   *Server
 	reg   *prometheus.Registry
@@ -63,7 +64,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, mut func(*ServerConfig)) *fixture {
 	t.Helper()
-	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: NewMemoryIndex(), lim: ratelimit.NewMemory(), reg: prometheus.NewRegistry()}
+	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: index.New(), lim: ratelimit.NewMemory(), reg: prometheus.NewRegistry()}
 	c := ServerConfig{Index: f.idx, Limiter: f.lim, Clock: f.clock, Registerer: f.reg}
 	if mut != nil {
 		mut(&c)

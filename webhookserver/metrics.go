@@ -6,13 +6,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meterr/meterr-operator/internal/buildinfo"
+	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 // serverMetrics are the hot path's metrics. The decision counters are
 // resolved once per label value so counting allocates nothing. No label ever
 // holds a key, a key hash or a key id.
 type serverMetrics struct {
-	decisions [numCodes]prometheus.Counter
+	decisions [authz.NumCodes]prometheus.Counter
 	duration  prometheus.Histogram
 	// decisionLogsDropped counts decision log lines over the rate limit.
 	decisionLogsDropped prometheus.Counter
@@ -38,7 +40,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		}
 	}
 	m := &serverMetrics{duration: duration, decisionLogsDropped: dropped}
-	for c := range numCodes {
+	for c := range authz.NumCodes {
 		m.decisions[c] = decisions.WithLabelValues(c.String())
 	}
 	return m, nil
@@ -52,7 +54,7 @@ func newBuildInfo(version, commit string) prometheus.Collector {
 
 // registerIndexMetrics exports the index's size and its hash conflicts. (The
 // count of records that could not be used is package records'.)
-func registerIndexMetrics(reg prometheus.Registerer, idx *MemoryIndex) error {
+func registerIndexMetrics(reg prometheus.Registerer, idx *index.Index) error {
 	records := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meterr_auth_records_loaded",
 		Help: "Key records in the auth server's index.",

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 // NGINX's auth_request passes on only 2xx, 401 and 403 from the auth server
@@ -35,22 +37,23 @@ func queryNginxMode(rawQuery string) bool {
 	return false
 }
 
-// nginxDenial writes the NGINX-mode answer of a refusal d.
-func nginxDenial(w http.ResponseWriter, d *Decision) {
+// nginxDenial writes the NGINX-mode answer of a refusal d (with body, see
+// appendBody).
+func (s *Server) nginxDenial(w http.ResponseWriter, d *authz.Decision, body []byte) {
 	h := w.Header()
-	for _, hv := range d.AppendHeaders(make([]Header, 0, 8), false) {
-		h[hv.Name] = []string{hv.Value}
+	for _, hv := range s.appendHeaders(make([]header, 0, 8), d, false) {
+		h[hv.name] = []string{hv.value}
 	}
-	status := d.Status()
-	body := d.AppendBody(nil)
+	status := d.Code.Status()
+	b := s.appendBody(nil, d, body)
 	h["X-Meterr-Status"] = []string{strconv.Itoa(status)}
-	h["X-Meterr-Error-Code"] = []string{d.Code()}
-	h["X-Meterr-Error-Type"] = []string{d.Type()}
-	h["X-Meterr-Error-Message"] = []string{jsonMessage(body)}
+	h["X-Meterr-Error-Code"] = []string{d.Code.String()}
+	h["X-Meterr-Error-Type"] = []string{d.Code.Type()}
+	h["X-Meterr-Error-Message"] = []string{jsonMessage(b)}
 	if status != http.StatusUnauthorized {
 		status = http.StatusForbidden
 	}
-	writeAnswer(w, status, body)
+	writeAnswer(w, status, b)
 }
 
 // jsonMessage returns the message of an error body as it stands in the JSON,

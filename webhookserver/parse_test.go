@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 func TestBearerToken(t *testing.T) {
@@ -131,38 +133,6 @@ func TestRequestHost(t *testing.T) {
 	}
 }
 
-func TestDomainPattern(t *testing.T) {
-	for _, tc := range []struct {
-		pattern, host string
-		want          bool
-	}{
-		{"example.com", "example.com", true},
-		{"example.com", "EXAMPLE.com", true},
-		{"example.com", "a.example.com", false},
-		{"*.example.com", "a.example.com", true},
-		{"*.example.com", "a.b.example.com", true},
-		{"*.example.com", "example.com", false},
-		{"*.example.com", "aexample.com", false},
-		{"*.example.com", ".example.com", false},
-		{"*.example.com", "a..example.com", false},
-		{"Example.COM.", "example.com", true},
-		{"xn--bcher-kva.example", "xn--bcher-kva.example", true},
-	} {
-		d, err := parseDomainPattern(tc.pattern)
-		if err != nil {
-			t.Fatalf("%q: %v", tc.pattern, err)
-		}
-		if got := d.match(tc.host); got != tc.want {
-			t.Errorf("%q matches %q = %v, want %v", tc.pattern, tc.host, got, tc.want)
-		}
-	}
-	for _, bad := range []string{"", "*", "*.", "https://example.com", "example.com:443", "exa mple.com", "a..b", "*.*.example.com", "bücher.example"} {
-		if _, err := parseDomainPattern(bad); err == nil {
-			t.Errorf("parseDomainPattern(%q) succeeded", bad)
-		}
-	}
-}
-
 func TestAppendJSONString(t *testing.T) {
 	for _, s := range []string{"", "plain", `quo"te`, `back\slash`, "new\nline\r\t", "\x00\x01\x1f\x7f", "<a>&b", "\u2028\u2029",
 		"héllo wörld ✓ 🎉", "bad \xff\xfe utf8", "\xed\xa0\x80"} {
@@ -182,7 +152,7 @@ func TestAppendJSONString(t *testing.T) {
 }
 
 func TestErrorBodies(t *testing.T) {
-	for c := codeInvalidAPIKey; c < numCodes; c++ {
+	for c := authz.InvalidAPIKey; c < authz.NumCodes; c++ {
 		var body struct {
 			Error map[string]string `json:"error"`
 		}
@@ -193,26 +163,7 @@ func TestErrorBodies(t *testing.T) {
 			t.Errorf("%s: %v", c, body.Error)
 		}
 	}
-	want := map[code]struct {
-		typ    string
-		status int
-	}{
-		codeInvalidAPIKey:           {"authentication_error", 401},
-		codeExpiredAPIKey:           {"authentication_error", 401},
-		codeInsufficientPermissions: {"permission_error", 403},
-		codeIPNotAllowed:            {"permission_error", 403},
-		codeDomainNotAllowed:        {"permission_error", 403},
-		codeEnvironmentMismatch:     {"permission_error", 403},
-		codeRateLimitExceeded:       {"rate_limit_error", 429},
-		codeInvalidRequest:          {"invalid_request_error", 400},
-		codeNotReady:                {"api_error", 503},
-	}
-	for c, w := range want {
-		if codes[c].typ != w.typ || codes[c].status != w.status {
-			t.Errorf("%s: %s %d, want %s %d", c, codes[c].typ, codes[c].status, w.typ, w.status)
-		}
-	}
-	for m := permission(1); m <= permRead|permWrite|permAdmin; m++ {
+	for m := authz.Permission(1); m <= authz.Read|authz.Write|authz.Admin; m++ {
 		if !strings.Contains(string(bodyInsufficient[m]), m.String()) {
 			t.Errorf("insufficient body for %s: %s", m, bodyInsufficient[m])
 		}
@@ -253,17 +204,17 @@ func TestRoutes(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		method, path string
-		want         permission
+		want         authz.Permission
 	}{
-		{"GET", "/v1/usage", permRead},
-		{"POST", "/v1/usage", permWrite},
-		{"POST", "/v1/usage/x", permWrite},
-		{"PUT", "/v1/usage", permRead},
-		{"GET", "/v1/other", permRead},
-		{"GET", "/v1/billing", permAdmin},
-		{"GET", "/v1/billing-export", permAdmin},
-		{"GET", "/v1/billing/invoices/1", permRead},
-		{"POST", "/v1/billing/invoices/1", permAdmin},
+		{"GET", "/v1/usage", authz.Read},
+		{"POST", "/v1/usage", authz.Write},
+		{"POST", "/v1/usage/x", authz.Write},
+		{"PUT", "/v1/usage", authz.Read},
+		{"GET", "/v1/other", authz.Read},
+		{"GET", "/v1/billing", authz.Admin},
+		{"GET", "/v1/billing-export", authz.Admin},
+		{"GET", "/v1/billing/invoices/1", authz.Read},
+		{"POST", "/v1/billing/invoices/1", authz.Admin},
 		{"GET", "/v2", 0},
 		{"GET", "/", 0},
 	} {
@@ -333,16 +284,16 @@ func TestForEachOriginal(t *testing.T) {
 func TestQueryPermission(t *testing.T) {
 	for _, tc := range []struct {
 		q                string
-		need             permission
+		need             authz.Permission
 		present, correct bool
 	}{
 		{"", 0, false, true},
 		{"x=1", 0, false, true},
-		{"permission=read", permRead, true, true},
-		{"permission=read,write", permRead | permWrite, true, true},
-		{"permission=read&permission=admin", permRead | permAdmin, true, true},
-		{"permission=read%2C+write", permRead | permWrite, true, true},
-		{"perm%69ssion=write", permWrite, true, true},
+		{"permission=read", authz.Read, true, true},
+		{"permission=read,write", authz.Read | authz.Write, true, true},
+		{"permission=read&permission=admin", authz.Read | authz.Admin, true, true},
+		{"permission=read%2C+write", authz.Read | authz.Write, true, true},
+		{"perm%69ssion=write", authz.Write, true, true},
 		{"permission=", 0, true, false},
 		{"permission", 0, true, false},
 		{"permission=READ", 0, true, false},

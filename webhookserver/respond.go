@@ -5,76 +5,35 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
-
-// code is the outcome of a decision; its name is the error code of the answer
-// and the label of meterr_auth_decisions_total.
-type code uint8
-
-const (
-	codeOK code = iota
-	codeInvalidAPIKey
-	codeExpiredAPIKey
-	codeInsufficientPermissions
-	codeIPNotAllowed
-	codeDomainNotAllowed
-	codeEnvironmentMismatch
-	codeRateLimitExceeded
-	codeInvalidRequest
-	// codeNotReady answers decisions asked for before the first full load of
-	// key records: a 503 the client retries, never a wrong 401.
-	codeNotReady
-	// codeRateLimitUnavailable answers limited keys while the shared
-	// limiter cannot reach Redis and fails closed: a 503 the client
-	// retries, never a 429 (nothing says the key is over its limit).
-	codeRateLimitUnavailable
-	numCodes
-)
-
-var codes = [numCodes]struct {
-	name   string
-	typ    string
-	status int
-}{
-	codeOK:                      {"ok", "", http.StatusOK},
-	codeInvalidAPIKey:           {"invalid_api_key", "authentication_error", http.StatusUnauthorized},
-	codeExpiredAPIKey:           {"expired_api_key", "authentication_error", http.StatusUnauthorized},
-	codeInsufficientPermissions: {"insufficient_permissions", "permission_error", http.StatusForbidden},
-	codeIPNotAllowed:            {"ip_not_allowed", "permission_error", http.StatusForbidden},
-	codeDomainNotAllowed:        {"domain_not_allowed", "permission_error", http.StatusForbidden},
-	codeEnvironmentMismatch:     {"environment_mismatch", "permission_error", http.StatusForbidden},
-	codeRateLimitExceeded:       {"rate_limit_exceeded", "rate_limit_error", http.StatusTooManyRequests},
-	codeInvalidRequest:          {"invalid_request", "invalid_request_error", http.StatusBadRequest},
-	codeNotReady:                {"not_ready", "api_error", http.StatusServiceUnavailable},
-	codeRateLimitUnavailable:    {"rate_limit_unavailable", "api_error", http.StatusServiceUnavailable},
-}
-
-func (c code) String() string { return codes[c].name }
 
 // Error answers, built once. None of them depends on the request, so none can
 // echo a key.
 var (
-	bodyInvalidAPIKey    = errorBody(codeInvalidAPIKey, "Invalid API key provided")
-	bodyExpiredAPIKey    = errorBody(codeExpiredAPIKey, "API key has expired")
-	bodyDomainNotAllowed = errorBody(codeDomainNotAllowed, "Requests from this domain are not allowed for this API key")
-	bodyRateLimited      = errorBody(codeRateLimitExceeded, "Rate limit exceeded; retry after the time in Retry-After")
-	bodyLimitUnavailable = errorBody(codeRateLimitUnavailable, "The rate limit could not be checked; retry after the time in Retry-After")
-	bodyUnknownPerm      = errorBody(codeInvalidRequest, "Unknown permission in the permission parameter; use read, write or admin")
-	bodyBadOriginal      = errorBody(codeInvalidRequest, "The original request URI forwarded by the proxy is malformed")
-	bodyNoOriginal       = errorBody(codeInvalidRequest, "Route rules are configured but the request does not say which request it authorizes: "+
+	bodyInvalidAPIKey    = errorBody(authz.InvalidAPIKey, "Invalid API key provided")
+	bodyExpiredAPIKey    = errorBody(authz.ExpiredAPIKey, "API key has expired")
+	bodyDomainNotAllowed = errorBody(authz.DomainNotAllowed, "Requests from this domain are not allowed for this API key")
+	bodyRateLimited      = errorBody(authz.RateLimitExceeded, "Rate limit exceeded; retry after the time in Retry-After")
+	bodyLimitUnavailable = errorBody(authz.RateLimitUnavailable, "The rate limit could not be checked; retry after the time in Retry-After")
+	bodyUnknownPerm      = errorBody(authz.InvalidRequest, "Unknown permission in the permission parameter; use read, write or admin")
+	bodyBadOriginal      = errorBody(authz.InvalidRequest, "The original request URI forwarded by the proxy is malformed")
+	bodyNoOriginal       = errorBody(authz.InvalidRequest, "Route rules are configured but the request does not say which request it authorizes: "+
 		"append the original path to /v1/auth/check or send X-Forwarded-Uri, X-Original-URL or X-Original-URI")
-	bodyNotFound         = errorBody(codeInvalidRequest, "Not found; the endpoints are /v1/auth/verify and /v1/auth/check")
-	bodyMethodNotAllowed = errorBody(codeInvalidRequest, "Method not allowed; /v1/auth/verify takes GET or HEAD")
-	bodyNotLoaded        = errorBody(codeNotReady, "The auth server has not loaded the key records yet; retry after the time in Retry-After")
-	bodyInsufficient     = func() (b [permAdmin << 1][]byte) {
+	bodyNotFound         = errorBody(authz.InvalidRequest, "Not found; the endpoints are /v1/auth/verify and /v1/auth/check")
+	bodyMethodNotAllowed = errorBody(authz.InvalidRequest, "Method not allowed; /v1/auth/verify takes GET or HEAD")
+	bodyNotLoaded        = errorBody(authz.NotReady, "The auth server has not loaded the key records yet; retry after the time in Retry-After")
+	bodyInsufficient     = func() (b [authz.Admin << 1][]byte) {
 		for m := range b {
-			b[m] = errorBody(codeInsufficientPermissions,
-				"API key lacks the required permission: "+permission(m).String())
+			b[m] = errorBody(authz.InsufficientPermissions,
+				"API key lacks the required permission: "+authz.Permission(m).String())
 		}
 		return b
 	}()
@@ -88,7 +47,7 @@ var (
 // against (see appendIPNotAllowed): its body is cut around that address.
 var bodyIPNotAllowedHead, bodyIPNotAllowedTail = func() ([]byte, []byte) {
 	const mark = "ADDRESS"
-	b := errorBody(codeIPNotAllowed, "API key not allowed from "+mark)
+	b := errorBody(authz.IPNotAllowed, "API key not allowed from "+mark)
 	i := bytes.Index(b, []byte(mark))
 	return b[:i:i], b[i+len(mark):]
 }()
@@ -106,31 +65,103 @@ func appendIPNotAllowed(b []byte, a netip.Addr) []byte {
 }
 
 func environmentMismatchBody(env string) []byte {
-	return errorBody(codeEnvironmentMismatch, "API key is not valid in this environment; this server accepts "+env+" keys")
+	return errorBody(authz.EnvironmentMismatch, "API key is not valid in this environment; this server accepts "+env+" keys")
 }
 
-func errorBody(c code, message string) []byte {
+func errorBody(c authz.Code, message string) []byte {
 	b := append([]byte(nil), `{"error":{"type":`...)
-	b = appendJSONString(b, codes[c].typ)
+	b = appendJSONString(b, c.Type())
 	b = append(b, `,"message":`...)
 	b = appendJSONString(b, message)
 	b = append(b, `,"code":`...)
-	b = appendJSONString(b, codes[c].name)
+	b = appendJSONString(b, c.String())
 	return append(b, "}}\n"...)
+}
+
+// bodyOf returns the error answer of d's code; nil when allowed and for
+// ip_not_allowed.
+func (s *Server) bodyOf(d *authz.Decision) []byte {
+	switch d.Code {
+	case authz.InvalidAPIKey:
+		return bodyInvalidAPIKey
+	case authz.ExpiredAPIKey:
+		return bodyExpiredAPIKey
+	case authz.EnvironmentMismatch:
+		return s.envMismatchBody
+	case authz.DomainNotAllowed:
+		return bodyDomainNotAllowed
+	case authz.RateLimitExceeded:
+		return bodyRateLimited
+	case authz.RateLimitUnavailable:
+		return bodyLimitUnavailable
+	case authz.InsufficientPermissions:
+		return bodyInsufficient[d.Required&(authz.Admin<<1-1)]
+	case authz.NotReady:
+		return bodyNotLoaded
+	}
+	return nil
+}
+
+// appendBody appends the error answer of a refusal d, in the seed's shape
+// {"error":{"type":...,"message":...,"code":...}}: body, when the front-end
+// refused the request itself (invalid_request), else the answer of d's code;
+// nothing when allowed.
+func (s *Server) appendBody(b []byte, d *authz.Decision, body []byte) []byte {
+	switch {
+	case body != nil:
+		return append(b, body...)
+	case d.Code == authz.IPNotAllowed:
+		return appendIPNotAllowed(b, d.ClientIP)
+	}
+	return append(b, s.bodyOf(d)...)
+}
+
+// classText is what answers show of a policy class: header values shared by
+// every answer and the 200 answer's fragment. It is rendered on a class's
+// first answer and kept in the class's slot (authz.Class.Slot), so answers
+// cost no formatting; never mutated.
+type classText struct {
+	hPermissions []string
+	hEnvironment []string
+	// hLimit and hPolicy are nil for an unlimited key.
+	hLimit  []string
+	hPolicy []string
+	// okTail is the 200 answer after the key id, up to `"rate_limit":`.
+	okTail []byte
+}
+
+// textOf returns the rendering of p's class.
+func textOf(p *authz.Policy) *classText {
+	slot := p.Class().Slot()
+	if t, ok := slot.Load().(*classText); ok {
+		return t
+	}
+	// Two requests may render one class at once; both renderings are equal.
+	t := &classText{
+		hPermissions: []string{strings.Join(p.Permissions(), ",")},
+		hEnvironment: []string{p.Environment()},
+		okTail:       appendOKTail(nil, p),
+	}
+	if limit := p.RequestsPerHour(); limit > 0 {
+		t.hLimit = []string{strconv.FormatInt(limit, 10)}
+		t.hPolicy = []string{`"hourly";q=` + strconv.FormatInt(limit, 10) + `;w=3600`}
+	}
+	slot.Store(t)
+	return t
 }
 
 // appendOKTail appends the part of a 200 answer after the key id, up to
 // `"rate_limit":`.
-func appendOKTail(b []byte, c *policyClass) []byte {
+func appendOKTail(b []byte, p *authz.Policy) []byte {
 	b = append(b, `,"permissions":[`...)
-	for i, p := range c.permissions {
+	for i, name := range p.Permissions() {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, p)
+		b = appendJSONString(b, name)
 	}
 	b = append(b, `],"environment":`...)
-	b = appendJSONString(b, c.environment)
+	b = appendJSONString(b, p.Environment())
 	return append(b, `,"rate_limit":`...)
 }
 
@@ -235,7 +266,7 @@ func writeAnswer(w http.ResponseWriter, status int, body []byte) {
 // IETF draft's RateLimit-Policy and RateLimit, and Retry-After on a 429. The
 // values that change per request are cut from one string in a, formatted
 // once; it returns the remaining count's text for the answer's body.
-func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining int64, w *windowText, secs int64, retryAfter bool) string {
+func setRateLimitHeaders(h http.Header, a *answerValues, t *classText, remaining int64, w *windowText, secs int64, retryAfter bool) string {
 	b := append(a.buf[:0], `"hourly";r=`...)
 	i0 := len(b)
 	b = strconv.AppendInt(b, remaining, 10)
@@ -250,10 +281,10 @@ func setRateLimitHeaders(h http.Header, a *answerValues, p *Policy, remaining in
 		s = string(b) // cannot happen with int64 values; stay correct anyway
 	}
 	a.v = [3]string{s, s[i0:i1], s[i2:]}
-	h["X-Ratelimit-Limit"] = p.hLimit
+	h["X-Ratelimit-Limit"] = t.hLimit
 	h["X-Ratelimit-Remaining"] = a.v[1:2:2]
 	h["X-Ratelimit-Reset"] = w.hReset
-	h["Ratelimit-Policy"] = p.hPolicy
+	h["Ratelimit-Policy"] = t.hPolicy
 	h["Ratelimit"] = a.v[0:1:1]
 	if retryAfter {
 		h["Retry-After"] = a.v[2:3:3]

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 // Route requires a permission for requests whose method and path match: the
@@ -39,7 +41,7 @@ func ParseRoute(s string) (Route, error) {
 	if !strings.HasPrefix(r.Prefix, "/") || strings.ContainsAny(r.Prefix, " \t?#") {
 		return Route{}, fmt.Errorf("route %q: path prefix %q must start with / and hold no space, ? or #", s, r.Prefix)
 	}
-	if _, ok := parsePermission(r.Permission); !ok {
+	if _, ok := authz.ParsePermission(r.Permission); !ok {
 		return Route{}, fmt.Errorf("route %q: unknown permission %q; want read, write or admin", s, r.Permission)
 	}
 	return r, nil
@@ -61,7 +63,7 @@ func isHTTPToken(s string) bool {
 type compiledRoute struct {
 	method string // "" for *
 	prefix string
-	perm   permission
+	perm   authz.Permission
 }
 
 // routeTable is sorted so that the first match is the best: longest prefix
@@ -82,7 +84,7 @@ func compileRoutes(routes []Route) (routeTable, error) {
 			return nil, fmt.Errorf("route %q: a rule for %s %s is already given", r, r2.Method, r2.Prefix)
 		}
 		seen[key] = true
-		perm, _ := parsePermission(r2.Permission)
+		perm, _ := authz.ParsePermission(r2.Permission)
 		m := r2.Method
 		if m == "*" {
 			m = ""
@@ -101,7 +103,7 @@ func compileRoutes(routes []Route) (routeTable, error) {
 // match returns the permission the best rule for method and path requires, or
 // 0 when no rule matches. Methods compare exactly; callers try the upper-case
 // form too.
-func (t routeTable) match(method, path string) permission {
+func (t routeTable) match(method, path string) authz.Permission {
 	for _, r := range t {
 		if (r.method == "" || r.method == method) && strings.HasPrefix(path, r.prefix) {
 			return r.perm

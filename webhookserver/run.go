@@ -22,14 +22,11 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meterr/meterr-operator/webhookserver/gctune"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 	"github.com/meterr/meterr-operator/webhookserver/records"
 	"github.com/meterr/meterr-operator/webhookserver/sweeper"
 )
-
-// Limiter is what the handler counts requests with: a ratelimit.Memory or a
-// ratelimit.Redis.
-type Limiter = ratelimit.Limiter
 
 // Timeouts of the HTTP servers. Auth requests are small and answered from
 // memory; anything slower is a slow or stuck client.
@@ -85,7 +82,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newBuildInfo(o.Version, o.Commit))
 
-	idx := NewMemoryIndex()
+	idx := index.New()
 	var lim ratelimit.Limiter = ratelimit.NewMemory()
 	if o.RedisURL != "" {
 		rl, err := ratelimit.NewRedis(ratelimit.RedisOptions{URL: o.RedisURL, Timeout: o.RedisTimeout,

@@ -24,6 +24,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 	"github.com/meterr/meterr-operator/webhookserver/records"
 )
@@ -353,7 +354,7 @@ func TestLoaderHashConflict(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs strings.Builder
 			log := funcr.New(func(prefix, args string) { logs.WriteString(prefix + " " + args + "\n") }, funcr.Options{})
-			idx := NewMemoryIndex()
+			idx := index.New()
 			st, err := records.NewStore(records.Config{Sink: idx, Limiter: ratelimit.NewMemory(), Log: log})
 			if err != nil {
 				t.Fatal(err)

@@ -1,9 +1,11 @@
 package webhookserver
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -12,15 +14,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
+	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
+
+// Index finds the entry for a key hash. It is all the front-ends know of
+// where keys come from: implementations must be safe for concurrent use, must
+// not block on I/O and should not allocate. index.Index is the one the auth
+// server uses.
+type Index interface {
+	Lookup(h apikey.Hash) (authz.Entry, bool)
+}
 
 // ServerConfig configures the HTTP handler.
 type ServerConfig struct {
 	// Index finds keys. Required.
 	Index Index
-	// Limiter counts requests; nil means a new ratelimit.Memory.
-	Limiter Limiter
+	// Limiter counts requests; nil means a new ratelimit.Memory. Forgetting a
+	// deleted key's count is the record loader's job, not the handler's.
+	Limiter authz.Limiter
 	// Clock tells the time; nil means the real clock.
 	Clock clock.PassiveClock
 	// Environment, when set, refuses keys of any other environment.
@@ -47,9 +60,8 @@ type ServerConfig struct {
 // Server is the auth server's HTTP handler.
 type Server struct {
 	index   Index
-	limiter Limiter
+	decider authz.Decider
 	clock   clock.PassiveClock
-	env     string
 	trusted []netip.Prefix
 	hops    int
 	routes  routeTable
@@ -96,9 +108,8 @@ func NewServer(c ServerConfig) (*Server, error) {
 	}
 	return &Server{
 		index:           c.Index,
-		limiter:         c.Limiter,
+		decider:         authz.Decider{Environment: c.Environment, Limiter: c.Limiter},
 		clock:           c.Clock,
-		env:             c.Environment,
 		trusted:         append([]netip.Prefix(nil), c.TrustedProxies...),
 		hops:            c.TrustedHops,
 		routes:          routes,
@@ -118,16 +129,13 @@ func (s *Server) SetReady(ready bool) {
 	s.ready.Store(ready)
 }
 
-// Ready reports what /readyz answers.
-func (s *Server) Ready() bool { return s.ready.Load() }
-
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch p := r.URL.Path; {
 	case (p == verifyPath || p == checkPath || strings.HasPrefix(p, checkPath+"/")) && !s.loaded.Load():
 		w.Header()["Retry-After"] = hvRetryOneSecond
 		writeAnswer(w, http.StatusServiceUnavailable, bodyNotLoaded)
-		s.observe(r, codeNotReady, 0, s.clock.Now())
+		s.observe(r, authz.NotReady, 0, s.clock.Now())
 	case p == verifyPath:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header()["Allow"] = hvAllowVerify
@@ -156,7 +164,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // client's own.
 func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	start := s.clock.Now()
-	need, explicit, nginx := permission(0), false, false
+	need, explicit, nginx := authz.Permission(0), false, false
 	if r.URL.Path == checkPath && r.URL.RawQuery != "" {
 		nginx = queryNginxMode(r.URL.RawQuery)
 		n, present, ok := queryPermission(r.URL.RawQuery)
@@ -181,23 +189,42 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []byte, start time.Time, nginx bool) {
-	d := invalidRequest(body, 0)
-	s.writeDecision(w, &d, true, nginx)
-	s.observe(r, codeInvalidRequest, 0, start)
+	d := authz.Decision{Code: authz.InvalidRequest}
+	s.writeDecision(w, &d, body, true, nginx)
+	s.observe(r, authz.InvalidRequest, 0, start)
 }
 
-func (s *Server) decide(w http.ResponseWriter, r *http.Request, need permission, check, nginx bool, start time.Time) {
+func (s *Server) decide(w http.ResponseWriter, r *http.Request, need authz.Permission, check, nginx bool, start time.Time) {
 	var cred string
 	if v := r.Header["Authorization"]; len(v) == 1 {
 		cred = v[0]
 	}
-	d := s.decideFrom(r.Context(), DecisionInput{Credential: cred, Required: need, Now: start}, r)
-	s.writeDecision(w, &d, check, nginx)
-	s.observe(r, d.code, need, start)
+	d := s.decideFrom(r.Context(), cred, authz.Input{Required: need, Now: start}, r)
+	s.writeDecision(w, &d, nil, check, nginx)
+	s.observe(r, d.Code, need, start)
+}
+
+// decideFrom finds the key of cred, the request's Authorization value
+// ("Bearer <key>"; "" when there is none, or several), and decides with the
+// facts in in. With r set, ClientIP and OriginHost are worked out from r,
+// and only when the key's restrictions need them (authz.Input.NeedsClient).
+func (s *Server) decideFrom(ctx context.Context, cred string, in authz.Input, r *http.Request) authz.Decision {
+	if !s.loaded.Load() {
+		return authz.Decision{Code: authz.NotReady, Required: in.Required}
+	}
+	// Shape and checksum first: a malformed key costs no hash and no lookup.
+	if tok, ok := bearerTokenValue(cred); ok && apikey.Parse(tok) == nil {
+		in.Entry, in.Found = s.index.Lookup(apikey.HashOf(tok))
+	}
+	if r != nil && in.NeedsClient() {
+		in.ClientIP = clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops)
+		in.OriginHost = requestHost(r.Header)
+	}
+	return s.decider.Decide(ctx, &in)
 }
 
 // observe counts a decision and, with --log-decisions, logs it.
-func (s *Server) observe(r *http.Request, c code, need permission, start time.Time) {
+func (s *Server) observe(r *http.Request, c authz.Code, need authz.Permission, start time.Time) {
 	s.metrics.decisions[c].Inc()
 	s.metrics.duration.Observe(s.clock.Since(start).Seconds())
 	if s.dlog != nil {
@@ -205,74 +232,129 @@ func (s *Server) observe(r *http.Request, c code, need permission, start time.Ti
 	}
 }
 
-// writeDecision renders d as the HTTP answer; check adds, when allowed, the
+// writeDecision renders d as the HTTP answer (with body, for a request the
+// front-end refused itself: see appendBody); check adds, when allowed, the
 // identity headers for the upstream and asks the proxy to remove the key
 // (x-envoy-auth-headers-to-remove: authorization). nginx renders a refusal
-// for NGINX's auth_request (see nginxDenial). It sets what
-// Decision.AppendHeaders lists, without allocating beyond one answerValues
-// for the values that change per request.
-func (s *Server) writeDecision(w http.ResponseWriter, d *Decision, check, nginx bool) {
+// for NGINX's auth_request (see nginxDenial). It sets what appendHeaders
+// lists, without allocating beyond one answerValues for the values that
+// change per request.
+func (s *Server) writeDecision(w http.ResponseWriter, d *authz.Decision, body []byte, check, nginx bool) {
 	h := w.Header()
-	if nginx && d.code != codeOK {
-		nginxDenial(w, d)
+	if nginx && d.Code != authz.OK {
+		s.nginxDenial(w, d, body)
 		return
 	}
-	p := &d.policy
-	var a *answerValues
-	if d.rate == rateCounted || check && d.code == codeOK {
-		a = new(answerValues)
+	var t *classText
+	if d.Authenticated() {
+		t = textOf(&d.Policy)
+	}
+	var v *answerValues
+	if d.Rate == authz.RateCounted || check && d.Code == authz.OK {
+		v = new(answerValues)
 	}
 	var remaining string
-	switch d.rate {
-	case rateCounted:
-		remaining = setRateLimitHeaders(h, a, p, d.remaining, d.window, d.resetIn, d.retryAfter)
-	case rateUnknown:
-		h["X-Ratelimit-Limit"] = p.hLimit
-		h["Ratelimit-Policy"] = p.hPolicy
+	var win *windowText
+	switch d.Rate {
+	case authz.RateCounted:
+		win = s.windows.of(d.Reset)
+		remaining = setRateLimitHeaders(h, v, t, d.Remaining, win, d.ResetIn, d.RetryAfter() > 0)
+	case authz.RateUnknown:
+		h["X-Ratelimit-Limit"] = t.hLimit
+		h["Ratelimit-Policy"] = t.hPolicy
 		h["Retry-After"] = hvRetryOneSecond
 	}
-	switch d.code {
-	case codeOK:
-	case codeInvalidAPIKey, codeExpiredAPIKey:
+	switch d.Code {
+	case authz.OK:
+	case authz.InvalidAPIKey, authz.ExpiredAPIKey:
 		h["Www-Authenticate"] = hvBearer
-		writeAnswer(w, http.StatusUnauthorized, d.body)
+		writeAnswer(w, http.StatusUnauthorized, s.bodyOf(d))
 		return
-	case codeNotReady:
+	case authz.NotReady:
 		h["Retry-After"] = hvRetryOneSecond
-		writeAnswer(w, http.StatusServiceUnavailable, d.body)
+		writeAnswer(w, http.StatusServiceUnavailable, bodyNotLoaded)
 		return
 	default:
 		bp := bufPool.Get().(*[]byte)
-		b := d.AppendBody((*bp)[:0])
-		writeAnswer(w, codes[d.code].status, b)
+		b := s.appendBody((*bp)[:0], d, body)
+		writeAnswer(w, d.Code.Status(), b)
 		*bp = b
 		bufPool.Put(bp)
 		return
 	}
 
+	p := &d.Policy
 	if check {
-		a.id = [2]string{d.KeyID, p.Owner()}
-		h["X-Meterr-Key-Id"] = a.id[0:1:1]
-		h["X-Meterr-Key-Name"] = a.id[1:2:2]
-		h["X-Meterr-Permissions"] = p.hPermissions
-		h["X-Meterr-Environment"] = p.hEnvironment
+		v.id = [2]string{d.KeyID, p.Owner()}
+		h["X-Meterr-Key-Id"] = v.id[0:1:1]
+		h["X-Meterr-Key-Name"] = v.id[1:2:2]
+		h["X-Meterr-Permissions"] = t.hPermissions
+		h["X-Meterr-Environment"] = t.hEnvironment
 		// Envoy's HTTP ext_authz removes the headers named here before
 		// the upstream: it never sees the key.
 		h["X-Envoy-Auth-Headers-To-Remove"] = hvAuthorization
 	}
 	// The 200 answer: built per request from the key id (a validated
-	// token, so it needs no escaping) and the policy's shared fragment.
+	// token, so it needs no escaping) and the class's shared fragment.
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"valid":true,"key_id":"`...)
 	b = append(b, d.KeyID...)
 	b = append(b, '"')
-	b = append(b, p.okTail...)
-	if p.limit == 0 {
+	b = append(b, t.okTail...)
+	if p.RequestsPerHour() == 0 {
 		b = append(b, `{"unlimited":true}}`+"\n"...)
 	} else {
-		b = appendRateLimit(b, p.hLimit[0], remaining, d.window)
+		b = appendRateLimit(b, t.hLimit[0], remaining, win)
 	}
 	writeAnswer(w, http.StatusOK, b)
 	*bp = b
 	bufPool.Put(bp)
+}
+
+// header is one header of an answer.
+type header struct{ name, value string }
+
+// appendHeaders appends the headers of the answer besides Content-Type and
+// the other headers every answer has: WWW-Authenticate, Retry-After, the
+// rate-limit headers and, for an allowed forward-auth request (identity),
+// the X-Meterr-* identity headers. Names are in canonical HTTP form. It
+// allocates; writeDecision sets the same headers without, and tests hold the
+// two to the same list.
+func (s *Server) appendHeaders(hs []header, d *authz.Decision, identity bool) []header {
+	switch d.Code {
+	case authz.InvalidAPIKey, authz.ExpiredAPIKey:
+		hs = append(hs, header{"Www-Authenticate", hvBearer[0]})
+	case authz.NotReady:
+		hs = append(hs, header{"Retry-After", hvRetryOneSecond[0]})
+	}
+	var t *classText
+	if d.Authenticated() {
+		t = textOf(&d.Policy)
+	}
+	switch d.Rate {
+	case authz.RateCounted:
+		rem := strconv.FormatInt(d.Remaining, 10)
+		hs = append(hs,
+			header{"X-Ratelimit-Limit", t.hLimit[0]},
+			header{"X-Ratelimit-Remaining", rem},
+			header{"X-Ratelimit-Reset", s.windows.of(d.Reset).hReset[0]},
+			header{"Ratelimit-Policy", t.hPolicy[0]},
+			header{"Ratelimit", `"hourly";r=` + rem + ";t=" + strconv.FormatInt(d.ResetIn, 10)})
+		if secs := d.RetryAfter(); secs > 0 {
+			hs = append(hs, header{"Retry-After", strconv.FormatInt(secs, 10)})
+		}
+	case authz.RateUnknown:
+		hs = append(hs,
+			header{"X-Ratelimit-Limit", t.hLimit[0]},
+			header{"Ratelimit-Policy", t.hPolicy[0]},
+			header{"Retry-After", hvRetryOneSecond[0]})
+	}
+	if identity && d.Code == authz.OK {
+		hs = append(hs,
+			header{"X-Meterr-Key-Id", d.KeyID},
+			header{"X-Meterr-Key-Name", d.Policy.Owner()},
+			header{"X-Meterr-Permissions", t.hPermissions[0]},
+			header{"X-Meterr-Environment", t.hEnvironment[0]})
+	}
+	return hs
 }

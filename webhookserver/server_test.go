@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,8 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
@@ -713,7 +717,7 @@ func TestEndpoints(t *testing.T) {
 // server must not call it invalid. It answers 503 not_ready with Retry-After,
 // and keeps deciding once loaded even while draining (unready) for shutdown.
 func TestNotLoaded(t *testing.T) {
-	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: NewMemoryIndex(), lim: ratelimit.NewMemory()}
+	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), idx: index.New(), lim: ratelimit.NewMemory()}
 	srv, err := NewServer(ServerConfig{Index: f.idx, Limiter: f.lim, Clock: f.clock})
 	if err != nil {
 		t.Fatal(err)
@@ -789,8 +793,8 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-func codeByName(t *testing.T, name string) code {
-	for c := range numCodes {
+func codeByName(t *testing.T, name string) authz.Code {
+	for c := range authz.NumCodes {
 		if c.String() == name {
 			return c
 		}
@@ -800,7 +804,7 @@ func codeByName(t *testing.T, name string) code {
 }
 
 func TestNewServerErrors(t *testing.T) {
-	idx := NewMemoryIndex()
+	idx := index.New()
 	for _, c := range []ServerConfig{
 		{},
 		{Index: idx, Environment: "prod"},
@@ -809,6 +813,36 @@ func TestNewServerErrors(t *testing.T) {
 	} {
 		if _, err := NewServer(c); err == nil {
 			t.Errorf("NewServer(%+v) succeeded", c)
+		}
+	}
+}
+
+// A policy class is rendered on its first answer (see textOf); requests that
+// race for it get the same answer (run with -race for the slot itself).
+func TestClassTextFirstUseConcurrent(t *testing.T) {
+	f := newFixture(t, nil)
+	pol := standard()
+	pol.Domains = []string{"app.example.com"} // a class of its own, rendered by no earlier test
+	key := f.add("web", pol)
+	var wg sync.WaitGroup
+	bodies := make([]string, 8)
+	for i := range bodies {
+		wg.Go(func() {
+			hr := httptest.NewRequest(http.MethodGet, checkPath, nil)
+			hr.Header.Set("Authorization", "Bearer "+key)
+			hr.Header.Set("Origin", "https://app.example.com")
+			w := httptest.NewRecorder()
+			f.srv.ServeHTTP(w, hr)
+			if w.Code != http.StatusOK || w.Header().Get("X-Meterr-Permissions") != "read,write" {
+				t.Errorf("%d %v", w.Code, w.Header())
+			}
+			bodies[i] = w.Body.String()
+		})
+	}
+	wg.Wait()
+	for _, b := range bodies {
+		if !strings.Contains(b, `"permissions":["read","write"],"environment":"production","rate_limit":{"limit":1000,`) {
+			t.Fatalf("answer %s", b)
 		}
 	}
 }

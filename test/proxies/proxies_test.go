@@ -29,6 +29,7 @@ import (
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 // keys are the keys the auth server knows, by what they are for.
@@ -52,7 +53,7 @@ func newKey(t *testing.T) string {
 // loopback (the proxies), and POST /v1/usage needs write.
 func startAuth(t *testing.T) (addr string, k keys) {
 	t.Helper()
-	idx := webhookserver.NewMemoryIndex()
+	idx := index.New()
 	add := func(name string, perms []string, limit int64, allow []string) string {
 		key := newKey(t)
 		r := &record.Record{

@@ -23,6 +23,7 @@ import (
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver"
+	"github.com/meterr/meterr-operator/webhookserver/index"
 )
 
 // probes is how many distinct keys a benchmark cycles through, so that
@@ -67,7 +68,7 @@ func getFixture(tb testing.TB, n int) *fixture {
 	if f, ok := fixtures[n]; ok {
 		return f
 	}
-	idx := webhookserver.NewMemoryIndex()
+	idx := index.New()
 	srv, err := webhookserver.NewServer(webhookserver.ServerConfig{Index: idx, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		tb.Fatal(err)

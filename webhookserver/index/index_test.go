@@ -1,76 +1,16 @@
-package webhookserver
+package index
 
 import (
 	"fmt"
-	"net/http"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
 )
-
-func TestIndexUpsertDelete(t *testing.T) {
-	f := newFixture(t, nil)
-	a, b := newKey(t, "production"), newKey(t, "production")
-	r := newRecord("web", standard(), a)
-	if err := f.idx.Upsert("rec", r, t0); err != nil {
-		t.Fatal(err)
-	}
-	status := func(k string) int { return f.do(req{key: k}).Code }
-	if status(a) != 200 || status(b) != 401 {
-		t.Fatal("after the first upsert")
-	}
-	// Rotation: b added, a kept for its overlap.
-	r.Keys[0].ExpiresAt = mtime(t0.Add(time.Hour))
-	r.Keys = append(r.Keys, record.NewVersion(b, t0))
-	if err := f.idx.Upsert("rec", r, t0); err != nil {
-		t.Fatal(err)
-	}
-	if status(a) != 200 || status(b) != 200 {
-		t.Fatal("both versions must work during the overlap")
-	}
-	if recs, keys := f.idx.Len(); recs != 1 || keys != 2 {
-		t.Fatalf("Len = %d, %d", recs, keys)
-	}
-	// A version dropped from the record is unknown at once.
-	r.Keys = r.Keys[1:]
-	if err := f.idx.Upsert("rec", r, t0); err != nil {
-		t.Fatal(err)
-	}
-	if status(a) != 401 || status(b) != 200 {
-		t.Fatal("dropped version still accepted")
-	}
-	// A policy change applies to every version.
-	r.Policy.Disabled = true
-	_ = f.idx.Upsert("rec", r, t0)
-	if status(b) != 401 {
-		t.Fatal("disabled key accepted")
-	}
-	r.Policy.Disabled = false
-	_ = f.idx.Upsert("rec", r, t0)
-	if status(b) != 200 {
-		t.Fatal("re-enabled key refused")
-	}
-	id, ok := f.idx.Delete("rec")
-	if !ok || id != "uid-web" {
-		t.Fatalf("Delete = %q, %v", id, ok)
-	}
-	if status(b) != 401 {
-		t.Fatal("deleted record still accepted")
-	}
-	if _, ok := f.idx.Delete("rec"); ok {
-		t.Fatal("second Delete found the record")
-	}
-	if recs, keys := f.idx.Len(); recs != 0 || keys != 0 {
-		t.Fatalf("Len after delete = %d, %d", recs, keys)
-	}
-}
 
 // One key hash, one owner: when two records claim one hash, the record
 // created first keeps it, whatever order the records arrive in; the later
@@ -87,7 +27,7 @@ func TestIndexHashConflict(t *testing.T) {
 		return r
 	}
 	early, late := t0.Add(-time.Hour), t0
-	holder := func(idx *MemoryIndex, key string) string {
+	holder := func(idx *Index, key string) string {
 		e, ok := idx.Lookup(apikey.HashOf(key))
 		if !ok {
 			return ""
@@ -96,11 +36,7 @@ func TestIndexHashConflict(t *testing.T) {
 	}
 	for _, victimFirst := range []bool{true, false} {
 		t.Run(fmt.Sprint("victimFirst=", victimFirst), func(t *testing.T) {
-			idx := NewMemoryIndex()
-			reg := prometheus.NewRegistry()
-			if err := registerIndexMetrics(reg, idx); err != nil {
-				t.Fatal(err)
-			}
+			idx := New()
 			installs := []func() error{
 				func() error { return idx.Upsert(victim, victimRec(), early) },
 				func() error { return idx.Upsert(thief, thiefRec(), late) },
@@ -130,8 +66,8 @@ func TestIndexHashConflict(t *testing.T) {
 			if got := holder(idx, own); got != thief {
 				t.Fatalf("the later claimant's other key is held by %q", got)
 			}
-			if got := counterValue(t, reg, "meterr_auth_hash_conflicts_total"); got != 1 {
-				t.Fatalf("meterr_auth_hash_conflicts_total = %v, want 1", got)
+			if got := idx.HashConflicts(); got != 1 {
+				t.Fatalf("HashConflicts = %v, want 1", got)
 			}
 
 			// Updating the loser, however often, never steals the key.
@@ -141,8 +77,8 @@ func TestIndexHashConflict(t *testing.T) {
 			if got := holder(idx, shared); got != victim {
 				t.Fatalf("after updating the loser the shared key is held by %q", got)
 			}
-			if got := counterValue(t, reg, "meterr_auth_hash_conflicts_total"); got != 4 {
-				t.Fatalf("meterr_auth_hash_conflicts_total = %v, want 4", got)
+			if got := idx.HashConflicts(); got != 4 {
+				t.Fatalf("HashConflicts = %v, want 4", got)
 			}
 			// Updating the winner keeps it.
 			if err := idx.Upsert(victim, victimRec(), early); err != nil {
@@ -166,7 +102,7 @@ func TestIndexHashConflict(t *testing.T) {
 // Deleting the winner removes the contested hash with it; the loser gets it
 // only when it is itself loaded again.
 func TestIndexHashConflictWinnerDeleted(t *testing.T) {
-	idx := NewMemoryIndex()
+	idx := New()
 	shared := newKey(t, "production")
 	_ = idx.Upsert("b-first", newRecord("first", standard(), shared), t0.Add(-time.Minute))
 	_ = idx.Upsert("a-second", newRecord("second", standard(), shared), t0)
@@ -187,7 +123,7 @@ func TestIndexHashConflictWinnerDeleted(t *testing.T) {
 func TestIndexHashConflictTies(t *testing.T) {
 	shared := newKey(t, "production")
 	for _, order := range [][]string{{"rec-a", "rec-b"}, {"rec-b", "rec-a"}} {
-		idx := NewMemoryIndex()
+		idx := New()
 		for _, name := range order {
 			_ = idx.Upsert(name, newRecord(name, standard(), shared), t0)
 		}
@@ -196,7 +132,7 @@ func TestIndexHashConflictTies(t *testing.T) {
 		}
 	}
 	for _, order := range [][]string{{"rec-a", "rec-b"}, {"rec-b", "rec-a"}} {
-		idx := NewMemoryIndex()
+		idx := New()
 		for _, name := range order {
 			created := t0
 			if name == "rec-a" {
@@ -210,121 +146,10 @@ func TestIndexHashConflictTies(t *testing.T) {
 	}
 }
 
-// counterValue returns the value of the counter or gauge named name in reg.
-func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}
-
-func TestCompileFailsClosed(t *testing.T) {
-	f := newFixture(t, nil)
-	k, k2 := newKey(t, "production"), newKey(t, "production")
-
-	// Every allowlist entry invalid: the key works from nowhere.
-	pol := standard()
-	pol.IPAllowlist = []string{"not-an-ip", "10.0.0.1/99"}
-	r := newRecord("ip", pol, k)
-	if err := f.idx.Upsert("rec-ip", r, t0); err == nil {
-		t.Fatal("bad allowlist entries not reported")
-	}
-	if w := f.do(req{key: k, remote: "10.0.0.1:1"}); w.Code != http.StatusForbidden {
-		t.Fatalf("bad allowlist: %d", w.Code)
-	}
-
-	// Every domain invalid: likewise.
-	pol = standard()
-	pol.Domains = []string{"https://example.com"}
-	if err := f.idx.Upsert("rec-dom", newRecord("dom", pol, k2), t0); err == nil {
-		t.Fatal("bad domain not reported")
-	}
-	if w := f.do(req{key: k2, header: http.Header{"Origin": {"https://example.com"}}}); w.Code != http.StatusForbidden {
-		t.Fatalf("bad domain: %d", w.Code)
-	}
-
-	// A bad hash leaves out that version only.
-	k3, k4 := newKey(t, "production"), newKey(t, "production")
-	r = newRecord("hash", standard(), k3, k4)
-	r.Keys[0].Hash = "zz"
-	err := f.idx.Upsert("rec-hash", r, t0)
-	if err == nil {
-		t.Fatal("bad hash not reported")
-	}
-	if f.do(req{key: k3}).Code != 401 || f.do(req{key: k4}).Code != 200 {
-		t.Fatal("bad hash handling")
-	}
-
-	// A negative limit refuses the key.
-	k5 := newKey(t, "production")
-	pol = standard()
-	pol.RequestsPerHour = -1
-	if err := f.idx.Upsert("rec-neg", newRecord("neg", pol, k5), t0); err == nil {
-		t.Fatal("negative limit not reported")
-	}
-	if f.do(req{key: k5}).Code != 401 {
-		t.Fatal("negative limit accepted")
-	}
-}
-
-func TestCompile(t *testing.T) {
-	k := newKey(t, "production")
-	pol := record.Policy{
-		Permissions:     []string{"admin", "read", "future-perm", "read", "bad perm"},
-		Environment:     "production",
-		RequestsPerHour: 10,
-		IPAllowlist:     []string{"192.0.2.0/24", "::ffff:198.51.100.0/120", "2001:db8::1"},
-		Domains:         []string{"*.Example.com."},
-	}
-	r := newRecord("c", pol, k)
-	r.Owner.UID = ""
-	c := Compile("rec-c", r, t0)
-	if len(c.Problems) != 1 || !strings.Contains(c.Problems[0].Error(), "bad perm") {
-		t.Fatalf("problems: %v", c.Problems)
-	}
-	p := c.Policy
-	if got := strings.Join(p.Permissions(), ","); got != "read,admin,future-perm" {
-		t.Errorf("permissions %q", got)
-	}
-	if p.perms != permRead|permAdmin {
-		t.Errorf("mask %v", p.perms)
-	}
-	if p.LimitID() != "record/rec-c" || p.Owner() != "team-a/c" || p.Record() != "rec-c" || p.RequestsPerHour() != 10 {
-		t.Errorf("policy %+v", p)
-	}
-	for _, ip := range []string{"192.0.2.77", "198.51.100.3", "2001:db8::1"} {
-		if !p.allowsIP(parsePeer(ip)) {
-			t.Errorf("%s refused", ip)
-		}
-	}
-	if !p.allowsHost("a.b.example.com") || p.allowsHost("example.com") {
-		t.Error("domain")
-	}
-	if len(c.Keys) != 1 || c.Keys[0].Hash != apikey.HashOf(k) || c.Keys[0].KeyID != apikey.HashOf(k).ID() {
-		t.Fatalf("keys %+v", c.Keys)
-	}
-}
-
 // A deleted record's slot is reused: lookups must still find each key's own
 // record, id and expiry, and a stale hash must not reach the new tenant.
 func TestIndexSlotReuse(t *testing.T) {
-	idx := NewMemoryIndex()
+	idx := New()
 	ka, kb, kc, kcOld := newKey(t, "production"), newKey(t, "production"), newKey(t, "production"), newKey(t, "production")
 	_ = idx.Upsert("a", newRecord("a", standard(), ka), t0)
 	_ = idx.Upsert("b", newRecord("b", standard(), kb), t0)
@@ -356,7 +181,7 @@ func TestIndexSlotReuse(t *testing.T) {
 }
 
 // The index's two maps must stay free of pointers: the garbage collector then
-// never scans them, which is what keeps 100,000 keys cheap (see MemoryIndex).
+// never scans them, which is what keeps 100,000 keys cheap (see Index).
 func TestIndexMapsHoldNoPointers(t *testing.T) {
 	var hasPointers func(reflect.Type) bool
 	hasPointers = func(ty reflect.Type) bool {
@@ -377,7 +202,7 @@ func TestIndexMapsHoldNoPointers(t *testing.T) {
 		}
 		return true
 	}
-	x := NewMemoryIndex()
+	x := New()
 	for _, m := range []any{x.keys, x.records} {
 		ty := reflect.TypeOf(m)
 		if hasPointers(ty.Key()) || hasPointers(ty.Elem()) {
@@ -393,7 +218,7 @@ func TestIndexMapsHoldNoPointers(t *testing.T) {
 // Records come and go (rotations, deletions); their texts' space is reclaimed
 // by compaction, and a string a request got before it stays intact.
 func TestIndexArenaCompaction(t *testing.T) {
-	idx := NewMemoryIndex()
+	idx := New()
 	kept := newKey(t, "production")
 	if err := idx.Upsert("kept", newRecord("kept", standard(), kept), t0); err != nil {
 		t.Fatal(err)
@@ -448,7 +273,7 @@ func TestIndexArenaCompaction(t *testing.T) {
 // Policy classes are counted: restricted keys each have their own, and the
 // table gives the slot back when the record goes.
 func TestIndexClassTable(t *testing.T) {
-	idx := NewMemoryIndex()
+	idx := New()
 	pol := standard()
 	pol.IPAllowlist = []string{"10.0.0.0/8"}
 	for i := range 3 {
@@ -472,15 +297,15 @@ func TestIndexClassTable(t *testing.T) {
 	if err := idx.Upsert("again", newRecord("again", pol, k), t0); err != nil {
 		t.Fatal(err)
 	}
-	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || !e.Policy.ipRestricted || len(idx.classes.c) != 4 {
-		t.Fatalf("reused class slot: %v %+v, %d slots", ok, e.Policy.policyClass, len(idx.classes.c))
+	if e, ok := idx.Lookup(apikey.HashOf(k)); !ok || !e.Policy.Restricted() || len(idx.classes.c) != 4 {
+		t.Fatalf("reused class slot: %v %+v, %d slots", ok, e.Policy.Class(), len(idx.classes.c))
 	}
 }
 
 // Lookups run while records churn and the arena compacts; every answer is
 // whole (run with -race to check the locking as well).
 func TestIndexConcurrentChurn(t *testing.T) {
-	idx := NewMemoryIndex()
+	idx := New()
 	k := newKey(t, "production")
 	if err := idx.Upsert("stable", newRecord("stable", standard(), k), t0); err != nil {
 		t.Fatal(err)
@@ -521,5 +346,67 @@ func TestIndexConcurrentChurn(t *testing.T) {
 	wg.Wait()
 	if recs, _ := idx.Len(); recs != 51 {
 		t.Fatalf("%d records, want 51", recs)
+	}
+}
+
+// Compile reads a record as authz needs it: the owner, the quota's identity
+// (the owner's UID), the policy and every version with its expiry.
+func TestCompileRecord(t *testing.T) {
+	k1, k2 := newKey(t, "production"), newKey(t, "production")
+	pol := standard()
+	pol.ExpiresAt = mtime(t0.Add(2 * time.Hour))
+	pol.IPAllowlist = []string{"192.0.2.0/24"}
+	r := newRecord("web", pol, k1, k2)
+	r.Keys[0].ID, r.Keys[0].ExpiresAt = "old", mtime(t0.Add(time.Hour))
+	c := Compile("rec-web", r, t0)
+	if len(c.Problems) > 0 {
+		t.Fatal(c.Problems)
+	}
+	p := c.Policy
+	if p.Record() != "rec-web" || p.Owner() != "team-a/web" || p.LimitID() != "uid-web" || !p.Restricted() ||
+		p.RequestsPerHour() != 1000 || p.Environment() != "production" || p.ExpiresAt != t0.Add(2*time.Hour).UnixNano() ||
+		!c.Created.Equal(t0) {
+		t.Fatalf("policy %+v", p)
+	}
+	if len(c.Keys) != 2 || c.Keys[0].KeyID != "old" || !c.Keys[0].ExpiresAt.Equal(t0.Add(time.Hour)) ||
+		c.Keys[1].Hash != apikey.HashOf(k2) || !c.Keys[1].ExpiresAt.IsZero() {
+		t.Fatalf("keys %+v", c.Keys)
+	}
+	// Without an owner UID the record still has a quota of its own.
+	r.Owner.UID = ""
+	if id := Compile("rec-web", r, t0).Policy.LimitID(); id != "record/rec-web" {
+		t.Fatalf("LimitID %q", id)
+	}
+}
+
+// Upsert, Lookup, Delete: what a lookup finds follows the record.
+func TestIndexUpsertLookupDelete(t *testing.T) {
+	idx := New()
+	a, b := newKey(t, "production"), newKey(t, "production")
+	r := newRecord("web", standard(), a)
+	if err := idx.Upsert("rec", r, t0); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := idx.Lookup(apikey.HashOf(a)); !ok || e.KeyID != apikey.HashOf(a).ID() || e.Policy.Owner() != "team-a/web" {
+		t.Fatalf("lookup after upsert: %v %+v", ok, e)
+	}
+	r.Keys = []record.Version{record.NewVersion(b, t0)}
+	if err := idx.Upsert("rec", r, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(a)); ok {
+		t.Fatal("a version dropped from the record is still found")
+	}
+	if names := idx.Names(); len(names) != 1 || names[0] != "rec" {
+		t.Fatalf("Names = %v", names)
+	}
+	if id, ok := idx.Delete("rec"); !ok || id != "uid-web" {
+		t.Fatalf("Delete = %q, %v", id, ok)
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(b)); ok {
+		t.Fatal("a deleted record's key is still found")
+	}
+	if recs, keys := idx.Len(); recs != 0 || keys != 0 || len(idx.Names()) != 0 {
+		t.Fatalf("Len after delete = %d, %d", recs, keys)
 	}
 }

@@ -1,4 +1,4 @@
-package webhookserver
+package index
 
 import (
 	"crypto/sha256"
@@ -12,20 +12,14 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
-// Index finds the entry for a key hash. It is all the HTTP handler knows of
-// where keys come from: implementations must be safe for concurrent use, must
-// not block on I/O and should not allocate. Entries come from Compile;
-// MemoryIndex is the implementation the auth server uses.
-type Index interface {
-	Lookup(h apikey.Hash) (Entry, bool)
-}
-
-// MemoryIndex is the Index the auth server builds from key records. Lookups
-// take a read lock on one map; Upsert and Delete compile outside the lock
-// and then swap a record's entries under the write lock, so a reader sees
-// either all of a record's old entries or all of its new ones.
+// Index is the auth server's in-memory index from each key version's hash to
+// the compiled policy of its key record. Lookups take a read lock on one map;
+// Upsert and Delete compile outside the lock and then swap a record's entries
+// under the write lock, so a reader sees either all of a record's old entries
+// or all of its new ones.
 //
 // Nothing the index holds per record has a pointer: a key version is its
 // hash, the slot of its record and plain numbers; a record's slot is plain
@@ -33,7 +27,7 @@ type Index interface {
 // quota identity, key ids) in shared arena chunks. The garbage collector
 // therefore marks a few large objects, not 100,000 small ones, and a
 // collection under load stays as short with 100,000 keys as with 100.
-type MemoryIndex struct {
+type Index struct {
 	mu   sync.RWMutex
 	keys map[apikey.Hash]keySlot
 	// slots holds each record; chunk 0 marks a free slot.
@@ -60,36 +54,34 @@ type keySlot struct {
 
 // recSlot is a record's Policy without pointers; see policyAt.
 type recSlot struct {
-	expiresAt int64
 	// created is the record Secret's creationTimestamp in Unix
 	// nanoseconds (see claimOrder).
-	created  int64
-	text     textRef
-	class    uint32
-	ownerAt  uint32
-	limitAt  uint32
-	idsAt    uint32
-	nKeys    uint16
-	disabled bool
+	created int64
+	layout  authz.Layout
+	text    textRef
+	class   uint32
 }
 
-// NewMemoryIndex returns an empty index.
-func NewMemoryIndex() *MemoryIndex {
-	return &MemoryIndex{keys: map[apikey.Hash]keySlot{}, records: map[nameKey]uint32{},
-		classes: classTable{of: map[*policyClass]uint32{}}}
+// New returns an empty index.
+func New() *Index {
+	return &Index{keys: map[apikey.Hash]keySlot{}, records: map[nameKey]uint32{},
+		classes: classTable{of: map[*authz.Class]uint32{}}}
 }
 
-// Lookup implements Index.
-func (x *MemoryIndex) Lookup(h apikey.Hash) (Entry, bool) {
+// Lookup returns the entry of the key version whose hash is h. It takes a
+// read lock, does not allocate, and its strings stay valid after it returns
+// (see textArena).
+func (x *Index) Lookup(h apikey.Hash) (authz.Entry, bool) {
 	x.mu.RLock()
 	k, ok := x.keys[h]
 	if !ok {
 		x.mu.RUnlock()
-		return Entry{}, false
+		return authz.Entry{}, false
 	}
-	e := Entry{Policy: x.policyAt(k.rec)}
+	s := &x.slots[k.rec]
+	c, text, l := x.classes.c[s.class], x.text.string(s.text), s.layout
 	x.mu.RUnlock()
-	e.KeyID = e.Policy.text[k.idOff : k.idOff+k.idLen]
+	e := authz.Entry{Policy: authz.NewPolicy(c, text, l), KeyID: text[k.idOff : k.idOff+k.idLen]}
 	if k.expires != 0 {
 		e.ExpiresAt = time.Unix(0, k.expires)
 	}
@@ -99,27 +91,46 @@ func (x *MemoryIndex) Lookup(h apikey.Hash) (Entry, bool) {
 // policyAt rebuilds the Policy of the record in slot rec. Its strings point
 // into the arena, whose bytes are never written again once a string has been
 // cut from them, so they stay valid after the lock is released.
-func (x *MemoryIndex) policyAt(rec uint32) Policy {
+func (x *Index) policyAt(rec uint32) authz.Policy {
 	s := &x.slots[rec]
-	return Policy{
-		policyClass: x.classes.c[s.class],
-		text:        x.text.string(s.text),
-		expiresAt:   s.expiresAt,
-		ownerAt:     s.ownerAt,
-		limitAt:     s.limitAt,
-		idsAt:       s.idsAt,
-		nKeys:       s.nKeys,
-		disabled:    s.disabled,
-	}
+	return authz.NewPolicy(x.classes.c[s.class], x.text.string(s.text), s.layout)
 }
 
 // Upsert replaces every entry of the record named name with those of r;
 // created is the record Secret's creationTimestamp (see Install). The
 // record is applied even when the returned error is not nil: the error lists
 // the parts that could not be used, which fail closed (see
-// CompiledRecord.Problems). It never contains key material.
-func (x *MemoryIndex) Upsert(name string, r *record.Record, created time.Time) error {
+// authz.CompiledRecord.Problems). It never contains key material.
+func (x *Index) Upsert(name string, r *record.Record, created time.Time) error {
 	return x.Install(Compile(name, r, created))
+}
+
+// Compile compiles the key record r, the Secret named name created at
+// created, for Install.
+func Compile(name string, r *record.Record, created time.Time) *authz.CompiledRecord {
+	s := &authz.RecordSpec{
+		Name:            name,
+		Owner:           r.Owner.String(),
+		LimitID:         string(r.Owner.UID),
+		Environment:     r.Policy.Environment,
+		Permissions:     r.Policy.Permissions,
+		RequestsPerHour: r.Policy.RequestsPerHour,
+		IPAllowlist:     r.Policy.IPAllowlist,
+		Domains:         r.Policy.Domains,
+		Disabled:        r.Policy.Disabled,
+		Versions:        make([]authz.VersionSpec, len(r.Keys)),
+		Created:         created,
+	}
+	if t := r.Policy.ExpiresAt; t != nil {
+		s.ExpiresAt = t.Time
+	}
+	for i, v := range r.Keys {
+		s.Versions[i] = authz.VersionSpec{ID: v.ID, Hash: v.Hash}
+		if t := v.ExpiresAt; t != nil {
+			s.Versions[i].ExpiresAt = t.Time
+		}
+	}
+	return authz.Compile(s)
 }
 
 // Install is Upsert for a record already compiled.
@@ -130,9 +141,10 @@ func (x *MemoryIndex) Upsert(name string, r *record.Record, created time.Time) e
 // other is installed without that hash. Each such conflict is counted
 // (HashConflicts) and reported in the returned error with both records and
 // owners and the key id.
-func (x *MemoryIndex) Install(c *CompiledRecord) error {
+func (x *Index) Install(c *authz.CompiledRecord) error {
 	p := c.Policy
 	name := p.Record()
+	class, text, layout := p.Parts()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.removeLocked(name)
@@ -145,15 +157,10 @@ func (x *MemoryIndex) Install(c *CompiledRecord) error {
 		x.slots = append(x.slots, recSlot{})
 	}
 	x.slots[rec] = recSlot{
-		expiresAt: p.expiresAt,
-		created:   claimOrder(c.Created),
-		text:      x.text.put(p.text),
-		class:     x.classes.ref(p.policyClass),
-		ownerAt:   p.ownerAt,
-		limitAt:   p.limitAt,
-		idsAt:     p.idsAt,
-		nKeys:     p.nKeys,
-		disabled:  p.disabled,
+		created: claimOrder(c.Created),
+		layout:  layout,
+		text:    x.text.put(text),
+		class:   x.classes.ref(class),
 	}
 	x.records[keyOfName(name)] = rec
 	created := x.slots[rec].created
@@ -179,7 +186,7 @@ func (x *MemoryIndex) Install(c *CompiledRecord) error {
 			c.Problems = append(c.Problems, errors.New("key record "+name+" (owner "+p.Owner()+"): key "+k.KeyID+
 				" is also in key record "+o.Record()+" (owner "+o.Owner()+"); this record claimed it first and keeps it"))
 		}
-		x.keys[k.Hash] = keySlot{rec: rec, idOff: k.idOff, idLen: uint32(len(k.KeyID)), expires: unixNano(k.ExpiresAt)}
+		x.keys[k.Hash] = keySlot{rec: rec, idOff: k.KeyIDAt, idLen: uint32(len(k.KeyID)), expires: authz.UnixNano(k.ExpiresAt)}
 	}
 	if x.text.wasteful() {
 		x.compactLocked()
@@ -187,26 +194,9 @@ func (x *MemoryIndex) Install(c *CompiledRecord) error {
 	return errors.Join(c.Problems...)
 }
 
-// unixNano returns t in Unix nanoseconds, 0 for the zero time; times beyond
-// what int64 nanoseconds hold are clamped (the API server's range is wider).
-func unixNano(t time.Time) int64 {
-	switch {
-	case t.IsZero():
-		return 0
-	case t.Unix() >= math.MaxInt64/int64(time.Second):
-		return math.MaxInt64
-	case t.Unix() <= math.MinInt64/int64(time.Second):
-		return math.MinInt64 + 1
-	}
-	if n := t.UnixNano(); n != 0 {
-		return n
-	}
-	return 1
-}
-
 // Delete removes every entry of the record named name. It returns the
 // record's rate-limit identity so the caller can drop its counter.
-func (x *MemoryIndex) Delete(name string) (limitID string, ok bool) {
+func (x *Index) Delete(name string) (limitID string, ok bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	rec, ok := x.records[keyOfName(name)]
@@ -221,15 +211,15 @@ func (x *MemoryIndex) Delete(name string) (limitID string, ok bool) {
 	return limitID, true
 }
 
-func (x *MemoryIndex) removeLocked(name string) {
+func (x *Index) removeLocked(name string) {
 	rec, ok := x.records[keyOfName(name)]
 	if !ok {
 		return
 	}
 	p := x.policyAt(rec)
-	for i := range int(p.nKeys) {
+	for i := range int(p.NKeys) {
 		// Only our own entry: another record may have claimed the hash since.
-		h := p.hash(i)
+		h := p.KeyHash(i)
 		if k, ok := x.keys[h]; ok && k.rec == rec {
 			delete(x.keys, h)
 		}
@@ -244,7 +234,7 @@ func (x *MemoryIndex) removeLocked(name string) {
 // compactLocked copies every live record's text into fresh chunks, leaving
 // the old chunks to the garbage collector once no request holds a string
 // from them.
-func (x *MemoryIndex) compactLocked() {
+func (x *Index) compactLocked() {
 	old := x.text
 	x.text = textArena{}
 	for i := range x.slots {
@@ -256,7 +246,7 @@ func (x *MemoryIndex) compactLocked() {
 
 // Len returns how many records and key versions (tombstones included) the
 // index holds.
-func (x *MemoryIndex) Len() (records, keys int) {
+func (x *Index) Len() (records, keys int) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return len(x.records), len(x.keys)
@@ -264,10 +254,10 @@ func (x *MemoryIndex) Len() (records, keys int) {
 
 // HashConflicts returns how many times a record was loaded with a key hash
 // that another record held (see Install).
-func (x *MemoryIndex) HashConflicts() uint64 { return x.conflicts.Load() }
+func (x *Index) HashConflicts() uint64 { return x.conflicts.Load() }
 
 // Names returns the names of the records in the index.
-func (x *MemoryIndex) Names() []string {
+func (x *Index) Names() []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	out := make([]string, 0, len(x.records))
@@ -354,13 +344,13 @@ func (a *textArena) wasteful() bool { return a.waste > minWaste && a.waste > a.l
 // class by index. Interned classes are shared by many records; a restricted
 // key's class is its own.
 type classTable struct {
-	c    []*policyClass
+	c    []*authz.Class
 	refs []uint32
 	free []uint32
-	of   map[*policyClass]uint32
+	of   map[*authz.Class]uint32
 }
 
-func (t *classTable) ref(c *policyClass) uint32 {
+func (t *classTable) ref(c *authz.Class) uint32 {
 	if i, ok := t.of[c]; ok {
 		t.refs[i]++
 		return i
@@ -404,5 +394,5 @@ func claimOrder(created time.Time) int64 {
 	if created.IsZero() {
 		return math.MaxInt64
 	}
-	return unixNano(created)
+	return authz.UnixNano(created)
 }

@@ -1,4 +1,4 @@
-package webhookserver
+package index
 
 import (
 	"fmt"
@@ -22,7 +22,7 @@ func BenchmarkIndexGC(b *testing.B) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	idx := NewMemoryIndex()
+	idx := New()
 	for i := range n {
 		var h apikey.Hash
 		h[0], h[1], h[2], h[3] = byte(i), byte(i>>8), byte(i>>16), 0xa5

@@ -1,0 +1,204 @@
+package authz
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/meterr/meterr-operator/internal/apikey"
+)
+
+// countingLimiter counts in one window ending at the next full hour; down
+// makes it a shared limiter that cannot reach its store and fails closed.
+type countingLimiter struct {
+	used  map[string]int64
+	down  bool
+	takes int
+}
+
+func (l *countingLimiter) reset(now time.Time) time.Time {
+	return now.Truncate(time.Hour).Add(time.Hour)
+}
+
+func (l *countingLimiter) Take(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
+	l.takes++
+	if l.down {
+		return 0, time.Time{}, false
+	}
+	if l.used[id] >= limit {
+		return 0, l.reset(now), false
+	}
+	l.used[id]++
+	return limit - l.used[id], l.reset(now), true
+}
+
+func (l *countingLimiter) Peek(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
+	if l.down {
+		return 0, time.Time{}
+	}
+	return limit - l.used[id], l.reset(now)
+}
+
+// entry compiles s and returns the entry of its first version, as an index
+// would find it.
+func entry(t *testing.T, s *RecordSpec) Entry {
+	t.Helper()
+	c := Compile(s)
+	if len(c.Problems) > 0 {
+		t.Fatal(c.Problems)
+	}
+	k := c.Keys[0]
+	return Entry{Policy: *c.Policy, KeyID: k.KeyID, ExpiresAt: k.ExpiresAt}
+}
+
+// The decision's rules, in order, as a function of plain facts: authenticate
+// (401), restrictions (403, not counted), hourly limit (429 or, uncountable,
+// 503), permission (403, counted).
+func TestDecide(t *testing.T) {
+	key := newKey(t)
+	id := apikey.HashOf(key).ID()
+	std := func(mut func(*RecordSpec)) Entry {
+		s := spec("web", key)
+		if mut != nil {
+			mut(s)
+		}
+		return entry(t, s)
+	}
+	client := netip.MustParseAddr("192.0.2.7")
+	for _, tc := range []struct {
+		name      string
+		env       string
+		in        Input
+		used      int64 // requests already counted
+		down      bool
+		code      Code
+		rate      RateState
+		remaining int64
+		taken     bool // whether the request was counted
+		retry     int64
+	}{
+		{name: "no key", in: Input{}, code: InvalidAPIKey},
+		{name: "ok", in: Input{Entry: std(nil), Found: true}, code: OK, rate: RateCounted, remaining: 999, taken: true},
+		{name: "unlimited", in: Input{Entry: std(func(s *RecordSpec) { s.RequestsPerHour = 0 }), Found: true}, code: OK},
+		{name: "disabled is unknown", in: Input{Entry: std(func(s *RecordSpec) { s.Disabled = true }), Found: true}, code: InvalidAPIKey},
+		{name: "key expired", in: Input{Entry: std(func(s *RecordSpec) { s.ExpiresAt = t0 }), Found: true}, code: ExpiredAPIKey},
+		{name: "key expires later", in: Input{Entry: std(func(s *RecordSpec) { s.ExpiresAt = t0.Add(time.Second) }), Found: true},
+			code: OK, rate: RateCounted, remaining: 999, taken: true},
+		{name: "version expired", in: Input{Entry: std(func(s *RecordSpec) { s.Versions[0].ExpiresAt = t0.Add(-time.Second) }), Found: true},
+			code: ExpiredAPIKey},
+		{name: "environment", env: "staging", in: Input{Entry: std(nil), Found: true}, used: 10,
+			code: EnvironmentMismatch, rate: RateCounted, remaining: 990},
+		{name: "ip allowed", in: Input{Entry: std(func(s *RecordSpec) { s.IPAllowlist = []string{"192.0.2.0/24"} }), Found: true, ClientIP: client},
+			code: OK, rate: RateCounted, remaining: 999, taken: true},
+		{name: "ip refused", in: Input{Entry: std(func(s *RecordSpec) { s.IPAllowlist = []string{"198.51.100.0/24"} }), Found: true, ClientIP: client},
+			code: IPNotAllowed, rate: RateCounted, remaining: 1000},
+		{name: "ip unknown", in: Input{Entry: std(func(s *RecordSpec) { s.IPAllowlist = []string{"0.0.0.0/0"} }), Found: true},
+			code: IPNotAllowed, rate: RateCounted, remaining: 1000},
+		{name: "domain allowed", in: Input{Entry: std(func(s *RecordSpec) { s.Domains = []string{"*.example.com"} }), Found: true, OriginHost: "App.Example.com"},
+			code: OK, rate: RateCounted, remaining: 999, taken: true},
+		{name: "domain refused", in: Input{Entry: std(func(s *RecordSpec) { s.Domains = []string{"*.example.com"} }), Found: true, OriginHost: "example.com"},
+			code: DomainNotAllowed, rate: RateCounted, remaining: 1000},
+		{name: "restricted, limiter down", down: true,
+			in:   Input{Entry: std(func(s *RecordSpec) { s.Domains = []string{"example.com"} }), Found: true},
+			code: DomainNotAllowed},
+		{name: "over the limit", in: Input{Entry: std(nil), Found: true}, used: 1000,
+			code: RateLimitExceeded, rate: RateCounted, taken: true, retry: 1800},
+		{name: "limiter down", down: true, in: Input{Entry: std(nil), Found: true},
+			code: RateLimitUnavailable, rate: RateUnknown, taken: true, retry: 1},
+		{name: "permission held", in: Input{Entry: std(nil), Found: true, Required: Write},
+			code: OK, rate: RateCounted, remaining: 999, taken: true},
+		{name: "permission lacking is counted", in: Input{Entry: std(nil), Found: true, Required: Read | Admin},
+			code: InsufficientPermissions, rate: RateCounted, remaining: 999, taken: true},
+		{name: "admin grants all", in: Input{Entry: std(func(s *RecordSpec) { s.Permissions = []string{"admin"} }), Found: true, Required: Read | Write},
+			code: OK, rate: RateCounted, remaining: 999, taken: true},
+		{name: "unknown permission never granted", in: Input{Entry: std(func(s *RecordSpec) { s.Permissions = []string{"billing"} }), Found: true, Required: Read},
+			code: InsufficientPermissions, rate: RateCounted, remaining: 999, taken: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lim := &countingLimiter{used: map[string]int64{"uid-web": tc.used}, down: tc.down}
+			dc := Decider{Environment: tc.env, Limiter: lim}
+			in := tc.in
+			in.Now = t0
+			d := dc.Decide(context.Background(), &in)
+			if d.Code != tc.code || d.Rate != tc.rate || d.Allowed() != (tc.code == OK) {
+				t.Fatalf("%s, rate %d; want %s, rate %d", d.Code, d.Rate, tc.code, tc.rate)
+			}
+			if (lim.takes > 0) != tc.taken {
+				t.Errorf("counted: %v, want %v", lim.takes > 0, tc.taken)
+			}
+			if d.Rate == RateCounted && (d.Remaining != tc.remaining || d.ResetIn != 1800 || !d.Reset.Equal(t0.Add(30*time.Minute))) {
+				t.Errorf("remaining %d, reset %v in %d", d.Remaining, d.Reset, d.ResetIn)
+			}
+			if got := d.RetryAfter(); got != tc.retry {
+				t.Errorf("RetryAfter = %d, want %d", got, tc.retry)
+			}
+			authenticated := tc.code != InvalidAPIKey && tc.code != ExpiredAPIKey
+			if d.Authenticated() != authenticated || authenticated && (d.KeyID != id || d.Policy.Owner() != "team-a/web") {
+				t.Errorf("identity %q %q, authenticated %v", d.KeyID, d.Policy.Owner(), d.Authenticated())
+			}
+			var wantIP netip.Addr
+			if tc.code == IPNotAllowed {
+				wantIP = in.ClientIP
+			}
+			if d.ClientIP != wantIP {
+				t.Errorf("ClientIP %v, want %v", d.ClientIP, wantIP)
+			}
+			if d.Required != in.Required {
+				t.Errorf("Required %v, want %v", d.Required, in.Required)
+			}
+		})
+	}
+}
+
+// Only restricted keys need the client address and origin.
+func TestNeedsClient(t *testing.T) {
+	plain := entry(t, spec("p", newKey(t)))
+	ip := spec("i", newKey(t))
+	ip.IPAllowlist = []string{"192.0.2.1"}
+	dom := spec("d", newKey(t))
+	dom.Domains = []string{"example.com"}
+	for _, tc := range []struct {
+		in   Input
+		want bool
+	}{
+		{Input{}, false},
+		{Input{Entry: plain, Found: true}, false},
+		{Input{Entry: entry(t, ip), Found: true}, true},
+		{Input{Entry: entry(t, dom), Found: true}, true},
+		{Input{Entry: entry(t, dom)}, false},
+	} {
+		if got := tc.in.NeedsClient(); got != tc.want {
+			t.Errorf("NeedsClient(%s) = %v", tc.in.Entry.Policy.Record(), got)
+		}
+	}
+}
+
+// The hit path allocates nothing.
+func TestDecideAllocatesNothing(t *testing.T) {
+	e := entry(t, spec("web", newKey(t)))
+	dc := Decider{Limiter: &countingLimiter{used: map[string]int64{"uid-web": -1 << 40}}}
+	in := Input{Entry: e, Found: true, Required: Read, Now: t0}
+	if n := testing.AllocsPerRun(100, func() { _ = dc.Decide(context.Background(), &in) }); n != 0 {
+		t.Errorf("%v allocations per decision", n)
+	}
+}
+
+func TestPermissions(t *testing.T) {
+	for in, want := range map[string]Permission{"read": Read, "write, admin": Write | Admin, " read ,read": Read} {
+		if got, ok := ParsePermissions(in); !ok || got != want {
+			t.Errorf("ParsePermissions(%q) = %v, %v", in, got, ok)
+		}
+	}
+	for _, bad := range []string{"", "read,", "Read", "billing"} {
+		if _, ok := ParsePermissions(bad); ok {
+			t.Errorf("ParsePermissions(%q) succeeded", bad)
+		}
+	}
+	if (Read|Admin).String() != "read,admin" || Permission(0).String() != "" {
+		t.Error("String")
+	}
+	if !Admin.Grants(Read|Write) || !(Read | Write).Grants(Write) || Read.Grants(Write) || !Read.Grants(0) {
+		t.Error("Grants")
+	}
+}
