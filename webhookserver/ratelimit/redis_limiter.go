@@ -218,7 +218,7 @@ func windowKey(id string, hour int64) string {
 // (fail open) or returns ok false with a zero reset (fail closed).
 func (l *Redis) Take(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
 	hour, reset := windowOf(now)
-	if l.available() {
+	if l.Healthy() {
 		ttl := max(reset.Unix()-now.Unix(), 1) + 60
 		// A client that hangs up must not cut the check short: that would
 		// look like an outage (see failed).
@@ -244,7 +244,7 @@ func (l *Redis) Take(ctx context.Context, id string, limit int64, now time.Time)
 // in-memory count (fail open) or a zero reset (fail closed: no headers).
 func (l *Redis) Peek(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
 	hour, reset := windowOf(now)
-	if l.available() {
+	if l.Healthy() {
 		n, err := l.client.Get(context.WithoutCancel(ctx), windowKey(id, hour)).Int64()
 		if errors.Is(err, redis.Nil) {
 			return limit, reset
@@ -281,7 +281,7 @@ func (l *Redis) forgetLoop() {
 			return
 		case id = <-l.forgets:
 		}
-		if !l.available() {
+		if !l.Healthy() {
 			continue
 		}
 		// The two windows share id's hash tag: one Cluster slot, one DEL.
@@ -325,7 +325,6 @@ func (l *Redis) probeLoop() {
 
 // available reports whether to try Redis: not while the probe has not seen
 // it answer since the last failure.
-func (l *Redis) available() bool { return !l.down.Load() }
 
 func (l *Redis) failed(err error) {
 	l.errors.Inc()

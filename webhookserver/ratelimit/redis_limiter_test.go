@@ -104,7 +104,7 @@ func TestRedisLimiterSharedAcrossReplicas(t *testing.T) {
 	if _, _, ok := a.Take(gone, id, limit, reset); !ok {
 		t.Fatal("a cancelled request was refused")
 	}
-	if !a.available() {
+	if !a.Healthy() {
 		t.Fatal("a cancelled request started a backoff")
 	}
 	// A watch winding down may still forget a key after Close.
