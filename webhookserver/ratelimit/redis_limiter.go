@@ -323,9 +323,6 @@ func (l *Redis) probeLoop() {
 	}
 }
 
-// available reports whether to try Redis: not while the probe has not seen
-// it answer since the last failure.
-
 func (l *Redis) failed(err error) {
 	l.errors.Inc()
 	if errors.Is(err, redis.ErrPoolTimeout) {
