@@ -105,13 +105,19 @@ go build -o bin/meterr-operator .
 go build -o "$work/bare" ./test/bench/cmd/bare
 go build -o "$work/load" ./test/bench/cmd/load
 go build -o "$work/bench" ./test/bench/cmd/bench
+# Both binaries run from copies written the same way just now: how a file got
+# into the page cache changes how much of it a process maps (a file freshly
+# written by the linker showed 7 MiB more file-backed RSS than one read back
+# from disk), which is not the code's doing and would skew before/after.
+mkdir -p "$work/after"
+cp bin/meterr-operator "$work/after/meterr-operator"
 
 # The before side: the base revision's binary, from `git archive` (no
 # worktree to clean up), cached by commit. Only its own flags are passed to it.
 base_args=()
 if [ "$smoke" = 1 ] && [ "$base_given" = 0 ] && [ -z "${BENCH_BASE+x}" ]; then
   # The smoke run checks the harness's before/after path without a build.
-  base_args=(-base-bin bin/meterr-operator -base-rev "the same binary (smoke)")
+  base_args=(-base-bin "$work/after/meterr-operator" -base-rev "the same binary (smoke)")
 elif [ -n "$base" ]; then
   if commit="$(git rev-parse --verify -q "$base^{commit}")"; then
     base_bin="bin/bench-base/$commit/meterr-operator"
@@ -123,7 +129,11 @@ elif [ -n "$base" ]; then
       mv "$work/base-meterr-operator" "$base_bin"
       rm -rf "$work/base-src"
     fi
-    base_args=(-base-bin "$base_bin" -base-rev "$(git log -1 --format='%h %cs' "$commit")")
+    # Measured from a copy in the work directory, like the current binary
+    # below: see there.
+    mkdir -p "$work/before"
+    cp "$base_bin" "$work/before/meterr-operator"
+    base_args=(-base-bin "$work/before/meterr-operator" -base-rev "$(git log -1 --format='%h %cs' "$commit")")
   else
     echo "bench: BENCH_BASE=$base is not in this clone's history; no before side" >&2
   fi
@@ -160,7 +170,7 @@ if [ "$compare" -gt 0 ] && [ -n "$base" ] && [ "${#base_args[@]}" -gt 0 ] && [ "
   fi
 fi
 
-args=(-work "$work" -bin bin/meterr-operator -bare "$work/bare" -load "$work/load" -wrk "$wrk"
+args=(-work "$work" -bin "$work/after/meterr-operator" -bare "$work/bare" -load "$work/load" -wrk "$wrk"
   -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt" "${base_args[@]}" "${compare_args[@]}")
 if [ "$smoke" = 1 ]; then
   out="${out:-$(mktemp "${TMPDIR:-/tmp}/meterr-bench-smoke.XXXXXX.md")}"

@@ -529,7 +529,9 @@ func (r *results) markdown() string {
 	if r.createLargeN > 0 {
 		w("- **Records**: %s record Secrets created directly in the records namespace (`record.Encode`, `record.Labels()`), %d concurrent\n", num(r.createLargeN), c.createWorkers)
 		w("  creates, in %s (%s records/s). Start-up is from the process's start to `/readyz` answering 200; RSS is VmRSS after\n", dur(r.createLarge), num(int(float64(r.createLargeN)/r.createLarge.Seconds())))
-		w("  the load runs.\n")
+		w("  the load runs. Both binaries run from copies hack/bench.sh writes to its work directory just before the run: how a binary\n")
+		w("  got into the page cache changes its file-backed RSS (one freshly written by the linker mapped about 7 MiB more than a copy),\n")
+		w("  so before and after are copied alike.\n")
 	}
 	if r.prop != nil {
 		w("- **Propagation** (%d samples each, polling `/v1/auth/verify` every %s over keep-alive): from the moment the API server's\n", r.prop["add"].n(), c.pollInterval)
