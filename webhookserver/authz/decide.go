@@ -123,14 +123,20 @@ type Decider struct {
 // counted), hourly limit (429), permission (403, counted). ctx bounds the
 // limiter's work (a shared limiter talks to Redis); everything else is a
 // function of in and the limiter's counts.
-func (c *Decider) Decide(ctx context.Context, in *Input) (d Decision) {
+func (c *Decider) Decide(ctx context.Context, in *Input) Decision {
+	// A disabled key gets exactly the answer of an unknown one. This part is
+	// small enough to be inlined into the front-ends: unknown and malformed
+	// keys, what an attacker sends, cost no call.
+	if !in.Found || in.Entry.Policy.Disabled {
+		return Decision{Code: InvalidAPIKey, Required: in.Required}
+	}
+	return c.decide(ctx, in)
+}
+
+// decide is Decide for a key the index found and that is not disabled.
+func (c *Decider) decide(ctx context.Context, in *Input) (d Decision) {
 	d.Required = in.Required
 	e := &in.Entry
-	// A disabled key gets exactly the answer of an unknown one.
-	if !in.Found || e.Policy.Disabled {
-		d.Code = InvalidAPIKey
-		return d
-	}
 	if e.expired(in.Now) {
 		d.Code = ExpiredAPIKey
 		return d
