@@ -75,7 +75,7 @@ func TestArchitectureNamesExist(t *testing.T) {
 // codeName tells a Go name from a word that happens to be in backquotes
 // (Authorization, Ready, k8s.io): a qualified name with an upper-case
 // letter (apikey.Parse, Decider.restrict), or a name with an upper-case
-// letter after its first (decideIssue, MemoryIndex).
+// letter after its first (decideIssue, RecordReaper).
 func codeName(s string) bool {
 	const upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	if strings.Contains(s, ".") {
