@@ -630,7 +630,7 @@ func (r *results) markdown() string {
 	}
 	w("## Reproduce\n\n")
 	w("```sh\n")
-	w("make bench                     # everything, before (BENCH_BASE) and after; writes docs/benchmarks.md (about 25 minutes)\n")
+	w("make bench                     # everything, before (BENCH_BASE) and after; writes docs/benchmarks.md (about 15 minutes on 2 cores)\n")
 	w("make bench BENCH_BASE=         # without the before side\n")
 	w("hack/bench.sh --smoke          # tiny sizes, 1-2 minutes; part of make test; report to a temporary file\n")
 	w("hack/bench.sh -- -fleet-base   # also the fleet with the base revision's manager (adds about 10 minutes)\n")
