@@ -28,7 +28,7 @@ func FuzzAuthorization(f *testing.F) {
 	f.Fuzz(func(t *testing.T, auth string) {
 		tok, ok := bearerToken([]string{auth})
 		if ok {
-			if tok == "" || strings.ContainsAny(tok, " \t\r\n") || !asciiEqualFold(auth[:6], "bearer") {
+			if tok == "" || strings.ContainsAny(tok, " \t\r\n") || !authz.EqualFoldASCII(auth[:6], "bearer") {
 				t.Fatalf("bearerToken(%q) = %q", auth, tok)
 			}
 		}

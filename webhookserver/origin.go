@@ -3,6 +3,8 @@ package webhookserver
 import (
 	"net/http"
 	"strings"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 // requestHost returns the host a browser request says it comes from: the host
@@ -35,7 +37,7 @@ func hostOfURL(u string) string {
 		return ""
 	}
 	scheme := u[:i]
-	if !asciiEqualFold(scheme, "https") && !asciiEqualFold(scheme, "http") {
+	if !authz.EqualFoldASCII(scheme, "https") && !authz.EqualFoldASCII(scheme, "http") {
 		return ""
 	}
 	rest := u[i+3:]

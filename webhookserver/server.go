@@ -213,7 +213,7 @@ func (s *Server) decideFrom(ctx context.Context, cred string, in authz.Input, r 
 		return authz.Decision{Code: authz.NotReady, Required: in.Required}
 	}
 	// Shape and checksum first: a malformed key costs no hash and no lookup.
-	if tok, ok := bearerTokenValue(cred); ok && apikey.Parse(tok) == nil {
+	if tok, ok := authz.BearerToken(cred); ok && apikey.Parse(tok) == nil {
 		in.Entry, in.Found = s.index.Lookup(apikey.HashOf(tok))
 	}
 	if r != nil && in.NeedsClient() {

@@ -81,7 +81,7 @@ func validHostName(s string) bool {
 // case-insensitively.
 func (d domainPattern) match(host string) bool {
 	if !d.wildcard {
-		return asciiEqualFold(host, d.host)
+		return EqualFoldASCII(host, d.host)
 	}
 	// ".example.com": host must be longer, and the label before the suffix
 	// must not be empty ("a..example.com" or ".example.com").
@@ -89,26 +89,5 @@ func (d domainPattern) match(host string) bool {
 		return false
 	}
 	cut := len(host) - len(d.host)
-	return asciiEqualFold(host[cut:], d.host) && host[cut-1] != '.'
-}
-
-// asciiEqualFold is strings.EqualFold restricted to ASCII, so that no Unicode
-// folding ("K" for the Kelvin sign) can make two different hosts equal.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if x >= 'A' && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if y >= 'A' && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return EqualFoldASCII(host[cut:], d.host) && host[cut-1] != '.'
 }
