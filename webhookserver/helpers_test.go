@@ -11,11 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/internal/record/recordtest"
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
@@ -25,33 +24,17 @@ var t0 = time.Date(2025, 1, 15, 11, 30, 0, 0, time.UTC)
 
 const resetT0 = "2025-01-15T12:00:00Z"
 
-func newKey(t testing.TB, env string) string {
-	t.Helper()
-	k, err := apikey.Generate(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func newKey(t testing.TB, env string) string { return recordtest.Key(t, env) }
 
 func mtime(t time.Time) *metav1.Time { m := metav1.NewTime(t); return &m }
 
-// newRecord builds a record for owner ns/name with one version per key.
+// newRecord builds a record for owner team-a/name with one version per key,
+// issued an hour before t0.
 func newRecord(name string, pol record.Policy, keys ...string) *record.Record {
-	r := &record.Record{
-		FormatVersion: record.FormatVersion,
-		Owner:         record.Owner{Namespace: "team-a", Name: name, UID: types.UID("uid-" + name)},
-		Policy:        pol,
-	}
-	for _, k := range keys {
-		r.Keys = append(r.Keys, record.NewVersion(k, t0.Add(-time.Hour)))
-	}
-	return r
+	return recordtest.New(name, pol, t0.Add(-time.Hour), keys...)
 }
 
-func standard() record.Policy {
-	return record.Policy{Permissions: []string{"read", "write"}, Environment: "production", RequestsPerHour: 1000}
-}
+func standard() record.Policy { return recordtest.Standard() }
 
 type fixture struct {
 	t     testing.TB

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
+	"github.com/meterr/meterr-operator/internal/record/recordtest"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 )
 
@@ -74,24 +74,12 @@ func (s *sink) Names() []string {
 
 func (s *sink) has(name string) bool { return slices.Contains(s.Names(), name) }
 
-func newKey(t *testing.T) string {
-	t.Helper()
-	k, err := apikey.Generate(apikey.EnvProduction)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func newKey(t *testing.T) string { return recordtest.Key(t, apikey.EnvProduction) }
 
 // secret returns the record Secret of owner team-a/owner with one key.
 func secret(t *testing.T, owner string) *corev1.Secret {
 	t.Helper()
-	r := &record.Record{
-		FormatVersion: record.FormatVersion,
-		Owner:         record.Owner{Namespace: "team-a", Name: owner, UID: types.UID("uid-" + owner)},
-		Policy:        record.Policy{Permissions: []string{"read"}, RequestsPerHour: 10},
-		Keys:          []record.Version{record.NewVersion(newKey(t), t0)},
-	}
+	r := recordtest.New(owner, record.Policy{Permissions: []string{"read"}, RequestsPerHour: 10}, t0, newKey(t))
 	data, err := record.Encode(r)
 	if err != nil {
 		t.Fatal(err)
