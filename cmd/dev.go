@@ -241,15 +241,10 @@ func applySamples(ctx context.Context, c client.Client, namespace string) ([]str
 	return names, nil
 }
 
-func waitReady(ctx context.Context, url string, errs <-chan error) error {
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
+// poll calls done every 100 ms until it reports true, ctx ends or one of
+// the components fails (errs).
+func poll(ctx context.Context, errs <-chan error, done func() bool) error {
+	for !done() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -258,30 +253,34 @@ func waitReady(ctx context.Context, url string, errs <-chan error) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	return nil
+}
+
+func waitReady(ctx context.Context, url string, errs <-chan error) error {
+	return poll(ctx, errs, func() bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 func waitKeyReady(ctx context.Context, c client.Client, name types.NamespacedName, errs <-chan error) error {
-	deadline := time.After(time.Minute)
-	for {
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := poll(wctx, errs, func() bool {
 		mak := &authv1alpha1.MeterrAPIKey{}
-		if err := c.Get(ctx, name, mak); err == nil && meta.IsStatusConditionTrue(mak.Status.Conditions, authv1alpha1.ConditionReady) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-errs:
-			return err
-		case <-deadline:
-			return fmt.Errorf("MeterrAPIKey %s did not become Ready within a minute", name)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return c.Get(wctx, name, mak) == nil && meta.IsStatusConditionTrue(mak.Status.Conditions, authv1alpha1.ConditionReady)
+	})
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return fmt.Errorf("MeterrAPIKey %s did not become Ready within a minute", name)
 	}
+	return err
 }
 
-// verifyWithSecret asks the auth server about the key in a workload Secret,
-// retrying briefly while the record propagates. The key never leaves this
-// function; the answer holds only its id.
 func verifyWithSecret(ctx context.Context, c client.Client, base, namespace, name string) (string, error) {
 	s := &corev1.Secret{}
 	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, s); err != nil {
