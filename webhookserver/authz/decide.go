@@ -127,7 +127,7 @@ func (c *Decider) Decide(ctx context.Context, in *Input) Decision {
 	// A disabled key gets exactly the answer of an unknown one. This part is
 	// small enough to be inlined into the front-ends: unknown and malformed
 	// keys, what an attacker sends, cost no call.
-	if !in.Found || in.Entry.Policy.Disabled {
+	if !in.Found || in.Entry.Policy.Disabled() {
 		return Decision{Code: InvalidAPIKey, Required: in.Required}
 	}
 	return c.decide(ctx, in)

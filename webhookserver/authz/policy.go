@@ -17,43 +17,81 @@ import (
 // allowlists and a permission bitmask, computed once per record change
 // instead of once per request. A Policy is shared by every version of the
 // key and never changes after Compile returns it.
+//
+// A Policy is two words, its class and its text, so that an index can keep
+// 100,000 of them in pointer-free tables and rebuild one on a lookup (see
+// NewPolicy, Policy.Parts).
 type Policy struct {
 	// class is the part that many keys share (interned when the key has
 	// no restrictions).
 	class *Class
-	// text is the record's one allocation (see Compile): the versions'
-	// hashes, 32 bytes each, then the record's name, the owner, the quota's
-	// identity and the key ids. Layout's offsets cut it.
+	// text is the record's one allocation (see Compile): a head of
+	// textHead bytes, then the quota's identity, the key ids, the versions'
+	// hashes (32 bytes each), the record's name and the owner. The head
+	// holds what a decision reads besides the class; the identity and the
+	// ids come next, so that for a key of one version a decision reads the
+	// text's first 64 bytes and nothing else of it.
 	text string
-	Layout
 }
 
-// Layout is what a Policy holds besides its Class and its text: plain
-// numbers, so that an index can keep 100,000 of them in one pointer-free
-// table and rebuild the Policy on a lookup (see NewPolicy, Policy.Parts).
-type Layout struct {
-	// ExpiresAt is the key's expiry in Unix nanoseconds (see UnixNano); 0:
-	// never.
-	ExpiresAt int64
-	// OwnerAt, LimitAt and IDsAt are where the owner, the quota's identity
-	// and the key ids start in the text; the record's name ends at OwnerAt.
-	OwnerAt uint32
-	LimitAt uint32
-	IDsAt   uint32
-	// NKeys is the number of key versions, whose hashes open the text.
-	NKeys uint16
-	// Disabled refuses every version of the key.
-	Disabled bool
-}
+// The head of a Policy's text: the key's expiry in Unix nanoseconds (0:
+// never, little-endian), a flags byte, the number of versions, and where
+// the key ids, the hashes and the owner start (16 bits each, so a text is
+// at most maxText bytes; the quota's identity starts at textHead, the
+// record's name after the hashes).
+const (
+	headExpires  = 0
+	headFlags    = 8
+	headNKeys    = 9
+	headIDsAt    = 10
+	headHashesAt = 12
+	headOwnerAt  = 14
+	textHead     = 16
+
+	flagDisabled = 1 << 0
+
+	maxText     = math.MaxUint16
+	maxVersions = math.MaxUint8
+)
 
 // NewPolicy rebuilds a Policy from the parts Policy.Parts returned.
-func NewPolicy(c *Class, text string, l Layout) Policy {
-	return Policy{class: c, text: text, Layout: l}
+func NewPolicy(c *Class, text string) Policy { return Policy{class: c, text: text} }
+
+// Parts returns what NewPolicy rebuilds p from: its class and its text.
+func (p *Policy) Parts() (*Class, string) { return p.class, p.text }
+
+// head16 reads the 16-bit number at i of the text's head; 0 for a zero
+// Policy.
+func (p *Policy) head16(i int) int {
+	if len(p.text) < textHead {
+		return 0
+	}
+	return int(p.text[i]) | int(p.text[i+1])<<8
 }
 
-// Parts returns what NewPolicy rebuilds p from: its class, its text and its
-// layout.
-func (p *Policy) Parts() (*Class, string, Layout) { return p.class, p.text, p.Layout }
+// Disabled reports whether every version of the key is refused.
+func (p *Policy) Disabled() bool {
+	return len(p.text) >= textHead && p.text[headFlags]&flagDisabled != 0
+}
+
+// ExpiresAt is when every version of the key stops being accepted, in Unix
+// nanoseconds (see UnixNano); 0 means never.
+func (p *Policy) ExpiresAt() int64 {
+	t := p.text
+	if len(t) < textHead {
+		return 0
+	}
+	return int64(uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+		uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56)
+}
+
+// NKeys returns the number of the key's versions (see KeyHash).
+func (p *Policy) NKeys() int {
+	if len(p.text) < textHead {
+		return 0
+	}
+	return int(p.text[headNKeys])
+}
 
 // Class is what a policy says apart from whose key it is: keys with the same
 // permissions, environment and limit, and no restrictions, share one. A Class
@@ -111,10 +149,12 @@ func intern(c *Class) *Class {
 func (p *Policy) Class() *Class { return p.class }
 
 // Record returns the name of the key-record Secret the policy came from.
-func (p *Policy) Record() string { return p.text[int(p.NKeys)*len(apikey.Hash{}) : p.OwnerAt] }
+func (p *Policy) Record() string {
+	return p.text[p.head16(headHashesAt)+p.NKeys()*len(apikey.Hash{}) : p.head16(headOwnerAt)]
+}
 
 // Owner returns the MeterrAPIKey as "namespace/name".
-func (p *Policy) Owner() string { return p.text[p.OwnerAt:p.LimitAt] }
+func (p *Policy) Owner() string { return p.text[p.head16(headOwnerAt):] }
 
 // Environment returns the key's environment.
 func (p *Policy) Environment() string { return p.class.environment }
@@ -129,7 +169,12 @@ func (p *Policy) RequestsPerHour() int64 { return p.class.limit }
 
 // LimitID returns the identity the rate limiter counts under: the owner's
 // UID, so that rotating the key does not reset its quota.
-func (p *Policy) LimitID() string { return p.text[p.LimitAt:p.IDsAt] }
+func (p *Policy) LimitID() string {
+	if len(p.text) < textHead {
+		return ""
+	}
+	return p.text[textHead:p.head16(headIDsAt)]
+}
 
 // Restricted reports whether the key has IP or domain restrictions, which
 // are all a decision needs the client address and the origin host for.
@@ -137,7 +182,7 @@ func (p *Policy) Restricted() bool { return p.class.ipRestricted || p.class.doma
 
 // KeyHash returns the hash of the record's i-th version.
 func (p *Policy) KeyHash(i int) (h apikey.Hash) {
-	copy(h[:], p.text[i*len(h):])
+	copy(h[:], p.text[p.head16(headHashesAt)+i*len(h):])
 	return h
 }
 
@@ -183,7 +228,7 @@ func (e *Entry) expired(now time.Time) bool {
 	if !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt) {
 		return true
 	}
-	exp := e.Policy.ExpiresAt
+	exp := e.Policy.ExpiresAt()
 	return exp != 0 && now.UnixNano() >= exp
 }
 
@@ -260,11 +305,10 @@ func Compile(r *RecordSpec) *CompiledRecord {
 	}
 	cl := &Class{environment: r.Environment, limit: r.RequestsPerHour}
 	p := &Policy{class: cl}
-	p.Disabled = r.Disabled
-	p.ExpiresAt = UnixNano(r.ExpiresAt)
+	disabled := r.Disabled
 	if cl.limit < 0 {
 		problem("negative requestsPerHour %d; the key is refused", cl.limit)
-		p.Disabled = true
+		disabled = true
 		cl.limit = 0
 	}
 
@@ -338,14 +382,9 @@ func Compile(r *RecordSpec) *CompiledRecord {
 		ids = append(ids, id)
 	}
 
-	if len(c.Keys) > math.MaxUint16 {
-		problem("%d key versions; the %d oldest are used", len(c.Keys), math.MaxUint16)
-		c.Keys, ids = c.Keys[:math.MaxUint16], ids[:math.MaxUint16]
-	}
-
-	// What a record keeps (its versions' hashes, its name, its owner, its
-	// quota's identity and the key ids) is one allocation: the index holds
-	// 100,000 records, and every object in it is work for the garbage
+	// What a record keeps (its quota's identity, the key ids, its
+	// versions' hashes, its name and its owner) is one allocation: the index
+	// holds 100,000 records, and every object in it is work for the garbage
 	// collector.
 	owner := r.Owner
 	limitID := r.LimitID
@@ -353,32 +392,57 @@ func Compile(r *RecordSpec) *CompiledRecord {
 		// A record without an owner UID still needs a quota of its own.
 		limitID = "record/" + name
 	}
-	n := len(name) + len(owner) + len(limitID)
-	for i, id := range ids {
-		n += len(c.Keys[i].Hash) + len(id)
+	n := textHead + len(limitID) + len(name) + len(owner)
+	if n > maxText {
+		// Names of Kubernetes objects (a Secret's at most 253 bytes) are far
+		// shorter: nothing real gets here. A refused key counts nothing, so
+		// its quota identity does not matter.
+		problem("name, owner and quota identity take %d bytes, more than %d; the key is refused", n, maxText)
+		c.Keys, ids = nil, nil
+		disabled, owner, limitID = true, "", "refused"
+		name = name[:min(len(name), maxText-textHead-len(limitID))]
+		n = textHead + len(limitID) + len(name)
 	}
-	var b strings.Builder
-	b.Grow(n)
+	used := 0
+	for used < len(c.Keys) && used < maxVersions && n+len(c.Keys[used].Hash)+len(ids[used]) <= maxText {
+		n += len(c.Keys[used].Hash) + len(ids[used])
+		used++
+	}
+	if used < len(c.Keys) {
+		problem("%d key versions; the %d oldest are used", len(c.Keys), used)
+		c.Keys, ids = c.Keys[:used], ids[:used]
+	}
+
+	head := make([]byte, textHead, n)
+	exp := uint64(UnixNano(r.ExpiresAt))
+	for i := range 8 {
+		head[headExpires+i] = byte(exp >> (8 * i))
+	}
+	if disabled {
+		head[headFlags] |= flagDisabled
+	}
+	head[headNKeys] = byte(len(c.Keys))
+	b := append(head, limitID...)
+	put16(b, headIDsAt, len(b))
+	for i, id := range ids {
+		c.Keys[i].KeyIDAt = uint32(len(b))
+		b = append(b, id...)
+	}
+	put16(b, headHashesAt, len(b))
 	for _, k := range c.Keys {
-		b.Write(k.Hash[:])
+		b = append(b, k.Hash[:]...)
 	}
-	b.WriteString(name)
-	p.OwnerAt = uint32(b.Len())
-	b.WriteString(owner)
-	p.LimitAt = uint32(b.Len())
-	b.WriteString(limitID)
-	p.IDsAt = uint32(b.Len())
-	for i, id := range ids {
-		c.Keys[i].KeyIDAt = uint32(b.Len())
-		b.WriteString(id)
-	}
-	p.text = b.String()
-	p.NKeys = uint16(len(c.Keys))
+	b = append(b, name...)
+	put16(b, headOwnerAt, len(b))
+	b = append(b, owner...)
+	p.text = string(b)
 	for i, id := range ids {
 		c.Keys[i].KeyID = p.text[c.Keys[i].KeyIDAt : int(c.Keys[i].KeyIDAt)+len(id)]
 	}
 	return c
 }
+
+func put16(b []byte, at, v int) { b[at], b[at+1] = byte(v), byte(v>>8) }
 
 // UnixNano returns t in Unix nanoseconds, 0 for the zero time; times beyond
 // what int64 nanoseconds hold are clamped (the API server's range is wider),

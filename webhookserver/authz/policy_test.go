@@ -53,7 +53,7 @@ func TestCompile(t *testing.T) {
 		t.Errorf("mask %v", p.class.perms)
 	}
 	if p.LimitID() != "record/rec-c" || p.Owner() != "team-a/c" || p.Record() != "rec-c" || p.RequestsPerHour() != 10 ||
-		p.Environment() != "production" || !p.Restricted() || p.ExpiresAt != t0.Add(time.Hour).UnixNano() || !c.Created.Equal(t0) {
+		p.Environment() != "production" || !p.Restricted() || p.ExpiresAt() != t0.Add(time.Hour).UnixNano() || p.Disabled() || p.NKeys() != 1 || !c.Created.Equal(t0) {
 		t.Errorf("policy %+v", p)
 	}
 	for _, ip := range []string{"192.0.2.77", "198.51.100.3", "2001:db8::1"} {
@@ -74,8 +74,8 @@ func TestCompile(t *testing.T) {
 		t.Error("KeyHash(0) is not the version's hash")
 	}
 	// The parts an index keeps make the same policy again.
-	class, text, layout := p.Parts()
-	if q := NewPolicy(class, text, layout); q != *p {
+	class, text := p.Parts()
+	if q := NewPolicy(class, text); q != *p {
 		t.Errorf("NewPolicy(Parts()) = %+v, want %+v", q, *p)
 	}
 }
@@ -100,7 +100,7 @@ func TestCompileFailsClosed(t *testing.T) {
 		{"a repeated version is left out", func(s *RecordSpec) { s.Versions[1] = s.Versions[0] },
 			func(c *CompiledRecord) bool { return len(c.Keys) == 1 }, "repeats"},
 		{"a negative limit disables the key", func(s *RecordSpec) { s.RequestsPerHour = -1 },
-			func(c *CompiledRecord) bool { return c.Policy.Disabled && c.Policy.RequestsPerHour() == 0 }, "negative"},
+			func(c *CompiledRecord) bool { return c.Policy.Disabled() && c.Policy.RequestsPerHour() == 0 }, "negative"},
 	} {
 		s := spec("x", k1, k2)
 		tc.mut(s)
@@ -129,6 +129,56 @@ func TestCompileKeyIDs(t *testing.T) {
 		if c.Policy.text[k.KeyIDAt:int(k.KeyIDAt)+len(k.KeyID)] != k.KeyID {
 			t.Errorf("KeyIDAt of %q", k.KeyID)
 		}
+	}
+}
+
+// A decision reads the head of the text, the quota's identity and the key
+// id: for a key of one version, with a Kubernetes UID as its identity, they
+// are its first 64 bytes (see Policy).
+func TestCompileTextFirstLine(t *testing.T) {
+	s := spec("line", newKey(t))
+	s.LimitID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+	c := Compile(s)
+	p := c.Policy
+	if p.LimitID() != s.LimitID || p.Owner() != "team-a/line" || p.Record() != "rec-line" || p.KeyHash(0) != c.Keys[0].Hash {
+		t.Fatalf("policy parts: %q %q %q", p.LimitID(), p.Owner(), p.Record())
+	}
+	if end := int(c.Keys[0].KeyIDAt) + len(c.Keys[0].KeyID); end > 64 {
+		t.Errorf("the key id ends at byte %d of the text, past the first 64", end)
+	}
+	// The zero Policy (a decision before authentication) reads as empty.
+	var z Policy
+	if z.Disabled() || z.ExpiresAt() != 0 || z.NKeys() != 0 || z.LimitID() != "" || z.Owner() != "" || z.Record() != "" {
+		t.Error("the zero Policy is not empty")
+	}
+}
+
+// A text holds at most maxVersions versions and maxText bytes: past them the
+// oldest versions are used, and a record whose names alone do not fit is
+// refused.
+func TestCompileTextLimits(t *testing.T) {
+	s := spec("many")
+	for i := range maxVersions + 3 {
+		var h apikey.Hash
+		h[0], h[1] = byte(i), byte(i>>8)
+		s.Versions = append(s.Versions, VersionSpec{Hash: h.String()})
+	}
+	c := Compile(s)
+	if len(c.Keys) != maxVersions || c.Policy.NKeys() != maxVersions || len(c.Problems) != 1 ||
+		!strings.Contains(c.Problems[0].Error(), "the 255 oldest are used") {
+		t.Errorf("%d keys, problems %v", len(c.Keys), c.Problems)
+	}
+	for i, k := range c.Keys {
+		if c.Policy.KeyHash(i) != k.Hash {
+			t.Fatalf("KeyHash(%d)", i)
+		}
+	}
+	s = spec("huge", newKey(t))
+	s.Owner = strings.Repeat("o", maxText)
+	c = Compile(s)
+	if !c.Policy.Disabled() || len(c.Keys) != 0 || c.Policy.Owner() != "" || len(c.Problems) != 1 ||
+		!strings.Contains(c.Problems[0].Error(), "refused") {
+		t.Errorf("an oversized record: disabled %v, %d keys, problems %v", c.Policy.Disabled(), len(c.Keys), c.Problems)
 	}
 }
 

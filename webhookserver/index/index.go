@@ -16,20 +16,22 @@ import (
 )
 
 // Index is the auth server's in-memory index from each key version's hash to
-// the compiled policy of its key record. Lookups take a read lock on one map;
-// Upsert and Delete compile outside the lock and then swap a record's entries
-// under the write lock, so a reader sees either all of a record's old entries
-// or all of its new ones.
+// the compiled policy of its key record. Lookups take a read lock; Upsert
+// and Delete compile outside the lock and then swap a record's entries
+// under the write lock, so a reader sees either all of a record's old
+// entries or all of its new ones.
 //
-// Nothing the index holds per record has a pointer: a key version is its
-// hash, the slot of its record and plain numbers; a record's slot is plain
-// numbers, with its policy class by index and its text (hashes, name, owner,
-// quota identity, key ids) in shared arena chunks. The garbage collector
-// therefore marks a few large objects, not 100,000 small ones, and a
-// collection under load stays as short with 100,000 keys as with 100.
+// Nothing the index holds per record has a pointer: a key version is a
+// bucket of the key table (its hash, plain numbers, and its record's class
+// by index and text by place); a record's slot is plain numbers; the texts
+// (hashes, name, owner, quota identity, key ids) are in shared arena chunks.
+// The garbage collector therefore marks a few large objects, not 100,000
+// small ones, and a collection under load stays as short with 100,000 keys
+// as with 100. And a lookup reads one bucket, one cache line (see keyTable),
+// and the decision after it the start of the record's text.
 type Index struct {
 	mu   sync.RWMutex
-	keys map[apikey.Hash]keySlot
+	keys keyTable
 	// slots holds each record; chunk 0 marks a free slot.
 	slots []recSlot
 	free  []uint32
@@ -42,29 +44,19 @@ type Index struct {
 	conflicts atomic.Uint64
 }
 
-// keySlot is one key version in the table.
-type keySlot struct {
-	rec uint32
-	// The key id is the record's text [idOff, idOff+idLen).
-	idOff uint32
-	idLen uint32
-	// expires is the version's expiry in Unix nanoseconds; 0 means none.
-	expires int64
-}
-
-// recSlot is a record's Policy without pointers; see policyAt.
+// recSlot is a record: its Policy without pointers (see policyAt) and when
+// it was created.
 type recSlot struct {
 	// created is the record Secret's creationTimestamp in Unix
 	// nanoseconds (see claimOrder).
 	created int64
-	layout  authz.Layout
 	text    textRef
 	class   uint32
 }
 
 // New returns an empty index.
 func New() *Index {
-	return &Index{keys: map[apikey.Hash]keySlot{}, records: map[nameKey]uint32{},
+	return &Index{keys: newKeyTable(), records: map[nameKey]uint32{},
 		classes: classTable{of: map[*authz.Class]uint32{}}}
 }
 
@@ -73,17 +65,17 @@ func New() *Index {
 // (see textArena).
 func (x *Index) Lookup(h apikey.Hash) (authz.Entry, bool) {
 	x.mu.RLock()
-	k, ok := x.keys[h]
-	if !ok {
+	b := x.keys.find(&h)
+	if b == nil {
 		x.mu.RUnlock()
 		return authz.Entry{}, false
 	}
-	s := &x.slots[k.rec]
-	c, text, l := x.classes.c[s.class], x.text.string(s.text), s.layout
+	c, text := x.classes.c[b.class], x.text.string(b.text)
+	idOff, idEnd, expires := int(b.idOff), int(b.idOff)+int(b.idLen), b.expires
 	x.mu.RUnlock()
-	e := authz.Entry{Policy: authz.NewPolicy(c, text, l), KeyID: text[k.idOff : k.idOff+k.idLen]}
-	if k.expires != 0 {
-		e.ExpiresAt = time.Unix(0, k.expires)
+	e := authz.Entry{Policy: authz.NewPolicy(c, text), KeyID: text[idOff:idEnd]}
+	if expires != 0 {
+		e.ExpiresAt = time.Unix(0, expires)
 	}
 	return e, true
 }
@@ -93,7 +85,7 @@ func (x *Index) Lookup(h apikey.Hash) (authz.Entry, bool) {
 // cut from them, so they stay valid after the lock is released.
 func (x *Index) policyAt(rec uint32) authz.Policy {
 	s := &x.slots[rec]
-	return authz.NewPolicy(x.classes.c[s.class], x.text.string(s.text), s.layout)
+	return authz.NewPolicy(x.classes.c[s.class], x.text.string(s.text))
 }
 
 // Upsert replaces every entry of the record named name with those of r;
@@ -144,7 +136,7 @@ func Compile(name string, r *record.Record, created time.Time) *authz.CompiledRe
 func (x *Index) Install(c *authz.CompiledRecord) error {
 	p := c.Policy
 	name := p.Record()
-	class, text, layout := p.Parts()
+	class, text := p.Parts()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.removeLocked(name)
@@ -158,14 +150,14 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 	}
 	x.slots[rec] = recSlot{
 		created: claimOrder(c.Created),
-		layout:  layout,
 		text:    x.text.put(text),
 		class:   x.classes.ref(class),
 	}
+	slot := x.slots[rec]
 	x.records[keyOfName(name)] = rec
 	created := x.slots[rec].created
 	for _, k := range c.Keys {
-		if other, ok := x.keys[k.Hash]; ok {
+		if other := x.keys.find(&k.Hash); other != nil {
 			// Two records claiming one key: one key, one owner. The
 			// first claimant keeps it: the record whose Secret was
 			// created first (a time the API server sets, in a namespace
@@ -177,8 +169,8 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 			// loaded again (its next update or a relist), never by
 			// inheritance at the moment the winner is removed.
 			x.conflicts.Add(1)
-			o := x.policyAt(other.rec)
-			if !claimsFirst(created, name, x.slots[other.rec].created, o.Record()) {
+			o := x.policyAt(other.rec - 1)
+			if !claimsFirst(created, name, x.slots[other.rec-1].created, o.Record()) {
 				c.Problems = append(c.Problems, errors.New("key record "+name+" (owner "+p.Owner()+"): key "+k.KeyID+
 					" is also in key record "+o.Record()+" (owner "+o.Owner()+"), which claimed it first; ignored here"))
 				continue
@@ -186,7 +178,9 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 			c.Problems = append(c.Problems, errors.New("key record "+name+" (owner "+p.Owner()+"): key "+k.KeyID+
 				" is also in key record "+o.Record()+" (owner "+o.Owner()+"); this record claimed it first and keeps it"))
 		}
-		x.keys[k.Hash] = keySlot{rec: rec, idOff: k.KeyIDAt, idLen: uint32(len(k.KeyID)), expires: authz.UnixNano(k.ExpiresAt)}
+		// Compile keeps a text within 64 KiB and ids within 128 bytes.
+		x.keys.put(bucket{hash: k.Hash, expires: authz.UnixNano(k.ExpiresAt), rec: rec + 1, class: slot.class,
+			text: slot.text, idOff: uint16(k.KeyIDAt), idLen: uint8(len(k.KeyID))})
 	}
 	if x.text.wasteful() {
 		x.compactLocked()
@@ -217,11 +211,11 @@ func (x *Index) removeLocked(name string) {
 		return
 	}
 	p := x.policyAt(rec)
-	for i := range int(p.NKeys) {
+	for i := range p.NKeys() {
 		// Only our own entry: another record may have claimed the hash since.
 		h := p.KeyHash(i)
-		if k, ok := x.keys[h]; ok && k.rec == rec {
-			delete(x.keys, h)
+		if b := x.keys.find(&h); b != nil && b.rec == rec+1 {
+			x.keys.remove(&h)
 		}
 	}
 	x.text.release(x.slots[rec].text)
@@ -242,6 +236,7 @@ func (x *Index) compactLocked() {
 			s.text = x.text.put(old.string(s.text))
 		}
 	}
+	x.keys.each(func(b *bucket) { b.text = x.slots[b.rec-1].text })
 }
 
 // Len returns how many records and key versions (tombstones included) the
@@ -249,7 +244,7 @@ func (x *Index) compactLocked() {
 func (x *Index) Len() (records, keys int) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.records), len(x.keys)
+	return len(x.records), x.keys.n
 }
 
 // HashConflicts returns how many times a record was loaded with a key hash

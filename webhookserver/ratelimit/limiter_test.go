@@ -103,10 +103,10 @@ func TestMemoryLimiterConcurrent(t *testing.T) {
 	}
 }
 
-// The limiter keeps its own copy of an id: the index hands out ids that point
-// into its text arena, and a counter must neither change with those bytes nor
-// keep them alive. A forgotten counter's place is reused from zero.
-func TestMemoryLimiterKeepsItsOwnIDs(t *testing.T) {
+// The limiter keeps nothing of an id's bytes: the index hands out ids that
+// point into its text arena, and a counter must neither change with those
+// bytes nor keep them alive. A forgotten counter starts again from zero.
+func TestMemoryLimiterKeepsNoIDBytes(t *testing.T) {
 	ctx := context.Background()
 	l := NewMemory()
 	b := []byte("uid-1")
