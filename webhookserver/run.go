@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
+	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/gctune"
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
@@ -36,6 +37,10 @@ const (
 	writeTimeout      = 10 * time.Second
 	idleTimeout       = 120 * time.Second
 )
+
+// The in-memory limiter counts by quota key, so a decision never reads a
+// key's quota identity (see authz.KeyedLimiter).
+var _ authz.KeyedLimiter = (*ratelimit.Memory)(nil)
 
 // Run runs the auth server until ctx is cancelled: it watches the key records
 // in o.RecordsNamespace, serves the auth API on o.Listen and metrics on

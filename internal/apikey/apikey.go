@@ -81,8 +81,13 @@ func HashOf(key string) Hash {
 // String returns the hash in lower-case hex.
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
-// ID returns the short, non-secret identifier of the key with this hash.
-func (h Hash) ID() string { return hex.EncodeToString(h[:6]) }
+// ID returns the short, non-secret identifier of the key with this hash. It
+// allocates only the string (the auth server makes one per request).
+func (h Hash) ID() string {
+	var b [12]byte
+	hex.Encode(b[:], h[:6])
+	return string(b[:])
+}
 
 // ParseHash reads a hash written by Hash.String.
 func ParseHash(s string) (Hash, error) {

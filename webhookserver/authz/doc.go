@@ -13,7 +13,7 @@
 // gRPC, in package webhookserver) render the same Decision, each its own way.
 //
 // Import rules: authz imports only the standard library and the
-// Kubernetes-free leaf internal/apikey. It imports no Kubernetes package
+// Kubernetes-free leaves internal/apikey and internal/quota. It imports no Kubernetes package
 // (k8s.io/..., sigs.k8s.io/...), directly or indirectly (deps_test.go keeps
 // it so), none of the other auth server packages (the index, the rate
 // limiters, the front-ends import authz, never the other way round), and not

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 )
 
 // Policy is one key record's policy compiled for the hot path: parsed
@@ -18,47 +19,54 @@ import (
 // instead of once per request. A Policy is shared by every version of the
 // key and never changes after Compile returns it.
 //
-// A Policy is two words, its class and its text, so that an index can keep
-// 100,000 of them in pointer-free tables and rebuild one on a lookup (see
-// NewPolicy, Policy.Parts).
+// A Policy is its class, its text and its quota key, so that an index can
+// keep 100,000 of them in pointer-free tables and rebuild one on a lookup
+// (see NewPolicy, Policy.Parts).
 type Policy struct {
 	// class is the part that many keys share (interned when the key has
 	// no restrictions).
 	class *Class
+	// quota is quota.Key of the quota's identity: what an in-memory
+	// limiter counts under (see KeyedLimiter), so that a decision need not
+	// read the identity.
+	quota uint64
 	// text is the record's one allocation (see Compile): a head of
 	// textHead bytes, then the quota's identity, the key ids, the versions'
 	// hashes (32 bytes each), the record's name and the owner. The head
-	// holds what a decision reads besides the class; the identity and the
-	// ids come next, so that for a key of one version a decision reads the
-	// text's first 64 bytes and nothing else of it.
+	// holds the offsets of the rest. A decision reads none of it (the
+	// class, the quota key and the index's entry hold what it needs); the
+	// front-ends read the owner for identity headers and decision logs.
 	text string
 }
 
 // The head of a Policy's text: the key's expiry in Unix nanoseconds (0:
-// never, little-endian), a flags byte, the number of versions, and where
+// never, little-endian), a reserved byte, the number of versions, and where
 // the key ids, the hashes and the owner start (16 bits each, so a text is
 // at most maxText bytes; the quota's identity starts at textHead, the
-// record's name after the hashes).
+// record's name after the hashes). Each key id is preceded by its length.
 const (
 	headExpires  = 0
-	headFlags    = 8
 	headNKeys    = 9
 	headIDsAt    = 10
 	headHashesAt = 12
 	headOwnerAt  = 14
 	textHead     = 16
 
-	flagDisabled = 1 << 0
-
 	maxText     = math.MaxUint16
 	maxVersions = math.MaxUint8
 )
 
 // NewPolicy rebuilds a Policy from the parts Policy.Parts returned.
-func NewPolicy(c *Class, text string) Policy { return Policy{class: c, text: text} }
+func NewPolicy(c *Class, text string, quotaKey uint64) Policy {
+	return Policy{class: c, text: text, quota: quotaKey}
+}
 
-// Parts returns what NewPolicy rebuilds p from: its class and its text.
-func (p *Policy) Parts() (*Class, string) { return p.class, p.text }
+// Parts returns what NewPolicy rebuilds p from: its class, its text and its
+// quota key.
+func (p *Policy) Parts() (*Class, string, uint64) { return p.class, p.text, p.quota }
+
+// QuotaKey returns quota.Key(p.LimitID()), computed once by Compile.
+func (p *Policy) QuotaKey() uint64 { return p.quota }
 
 // head16 reads the 16-bit number at i of the text's head; 0 for a zero
 // Policy.
@@ -70,9 +78,7 @@ func (p *Policy) head16(i int) int {
 }
 
 // Disabled reports whether every version of the key is refused.
-func (p *Policy) Disabled() bool {
-	return len(p.text) >= textHead && p.text[headFlags]&flagDisabled != 0
-}
+func (p *Policy) Disabled() bool { return p.class != nil && p.class.disabled }
 
 // ExpiresAt is when every version of the key stops being accepted, in Unix
 // nanoseconds (see UnixNano); 0 means never.
@@ -102,6 +108,9 @@ type Class struct {
 	permissions []string
 	perms       Permission
 	limit       int64
+	// disabled refuses every key of the class: disabled keys have classes
+	// of their own, so a decision learns it from the class.
+	disabled bool
 
 	// ipRestricted and domainRestricted stay true when every entry of a
 	// non-empty list failed to parse, so a bad entry narrows access instead
@@ -133,7 +142,8 @@ func intern(c *Class) *Class {
 	if c.ipRestricted || c.domainRestricted {
 		return c
 	}
-	key := c.environment + "\x00" + strings.Join(c.permissions, ",") + "\x00" + strconv.FormatInt(c.limit, 10)
+	key := c.environment + "\x00" + strings.Join(c.permissions, ",") + "\x00" + strconv.FormatInt(c.limit, 10) +
+		"\x00" + strconv.FormatBool(c.disabled)
 	classes.Lock()
 	defer classes.Unlock()
 	if have, ok := classes.m[key]; ok {
@@ -180,6 +190,26 @@ func (p *Policy) LimitID() string {
 // are all a decision needs the client address and the origin host for.
 func (p *Policy) Restricted() bool { return p.class.ipRestricted || p.class.domainRestricted }
 
+// KeyID returns the id of the record's i-th version.
+func (p *Policy) KeyID(i int) string {
+	at := p.head16(headIDsAt)
+	for range i {
+		at += 1 + int(p.text[at])
+	}
+	return p.text[at+1 : at+1+int(p.text[at])]
+}
+
+// KeyIDOf returns the id of the record's version whose hash is h, "" if the
+// record has none.
+func (p *Policy) KeyIDOf(h apikey.Hash) string {
+	for i := range p.NKeys() {
+		if p.KeyHash(i) == h {
+			return p.KeyID(i)
+		}
+	}
+	return ""
+}
+
 // KeyHash returns the hash of the record's i-th version.
 func (p *Policy) KeyHash(i int) (h apikey.Hash) {
 	copy(h[:], p.text[p.head16(headHashesAt)+i*len(h):])
@@ -218,18 +248,15 @@ type Entry struct {
 	Policy Policy
 	// KeyID is the version's short, non-secret identifier.
 	KeyID string
-	// ExpiresAt is when this version stops being accepted (a tombstone from
-	// then on); zero for the current key.
+	// ExpiresAt is when this version stops being accepted: its own expiry
+	// (a tombstone from then on) or the whole key's, whichever comes first
+	// (see CompiledKey); zero for never.
 	ExpiresAt time.Time
 }
 
 // expired reports whether the version, or the whole key, has expired at now.
 func (e *Entry) expired(now time.Time) bool {
-	if !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt) {
-		return true
-	}
-	exp := e.Policy.ExpiresAt()
-	return exp != 0 && now.UnixNano() >= exp
+	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
 }
 
 // RecordSpec is a key record as Compile reads it: plain values, so that
@@ -273,9 +300,10 @@ type VersionSpec struct {
 // CompiledKey is one key version of a compiled record.
 type CompiledKey struct {
 	Hash apikey.Hash
-	// KeyID is the version's identifier; ExpiresAt is zero for the current
-	// key.
-	KeyID     string
+	// KeyID is the version's identifier.
+	KeyID string
+	// ExpiresAt is when the version stops being accepted: the earlier of
+	// its own expiry (zero for the current key) and the key's.
 	ExpiresAt time.Time
 	// KeyIDAt is where KeyID starts in the policy's text.
 	KeyIDAt uint32
@@ -358,7 +386,31 @@ func Compile(r *RecordSpec) *CompiledRecord {
 			cl.domains = append(cl.domains, d)
 		}
 	}
+
+	// What a record keeps (its quota's identity, the key ids, its
+	// versions' hashes, its name and its owner) is one allocation: the index
+	// holds 100,000 records, and every object in it is work for the garbage
+	// collector.
+	owner := r.Owner
+	limitID := r.LimitID
+	if limitID == "" {
+		// A record without an owner UID still needs a quota of its own.
+		limitID = "record/" + name
+	}
+	n := textHead + len(limitID) + len(name) + len(owner)
+	oversized := n > maxText
+	if oversized {
+		// Names of Kubernetes objects (a Secret's at most 253 bytes) are far
+		// shorter: nothing real gets here. A refused key counts nothing, so
+		// its quota identity does not matter.
+		problem("name, owner and quota identity take %d bytes, more than %d; the key is refused", n, maxText)
+		disabled, owner, limitID = true, "", "refused"
+		name = name[:min(len(name), maxText-textHead-len(limitID))]
+		n = textHead + len(limitID) + len(name)
+	}
+	cl.disabled = disabled
 	p.class = intern(cl)
+	p.quota = quota.Key(limitID)
 	c.Policy = p
 
 	seenHash := make(map[apikey.Hash]bool, len(r.Versions))
@@ -378,34 +430,22 @@ func Compile(r *RecordSpec) *CompiledRecord {
 		if id == "" || !validToken(id) {
 			id = h.ID()
 		}
-		c.Keys = append(c.Keys, CompiledKey{Hash: h, ExpiresAt: v.ExpiresAt})
+		// A version stops being accepted at its own expiry or the key's,
+		// whichever comes first: a decision reads one time.
+		exp := v.ExpiresAt
+		if !r.ExpiresAt.IsZero() && (exp.IsZero() || r.ExpiresAt.Before(exp)) {
+			exp = r.ExpiresAt
+		}
+		c.Keys = append(c.Keys, CompiledKey{Hash: h, ExpiresAt: exp})
 		ids = append(ids, id)
 	}
-
-	// What a record keeps (its quota's identity, the key ids, its
-	// versions' hashes, its name and its owner) is one allocation: the index
-	// holds 100,000 records, and every object in it is work for the garbage
-	// collector.
-	owner := r.Owner
-	limitID := r.LimitID
-	if limitID == "" {
-		// A record without an owner UID still needs a quota of its own.
-		limitID = "record/" + name
-	}
-	n := textHead + len(limitID) + len(name) + len(owner)
-	if n > maxText {
-		// Names of Kubernetes objects (a Secret's at most 253 bytes) are far
-		// shorter: nothing real gets here. A refused key counts nothing, so
-		// its quota identity does not matter.
-		problem("name, owner and quota identity take %d bytes, more than %d; the key is refused", n, maxText)
+	if oversized {
 		c.Keys, ids = nil, nil
-		disabled, owner, limitID = true, "", "refused"
-		name = name[:min(len(name), maxText-textHead-len(limitID))]
-		n = textHead + len(limitID) + len(name)
 	}
+
 	used := 0
-	for used < len(c.Keys) && used < maxVersions && n+len(c.Keys[used].Hash)+len(ids[used]) <= maxText {
-		n += len(c.Keys[used].Hash) + len(ids[used])
+	for used < len(c.Keys) && used < maxVersions && n+len(c.Keys[used].Hash)+1+len(ids[used]) <= maxText {
+		n += len(c.Keys[used].Hash) + 1 + len(ids[used])
 		used++
 	}
 	if used < len(c.Keys) {
@@ -418,13 +458,11 @@ func Compile(r *RecordSpec) *CompiledRecord {
 	for i := range 8 {
 		head[headExpires+i] = byte(exp >> (8 * i))
 	}
-	if disabled {
-		head[headFlags] |= flagDisabled
-	}
 	head[headNKeys] = byte(len(c.Keys))
 	b := append(head, limitID...)
 	put16(b, headIDsAt, len(b))
 	for i, id := range ids {
+		b = append(b, byte(len(id))) // validToken: at most 128
 		c.Keys[i].KeyIDAt = uint32(len(b))
 		b = append(b, id...)
 	}

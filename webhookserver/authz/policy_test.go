@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 )
 
 // t0 is half past an hour, so the window resets in 1800 seconds.
@@ -74,8 +75,8 @@ func TestCompile(t *testing.T) {
 		t.Error("KeyHash(0) is not the version's hash")
 	}
 	// The parts an index keeps make the same policy again.
-	class, text := p.Parts()
-	if q := NewPolicy(class, text); q != *p {
+	class, text, key := p.Parts()
+	if q := NewPolicy(class, text, key); q != *p || key != quota.Key("record/rec-c") {
 		t.Errorf("NewPolicy(Parts()) = %+v, want %+v", q, *p)
 	}
 }
@@ -129,24 +130,23 @@ func TestCompileKeyIDs(t *testing.T) {
 		if c.Policy.text[k.KeyIDAt:int(k.KeyIDAt)+len(k.KeyID)] != k.KeyID {
 			t.Errorf("KeyIDAt of %q", k.KeyID)
 		}
+		if c.Policy.KeyIDOf(k.Hash) != k.KeyID {
+			t.Errorf("KeyIDOf the hash of %q = %q", k.KeyID, c.Policy.KeyIDOf(k.Hash))
+		}
 	}
 }
 
-// A decision reads the head of the text, the quota's identity and the key
-// id: for a key of one version, with a Kubernetes UID as its identity, they
-// are its first 64 bytes (see Policy).
-func TestCompileTextFirstLine(t *testing.T) {
+// The parts of a text read back, and the zero Policy (a decision before
+// authentication) reads as empty.
+func TestCompileText(t *testing.T) {
 	s := spec("line", newKey(t))
 	s.LimitID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 	c := Compile(s)
 	p := c.Policy
-	if p.LimitID() != s.LimitID || p.Owner() != "team-a/line" || p.Record() != "rec-line" || p.KeyHash(0) != c.Keys[0].Hash {
-		t.Fatalf("policy parts: %q %q %q", p.LimitID(), p.Owner(), p.Record())
+	if p.LimitID() != s.LimitID || p.Owner() != "team-a/line" || p.Record() != "rec-line" || p.KeyHash(0) != c.Keys[0].Hash ||
+		p.KeyID(0) != c.Keys[0].KeyID || p.QuotaKey() != quota.Key(s.LimitID) {
+		t.Fatalf("policy parts: %q %q %q %q", p.LimitID(), p.Owner(), p.Record(), p.KeyID(0))
 	}
-	if end := int(c.Keys[0].KeyIDAt) + len(c.Keys[0].KeyID); end > 64 {
-		t.Errorf("the key id ends at byte %d of the text, past the first 64", end)
-	}
-	// The zero Policy (a decision before authentication) reads as empty.
 	var z Policy
 	if z.Disabled() || z.ExpiresAt() != 0 || z.NKeys() != 0 || z.LimitID() != "" || z.Owner() != "" || z.Record() != "" {
 		t.Error("the zero Policy is not empty")
@@ -193,6 +193,12 @@ func TestCompileInternsClasses(t *testing.T) {
 	other.RequestsPerHour = 7
 	if Compile(other).Policy.Class() == a.Policy.Class() {
 		t.Error("a different limit shares the class")
+	}
+	// A disabled key's class says so (a decision reads it there).
+	off := spec("off", newKey(t))
+	off.Disabled = true
+	if p := Compile(off).Policy; p.Class() == a.Policy.Class() || !p.Disabled() || a.Policy.Disabled() {
+		t.Error("a disabled key shares the class of enabled ones")
 	}
 	r1, r2 := spec("r1", newKey(t)), spec("r2", newKey(t))
 	r1.Domains, r2.Domains = []string{"example.com"}, []string{"example.com"}

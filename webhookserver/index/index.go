@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
@@ -61,8 +62,8 @@ func New() *Index {
 }
 
 // Lookup returns the entry of the key version whose hash is h. It takes a
-// read lock, does not allocate, and its strings stay valid after it returns
-// (see textArena).
+// read lock, reads one bucket of the key table, allocates only the key id
+// (12 bytes), and its strings stay valid after it returns (see textArena).
 func (x *Index) Lookup(h apikey.Hash) (authz.Entry, bool) {
 	x.mu.RLock()
 	b := x.keys.find(&h)
@@ -70,10 +71,17 @@ func (x *Index) Lookup(h apikey.Hash) (authz.Entry, bool) {
 		x.mu.RUnlock()
 		return authz.Entry{}, false
 	}
-	c, text := x.classes.c[b.class], x.text.string(b.text)
-	idOff, idEnd, expires := int(b.idOff), int(b.idOff)+int(b.idLen), b.expires
+	c, text := x.classes.c[b.class&^customID], x.text.string(b.text.ref())
+	key, expires, custom := b.quota, b.expires, b.class&customID != 0
 	x.mu.RUnlock()
-	e := authz.Entry{Policy: authz.NewPolicy(c, text), KeyID: text[idOff:idEnd]}
+	e := authz.Entry{Policy: authz.NewPolicy(c, text, key)}
+	// The id is the hash's, but for records written by hand: taking it
+	// from the hash, a 12-byte string, spares reading the text.
+	if custom {
+		e.KeyID = e.Policy.KeyIDOf(h)
+	} else {
+		e.KeyID = h.ID()
+	}
 	if expires != 0 {
 		e.ExpiresAt = time.Unix(0, expires)
 	}
@@ -85,7 +93,9 @@ func (x *Index) Lookup(h apikey.Hash) (authz.Entry, bool) {
 // cut from them, so they stay valid after the lock is released.
 func (x *Index) policyAt(rec uint32) authz.Policy {
 	s := &x.slots[rec]
-	return authz.NewPolicy(x.classes.c[s.class], x.text.string(s.text))
+	c, text := x.classes.c[s.class], x.text.string(s.text)
+	p := authz.NewPolicy(c, text, 0)
+	return authz.NewPolicy(c, text, quota.Key(p.LimitID()))
 }
 
 // Upsert replaces every entry of the record named name with those of r;
@@ -136,7 +146,7 @@ func Compile(name string, r *record.Record, created time.Time) *authz.CompiledRe
 func (x *Index) Install(c *authz.CompiledRecord) error {
 	p := c.Policy
 	name := p.Record()
-	class, text := p.Parts()
+	class, text, key := p.Parts()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.removeLocked(name)
@@ -178,9 +188,12 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 			c.Problems = append(c.Problems, errors.New("key record "+name+" (owner "+p.Owner()+"): key "+k.KeyID+
 				" is also in key record "+o.Record()+" (owner "+o.Owner()+"); this record claimed it first and keeps it"))
 		}
-		// Compile keeps a text within 64 KiB and ids within 128 bytes.
-		x.keys.put(bucket{hash: k.Hash, expires: authz.UnixNano(k.ExpiresAt), rec: rec + 1, class: slot.class,
-			text: slot.text, idOff: uint16(k.KeyIDAt), idLen: uint8(len(k.KeyID))})
+		b := bucket{hash: k.Hash, expires: authz.UnixNano(k.ExpiresAt), quota: key, rec: rec + 1, class: slot.class,
+			text: pack(slot.text)}
+		if k.KeyID != k.Hash.ID() {
+			b.class |= customID
+		}
+		x.keys.put(b)
 	}
 	if x.text.wasteful() {
 		x.compactLocked()
@@ -236,7 +249,7 @@ func (x *Index) compactLocked() {
 			s.text = x.text.put(old.string(s.text))
 		}
 	}
-	x.keys.each(func(b *bucket) { b.text = x.slots[b.rec-1].text })
+	x.keys.each(func(b *bucket) { b.text = pack(x.slots[b.rec-1].text) })
 }
 
 // Len returns how many records and key versions (tombstones included) the

@@ -8,22 +8,42 @@ import (
 	"github.com/meterr/meterr-operator/internal/apikey"
 )
 
-// bucket is one key version in the key table: everything a lookup returns,
-// in one 64-byte cache line (see keyTable). It holds no pointers.
+// bucket is one key version in the key table: everything a decision needs
+// of the index, in one 64-byte cache line (see keyTable). It holds no
+// pointers.
 type bucket struct {
 	hash apikey.Hash
-	// expires is the version's expiry in Unix nanoseconds; 0 means none.
+	// expires is when the version stops being accepted, in Unix
+	// nanoseconds (authz.CompiledKey.ExpiresAt); 0 means never.
 	expires int64
+	// quota is the record's quota key (authz.Policy.QuotaKey).
+	quota uint64
 	// rec is the record's slot plus one; 0 marks an empty bucket.
 	rec uint32
-	// class and text are copies of the record slot's (see recSlot), so that
-	// a lookup reads this bucket and nothing else of the index.
+	// class is the record's class (see recSlot), with customID set when
+	// the version's id is not its hash's (apikey.Hash.ID) and so must be
+	// read from the text.
 	class uint32
-	text  textRef
-	// The key id is the record's text [idOff, idOff+idLen).
-	idOff uint16
-	idLen uint8
-	_     uint8
+	// text is the record slot's, packed.
+	text packedText
+}
+
+const customID = 1 << 31
+
+// packedText is a textRef in 8 bytes: a chunk is at most 256 KiB, and a
+// text at most 64 KiB (authz.Compile).
+type packedText struct {
+	off   uint32
+	chunk uint16
+	n     uint16
+}
+
+func pack(r textRef) packedText {
+	return packedText{off: r.off, chunk: uint16(r.chunk), n: uint16(r.n)}
+}
+
+func (p packedText) ref() textRef {
+	return textRef{chunk: uint32(p.chunk), off: p.off, n: uint32(p.n)}
 }
 
 // keyTable maps key hashes to buckets by open addressing with Robin Hood

@@ -7,9 +7,10 @@ package ratelimit
 
 import (
 	"context"
-	"hash/maphash"
 	"sync"
 	"time"
+
+	"github.com/meterr/meterr-operator/internal/quota"
 )
 
 // windowSeconds is the length of a rate-limit window: one UTC clock hour.
@@ -50,17 +51,15 @@ const limiterShards = 64
 // with its own mutex, so concurrent requests for different keys rarely
 // contend. A counter from an earlier hour is reset when next touched.
 //
-// A counter is found by a 64-bit digest of its id (hash/maphash, seeded
-// per limiter), and the map holds the counter itself: a request reads the
-// id once and then one map slot, where a map keyed by the id string would
-// also read the stored copy of the id to compare it and then the counter
-// elsewhere. With 100,000 keys those are cache misses, and they cost more
-// than everything else the limiter does. Two ids share a counter only if
-// their digests collide: about 1 in 10^9 for 100,000 keys, and no client
-// can aim for it (ids are the API server's UIDs, and the seed is secret).
-// Nothing of the id is kept, so a limiter keeps no id's bytes alive.
+// A counter is found by its id's quota.Key, and the map holds the counter
+// itself. The decision passes the key it computed when the record was
+// loaded (TakeKey), so a request reads neither the id nor a stored copy of
+// it, and then one map slot: with 100,000 keys every read of another place
+// is a cache miss, and those cost more than everything else the limiter
+// does. Two ids share a counter only if their keys collide (see
+// quota.Key). Nothing of an id is kept, so the limiter keeps no id's bytes
+// alive.
 type Memory struct {
-	seed   maphash.Seed
 	shards [limiterShards]limiterShard
 }
 
@@ -78,22 +77,29 @@ type window struct {
 
 // NewMemory returns an empty in-memory limiter.
 func NewMemory() *Memory {
-	l := &Memory{seed: maphash.MakeSeed()}
+	l := &Memory{}
 	for i := range l.shards {
 		l.shards[i].at = map[uint64]window{}
 	}
 	return l
 }
 
-func (l *Memory) shard(id string) (*limiterShard, uint64) {
-	k := maphash.String(l.seed, id)
-	return &l.shards[k%limiterShards], k
-}
+func (l *Memory) shard(key uint64) *limiterShard { return &l.shards[key%limiterShards] }
 
 // Take implements Limiter.
-func (l *Memory) Take(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
+func (l *Memory) Take(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
+	return l.TakeKey(ctx, quota.Key(id), limit, now)
+}
+
+// Peek implements Limiter.
+func (l *Memory) Peek(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
+	return l.PeekKey(ctx, quota.Key(id), limit, now)
+}
+
+// TakeKey is Take of the id whose quota.Key is k.
+func (l *Memory) TakeKey(_ context.Context, k uint64, limit int64, now time.Time) (int64, time.Time, bool) {
 	hour, reset := windowOf(now)
-	s, k := l.shard(id)
+	s := l.shard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := s.at[k]
@@ -108,10 +114,10 @@ func (l *Memory) Take(_ context.Context, id string, limit int64, now time.Time) 
 	return limit - w.count, reset, true
 }
 
-// Peek implements Limiter.
-func (l *Memory) Peek(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
+// PeekKey is Peek of the id whose quota.Key is k.
+func (l *Memory) PeekKey(_ context.Context, k uint64, limit int64, now time.Time) (int64, time.Time) {
 	hour, reset := windowOf(now)
-	s, k := l.shard(id)
+	s := l.shard(k)
 	s.mu.Lock()
 	w := s.at[k]
 	s.mu.Unlock()
@@ -123,7 +129,8 @@ func (l *Memory) Peek(_ context.Context, id string, limit int64, now time.Time) 
 
 // Forget implements Limiter.
 func (l *Memory) Forget(id string) {
-	s, k := l.shard(id)
+	k := quota.Key(id)
+	s := l.shard(k)
 	s.mu.Lock()
 	delete(s.at, k)
 	s.mu.Unlock()
