@@ -21,8 +21,8 @@ import (
 
 // Index finds the entry for a key hash. It is all the front-ends know of
 // where keys come from: implementations must be safe for concurrent use, must
-// not block on I/O and should not allocate. index.Index is the one the auth
-// server uses.
+// not block on I/O and should allocate little (index.Index, the one the auth
+// server uses, allocates only the key id's string).
 type Index interface {
 	Lookup(h apikey.Hash) (authz.Entry, bool)
 }
