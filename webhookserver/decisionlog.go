@@ -3,6 +3,7 @@ package webhookserver
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -86,47 +87,77 @@ func (d *decisionLog) take(now time.Time) (droppedBefore uint64, ok bool) {
 // address, the original request) rather than making the decision carry it,
 // so that with the log off the decision does no extra work.
 func (s *Server) logDecision(r *http.Request, c authz.Code, need authz.Permission) {
-	d := s.dlog
-	if c == authz.OK && !d.all {
+	if c == authz.OK && !s.dlog.all {
 		return
 	}
+	l := decisionLine{code: c, cred: credential(r.Header), peer: r.RemoteAddr, xff: strings.Join(r.Header["X-Forwarded-For"], ", "),
+		originHost: requestHost(r.Header), endpoint: "verify", method: r.Method, path: r.URL.Path, required: need}
+	l.client = clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops)
+	if l.path != verifyPath {
+		l.endpoint = "check"
+		l.method, l.path = originalForLog(r)
+	}
+	s.writeDecisionLine(&l)
+}
+
+// decisionLine is what a --log-decisions line reports, which each
+// front-end works out of its own request (logDecision for HTTP,
+// logCheckDecision for gRPC); writeDecisionLine writes it the same way for
+// both.
+type decisionLine struct {
+	code authz.Code
+	// cred is the request's Authorization value: the key's id and owner are
+	// looked up again from it. Never logged.
+	cred string
+	// client is the address the allowlist is checked against (invalid:
+	// unknown); peer the TCP peer as text.
+	client           netip.Addr
+	peer             string
+	xff, originHost  string
+	endpoint, method string
+	// path is the original request's, without query or fragment.
+	path     string
+	required authz.Permission
+}
+
+// writeDecisionLine writes l, within the log's rate limit.
+func (s *Server) writeDecisionLine(l *decisionLine) {
+	d := s.dlog
 	droppedBefore, ok := d.take(s.clock.Now())
 	if !ok {
 		d.dropped.Inc()
 		return
 	}
 	kv := make([]any, 0, 26)
-	kv = append(kv, "code", c.String())
-	// The key's id and owner, looked up again by the key's hash; the key
-	// itself is never logged.
-	if tok, ok := bearerToken(r.Header["Authorization"]); ok && apikey.Parse(tok) == nil {
+	kv = append(kv, "code", l.code.String())
+	// The key's id and owner, looked up again by the key's hash, also for a
+	// disabled or expired key; the key itself is never logged.
+	if tok, ok := authz.BearerToken(l.cred); ok && apikey.Parse(tok) == nil {
 		if e, found := s.index.Lookup(apikey.HashOf(tok)); found {
 			// Copies: the index's strings must not outlive the request,
 			// and a log sink may keep what it is given.
 			kv = append(kv, "keyId", strings.Clone(e.KeyID), "owner", strings.Clone(e.Policy.Owner()))
 		}
 	}
-	client := "unknown"
-	if a := clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops); a.IsValid() {
-		client = a.String()
+	client, peer := "unknown", "unknown"
+	if l.client.IsValid() {
+		client = l.client.String()
 	}
-	kv = append(kv, "client", client, "peer", r.RemoteAddr)
-	if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
-		kv = append(kv, "xForwardedFor", loggable(strings.Join(xff, ", ")))
+	if l.peer != "" {
+		peer = l.peer
 	}
-	if host := requestHost(r.Header); host != "" {
-		kv = append(kv, "originHost", host)
+	kv = append(kv, "client", client, "peer", peer)
+	if l.xff != "" {
+		kv = append(kv, "xForwardedFor", loggable(l.xff))
 	}
-	endpoint, method, path := "verify", r.Method, r.URL.Path
-	if path != verifyPath {
-		endpoint = "check"
-		method, path = originalForLog(r)
+	if l.originHost != "" {
+		kv = append(kv, "originHost", l.originHost)
 	}
 	required := "none"
-	if need != 0 {
-		required = need.String()
+	if l.required != 0 {
+		required = l.required.String()
 	}
-	kv = append(kv, "endpoint", endpoint, "method", loggable(method), "path", loggable(path), "required", required)
+	kv = append(kv, "endpoint", l.endpoint, "method", loggable(l.method), "path", loggable(l.path), "required", required)
 	if droppedBefore > 0 {
 		kv = append(kv, "droppedBefore", droppedBefore)
 	}

@@ -26,10 +26,10 @@ func FuzzAuthorization(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, auth string) {
-		tok, ok := bearerToken([]string{auth})
+		tok, ok := authz.BearerToken(credential(http.Header{"Authorization": {auth}}))
 		if ok {
 			if tok == "" || strings.ContainsAny(tok, " \t\r\n") || !authz.EqualFoldASCII(auth[:6], "bearer") {
-				t.Fatalf("bearerToken(%q) = %q", auth, tok)
+				t.Fatalf("the token of %q = %q", auth, tok)
 			}
 		}
 		r := httptest.NewRequest(http.MethodGet, verifyPath, nil)

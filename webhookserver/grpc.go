@@ -118,7 +118,9 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 	}
 	in := authz.Input{ClientIP: peer, OriginHost: originHost(h), Now: now}
 	if s.dlog != nil {
-		defer func() { s.logCheckDecision(&d, &in, peer, h["x-forwarded-for"], hr.GetMethod(), hr.GetPath()) }()
+		defer func() {
+			s.logCheckDecision(&d, &in, h["authorization"], peer, h["x-forwarded-for"], hr.GetMethod(), hr.GetPath())
+		}()
 	}
 
 	explicit := false
@@ -145,54 +147,26 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 }
 
 // logCheckDecision writes the --log-decisions line of a gRPC check, with the
-// fields of the HTTP line (see logDecision); endpoint is "grpc". Never the
-// key.
-func (s *Server) logCheckDecision(d *authz.Decision, in *authz.Input, peer netip.Addr, xff, method, path string) {
-	dl := s.dlog
-	if d.Code == authz.OK && !dl.all {
+// fields of the HTTP line (see writeDecisionLine); endpoint is "grpc". Never
+// the key.
+func (s *Server) logCheckDecision(d *authz.Decision, in *authz.Input, cred string, peer netip.Addr, xff, method, path string) {
+	if d.Code == authz.OK && !s.dlog.all {
 		return
 	}
-	droppedBefore, ok := dl.take(s.clock.Now())
-	if !ok {
-		dl.dropped.Inc()
-		return
-	}
-	kv := make([]any, 0, 26)
-	kv = append(kv, "code", d.Code.String())
-	if d.Authenticated() {
-		// Copies: the index's strings must not outlive the request.
-		kv = append(kv, "keyId", strings.Clone(d.KeyID), "owner", strings.Clone(d.Policy.Owner()))
-	}
-	client, peerText := "unknown", "unknown"
-	if in.ClientIP.IsValid() {
-		client = in.ClientIP.String()
-	}
+	l := decisionLine{code: d.Code, cred: cred, client: in.ClientIP, xff: xff, originHost: in.OriginHost,
+		endpoint: "grpc", method: method, required: d.Required}
 	if peer.IsValid() {
-		peerText = peer.String()
-	}
-	kv = append(kv, "client", client, "peer", peerText)
-	if xff != "" {
-		kv = append(kv, "xForwardedFor", loggable(xff))
-	}
-	if in.OriginHost != "" {
-		kv = append(kv, "originHost", in.OriginHost)
+		l.peer = peer.String()
 	}
 	if p, ok := originalPath(path); ok {
-		path = p
+		l.path = p
 	} else if path != "" {
-		path = "(malformed)"
+		l.path = "(malformed)"
 	}
-	required := "none"
-	if d.Required != 0 {
-		required = d.Required.String()
-	} else if in.Required != 0 {
-		required = in.Required.String()
+	if l.required == 0 {
+		l.required = in.Required
 	}
-	kv = append(kv, "endpoint", "grpc", "method", loggable(method), "path", loggable(path), "required", required)
-	if droppedBefore > 0 {
-		kv = append(kv, "droppedBefore", droppedBefore)
-	}
-	dl.log.Info("decision", kv...)
+	s.writeDecisionLine(&l)
 }
 
 // rawHeaders reads Envoy's header_map into the lower-case map of headers;

@@ -506,15 +506,25 @@ func TestGRPCDecisionLog(t *testing.T) {
 	readOnly := standard()
 	readOnly.Permissions = []string{"read"}
 	ro := g.add("ro", readOnly)
+	off := standard()
+	off.Disabled = true
+	disabled := g.add("off", off)
 	unknown := newKey(t, "production")
 	g.check(t, checkReq{key: ro}) // allowed: not logged
 	g.check(t, checkReq{key: ro, method: "POST", path: "/v1/usage?key=" + ro, source: "10.1.1.1",
 		headers: map[string]string{"x-forwarded-for": "203.0.113.9", "origin": "https://app.example.com"}})
 	g.check(t, checkReq{key: unknown})
+	g.check(t, checkReq{key: disabled})
 	mu.Lock()
 	defer mu.Unlock()
-	if len(lines) != 2 {
-		t.Fatalf("%d lines, want 2: %q", len(lines), lines)
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want 3: %q", len(lines), lines)
+	}
+	// A disabled key is named, as in the HTTP line: its answer is an
+	// unknown key's, its log line is the operator's.
+	if l := lines[2]; !strings.Contains(l, `"code"="invalid_api_key"`) || !strings.Contains(l, `"keyId"="`+apikey.HashOf(disabled).ID()+`"`) ||
+		!strings.Contains(l, `"owner"="team-a/off"`) {
+		t.Errorf("disabled key line: %s", l)
 	}
 	for _, want := range []string{`"code"="insufficient_permissions"`, `"keyId"="` + apikey.HashOf(ro).ID() + `"`, `"owner"="team-a/ro"`,
 		`"client"="203.0.113.9"`, `"peer"="10.1.1.1"`, `"xForwardedFor"="203.0.113.9"`, `"originHost"="app.example.com"`,
@@ -527,7 +537,7 @@ func TestGRPCDecisionLog(t *testing.T) {
 		t.Errorf("unknown key line: %s", lines[1])
 	}
 	for _, l := range lines {
-		for _, k := range []string{ro, unknown} {
+		for _, k := range []string{ro, unknown, disabled} {
 			if strings.Contains(l, k) || strings.Contains(l, k[len("mtr_live_"):]) {
 				t.Errorf("a decision log line holds a key: %s", l)
 			}

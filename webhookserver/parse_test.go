@@ -33,9 +33,9 @@ func TestBearerToken(t *testing.T) {
 		{[]string{"Token abc"}, "", false},
 		{[]string{"Bearer\u00a0abc"}, "", false},
 	} {
-		got, ok := bearerToken(tc.in)
+		got, ok := authz.BearerToken(credential(http.Header{"Authorization": tc.in}))
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("bearerToken(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+			t.Errorf("the token of %q = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
 }

@@ -195,11 +195,7 @@ func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []b
 }
 
 func (s *Server) decide(w http.ResponseWriter, r *http.Request, need authz.Permission, check, nginx bool, start time.Time) {
-	var cred string
-	if v := r.Header["Authorization"]; len(v) == 1 {
-		cred = v[0]
-	}
-	d := s.decideFrom(r.Context(), cred, authz.Input{Required: need, Now: start}, r)
+	d := s.decideFrom(r.Context(), credential(r.Header), authz.Input{Required: need, Now: start}, r)
 	s.writeDecision(w, &d, nil, check, nginx)
 	s.observe(r, d.Code, need, start)
 }

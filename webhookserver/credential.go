@@ -1,0 +1,13 @@
+package webhookserver
+
+import "net/http"
+
+// credential returns the value of the request's only Authorization header
+// ("Bearer <token>", which authz.BearerToken reads), "" when there is none
+// or several: several are refused as ambiguous.
+func credential(h http.Header) string {
+	if v := h["Authorization"]; len(v) == 1 {
+		return v[0]
+	}
+	return ""
+}
