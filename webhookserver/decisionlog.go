@@ -191,30 +191,76 @@ func originalForLog(r *http.Request) (method, path string) {
 
 // loggable shortens a client-supplied value to maxLoggedValue bytes and
 // hides anything that looks like a key ("mtr_" and the characters of a key
-// after it): a client may put its key anywhere.
+// after it): a client may put its key anywhere, and may percent-encode any
+// of its characters (/v1/keys/mtr%5Flive_… is the same key to a server that
+// decodes it once), so escapes are read as the bytes they stand for.
 func loggable(s string) string {
 	if len(s) > maxLoggedValue {
 		s = s[:maxLoggedValue] + "…"
 	}
-	const mark = "mtr_"
-	if !strings.Contains(s, mark) {
+	if !strings.Contains(s, "mtr_") && strings.IndexByte(s, '%') < 0 {
 		return s
 	}
 	var b strings.Builder
-	for {
-		i := strings.Index(s, mark)
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
+	last := 0
+	for i := 0; i < len(s); i++ {
+		if end, ok := keyAt(s, i); ok {
+			b.WriteString(s[last:i])
+			b.WriteString("mtr_[redacted]")
+			last = end
+			i = end - 1
 		}
-		b.WriteString(s[:i])
-		b.WriteString("mtr_[redacted]")
-		j := i + len(mark)
-		for j < len(s) && isKeyChar(s[j]) {
-			j++
-		}
-		s = s[j:]
 	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// keyAt reports whether s reads "mtr_" at i, escapes decoded, and where the
+// key characters after it end.
+func keyAt(s string, i int) (end int, ok bool) {
+	for _, want := range []byte("mtr_") {
+		if i >= len(s) {
+			return 0, false
+		}
+		c, w := byteAt(s, i)
+		if c != want {
+			return 0, false
+		}
+		i += w
+	}
+	for i < len(s) {
+		c, w := byteAt(s, i)
+		if !isKeyChar(c) {
+			break
+		}
+		i += w
+	}
+	return i, true
+}
+
+// byteAt returns the byte s stands for at i, a percent escape decoded, and
+// how many bytes of s that takes.
+func byteAt(s string, i int) (byte, int) {
+	if s[i] == '%' && i+2 < len(s) {
+		if hi, ok := unhex(s[i+1]); ok {
+			if lo, ok := unhex(s[i+2]); ok {
+				return hi<<4 | lo, 3
+			}
+		}
+	}
+	return s[i], 1
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 func isKeyChar(c byte) bool {

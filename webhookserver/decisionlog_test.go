@@ -181,9 +181,43 @@ func TestLoggable(t *testing.T) {
 		{k + "," + k, "mtr_[redacted],mtr_[redacted]"},
 		{"mtr_", "mtr_[redacted]"},
 		{strings.Repeat("x", 300), strings.Repeat("x", maxLoggedValue) + "…"},
+		// Percent-encoded, in part or whole, it is the same key.
+		{"/a/mtr%5Flive_" + k[9:] + "/b", "/a/mtr_[redacted]/b"},
+		{"/a/%6dtr%5F%6Cive%5F" + k[9:] + "?x=1", "/a/mtr_[redacted]?x=1"},
+		{"/a/mtr_live%5f" + k[9:12] + "%61" + k[13:], "/a/mtr_[redacted]"},
+		{"/a/mtr%5", "/a/mtr%5"},
+		{"100%25 mtr%zz_", "100%25 mtr%zz_"},
 	} {
 		if got := loggable(tc.in); got != tc.want {
 			t.Errorf("loggable(%.40q) = %.60q, want %.60q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// Whatever a client sends, what is logged holds no key: read with its
+// escapes decoded, every "mtr_" in it is a redaction.
+func FuzzLoggable(f *testing.F) {
+	k := "mtr_live_" + strings.Repeat("a", 46)
+	for _, s := range []string{"/v1/x", "/a/" + k, "/a/mtr%5Flive_" + k[9:], "%6dtr_" + k[4:], "mtr%5", "%%%", "mmtr_" + k} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := loggable(in)
+		var dec []byte
+		for i := 0; i < len(out); {
+			c, w := byteAt(out, i)
+			dec = append(dec, c)
+			i += w
+		}
+		for rest := string(dec); ; {
+			i := strings.Index(rest, "mtr_")
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len("mtr_"):]
+			if !strings.HasPrefix(rest, "[redacted]") {
+				t.Fatalf("loggable(%q) = %q holds an unredacted key", in, out)
+			}
+		}
+	})
 }
