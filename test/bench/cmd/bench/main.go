@@ -365,6 +365,7 @@ const (
 	sAfter, sAfterUnknown, sAfterMalform = "after", "after-unknown", "after-malformed"
 	sBefore                              = "before"
 	sUBare, sUAfter, sUBefore            = "u-bare", "u-after", "u-before"
+	sUBareTH                             = "u-bare+timeouts+headers"
 	sLBare, sLAfterSmall, sLAfter        = "L-bare", "L-after-small", "L-after"
 	sLBeforeSmall, sLBefore              = "L-before-small", "L-before"
 )
@@ -497,10 +498,16 @@ func (h *harness) authPhase(ctx context.Context) error {
 	}
 	// The same servers unpinned: GOMAXPROCS is the machine's, and the
 	// scheduler places the servers and the load generator.
-	var uBare, uAuth, uBase *proc
-	var uBareAddr, uAuthAddr, uBaseAddr string
+	var uBare, uBareTH, uAuth, uBase *proc
+	var uBareAddr, uBareTHAddr, uAuthAddr, uBaseAddr string
 	if c.unpinned {
 		if uBare, uBareAddr, err = startBare("bare-unpinned", ""); err != nil {
+			return err
+		}
+		// What net/http alone allows unpinned with the auth server's
+		// timeouts and the contract's headers: the ceiling of the
+		// unpinned throughput target.
+		if uBareTH, uBareTHAddr, err = startBare("bare-timeouts-headers-unpinned", "", "-timeouts", "-headers"); err != nil {
 			return err
 		}
 		a, err := h.startAuthServer(ctx, "auth-server-small-unpinned", c.bin, cp.kubeconfig, smallNS, "")
@@ -557,8 +564,9 @@ func (h *harness) authPhase(ctx context.Context) error {
 	}
 	if c.unpinned {
 		targets = append(targets, loadTarget{sUBare, uBare, uBareAddr, vs, "2xx", "", false},
+			loadTarget{sUBareTH, uBareTH, uBareTHAddr, vs, "2xx", "", false},
 			loadTarget{sUAfter, uAuth, uAuthAddr, vs, "2xx", "", false})
-		order += "; unpinned: bare, after"
+		order += "; unpinned: bare, bare + timeouts + headers, after"
 		if hasBase {
 			targets = append(targets, loadTarget{sUBefore, uBase, uBaseAddr, vs, "2xx", "", false})
 			order += ", before"

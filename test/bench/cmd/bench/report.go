@@ -289,6 +289,11 @@ func (r *results) rows() []row {
 	cmp("Server CPU per request, malformed keys", sAfterMalform, "valid keys", sAfter, cpuReq, showDur, "", "≤ 1.0", atMost(1.0))
 	cmp("Verify throughput, pinned, valid keys, "+small+" keys", sAfter, "bare handler", sBare, rpsOf, showRPS, " req/s", "≥ 0.85", atLeast(0.85))
 	cmp("Verify throughput, unpinned, valid keys, "+small+" keys", sUAfter, "bare handler", sUBare, rpsOf, showRPS, " req/s", "≥ 0.85", atLeast(0.85))
+	if r.has(sUBareTH) {
+		// Not the auth server: how near net/http alone, with the same
+		// timeouts and headers, comes to the target above.
+		cmp("Throughput, unpinned, bare handler + the auth server's timeouts and headers", sUBareTH, "bare handler", sUBare, rpsOf, showRPS, " req/s", "reported", nil)
+	}
 	cmp("Verify throughput, pinned, valid keys, "+large+" keys", sLAfter, "bare handler", sLBare, rpsOf, showRPS, " req/s", "≥ 0.85", atLeast(0.85))
 	cmp("Throughput, unknown well-formed keys", sAfterUnknown, "valid keys", sAfter, rpsOf, showRPS, " req/s", "≥ 1.0", atLeast(1.0))
 	cmp("Throughput, malformed keys (bad checksum)", sAfterMalform, "valid keys", sAfter, rpsOf, showRPS, " req/s", "≥ 1.0", atLeast(1.0))
@@ -472,7 +477,8 @@ func (r *results) markdown() string {
 		for _, x := range []struct{ key, name string }{
 			{sBare, "bare, " + sm + " keys"}, {sBareT, "bare + timeouts"}, {sBareTH, "bare + timeouts + headers"},
 			{sAfter, "after, valid"}, {sAfterUnknown, "after, unknown"}, {sAfterMalform, "after, malformed"}, {sBefore, "before, valid"},
-			{sUBare, "unpinned: bare"}, {sUAfter, "unpinned: after, valid"}, {sUBefore, "unpinned: before, valid"},
+			{sUBare, "unpinned: bare"}, {sUBareTH, "unpinned: bare + timeouts + headers"}, {sUAfter, "unpinned: after, valid"},
+			{sUBefore, "unpinned: before, valid"},
 			{sLBare, "bare, " + lg + " keys"}, {sLAfterSmall, "after, " + sm + " keys, beside the large index"}, {sLAfter, "after, " + lg + " keys"},
 			{sLBeforeSmall, "before, " + sm + " keys, beside the large index"}, {sLBefore, "before, " + lg + " keys"},
 		} {
