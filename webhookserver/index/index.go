@@ -11,7 +11,6 @@ import (
 	"unsafe"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
-	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
@@ -88,14 +87,14 @@ func (x *Index) Lookup(h apikey.Hash) (authz.Entry, bool) {
 	return e, true
 }
 
-// policyAt rebuilds the Policy of the record in slot rec. Its strings point
-// into the arena, whose bytes are never written again once a string has been
-// cut from them, so they stay valid after the lock is released.
+// policyAt rebuilds the Policy of the record in slot rec for the index's own
+// bookkeeping (its name, owner, quota identity and hashes), without the
+// quota key, which only a decision reads and the buckets hold. Its strings
+// point into the arena, whose bytes are never written again once a string
+// has been cut from them, so they stay valid after the lock is released.
 func (x *Index) policyAt(rec uint32) authz.Policy {
 	s := &x.slots[rec]
-	c, text := x.classes.c[s.class], x.text.string(s.text)
-	p := authz.NewPolicy(c, text, 0)
-	return authz.NewPolicy(c, text, quota.Key(p.LimitID()))
+	return authz.NewPolicy(x.classes.c[s.class], x.text.string(s.text), 0)
 }
 
 // Upsert replaces every entry of the record named name with those of r;
