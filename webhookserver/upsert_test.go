@@ -1,6 +1,7 @@
 package webhookserver
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -68,6 +69,39 @@ func TestIndexUpsertDelete(t *testing.T) {
 	}
 	if recs, keys := f.idx.Len(); recs != 0 || keys != 0 {
 		t.Fatalf("Len after delete = %d, %d", recs, keys)
+	}
+}
+
+// The decision counts by the quota key authz computed when the record was
+// compiled; the record loader forgets by the identity the index returns, and
+// the limiter computes the key again. The two must meet: the count a decision
+// took is the one Peek reads and Forget drops.
+func TestForgetDropsTheDecisionsCount(t *testing.T) {
+	f := newFixture(t, nil)
+	pol := standard()
+	pol.RequestsPerHour = 2
+	key := f.add("web", pol)
+	ctx := context.Background()
+	if w := f.do(req{key: key}); w.Code != http.StatusOK {
+		t.Fatalf("first request: %d", w.Code)
+	}
+	if rem, _ := f.lim.Peek(ctx, "uid-web", 2, t0); rem != 1 {
+		t.Fatalf("the identity's count shows %d remaining, want 1", rem)
+	}
+	if w := f.do(req{key: key}); w.Code != http.StatusOK {
+		t.Fatalf("second request: %d", w.Code)
+	}
+	if w := f.do(req{key: key}); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("over the limit: %d", w.Code)
+	}
+	id, ok := f.idx.Delete("rec-web")
+	if !ok {
+		t.Fatal("Delete found no record")
+	}
+	f.lim.Forget(id)
+	f.add("web", pol, key)
+	if w := f.do(req{key: key}); w.Code != http.StatusOK || w.Header().Get("X-Ratelimit-Remaining") != "1" {
+		t.Fatalf("after Forget: %d, remaining %q", w.Code, w.Header().Get("X-Ratelimit-Remaining"))
 	}
 }
 
