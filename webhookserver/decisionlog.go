@@ -87,10 +87,11 @@ func (d *decisionLog) take(now time.Time) (droppedBefore uint64, ok bool) {
 // address, the original request) rather than making the decision carry it,
 // so that with the log off the decision does no extra work.
 func (s *Server) logDecision(r *http.Request, c authz.Code, need authz.Permission) {
-	if c == authz.OK && !s.dlog.all {
+	droppedBefore, ok := s.admitDecisionLine(c)
+	if !ok {
 		return
 	}
-	l := decisionLine{code: c, cred: credential(r.Header), peer: r.RemoteAddr, xff: strings.Join(r.Header["X-Forwarded-For"], ", "),
+	l := decisionLine{droppedBefore: droppedBefore, code: c, cred: credential(r.Header), peer: r.RemoteAddr, xff: strings.Join(r.Header["X-Forwarded-For"], ", "),
 		originHost: requestHost(r.Header), endpoint: "verify", method: r.Method, path: r.URL.Path, required: need}
 	l.client = clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops)
 	if l.path != verifyPath {
@@ -105,7 +106,9 @@ func (s *Server) logDecision(r *http.Request, c authz.Code, need authz.Permissio
 // logCheckDecision for gRPC); writeDecisionLine writes it the same way for
 // both.
 type decisionLine struct {
-	code authz.Code
+	// droppedBefore is what admitDecisionLine returned.
+	droppedBefore uint64
+	code          authz.Code
 	// cred is the request's Authorization value: the key's id and owner are
 	// looked up again from it. Never logged.
 	cred string
@@ -120,14 +123,23 @@ type decisionLine struct {
 	required authz.Permission
 }
 
-// writeDecisionLine writes l, within the log's rate limit.
-func (s *Server) writeDecisionLine(l *decisionLine) {
+// admitDecisionLine says whether a decision of code c gets a line: by the
+// mode, then by the rate (a dropped line is counted). The front-ends ask it
+// before working out the line, so a flood over the rate costs no more than
+// that.
+func (s *Server) admitDecisionLine(c authz.Code) (droppedBefore uint64, ok bool) {
 	d := s.dlog
-	droppedBefore, ok := d.take(s.clock.Now())
-	if !ok {
-		d.dropped.Inc()
-		return
+	if c == authz.OK && !d.all {
+		return 0, false
 	}
+	if droppedBefore, ok = d.take(s.clock.Now()); !ok {
+		d.dropped.Inc()
+	}
+	return droppedBefore, ok
+}
+
+// writeDecisionLine writes l, which admitDecisionLine let through.
+func (s *Server) writeDecisionLine(l *decisionLine) {
 	kv := make([]any, 0, 26)
 	kv = append(kv, "code", l.code.String())
 	// The key's id and owner, looked up again by the key's hash, also for a
@@ -158,10 +170,10 @@ func (s *Server) writeDecisionLine(l *decisionLine) {
 		required = l.required.String()
 	}
 	kv = append(kv, "endpoint", l.endpoint, "method", loggable(l.method), "path", loggable(l.path), "required", required)
-	if droppedBefore > 0 {
-		kv = append(kv, "droppedBefore", droppedBefore)
+	if l.droppedBefore > 0 {
+		kv = append(kv, "droppedBefore", l.droppedBefore)
 	}
-	d.log.Info("decision", kv...)
+	s.dlog.log.Info("decision", kv...)
 }
 
 // originalForLog returns the method and path of the original request a

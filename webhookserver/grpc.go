@@ -150,10 +150,11 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 // fields of the HTTP line (see writeDecisionLine); endpoint is "grpc". Never
 // the key.
 func (s *Server) logCheckDecision(d *authz.Decision, in *authz.Input, cred string, peer netip.Addr, xff, method, path string) {
-	if d.Code == authz.OK && !s.dlog.all {
+	droppedBefore, ok := s.admitDecisionLine(d.Code)
+	if !ok {
 		return
 	}
-	l := decisionLine{code: d.Code, cred: cred, client: in.ClientIP, xff: xff, originHost: in.OriginHost,
+	l := decisionLine{droppedBefore: droppedBefore, code: d.Code, cred: cred, client: in.ClientIP, xff: xff, originHost: in.OriginHost,
 		endpoint: "grpc", method: method, required: d.Required}
 	if peer.IsValid() {
 		l.peer = peer.String()
