@@ -24,9 +24,10 @@ type Limiter interface {
 
 // A KeyedLimiter is a Limiter that also counts by a quota's key
 // (Policy.QuotaKey, quota.Key of the identity), so that a decision need not
-// read the identity itself: with 100,000 keys, reading it is a cache miss,
-// and so a tenth of a request's cost. The in-memory limiter is one; a
-// limiter that must send the identity elsewhere (Redis) is not.
+// read the identity itself: with 100,000 keys, reading it is a cache miss
+// (0.3 to 0.5 µs on the benchmark machine, more than the limiter's own
+// work). The in-memory limiter is one; a limiter that must send the
+// identity elsewhere (Redis) is not.
 type KeyedLimiter interface {
 	Limiter
 	// TakeKey and PeekKey are Take and Peek of the identity whose
