@@ -32,8 +32,10 @@
 // the key-record Secrets and loads them into the index (and drops a removed
 // key's counter); ratelimit counts requests per key, in memory or shared in
 // Redis; sweeper enforces the API port's connection timeouts with one sweep
-// instead of a timer per deadline (--deadline-sweep); gctune sizes GOGC to
-// the live heap (--gc-tuning). The TLS certificate is reloaded by
+// instead of a timer per deadline (--deadline-sweep); keepalive serves an
+// HTTP/1.1 keep-alive connection after net/http has answered its first
+// request, without net/http's per-request work (--keepalive-takeover);
+// gctune sizes GOGC to the live heap (--gc-tuning). The TLS certificate is reloaded by
 // controller-runtime's certwatcher (tls.go).
 //
 // Run wires them and starts the whole server against a cluster; NewServer and
@@ -42,7 +44,7 @@
 //
 // Import rules: webhookserver imports its subpackages, never the other way
 // round; index imports authz, authz none of them; ratelimit, records,
-// sweeper and gctune import none of the others. Nothing here imports
+// sweeper, keepalive and gctune import none of the others. Nothing here imports
 // the controllers.
 package webhookserver
 

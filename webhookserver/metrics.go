@@ -8,6 +8,7 @@ import (
 	"github.com/meterr/meterr-operator/internal/buildinfo"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/index"
+	"github.com/meterr/meterr-operator/webhookserver/keepalive"
 )
 
 // serverMetrics are the hot path's metrics. The decision counters are
@@ -50,6 +51,19 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 // (see buildinfo.New): version and commit are the ones main is stamped with.
 func newBuildInfo(version, commit string) prometheus.Collector {
 	return buildinfo.New(version, commit)
+}
+
+// registerTakeoverMetrics exports how many connections package keepalive
+// has taken over from net/http (--keepalive-takeover).
+func registerTakeoverMetrics(reg prometheus.Registerer, s *keepalive.Server) error {
+	c := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "meterr_auth_connections_taken_over_total",
+		Help: "HTTP/1.1 keep-alive connections of the auth API served by the auth server's own loop after their first request (--keepalive-takeover).",
+	}, func() float64 { return float64(s.TakenOver()) })
+	if err := reg.Register(c); err != nil {
+		return fmt.Errorf("registering the takeover metric: %w", err)
+	}
+	return nil
 }
 
 // registerIndexMetrics exports the index's size and its hash conflicts. (The

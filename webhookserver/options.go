@@ -92,6 +92,10 @@ type Options struct {
 	// per deadline; 0 uses the timers (--deadline-sweep, see package
 	// sweeper).
 	DeadlineSweep time.Duration
+	// KeepaliveTakeover serves each HTTP/1.1 keep-alive connection of the
+	// API port, after its first request, with package keepalive's loop
+	// instead of net/http's (--keepalive-takeover).
+	KeepaliveTakeover bool
 
 	// Version is the binary's version, shown in meterr_build_info; main
 	// sets it from its -ldflags "-X main.version=..." stamp. Not a flag.
@@ -118,6 +122,8 @@ func DefaultOptions() Options {
 		LogDecisions:     LogDecisionsOff,
 		GCTuning:         true,
 		DeadlineSweep:    DefaultDeadlineSweep,
+
+		KeepaliveTakeover: true,
 	}
 }
 
@@ -182,6 +188,11 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.DeadlineSweep, "deadline-sweep", DefaultDeadlineSweep,
 		"Enforce the auth API's connection timeouts by one sweep at this interval instead of a timer per deadline "+
 			"(cheaper; a timeout fires at most this late). 0 uses a timer per deadline. At most 1s.")
+	fs.BoolVar(&o.KeepaliveTakeover, "keepalive-takeover", true,
+		"After net/http has answered the first request of an HTTP/1.1 keep-alive connection to the auth API, serve the rest "+
+			"of the connection with the auth server's own loop: net/http's parser reads every request, the same limits and "+
+			"timeouts apply, and answers are written without net/http's per-request work (about a fifth of the CPU "+
+			"of a verify). HTTP/2, HTTP/1.0 and a first request with a body stay with net/http. false: net/http serves everything.")
 }
 
 // Validate checks the options and reports every problem at once.

@@ -24,6 +24,7 @@ import (
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/gctune"
 	"github.com/meterr/meterr-operator/webhookserver/index"
+	"github.com/meterr/meterr-operator/webhookserver/keepalive"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 	"github.com/meterr/meterr-operator/webhookserver/records"
 	"github.com/meterr/meterr-operator/webhookserver/sweeper"
@@ -207,7 +208,12 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		}
 	}()
 
-	api := newHTTPServer(srv, o.MaxHeaderBytes)
+	api, takeover := newAPIServer(srv, o.MaxHeaderBytes, o.KeepaliveTakeover)
+	if takeover != nil {
+		if err := registerTakeoverMetrics(reg, takeover); err != nil {
+			return err
+		}
+	}
 	api.TLSConfig = tlsConfig
 	api.ErrorLog = newStdLogger(log.WithName("http"))
 	servers := []*http.Server{api}
@@ -239,7 +245,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	log.Info("serving", "listen", ln.Addr().String(), "grpc", grpcAddr, "tls", tlsConfig != nil, "metrics", o.MetricsAddr,
 		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes),
 		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions,
-		"gcTuning", o.GCTuning, "deadlineSweep", o.DeadlineSweep.String())
+		"gcTuning", o.GCTuning, "deadlineSweep", o.DeadlineSweep.String(), "keepaliveTakeover", o.KeepaliveTakeover)
 
 	select {
 	case <-ctx.Done():
@@ -264,11 +270,23 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	} else {
 		close(grpcStopped)
 	}
+	// Connections taken over are no longer net/http's to shut down: they
+	// are shut down alongside, so that idle ones close at once and busy
+	// ones after their answer, as net/http's own.
+	takeoverStopped := make(chan error, 1)
+	if takeover != nil {
+		go func() { takeoverStopped <- takeover.Shutdown(shutdownCtx) }()
+	} else {
+		takeoverStopped <- nil
+	}
 	for _, s := range servers {
 		if serr := s.Shutdown(shutdownCtx); serr != nil {
 			log.Info("in-flight requests did not finish in time; closing connections", "timeout", o.ShutdownTimeout)
 			_ = s.Close()
 		}
+	}
+	if terr := <-takeoverStopped; terr != nil {
+		log.Info("in-flight requests on connections taken over did not finish in time; closed them", "timeout", o.ShutdownTimeout)
 	}
 	select {
 	case <-grpcStopped:
@@ -293,6 +311,18 @@ func newHTTPServer(h http.Handler, maxHeaderBytes int) *http.Server {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    max(maxHeaderBytes-4096, 1),
 	}
+}
+
+// newAPIServer returns the auth API's http.Server and, with takeover, the
+// keepalive.Server that serves its keep-alive connections after their first
+// request, under the same header limit and timeouts.
+func newAPIServer(h http.Handler, maxHeaderBytes int, takeover bool) (*http.Server, *keepalive.Server) {
+	if !takeover {
+		return newHTTPServer(h, maxHeaderBytes), nil
+	}
+	ka := keepalive.New(keepalive.Config{Handler: h, MaxHeaderBytes: maxHeaderBytes,
+		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, IdleTimeout: idleTimeout, WriteTimeout: writeTimeout})
+	return newHTTPServer(ka.Handler(), maxHeaderBytes), ka
 }
 
 // newStdLogger routes net/http's own error log (TLS handshake failures and

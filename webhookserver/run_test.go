@@ -189,6 +189,9 @@ func TestRun(t *testing.T) {
 		`meterr_auth_decisions_total{code="ok"}`, `meterr_auth_decisions_total{code="invalid_api_key"}`,
 		"meterr_auth_request_duration_seconds_bucket", "meterr_auth_records_loaded 0", "meterr_auth_keys_loaded 0",
 		"meterr_auth_record_errors_total 1", "go_goroutines", `meterr_build_info{commit="`, `version="test"} 1`,
+		// http.DefaultClient keeps its connections: the first is taken
+		// over after its first request (--keepalive-takeover).
+		"meterr_auth_connections_taken_over_total 1",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
@@ -246,32 +249,61 @@ func TestRunBindError(t *testing.T) {
 }
 
 // TestHeaderLimit sends requests just under and over 64 KiB of headers to a
-// real listener.
+// real listener. With --keepalive-takeover each comes after a small request
+// on the same connection, so that the limit is that of the connection taken
+// over, which is exact there (net/http's is not on a reused connection: it
+// allows up to 4 KiB more).
 func TestHeaderLimit(t *testing.T) {
-	f := newFixture(t, nil)
-	ln := listen(t)
-	s := newHTTPServer(f.srv, DefaultMaxHeaderBytes)
-	go func() { _ = s.Serve(ln) }()
-	defer func() { _ = s.Close() }()
-	url := "http://" + ln.Addr().String() + verifyPath
-	for _, tc := range []struct {
-		size int
-		want int
-	}{
-		{60 << 10, http.StatusUnauthorized},
-		{64<<10 + 1, http.StatusRequestHeaderFieldsTooLarge},
-		{80 << 10, http.StatusRequestHeaderFieldsTooLarge},
-	} {
-		r, _ := http.NewRequest(http.MethodGet, url, nil)
-		r.Header.Set("X-Pad", strings.Repeat("a", tc.size))
-		resp, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatalf("%d bytes: %v", tc.size, err)
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("%d bytes of headers: %d, want %d", tc.size, resp.StatusCode, tc.want)
-		}
+	for _, takeover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("takeover=%v", takeover), func(t *testing.T) {
+			f := newFixture(t, nil)
+			ln := listen(t)
+			s, ka := newAPIServer(f.srv, DefaultMaxHeaderBytes, takeover)
+			go func() { _ = s.Serve(ln) }()
+			defer func() { _ = s.Close() }()
+			if ka != nil {
+				defer ka.Close()
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			defer client.CloseIdleConnections()
+			url := "http://" + ln.Addr().String() + verifyPath
+			do := func(pad int) int {
+				r, _ := http.NewRequest(http.MethodGet, url, nil)
+				r.Header.Set("X-Pad", strings.Repeat("a", pad))
+				resp, err := client.Do(r)
+				if err != nil {
+					t.Fatalf("%d bytes: %v", pad, err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				if !takeover {
+					// A new connection each time: net/http's limit
+					// is exact only on a connection's first request.
+					client.CloseIdleConnections()
+				}
+				return resp.StatusCode
+			}
+			for _, tc := range []struct {
+				size int
+				want int
+			}{
+				{60 << 10, http.StatusUnauthorized},
+				{64<<10 + 1, http.StatusRequestHeaderFieldsTooLarge},
+				{80 << 10, http.StatusRequestHeaderFieldsTooLarge},
+			} {
+				if takeover {
+					if code := do(1); code != http.StatusUnauthorized {
+						t.Fatalf("small request: %d", code)
+					}
+				}
+				if code := do(tc.size); code != tc.want {
+					t.Errorf("%d bytes of headers: %d, want %d", tc.size, code, tc.want)
+				}
+			}
+			if ka != nil && ka.TakenOver() == 0 {
+				t.Fatal("no connection was taken over")
+			}
+		})
 	}
 }
 
