@@ -91,6 +91,16 @@ func recordSecret(ns string, r *record.Record) (*corev1.Secret, error) {
 	}, nil
 }
 
+// listRecords lists the key records of ns once, as the auth server's
+// initial list does, and returns how many there are.
+func listRecords(ctx context.Context, cs kubernetes.Interface, ns string) (int, error) {
+	l, err := cs.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: record.Selector})
+	if err != nil {
+		return 0, fmt.Errorf("listing the records: %w", err)
+	}
+	return len(l.Items), nil
+}
+
 // createRecords creates the records of keys[from:to] with many concurrent
 // requests.
 func (h *harness) createRecords(ctx context.Context, cs kubernetes.Interface, ns string, keys []string, from, to int) error {

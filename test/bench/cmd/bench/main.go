@@ -316,7 +316,7 @@ func (h *harness) profile(ctx context.Context, base, path, name string) {
 
 // startAuthServer starts `bin auth-server` with only the flags the base
 // revision also has: a flag added since would make the base binary exit.
-func (h *harness) startAuthServer(ctx context.Context, name, bin, kubeconfig, ns, cpus string) (*authServer, error) {
+func (h *harness) startAuthServer(ctx context.Context, name, bin, kubeconfig, ns, cpus string, flags ...string) (*authServer, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -329,8 +329,8 @@ func (h *harness) startAuthServer(ctx context.Context, name, bin, kubeconfig, ns
 	if err != nil {
 		return nil, err
 	}
-	p, err := h.procs.startEnv(name, cpus, h.cfg.authEnv, append(argv, "--kubeconfig", kubeconfig, "--listen", addr,
-		"--metrics-bind-address", maddr, "--records-namespace", ns)...)
+	p, err := h.procs.startEnv(name, cpus, h.cfg.authEnv, append(append(argv, "--kubeconfig", kubeconfig, "--listen", addr,
+		"--metrics-bind-address", maddr, "--records-namespace", ns), flags...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -366,8 +366,11 @@ const (
 	sBefore                              = "before"
 	sUBare, sUAfter, sUBefore            = "u-bare", "u-after", "u-before"
 	sUBareTH                             = "u-bare+timeouts+headers"
-	sLBare, sLAfterSmall, sLAfter        = "L-bare", "L-after-small", "L-after"
-	sLBeforeSmall, sLBefore              = "L-before-small", "L-before"
+	// The binary under test with --keepalive-takeover=false: net/http
+	// serves every request.
+	sAfterNH, sUAfterNH           = "after-net/http", "u-after-net/http"
+	sLBare, sLAfterSmall, sLAfter = "L-bare", "L-after-small", "L-after"
+	sLBeforeSmall, sLBefore       = "L-before-small", "L-before"
 )
 
 // loadTarget is one server measured in every round.
@@ -489,6 +492,10 @@ func (h *harness) authPhase(ctx context.Context) error {
 	}
 	r.after.readySmall = auth.ready
 	h.logf("auth server ready with %d records after %s", small, auth.ready.Round(time.Millisecond))
+	authNH, err := h.startAuthServer(ctx, "auth-server-small-net-http", c.bin, cp.kubeconfig, smallNS, c.serverCPUs, "--keepalive-takeover=false")
+	if err != nil {
+		return err
+	}
 	var base *authServer
 	if hasBase {
 		if base, err = h.startAuthServer(ctx, "auth-server-base-small", c.baseBin, cp.kubeconfig, smallNS, c.serverCPUs); err != nil {
@@ -498,8 +505,8 @@ func (h *harness) authPhase(ctx context.Context) error {
 	}
 	// The same servers unpinned: GOMAXPROCS is the machine's, and the
 	// scheduler places the servers and the load generator.
-	var uBare, uBareTH, uAuth, uBase *proc
-	var uBareAddr, uBareTHAddr, uAuthAddr, uBaseAddr string
+	var uBare, uBareTH, uAuth, uAuthNH, uBase *proc
+	var uBareAddr, uBareTHAddr, uAuthAddr, uAuthNHAddr, uBaseAddr string
 	if c.unpinned {
 		if uBare, uBareAddr, err = startBare("bare-unpinned", ""); err != nil {
 			return err
@@ -515,6 +522,10 @@ func (h *harness) authPhase(ctx context.Context) error {
 			return err
 		}
 		uAuth, uAuthAddr = a.p, a.addr
+		if a, err = h.startAuthServer(ctx, "auth-server-small-net-http-unpinned", c.bin, cp.kubeconfig, smallNS, "", "--keepalive-takeover=false"); err != nil {
+			return err
+		}
+		uAuthNH, uAuthNHAddr = a.p, a.addr
 		if hasBase {
 			a, err := h.startAuthServer(ctx, "auth-server-base-small-unpinned", c.baseBin, cp.kubeconfig, smallNS, "")
 			if err != nil {
@@ -539,7 +550,7 @@ func (h *harness) authPhase(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, addr := range []string{auth.addr, uAuthAddr, baseAddr(base), uBaseAddr} {
+	for _, addr := range []string{auth.addr, authNH.addr, uAuthAddr, uAuthNHAddr, baseAddr(base), uBaseAddr} {
 		if addr == "" {
 			continue
 		}
@@ -548,7 +559,7 @@ func (h *harness) authPhase(ctx context.Context) error {
 		}
 	}
 
-	order := "bare, bare + timeouts, bare + timeouts + headers, after (valid, unknown, malformed)"
+	order := "bare, bare + timeouts, bare + timeouts + headers, after (valid, unknown, malformed), after with --keepalive-takeover=false"
 	vs := ks["valid-small"]
 	targets := []loadTarget{
 		{sBare, bare, bareAddr, vs, "2xx", "", true},
@@ -557,6 +568,7 @@ func (h *harness) authPhase(ctx context.Context) error {
 		{sAfter, auth.p, auth.addr, vs, "2xx", auth.pprof, true},
 		{sAfterUnknown, auth.p, auth.addr, ks["unknown"], "non2xx", auth.pprof, true},
 		{sAfterMalform, auth.p, auth.addr, ks["malformed"], "non2xx", auth.pprof, true},
+		{sAfterNH, authNH.p, authNH.addr, vs, "2xx", "", true},
 	}
 	if hasBase {
 		targets = append(targets, loadTarget{sBefore, base.p, base.addr, vs, "2xx", "", true})
@@ -565,8 +577,9 @@ func (h *harness) authPhase(ctx context.Context) error {
 	if c.unpinned {
 		targets = append(targets, loadTarget{sUBare, uBare, uBareAddr, vs, "2xx", "", false},
 			loadTarget{sUBareTH, uBareTH, uBareTHAddr, vs, "2xx", "", false},
-			loadTarget{sUAfter, uAuth, uAuthAddr, vs, "2xx", "", false})
-		order += "; unpinned: bare, bare + timeouts + headers, after"
+			loadTarget{sUAfter, uAuth, uAuthAddr, vs, "2xx", "", false},
+			loadTarget{sUAfterNH, uAuthNH, uAuthNHAddr, vs, "2xx", "", false})
+		order += "; unpinned: bare, bare + timeouts + headers, after, after with --keepalive-takeover=false"
 		if hasBase {
 			targets = append(targets, loadTarget{sUBefore, uBase, uBaseAddr, vs, "2xx", "", false})
 			order += ", before"
@@ -588,7 +601,7 @@ func (h *harness) authPhase(ctx context.Context) error {
 		}
 		r.before.heapSmall = base.heapInuse(ctx)
 	}
-	for _, p := range []*proc{bareT, bareTH, uBare, uAuth, uBase} {
+	for _, p := range []*proc{bareT, bareTH, authNH.p, uBare, uAuth, uAuthNH, uBase} {
 		if p != nil {
 			p.stop(5 * time.Second)
 		}
@@ -602,6 +615,16 @@ func (h *harness) authPhase(ctx context.Context) error {
 	r.createLarge = time.Since(t)
 	r.createLargeN = c.largeKeys
 	h.logf("created them in %s", r.createLarge.Round(time.Millisecond))
+	// One list of them first: the first large list after the creates is
+	// slower (the API server's caches), and whichever auth server started
+	// first paid for it. It is also the start-up's baseline.
+	t = time.Now()
+	n, err := listRecords(ctx, cp.cs, ns)
+	if err != nil {
+		return err
+	}
+	r.listLarge = time.Since(t)
+	h.logf("listed %d records in %s", n, r.listLarge.Round(time.Millisecond))
 
 	authSmall, baseSmall := auth, base
 	auth, err = h.startAuthServer(ctx, "auth-server-large", c.bin, cp.kubeconfig, ns, c.serverCPUs)
