@@ -30,6 +30,7 @@ import (
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver"
 	"github.com/meterr/meterr-operator/webhookserver/index"
+	"github.com/meterr/meterr-operator/webhookserver/keepalive"
 )
 
 // keys are the keys the auth server knows, by what they are for.
@@ -50,8 +51,10 @@ func newKey(t *testing.T) string {
 }
 
 // startAuth runs the auth server behind an httptest server: it trusts
-// loopback (the proxies), and POST /v1/usage needs write.
-func startAuth(t *testing.T) (addr string, k keys) {
+// loopback (the proxies), and POST /v1/usage needs write. As in the auth
+// server, a keep-alive connection is taken over after its first request
+// (--keepalive-takeover); ka counts those.
+func startAuth(t *testing.T) (addr string, k keys, ka *keepalive.Server) {
 	t.Helper()
 	idx := index.New()
 	add := func(name string, perms []string, limit int64, allow []string) string {
@@ -84,9 +87,12 @@ func startAuth(t *testing.T) (addr string, k keys) {
 		t.Fatal(err)
 	}
 	srv.SetReady(true)
-	ts := httptest.NewServer(srv)
+	ka = keepalive.New(keepalive.Config{Handler: srv, MaxHeaderBytes: webhookserver.DefaultMaxHeaderBytes,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, WriteTimeout: 10 * time.Second})
+	ts := httptest.NewServer(ka.Handler())
 	t.Cleanup(ts.Close)
-	return ts.Listener.Addr().String(), k
+	t.Cleanup(ka.Close)
+	return ts.Listener.Addr().String(), k, ka
 }
 
 // startUpstream answers every request with the request's headers as JSON.
@@ -208,7 +214,7 @@ func start(t *testing.T, cmd *exec.Cmd, port string) {
 
 func TestNginx(t *testing.T) {
 	bin := need(t, "nginx")
-	auth, k := startAuth(t)
+	auth, k, _ := startAuth(t)
 	upstream := startUpstream(t)
 	port := freePort(t)
 	dir := t.TempDir()
@@ -228,7 +234,7 @@ func TestNginx(t *testing.T) {
 
 func TestCaddy(t *testing.T) {
 	bin := need(t, "caddy")
-	auth, k := startAuth(t)
+	auth, k, ka := startAuth(t)
 	upstream := startUpstream(t)
 	port := freePort(t)
 	dir := t.TempDir()
@@ -241,6 +247,11 @@ func TestCaddy(t *testing.T) {
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	start(t, cmd, port)
 	exercise(t, "http://127.0.0.1:"+port, k, false)
+	// Caddy keeps its connections to the auth server: most of the
+	// answers above came from connections taken over.
+	if ka.TakenOver() == 0 {
+		t.Error("Caddy's connections to the auth server were never taken over")
+	}
 }
 
 type answer struct {

@@ -15,6 +15,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/meterr/meterr-operator/webhookserver/sweeper"
 )
 
 // testHandler answers with what it saw, and a few fixed answers by path.
@@ -83,6 +87,11 @@ func testConfig(h http.Handler) Config {
 // start serves a testHandler on loopback: taken over when takeover is set,
 // else by net/http alone with the same limits.
 func start(t testing.TB, takeover bool, tune func(*Config)) *server {
+	return startOn(t, takeover, tune, func(ln net.Listener) net.Listener { return ln })
+}
+
+// startOn is start on the listener wrap returns.
+func startOn(t testing.TB, takeover bool, tune func(*Config), wrap func(net.Listener) net.Listener) *server {
 	t.Helper()
 	h := &testHandler{block: make(chan struct{}), blocked: make(chan struct{}, 1)}
 	cfg := testConfig(h)
@@ -103,6 +112,7 @@ func start(t testing.TB, takeover bool, tune func(*Config)) *server {
 		t.Fatal(err)
 	}
 	s.addr = ln.Addr().String()
+	ln = wrap(ln)
 	go func() { _ = s.hs.Serve(ln) }()
 	t.Cleanup(func() {
 		_ = s.hs.Close()
@@ -371,6 +381,20 @@ func TestTimeouts(t *testing.T) {
 		}
 		if d := time.Since(began); d > 2*time.Second {
 			t.Fatalf("closed after %v", d)
+		}
+	})
+	// As the auth server runs it: deadlines enforced by the sweeper
+	// (--deadline-sweep), whose connections the takeover gets.
+	t.Run("idle, behind the sweeper", func(t *testing.T) {
+		s := startOn(t, true, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond },
+			func(ln net.Listener) net.Listener { return sweeper.New(ln, 20*time.Millisecond, clock.RealClock{}) })
+		c := s.takenOver(t)
+		c.send("GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
+		if a := c.answer(); a == nil || a.resp.Header.Get("X-Path") != "/again" {
+			t.Fatalf("answer: %v", a)
+		}
+		if !c.closed() {
+			t.Fatal("an idle connection stays open")
 		}
 	})
 	t.Run("header", func(t *testing.T) {
