@@ -214,7 +214,7 @@ func start(t *testing.T, cmd *exec.Cmd, port string) {
 
 func TestNginx(t *testing.T) {
 	bin := need(t, "nginx")
-	auth, k, _ := startAuth(t)
+	auth, k, ka := startAuth(t)
 	upstream := startUpstream(t)
 	port := freePort(t)
 	dir := t.TempDir()
@@ -230,6 +230,12 @@ func TestNginx(t *testing.T) {
 	cmd := exec.Command(bin, "-p", dir+"/", "-c", conf, "-g", "daemon off; pid "+filepath.Join(dir, "nginx.pid")+"; error_log stderr;")
 	start(t, cmd, port)
 	exercise(t, "http://127.0.0.1:"+port, k, true)
+	// The guide keeps HTTP/1.1 connections to the auth server (keepalive,
+	// proxy_http_version 1.1): they are taken over after their first
+	// request.
+	if ka.TakenOver() == 0 {
+		t.Error("NGINX's connections to the auth server were never taken over")
+	}
 }
 
 func TestCaddy(t *testing.T) {
