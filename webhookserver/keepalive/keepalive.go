@@ -34,6 +34,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -50,16 +51,22 @@ import (
 // header limit are the http.Server's, so that a connection is held to the
 // same rules whoever serves it.
 type Config struct {
-	// Handler answers every request, the first one included.
+	// Handler answers every request, the first one included. On a
+	// connection taken over, it must not keep w, w's header map or r past
+	// its return (they are the connection's, reused for the next request),
+	// and r.Context() is the connection's: it ends with the connection,
+	// not with the request.
 	Handler http.Handler
 	// MaxHeaderBytes is how many bytes a request may take to read before it
-	// gets 431 (net/http's MaxHeaderBytes plus its 4096 bytes of slack).
+	// gets 431 (net/http's MaxHeaderBytes plus its 4096 bytes of slack);
+	// 0 is net/http's default.
 	MaxHeaderBytes int
 	// ReadHeaderTimeout bounds reading a request's header once its first
 	// byte has arrived, ReadTimeout reading the whole request (a body is
 	// read after the handler), IdleTimeout the wait for that first byte,
 	// and WriteTimeout the time from the end of a request's header to the
-	// end of its answer.
+	// end of its answer. As in net/http, 0 is no limit, and a zero
+	// ReadHeaderTimeout or IdleTimeout is ReadTimeout.
 	ReadHeaderTimeout, ReadTimeout, IdleTimeout, WriteTimeout time.Duration
 }
 
@@ -82,6 +89,15 @@ type Server struct {
 
 // New returns a Server that answers with cfg.Handler.
 func New(cfg Config) *Server {
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = http.DefaultMaxHeaderBytes + 4096
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = cfg.ReadTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = cfg.ReadTimeout
+	}
 	return &Server{cfg: cfg, conns: map[*conn]struct{}{}, done: make(chan struct{})}
 }
 
@@ -101,7 +117,8 @@ func (s *Server) serveFirst(w http.ResponseWriter, r *http.Request) {
 	}
 	nc, rw, err := hj.Hijack()
 	if err != nil {
-		s.cfg.Handler.ServeHTTP(w, r)
+		// net/http may count the connection as hijacked already: it
+		// can be neither answered nor closed from here.
 		return
 	}
 	c, err := s.newConn(nc, rw.Reader)
@@ -111,6 +128,7 @@ func (s *Server) serveFirst(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.add(c) {
 		// Shutdown began meanwhile: answer this one request, then close.
+		defer c.close()
 		c.serveOne(r, true)
 		return
 	}
@@ -261,15 +279,14 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, error) {
 	if !c.setIdle(true) {
 		return nil, errEnd
 	}
-	if d := s.cfg.IdleTimeout; d > 0 {
-		// From when the last request was read: the answer took
-		// microseconds, and this saves reading the clock.
-		_ = c.nc.SetReadDeadline(c.now.Add(d))
-	}
-	// The limit counts from the first byte of the request, so it is
-	// exact (net/http's counts after its first read, which lets a
-	// request on a reused connection be up to 4 KiB longer).
-	c.lr.remain = int64(s.cfg.MaxHeaderBytes)
+	// From when the last request was read: the answer took
+	// microseconds, and this saves reading the clock.
+	_ = c.nc.SetReadDeadline(deadline(c.now, s.cfg.IdleTimeout))
+	// The limit counts what is already buffered too (the start of this
+	// request, or pipelined ones), so that no request longer than it is
+	// read (net/http's does not count the buffer, which lets a request on
+	// a reused connection be up to 4 KiB longer).
+	c.lr.remain = max(int64(s.cfg.MaxHeaderBytes-c.br.Buffered()), 1)
 	// Four bytes, as net/http waits for: fewer and the end is not a
 	// request worth an answer.
 	if _, err := c.br.Peek(4); !c.setIdle(false) || err != nil {
@@ -277,9 +294,7 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, error) {
 	}
 	now := time.Now()
 	c.now = now
-	if d := s.cfg.ReadHeaderTimeout; d > 0 {
-		_ = c.nc.SetReadDeadline(now.Add(d))
-	}
+	_ = c.nc.SetReadDeadline(deadline(now, s.cfg.ReadHeaderTimeout))
 	if c.afterPost {
 		// Old clients end a POST body with a line break it does not
 		// count; net/http skips it (RFC 7230, section 3.5).
@@ -304,15 +319,21 @@ func (c *conn) readRequest(ctx context.Context) (*http.Request, error) {
 	if err := serverChecks(r); err != nil {
 		return nil, err
 	}
-	// The header is read; a body is read after the handler, under a
-	// deadline of its own (discardBody).
-	_ = c.nc.SetReadDeadline(time.Time{})
-	if d := s.cfg.WriteTimeout; d > 0 {
-		_ = c.nc.SetWriteDeadline(now.Add(d))
-	}
+	// The header is read; the rest of the request (a body, if the
+	// handler reads it, or discardBody) is read within ReadTimeout.
+	_ = c.nc.SetReadDeadline(deadline(now, s.cfg.ReadTimeout))
+	_ = c.nc.SetWriteDeadline(deadline(now, s.cfg.WriteTimeout))
 	r.RemoteAddr = c.remoteAddr
 	r.TLS = c.tlsState
 	return r.WithContext(ctx), nil
+}
+
+// deadline is from+d, or none when d is 0.
+func deadline(from time.Time, d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return from.Add(d)
 }
 
 // commonReadError is net/http's isCommonNetReadError: the connection ended,
@@ -408,6 +429,7 @@ var (
 	errMalformedHost  = statusError{http.StatusBadRequest, "malformed Host header"}
 	errBadHeaderName  = statusError{http.StatusBadRequest, "invalid header name"}
 	errBadHeaderValue = statusError{http.StatusBadRequest, "invalid header value"}
+	errAbsoluteForm   = statusError{http.StatusBadRequest, "absolute-form request target"}
 )
 
 // serverChecks holds a request read by http.ReadRequest to what net/http's
@@ -421,7 +443,13 @@ func serverChecks(r *http.Request) error {
 	if r.ProtoMinor >= 1 && r.Host == "" && r.Method != http.MethodConnect {
 		return errMissingHost
 	}
-	if r.URL.Host == "" && r.Host != "" && !httpguts.ValidHostHeader(r.Host) {
+	if r.URL.Host != "" {
+		// http.ReadRequest takes the host of an absolute-form target
+		// over the Host header, which it then drops: the header could
+		// not be checked. No proxy sends one to an auth server.
+		return errAbsoluteForm
+	}
+	if r.Host != "" && !httpguts.ValidHostHeader(r.Host) {
 		return errMalformedHost
 	}
 	for k, vv := range r.Header {
@@ -450,7 +478,7 @@ func (c *conn) refuse(err error) {
 	switch {
 	case errors.Is(err, errTooLarge):
 		answer = "HTTP/1.1 431 Request Header Fields Too Large" + headers + "431 Request Header Fields Too Large"
-	case strings.HasPrefix(err.Error(), "unsupported transfer encoding"):
+	case strings.HasPrefix(err.Error(), "unsupported transfer encoding"), strings.HasPrefix(err.Error(), "too many transfer encodings"):
 		// The encoding is not echoed, as net/http does not.
 		answer = "HTTP/1.1 501 Not Implemented" + headers + "Unsupported transfer encoding"
 	case errors.As(err, &se):
@@ -473,23 +501,41 @@ func (c *conn) refuse(err error) {
 // "Connection: close" from either side, an expectation other than
 // 100-continue (417, without asking the handler), a body expected with
 // 100-continue (never asked for here) or too long to discard, Shutdown.
+//
+// What decides it is taken from r before the handler runs, as net/http
+// does: a handler that changed r (its body, its length) cannot make a body
+// be read as the next request.
 func (c *conn) serveOne(r *http.Request, last bool) bool {
 	w := &c.w
-	w.reset(r.Method == http.MethodHead)
+	method, minor := r.Method, r.ProtoMinor
+	last = last || r.ProtoMajor != 1 || r.Close
+	body, length, withBody := r.Body, r.ContentLength, r.ContentLength != 0 || len(r.TransferEncoding) != 0
+	w.reset(method == http.MethodHead)
 	expect := r.Header.Get("Expect")
 	continues := hasToken(expect, "100-continue")
-	if expect != "" && !continues {
+	switch {
+	case expect != "" && !continues:
 		w.WriteHeader(http.StatusExpectationFailed)
 		last = true
-	} else {
+	default:
+		var hb *handlerBody
+		if withBody {
+			// The handler may read the body; closing it reads nothing
+			// (the rest is discarded below, within limits).
+			hb = &handlerBody{ReadCloser: body}
+			r.Body = hb
+		}
 		c.s.cfg.Handler.ServeHTTP(w, r)
+		// A handler that put another body in its place ends the
+		// connection, as in net/http (the rest of the real body is
+		// still discarded first).
+		last = last || withBody && r.Body != io.ReadCloser(hb)
 	}
 	if !last {
-		last = r.ProtoMajor != 1 || r.Close || c.s.isClosing() ||
-			hasToken(w.header.Get("Connection"), "close") ||
-			hasBody(r) && (continues && r.ProtoMinor >= 1 || !c.discardBody(r))
+		last = c.s.isClosing() || hasToken(w.header.Get("Connection"), "close") ||
+			withBody && (continues && minor >= 1 || !discardBody(body, length))
 	}
-	if err := w.finish(r, last); err != nil {
+	if err := w.finish(minor, last); err != nil {
 		c.closeNow()
 		return false
 	}
@@ -497,25 +543,23 @@ func (c *conn) serveOne(r *http.Request, last bool) bool {
 		c.lingerClose()
 		return false
 	}
-	c.afterPost = r.Method == http.MethodPost
+	c.afterPost = method == http.MethodPost
 	return true
 }
 
-func hasBody(r *http.Request) bool {
-	return r.ContentLength != 0 || len(r.TransferEncoding) != 0
-}
+// handlerBody is a request body as a handler sees it: Close reads nothing.
+type handlerBody struct{ io.ReadCloser }
 
-// discardBody reads r's body to its end, within ReadTimeout and
-// maxDiscard bytes; false when it could not (the connection must end).
-func (c *conn) discardBody(r *http.Request) bool {
-	if d := c.s.cfg.ReadTimeout; d > 0 {
-		_ = c.nc.SetReadDeadline(c.now.Add(d))
-		defer func() { _ = c.nc.SetReadDeadline(time.Time{}) }()
-	}
-	if r.ContentLength >= maxDiscard {
+func (handlerBody) Close() error { return nil }
+
+// discardBody reads a body of the given length (-1: unknown) to its end, up
+// to maxDiscard bytes, within the read deadline set when its request was
+// read; false when it could not (the connection must end).
+func discardBody(body io.Reader, length int64) bool {
+	if length >= maxDiscard {
 		return false
 	}
-	n, err := io.CopyN(io.Discard, r.Body, maxDiscard+1)
+	n, err := io.CopyN(io.Discard, body, maxDiscard+1)
 	return errors.Is(err, io.EOF) && n <= maxDiscard
 }
 
@@ -604,7 +648,12 @@ func (w *response) reset(head bool) {
 func (w *response) Header() http.Header { return w.header }
 
 func (w *response) WriteHeader(code int) {
-	if w.wroteHeader || code < 200 || code > 999 {
+	if code < 100 || code > 999 {
+		// As net/http: no answer at all (the connection is closed),
+		// never a 200 for a status that was never decided.
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if w.wroteHeader || code < 200 {
 		// Informational answers are not sent; a second status is
 		// ignored, as net/http ignores it.
 		return
@@ -623,25 +672,29 @@ func (w *response) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// bodyAllowed is net/http's bodyAllowedForStatus for the statuses an
+// answer can have here (1xx are never sent).
 func bodyAllowed(status int) bool {
 	return status != http.StatusNoContent && status != http.StatusNotModified
 }
 
-// finish writes the answer: the status line, Date, Content-Length, the
-// handler's headers (sorted, invalid names left out and line breaks in
-// values made spaces, as net/http writes them) and the body, which a HEAD
-// request does not get.
-func (w *response) finish(r *http.Request, last bool) error {
+// finish writes the answer to a request of HTTP/1.minor: the status line,
+// Date, Content-Length, the handler's headers (sorted, invalid names left
+// out and line breaks in values made spaces, as net/http writes them) and
+// the body, which a HEAD request does not get. Content-Length is always the
+// body's own: a handler's is dropped, so that no answer can claim a length
+// other than what is written.
+func (w *response) finish(minor int, last bool) error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
 	bw := w.c.bw
 	proto := "HTTP/1.1 "
-	if r.ProtoMinor == 0 {
+	if minor == 0 {
 		proto = "HTTP/1.0 "
 	}
 	_, _ = bw.WriteString(proto)
-	var num [3]byte
+	var num [20]byte
 	_, _ = bw.Write(strconv.AppendInt(num[:0], int64(w.status), 10))
 	_ = bw.WriteByte(' ')
 	if text := http.StatusText(w.status); text != "" {
@@ -649,13 +702,17 @@ func (w *response) finish(r *http.Request, last bool) error {
 	} else {
 		_, _ = bw.WriteString("status code " + strconv.Itoa(w.status))
 	}
-	_, _ = bw.WriteString("\r\nDate: ")
-	_, _ = bw.Write(w.date.get(w.c.now))
-	if bodyAllowed(w.status) {
-		if _, ok := w.header["Content-Length"]; !ok {
+	if _, ok := w.header["Date"]; !ok {
+		_, _ = bw.WriteString("\r\nDate: ")
+		_, _ = bw.Write(w.date.get(w.c.now))
+	}
+	withBody := bodyAllowed(w.status)
+	if withBody {
+		// A HEAD answer says the length of the body it would have had,
+		// when the handler wrote one.
+		if !w.head || len(w.body) > 0 {
 			_, _ = bw.WriteString("\r\nContent-Length: ")
-			var cl [20]byte
-			_, _ = bw.Write(strconv.AppendInt(cl[:0], int64(len(w.body)), 10))
+			_, _ = bw.Write(strconv.AppendInt(num[:0], int64(len(w.body)), 10))
 		}
 		if _, ok := w.header["Content-Type"]; !ok && len(w.body) > 0 {
 			_, _ = bw.WriteString("\r\nContent-Type: " + http.DetectContentType(w.body))
@@ -664,14 +721,20 @@ func (w *response) finish(r *http.Request, last bool) error {
 	switch {
 	case last:
 		_, _ = bw.WriteString("\r\nConnection: close")
-	case r.ProtoMinor == 0:
+	case minor == 0:
 		_, _ = bw.WriteString("\r\nConnection: keep-alive")
 	}
 	w.keys = w.keys[:0]
 	for k := range w.header {
-		if k != "Date" && k != "Connection" && k != "Transfer-Encoding" {
-			w.keys = append(w.keys, k)
+		switch k {
+		case "Connection", "Transfer-Encoding", "Content-Length":
+			continue
+		case "Content-Type":
+			if w.status == http.StatusNotModified {
+				continue
+			}
 		}
+		w.keys = append(w.keys, k)
 	}
 	sortStrings(w.keys)
 	for _, k := range w.keys {
@@ -686,7 +749,7 @@ func (w *response) finish(r *http.Request, last bool) error {
 		}
 	}
 	_, _ = bw.WriteString("\r\n\r\n")
-	if !w.head && bodyAllowed(w.status) {
+	if !w.head && withBody {
 		_, _ = bw.Write(w.body)
 	}
 	if cap(w.body) > maxKeptBody {
