@@ -191,7 +191,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.KeepaliveTakeover, "keepalive-takeover", true,
 		"After net/http has answered the first request of an HTTP/1.1 keep-alive connection to the auth API, serve the rest "+
 			"of the connection with the auth server's own loop: net/http's parser reads every request, the same limits and "+
-			"timeouts apply, and answers are written without net/http's per-request work (about a third of the CPU "+
+			"timeouts apply, and answers are written without net/http's per-request work (about a quarter of the CPU "+
 			"of a verify). HTTP/2, HTTP/1.0 and a first request with a body stay with net/http. false: net/http serves everything.")
 }
 
