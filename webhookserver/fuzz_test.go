@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meterr/meterr-operator/internal/ascii"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
@@ -28,7 +29,7 @@ func FuzzAuthorization(f *testing.F) {
 	f.Fuzz(func(t *testing.T, auth string) {
 		tok, ok := authz.BearerToken(credential(http.Header{"Authorization": {auth}}))
 		if ok {
-			if tok == "" || strings.ContainsAny(tok, " \t\r\n") || !authz.EqualFoldASCII(auth[:6], "bearer") {
+			if tok == "" || strings.ContainsAny(tok, " \t\r\n") || !ascii.EqualFold(auth[:6], "bearer") {
 				t.Fatalf("the token of %q = %q", auth, tok)
 			}
 		}

@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/internal/ascii"
 )
 
 // requestHost returns the host a browser request says it comes from: the host
@@ -37,7 +37,7 @@ func hostOfURL(u string) string {
 		return ""
 	}
 	scheme := u[:i]
-	if !authz.EqualFoldASCII(scheme, "https") && !authz.EqualFoldASCII(scheme, "http") {
+	if !ascii.EqualFold(scheme, "https") && !ascii.EqualFold(scheme, "http") {
 		return ""
 	}
 	rest := u[i+3:]

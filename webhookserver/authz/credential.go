@@ -1,12 +1,14 @@
 package authz
 
+import "github.com/meterr/meterr-operator/internal/ascii"
+
 // BearerToken returns the token of one Authorization value, "Bearer
 // <token>": the scheme in any case, one or more spaces, then exactly one
 // token. The credential is the first fact of a decision; every front-end
 // reads it here.
 func BearerToken(v string) (string, bool) {
 	const scheme = "bearer"
-	if len(v) <= len(scheme) || !EqualFoldASCII(v[:len(scheme)], scheme) || v[len(scheme)] != ' ' {
+	if len(v) <= len(scheme) || !ascii.EqualFold(v[:len(scheme)], scheme) || v[len(scheme)] != ' ' {
 		return "", false
 	}
 	i := len(scheme)
@@ -23,26 +25,4 @@ func BearerToken(v string) (string, bool) {
 		}
 	}
 	return tok, true
-}
-
-// EqualFoldASCII is strings.EqualFold restricted to ASCII, so that no
-// Unicode folding ("K" for the Kelvin sign, "ſ" for "s") can make two
-// different hosts or schemes equal.
-func EqualFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if x >= 'A' && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if y >= 'A' && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/meterr/meterr-operator/internal/ascii"
 )
 
 // The restriction matchers: a key's IP allowlist (prefixes) and its domains
@@ -81,7 +83,7 @@ func validHostName(s string) bool {
 // case-insensitively.
 func (d domainPattern) match(host string) bool {
 	if !d.wildcard {
-		return EqualFoldASCII(host, d.host)
+		return ascii.EqualFold(host, d.host)
 	}
 	// ".example.com": host must be longer, and the label before the suffix
 	// must not be empty ("a..example.com" or ".example.com").
@@ -89,5 +91,5 @@ func (d domainPattern) match(host string) bool {
 		return false
 	}
 	cut := len(host) - len(d.host)
-	return EqualFoldASCII(host[cut:], d.host) && host[cut-1] != '.'
+	return ascii.EqualFold(host[cut:], d.host) && host[cut-1] != '.'
 }

@@ -38,6 +38,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meterr/meterr-operator/internal/ascii"
 )
 
 // Config says how connections taken over are served; the timeouts and the
@@ -362,32 +365,11 @@ func hasToken(v, token string) bool {
 		if end := sp + len(token); end != len(v) && !isTokenBoundary(v[end]) {
 			continue
 		}
-		if asciiEqualFold(v[sp:sp+len(token)], token) {
+		if ascii.EqualFold(v[sp:sp+len(token)], token) {
 			return true
 		}
 	}
 	return false
-}
-
-// asciiEqualFold compares case-insensitively in ASCII only, as net/http
-// does (strings.EqualFold would match "ſ" to "s").
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range len(a) {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 func isTokenBoundary(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
@@ -736,7 +718,7 @@ func (w *response) finish(minor int, last bool) error {
 		}
 		w.keys = append(w.keys, k)
 	}
-	sortStrings(w.keys)
+	slices.Sort(w.keys)
 	for _, k := range w.keys {
 		if !httpguts.ValidHeaderFieldName(k) {
 			continue
@@ -775,16 +757,6 @@ func writeValue(bw *bufio.Writer, v string) {
 		_, _ = bw.WriteString(v[:i])
 		_ = bw.WriteByte(' ')
 		v = v[i+1:]
-	}
-}
-
-// sortStrings sorts a handful of header names (insertion sort: an answer
-// has about ten).
-func sortStrings(a []string) {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && a[j] < a[j-1]; j-- {
-			a[j], a[j-1] = a[j-1], a[j]
-		}
 	}
 }
 
