@@ -1,6 +1,7 @@
 package webhookserver
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,14 +69,39 @@ func listen(t *testing.T) net.Listener {
 }
 
 // testLogger fails the test if a log line holds one of the keys.
-func testLogger(t *testing.T, keys *[]string) logr.Logger {
+func testLogger(t *testing.T, keys *[]string) logr.Logger { return (&logLines{}).logger(t, keys) }
+
+// logLines keeps the lines a logger wrote.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// logger is testLogger, keeping every line in l.
+func (l *logLines) logger(t *testing.T, keys *[]string) logr.Logger {
 	return funcr.New(func(prefix, args string) {
 		for _, k := range *keys {
 			if strings.Contains(args, k) {
 				t.Errorf("log line holds a key: %s", prefix)
 			}
 		}
+		l.mu.Lock()
+		l.lines = append(l.lines, prefix+" "+args)
+		l.mu.Unlock()
 	}, funcr.Options{Verbosity: 4})
+}
+
+// with returns the lines that contain s.
+func (l *logLines) with(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 func get(t *testing.T, url, key string) (int, http.Header, string) {
@@ -124,8 +151,9 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	logs := &logLines{}
 	go func() {
-		done <- run(ctx, o, testLogger(t, &keys), runDeps{client: cs, listener: ln, metricsListener: mln})
+		done <- run(ctx, o, logs.logger(t, &keys), runDeps{client: cs, listener: ln, metricsListener: mln})
 	}()
 
 	if code, _, _ := get(t, base+"/readyz", ""); code != http.StatusServiceUnavailable {
@@ -203,6 +231,27 @@ func TestRun(t *testing.T) {
 		}
 	}
 
+	// A connection taken over (its second request was answered by package
+	// keepalive) and idle at shutdown is closed at once, not left to the
+	// shutdown timeout.
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = idle.Close() }()
+	_ = idle.SetDeadline(time.Now().Add(10 * time.Second))
+	idleReader := bufio.NewReader(idle)
+	for range 2 {
+		if _, err := io.WriteString(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(idleReader, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -211,6 +260,14 @@ func TestRun(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return after cancel")
+	}
+	if late := logs.with("did not finish in time"); len(late) > 0 {
+		t.Errorf("shutdown waited for its timeout: %q", late)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var ne net.Error
+	if _, err := idleReader.ReadByte(); err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("a connection taken over is still open after shutdown (%v)", err)
 	}
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Fatal("still serving after shutdown")
