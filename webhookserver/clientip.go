@@ -2,35 +2,71 @@ package webhookserver
 
 import (
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
 
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
-// clientIP returns the address a request comes from: the TCP peer, unless the
-// peer is a trusted proxy; then the right-most X-Forwarded-For address that is
-// not a trusted proxy. Every proxy appends the address it received the request
-// from, so walking from the right over trusted hops reaches the first address
-// no trusted proxy vouches for beyond; anything left of it may be forged by
-// the client. If every address is trusted the left-most one is the client. A
-// malformed entry stops the walk: the last trusted address is used, which a
-// client cannot choose. An invalid Addr means "unknown" and matches no
-// allowlist.
+// clientAddr is the one rule by which every front-end decides where a
+// request comes from. conn is the connection's own peer, the one address
+// nobody on the path can forge; vouched says that peer proved it may speak
+// for others: its address is in --trusted-proxies, or (gRPC) it presented a
+// client certificate verified against --grpc-client-ca. Only then do the
+// addresses it states count: claimed (Envoy's attributes.source.address;
+// HTTP states none) is the client, and when that address, or the peer
+// itself, is a trusted proxy, X-Forwarded-For is walked as forwardedClient
+// reads it. An unvouched peer is the client, whatever it claims: otherwise
+// any pod could borrow an allowlisted address, and spend the quota of a key
+// allowlisted to it (issue 21). An invalid Addr means "unknown" and matches
+// no allowlist.
+func (s *Server) clientAddr(conn netip.Addr, vouched bool, claimed netip.Addr, xff []string) netip.Addr {
+	if !vouched {
+		return conn
+	}
+	from := conn
+	if claimed.IsValid() {
+		from = claimed
+	}
+	return forwardedClient(from, xff, s.trusted, s.hops)
+}
+
+// httpClient is clientAddr for an HTTP request: the TCP peer, vouched for by
+// --trusted-proxies alone.
+func (s *Server) httpClient(r *http.Request) netip.Addr {
+	peer := parsePeer(r.RemoteAddr)
+	return s.clientAddr(peer, isTrusted(peer, s.trusted), netip.Addr{}, r.Header["X-Forwarded-For"])
+}
+
+// clientIP is forwardedClient from an http.Request.RemoteAddr, without
+// --trusted-hops.
 func clientIP(remoteAddr string, xff []string, trusted []netip.Prefix) netip.Addr {
 	return clientIPHops(remoteAddr, xff, trusted, 0)
 }
 
-// clientIPHops is clientIP with --trusted-hops: when the TCP peer is a
-// trusted proxy, the client is the hops-th X-Forwarded-For address from the
-// right, whatever the addresses are: for chains of proxies whose addresses
-// are not known in advance (a CDN, a cloud load balancer) but whose number
-// is. With fewer addresses than hops the left-most is the client (the
-// request skipped a hop; each address there was appended by a proxy). A
-// malformed entry stops the walk at the last address read. hops <= 0 is
-// clientIP: the walk stops at the first address that is not trusted.
+// clientIPHops is forwardedClient from an http.Request.RemoteAddr.
 func clientIPHops(remoteAddr string, xff []string, trusted []netip.Prefix, hops int) netip.Addr {
-	peer := parsePeer(remoteAddr)
+	return forwardedClient(parsePeer(remoteAddr), xff, trusted, hops)
+}
+
+// forwardedClient returns the address a request comes from, given the
+// address it reached a vouched-for front-end from: that address, unless it
+// is a trusted proxy; then the right-most X-Forwarded-For address that is
+// not a trusted proxy. Every proxy appends the address it received the
+// request from, so walking from the right over trusted hops reaches the
+// first address no trusted proxy vouches for beyond; anything left of it may
+// be forged by the client. If every address is trusted the left-most one is
+// the client. A malformed entry stops the walk: the last trusted address is
+// used, which a client cannot choose.
+//
+// With --trusted-hops (hops > 0) the client is the hops-th X-Forwarded-For
+// address from the right, whatever the addresses are: for chains of proxies
+// whose addresses are not known in advance (a CDN, a cloud load balancer)
+// but whose number is. With fewer addresses than hops the left-most is the
+// client (the request skipped a hop; each address there was appended by a
+// proxy). A malformed entry stops the walk at the last address read.
+func forwardedClient(peer netip.Addr, xff []string, trusted []netip.Prefix, hops int) netip.Addr {
 	if !peer.IsValid() || !isTrusted(peer, trusted) {
 		return peer
 	}

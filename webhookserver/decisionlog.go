@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/ascii"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
@@ -93,7 +94,7 @@ func (s *Server) logDecision(r *http.Request, c authz.Code, need authz.Permissio
 	}
 	l := decisionLine{droppedBefore: droppedBefore, code: c, cred: credential(r.Header), peer: r.RemoteAddr, xff: strings.Join(r.Header["X-Forwarded-For"], ", "),
 		originHost: requestHost(r.Header), endpoint: "verify", method: r.Method, path: r.URL.Path, required: need}
-	l.client = clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops)
+	l.client = s.httpClient(r)
 	if l.path != verifyPath {
 		l.endpoint = "check"
 		l.method, l.path = originalForLog(r)
@@ -113,9 +114,11 @@ type decisionLine struct {
 	// looked up again from it. Never logged.
 	cred string
 	// client is the address the allowlist is checked against (invalid:
-	// unknown); peer the TCP peer as text.
+	// unknown); peer the TCP peer as text; source the client address a gRPC
+	// caller stated (attributes.source.address), believed only from a
+	// vouched-for peer.
 	client           netip.Addr
-	peer             string
+	peer, source     string
 	xff, originHost  string
 	endpoint, method string
 	// path is the original request's, without query or fragment.
@@ -159,6 +162,9 @@ func (s *Server) writeDecisionLine(l *decisionLine) {
 		peer = l.peer
 	}
 	kv = append(kv, "client", client, "peer", peer)
+	if l.source != "" {
+		kv = append(kv, "source", l.source)
+	}
 	if l.xff != "" {
 		kv = append(kv, "xForwardedFor", loggable(l.xff))
 	}
@@ -202,65 +208,84 @@ func originalForLog(r *http.Request) (method, path string) {
 }
 
 // loggable shortens a client-supplied value to maxLoggedValue bytes and
-// hides anything that looks like a key ("mtr_" and the characters of a key
-// after it): a client may put its key anywhere, and may percent-encode any
-// of its characters (/v1/keys/mtr%5Flive_… is the same key to a server that
-// decodes it once), so escapes are read as the bytes they stand for.
+// hides anything that looks like a key ("mtr_", in any case, and the
+// characters of a key after it). A client may put its key anywhere, and may
+// percent-encode any of its characters any number of times
+// (/v1/keys/%256dtr_live_… is the key to a chain of servers that each decode
+// once), so the value is read with its escapes decoded until none is left,
+// and what stands for a key is replaced in the value as sent: the rest is
+// logged as the client sent it.
 func loggable(s string) string {
 	if len(s) > maxLoggedValue {
 		s = s[:maxLoggedValue] + "…"
 	}
-	if !strings.Contains(s, "mtr_") && strings.IndexByte(s, '%') < 0 {
+	if strings.IndexByte(s, '%') < 0 && !containsFoldMtr(s) {
 		return s
 	}
+	dec, from, to := decodeAll(s)
 	var b strings.Builder
 	last := 0
-	for i := 0; i < len(s); i++ {
-		if end, ok := keyAt(s, i); ok {
-			b.WriteString(s[last:i])
-			b.WriteString("mtr_[redacted]")
-			last = end
-			i = end - 1
+	for i := 0; i+len("mtr_") <= len(dec); i++ {
+		if !ascii.EqualFold(string(dec[i:i+len("mtr_")]), "mtr_") {
+			continue
 		}
+		end := i + len("mtr_")
+		for end < len(dec) && isKeyChar(dec[end]) {
+			end++
+		}
+		b.WriteString(s[last:from[i]])
+		b.WriteString("mtr_[redacted]")
+		last = to[end-1]
+		i = end - 1
+	}
+	if last == 0 {
+		return s
 	}
 	b.WriteString(s[last:])
 	return b.String()
 }
 
-// keyAt reports whether s reads "mtr_" at i, escapes decoded, and where the
-// key characters after it end.
-func keyAt(s string, i int) (end int, ok bool) {
-	for _, want := range []byte("mtr_") {
-		if i >= len(s) {
-			return 0, false
+// containsFoldMtr says whether s holds "mtr_" in any case.
+func containsFoldMtr(s string) bool {
+	for i := 0; i+len("mtr_") <= len(s); i++ {
+		if s[i]|0x20 == 'm' && ascii.EqualFold(s[i:i+len("mtr_")], "mtr_") {
+			return true
 		}
-		c, w := byteAt(s, i)
-		if c != want {
-			return 0, false
-		}
-		i += w
 	}
-	for i < len(s) {
-		c, w := byteAt(s, i)
-		if !isKeyChar(c) {
-			break
-		}
-		i += w
-	}
-	return i, true
+	return false
 }
 
-// byteAt returns the byte s stands for at i, a percent escape decoded, and
-// how many bytes of s that takes.
-func byteAt(s string, i int) (byte, int) {
-	if s[i] == '%' && i+2 < len(s) {
-		if hi, ok := unhex(s[i+1]); ok {
-			if lo, ok := unhex(s[i+2]); ok {
-				return hi<<4 | lo, 3
+// decodeAll decodes the percent escapes of s, then those of the result, until
+// none is left (invalid escapes stay as they are), and returns for each byte
+// of the result the range of s, [from[i], to[i]), it stands for. Each pass
+// that decodes anything is shorter, so there are at most len(s)/2 passes.
+func decodeAll(s string) (dec []byte, from, to []int) {
+	dec = []byte(s)
+	from, to = make([]int, len(s)), make([]int, len(s))
+	for i := range from {
+		from[i], to[i] = i, i+1
+	}
+	for {
+		n, changed := 0, false
+		for i := 0; i < len(dec); i++ {
+			c, f, t := dec[i], from[i], to[i]
+			if c == '%' && i+2 < len(dec) {
+				if hi, ok := unhex(dec[i+1]); ok {
+					if lo, ok := unhex(dec[i+2]); ok {
+						c, t, changed = hi<<4|lo, to[i+2], true
+						i += 2
+					}
+				}
 			}
+			// n <= i: written behind what is read.
+			dec[n], from[n], to[n] = c, f, t
+			n++
+		}
+		dec, from, to = dec[:n], from[:n], to[:n]
+		if !changed {
+			return dec, from, to
 		}
 	}
-	return s[i], 1
 }
 
 func unhex(c byte) (byte, bool) {

@@ -3,6 +3,7 @@ package webhookserver
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
@@ -110,16 +112,22 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 		// Envoy sends header_map instead with encode_raw_headers.
 		h = rawHeaders(hr.GetHeaderMap())
 	}
-	peer := netip.Addr{}
+	conn, vouched := s.grpcCaller(ctx)
+	claimed := netip.Addr{}
 	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		if a, err := netip.ParseAddr(sa.GetAddress()); err == nil {
-			peer = a.Unmap().WithZone("")
+			claimed = a.Unmap().WithZone("")
 		}
 	}
-	in := authz.Input{ClientIP: peer, OriginHost: originHost(h), Now: now}
+	in := authz.Input{OriginHost: originHost(h), Now: now}
+	if xff, ok := h["x-forwarded-for"]; ok {
+		in.ClientIP = s.clientAddr(conn, vouched, claimed, []string{xff})
+	} else {
+		in.ClientIP = s.clientAddr(conn, vouched, claimed, nil)
+	}
 	if s.dlog != nil {
 		defer func() {
-			s.logCheckDecision(&d, &in, h["authorization"], peer, h["x-forwarded-for"], hr.GetMethod(), hr.GetPath())
+			s.logCheckDecision(&d, &in, h["authorization"], conn, claimed, h["x-forwarded-for"], hr.GetMethod(), hr.GetPath())
 		}()
 	}
 
@@ -138,26 +146,44 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 		}
 		in.Required = s.routes.need(hr.GetMethod(), p)
 	}
-	if peer.IsValid() && isTrusted(peer, s.trusted) {
-		if xff, ok := h["x-forwarded-for"]; ok {
-			in.ClientIP = clientIPHops(peer.String(), []string{xff}, s.trusted, s.hops)
-		}
-	}
 	return s.decideFrom(ctx, h["authorization"], in, nil), nil
+}
+
+// grpcCaller returns the address of the connection a call came on and
+// whether that peer is vouched for (see clientAddr): its address is in
+// --trusted-proxies, or it presented a client certificate that the TLS
+// stack verified against --grpc-client-ca (VerifiedChains is set only
+// then). No peer, or a peer that is not TCP, is an unknown address.
+func (s *Server) grpcCaller(ctx context.Context) (netip.Addr, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	var a netip.Addr
+	if tcp, ok := p.Addr.(*net.TCPAddr); ok {
+		a = tcp.AddrPort().Addr().Unmap().WithZone("")
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
+		return a, true
+	}
+	return a, a.IsValid() && isTrusted(a, s.trusted)
 }
 
 // logCheckDecision writes the --log-decisions line of a gRPC check, with the
 // fields of the HTTP line (see writeDecisionLine); endpoint is "grpc". Never
 // the key.
-func (s *Server) logCheckDecision(d *authz.Decision, in *authz.Input, cred string, peer netip.Addr, xff, method, path string) {
+func (s *Server) logCheckDecision(d *authz.Decision, in *authz.Input, cred string, conn, source netip.Addr, xff, method, path string) {
 	droppedBefore, ok := s.admitDecisionLine(d.Code)
 	if !ok {
 		return
 	}
 	l := decisionLine{droppedBefore: droppedBefore, code: d.Code, cred: cred, client: in.ClientIP, xff: xff, originHost: in.OriginHost,
 		endpoint: "grpc", method: method, required: d.Required}
-	if peer.IsValid() {
-		l.peer = peer.String()
+	if conn.IsValid() {
+		l.peer = conn.String()
+	}
+	if source.IsValid() {
+		l.source = source.String()
 	}
 	if p, ok := originalPath(path); ok {
 		l.path = p

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/client-go/kubernetes/fake"
@@ -187,10 +188,17 @@ func TestGRPCAllowed(t *testing.T) {
 	}
 }
 
+// loopbackGateway is --trusted-proxies for the gRPC fixture's own client: a
+// gateway trusted to state where a request comes from, as Envoy is in front
+// of the auth server. Tests of the address rule use it; without it the
+// caller's claims are ignored (grpctrust_test.go).
+var loopbackGateway = netip.MustParsePrefix("127.0.0.1/32")
+
 // Every code of the error table, and the same answer as HTTP gives for the
-// same request: one decision, two front-ends.
+// same request: one decision, two front-ends. The gRPC caller is a trusted
+// gateway stating the HTTP request's peer as attributes.source.address.
 func TestGRPCDenials(t *testing.T) {
-	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), loopbackGateway}
 	g := newGRPCFixture(t, func(c *ServerConfig) { c.TrustedProxies = trusted; c.Environment = "production" })
 	key := g.add("web", standard())
 	old := newKey(t, "production")
@@ -500,7 +508,7 @@ func TestGRPCDecisionLog(t *testing.T) {
 	g := newGRPCFixture(t, func(c *ServerConfig) {
 		c.LogDecisions = LogDecisionsDenied
 		c.Log = log
-		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), loopbackGateway}
 		c.Routes = []Route{{"*", "/v1/", "read"}, {"POST", "/v1/usage", "write"}}
 	})
 	readOnly := standard()
@@ -527,7 +535,7 @@ func TestGRPCDecisionLog(t *testing.T) {
 		t.Errorf("disabled key line: %s", l)
 	}
 	for _, want := range []string{`"code"="insufficient_permissions"`, `"keyId"="` + apikey.HashOf(ro).ID() + `"`, `"owner"="team-a/ro"`,
-		`"client"="203.0.113.9"`, `"peer"="10.1.1.1"`, `"xForwardedFor"="203.0.113.9"`, `"originHost"="app.example.com"`,
+		`"client"="203.0.113.9"`, `"peer"="127.0.0.1"`, `"source"="10.1.1.1"`, `"xForwardedFor"="203.0.113.9"`, `"originHost"="app.example.com"`,
 		`"endpoint"="grpc"`, `"method"="POST"`, `"path"="/v1/usage"`, `"required"="write"`} {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("line lacks %s: %s", want, lines[0])
@@ -556,6 +564,7 @@ func FuzzCheckRequest(f *testing.F) {
 	f.Add("Bearer "+key, "GET", "/v1/usage", "10.1.1.1", "203.0.113.9", "https://a.example.com", "write", true)
 	f.Add("Bearer "+key, "HEAD", "/v1/%2e%2e/usage;x", "::ffff:10.1.1.1", "garbage", "null", "", false)
 	f.Add("bearer  x", "", "", "", "", "", "read,,write", true)
+	gateway := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 9, 9, 9), Port: 4000}})
 	f.Fuzz(func(t *testing.T, auth, method, path, source, xff, origin, ext string, withExt bool) {
 		c := checkReq{method: method, path: path, source: source,
 			headers: map[string]string{"authorization": auth, "x-forwarded-for": xff, "origin": origin}}
@@ -564,7 +573,8 @@ func FuzzCheckRequest(f *testing.F) {
 		}
 		req := c.build()
 		req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Path = method, path
-		d, body := fx.srv.decideCheckRequest(context.Background(), req, t0)
+		// From a trusted gateway, so the claimed addresses are read too.
+		d, body := fx.srv.decideCheckRequest(gateway, req, t0)
 		resp := fx.srv.checkResponse(&d, body)
 		switch st := d.Code.Status(); st {
 		case 200, 400, 401, 403, 429, 503:

@@ -59,6 +59,14 @@ type Options struct {
 	// TLS (--tls-cert-file, --tls-key-file).
 	TLSCertFile string
 	TLSKeyFile  string
+	// GRPCClientCA, when set, requires every gRPC caller to present a
+	// client certificate verified against this PEM bundle (re-read when the
+	// file changes); such a caller may state the client's address in its
+	// CheckRequest (--grpc-client-ca).
+	GRPCClientCA string
+	// GRPCClientSANs, when set, also requires the client certificate to
+	// name one of these DNS names or URIs (--grpc-client-san).
+	GRPCClientSANs []string
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// after the context is cancelled (--shutdown-timeout).
 	ShutdownTimeout time.Duration
@@ -159,6 +167,16 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		"PEM certificate (chain) to serve the auth API over TLS; needs --tls-key-file. Empty serves plain HTTP.")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "",
 		"PEM private key for --tls-cert-file.")
+	fs.StringVar(&o.GRPCClientCA, "grpc-client-ca", "",
+		"PEM bundle of the CAs that issue the gateways' client certificates. When set, the gRPC listener (which then needs "+
+			"--tls-cert-file) accepts only callers with a client certificate (client-auth usage) verified against it, and "+
+			"believes the client address such a caller states (attributes.source.address, then X-Forwarded-For as over HTTP). "+
+			"Re-read when the file changes. Without it, a gRPC caller's stated address counts only when the caller's own "+
+			"address is in --trusted-proxies; otherwise the caller itself is the client.")
+	o.GRPCClientSANs = nil
+	fs.Var((*stringListFlag)(&o.GRPCClientSANs), "grpc-client-san",
+		"Comma-separated DNS names or URIs (e.g. a SPIFFE ID), repeatable: with --grpc-client-ca, a client certificate must "+
+			"also name one of them, compared exactly. Empty: any certificate the bundle verifies.")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout,
 		"On termination, how long in-flight requests may take to finish before connections are closed.")
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", 0,
@@ -235,6 +253,19 @@ func (o *Options) Validate() error {
 	}
 	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
 		bad("tls-cert-file", "--tls-cert-file and --tls-key-file go together; give both or neither")
+	}
+	switch {
+	case o.GRPCClientCA != "" && o.TLSCertFile == "":
+		bad("grpc-client-ca", "needs --tls-cert-file and --tls-key-file: client certificates are asked for over TLS")
+	case o.GRPCClientCA != "" && o.GRPCListen == "":
+		bad("grpc-client-ca", "needs --grpc-listen: it secures the gRPC listener only")
+	case o.GRPCClientCA == "" && len(o.GRPCClientSANs) > 0:
+		bad("grpc-client-san", "needs --grpc-client-ca: names are checked on verified client certificates only")
+	}
+	for _, n := range o.GRPCClientSANs {
+		if n == "" || strings.ContainsAny(n, "* \t,") {
+			bad("grpc-client-san", "%q is not a DNS name or URI to compare exactly (no wildcards, spaces or commas)", n)
+		}
 	}
 	if o.ShutdownDelay < 0 {
 		bad("shutdown-delay", "must not be negative, got %s", o.ShutdownDelay)
@@ -343,5 +374,25 @@ func (f *routeListFlag) Set(v string) error {
 		return err
 	}
 	*f = append(*f, r)
+	return nil
+}
+
+// stringListFlag is a comma-separated list, which may be repeated; empty
+// elements are dropped.
+type stringListFlag []string
+
+func (f *stringListFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return strings.Join(*f, ",")
+}
+
+func (f *stringListFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*f = append(*f, s)
+		}
+	}
 	return nil
 }

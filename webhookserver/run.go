@@ -178,7 +178,15 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	var gsrv *grpc.Server
 	var grpcHealth *health.Server
 	if gln != nil {
-		gsrv, grpcHealth = NewGRPCServer(srv, o.MaxHeaderBytes, tlsConfig)
+		grpcTLS := tlsConfig
+		if o.GRPCClientCA != "" {
+			cas, err := newClientCAs(o.GRPCClientCA, log.WithName("grpc-client-ca"))
+			if err != nil {
+				return err
+			}
+			grpcTLS = grpcTLSConfig(tlsConfig, cas, o.GRPCClientSANs)
+		}
+		gsrv, grpcHealth = NewGRPCServer(srv, o.MaxHeaderBytes, grpcTLS)
 	}
 
 	if o.GCTuning {
@@ -242,7 +250,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	if gln != nil {
 		grpcAddr = gln.Addr().String()
 	}
-	log.Info("serving", "listen", ln.Addr().String(), "grpc", grpcAddr, "tls", tlsConfig != nil, "metrics", o.MetricsAddr,
+	log.Info("serving", "listen", ln.Addr().String(), "grpc", grpcAddr, "tls", tlsConfig != nil, "grpcClientCA", o.GRPCClientCA != "", "metrics", o.MetricsAddr,
 		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes),
 		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions,
 		"gcTuning", o.GCTuning, "deadlineSweep", o.DeadlineSweep.String(), "keepaliveTakeover", o.KeepaliveTakeover)

@@ -213,7 +213,7 @@ func (s *Server) decideFrom(ctx context.Context, cred string, in authz.Input, r 
 		in.Entry, in.Found = s.index.Lookup(apikey.HashOf(tok))
 	}
 	if r != nil && in.NeedsClient() {
-		in.ClientIP = clientIPHops(r.RemoteAddr, r.Header["X-Forwarded-For"], s.trusted, s.hops)
+		in.ClientIP = s.httpClient(r)
 		in.OriginHost = requestHost(r.Header)
 	}
 	return s.decider.Decide(ctx, &in)

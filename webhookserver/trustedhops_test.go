@@ -39,10 +39,11 @@ func TestClientIPHops(t *testing.T) {
 	}
 }
 
-// --trusted-hops decides the allowlist address on HTTP and gRPC alike.
+// --trusted-hops decides the allowlist address on HTTP and gRPC alike (the
+// gRPC caller, on loopback, is a trusted gateway).
 func TestTrustedHops(t *testing.T) {
 	g := newGRPCFixture(t, func(c *ServerConfig) {
-		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), loopbackGateway}
 		c.TrustedHops = 2
 	})
 	pol := standard()
