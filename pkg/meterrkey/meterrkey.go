@@ -19,10 +19,13 @@
 // not exist the key comes from the environment variable METERR_API_KEY (for
 // workloads that use envFrom; those need a restart after a rotation).
 //
-// Transport sets "Authorization: Bearer <current key>" on each request. On a
-// 401 whose error code is expired_api_key or invalid_api_key it re-reads the
-// source once and, if that yields a different key and the request's body can
-// be sent again, retries the request once with the new key.
+// Transport sets "Authorization: Bearer <current key>" on each request to
+// the origins it is bound to (Transport.Origins, required), and on no other:
+// a redirect to another host or port, or from https to http, goes on without
+// the key. On a 401 whose error code is expired_api_key or invalid_api_key it
+// re-reads the source once and, if that yields a different key and the
+// request's body can be sent again, retries the request once with the new
+// key.
 //
 // Nothing in this package logs, returns in an error, or passes to a hook the
 // key itself; hooks get the key's id, the same short non-secret identifier the
@@ -36,7 +39,10 @@
 //		log.Fatal(err) // no valid key anywhere
 //	}
 //	defer src.Close()
-//	client := &http.Client{Transport: &meterrkey.Transport{Source: src}}
+//	client := &http.Client{Transport: &meterrkey.Transport{
+//		Source:  src,
+//		Origins: []string{"https://api.meterr.ai"}, // the key goes there and nowhere else
+//	}}
 //
 // docs/clients.md has the same recipe for Node and Python, and how to restart
 // workloads that read the key from an environment variable.
