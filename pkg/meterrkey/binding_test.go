@@ -357,3 +357,53 @@ func TestOriginMatch(t *testing.T) {
 		}
 	}
 }
+
+// asciiLower lowers ASCII letters only, as the binding compares hosts.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// FuzzOrigin: parsing any origin and matching any request never panics; an
+// origin matches itself, never the other scheme on the same host and port,
+// and never a request whose scheme, ASCII-lowered host or port (the
+// scheme's default when absent) differs from its own.
+func FuzzOrigin(f *testing.F) {
+	for _, s := range [][2]string{
+		{"https://api.meterr.ai", "https://api.meterr.ai/v1"},
+		{"https://API.meterr.ai:443/", "http://api.meterr.ai:443/v1"},
+		{"http://[::1]:8080", "http://[::1]:8080/verify"},
+		{"https://k.example", "https://\u212a.example/"},
+		{"https://a.example", "https://a.example.evil.example/"},
+		{"https://a.example", "https://a.example:0443/"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, o, target string) {
+		org, err := parseOrigin(o)
+		if err != nil {
+			return
+		}
+		self, _ := http.NewRequest(http.MethodGet, org.scheme+"://"+net.JoinHostPort(org.host, org.port)+"/", nil)
+		if self != nil && !org.matches(self) {
+			t.Fatalf("origin %q does not match itself", o)
+		}
+		other := map[string]string{"https": "http", "http": "https"}[org.scheme]
+		if r, _ := http.NewRequest(http.MethodGet, other+"://"+net.JoinHostPort(org.host, org.port)+"/", nil); r != nil && org.matches(r) {
+			t.Fatalf("origin %q matches the other scheme", o)
+		}
+		req, err := http.NewRequest(http.MethodGet, target, nil)
+		if err != nil || !org.matches(req) {
+			return
+		}
+		port, ok := portOf(req.URL.Scheme, req.URL.Port())
+		if asciiLower(req.URL.Scheme) != org.scheme || asciiLower(req.URL.Hostname()) != asciiLower(org.host) || !ok || port != org.port {
+			t.Fatalf("origin %q matches %q", o, target)
+		}
+	})
+}
