@@ -29,8 +29,13 @@ func Example() {
 	defer src.Close()
 
 	client := &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &meterrkey.Transport{Source: src},
+		Timeout: 10 * time.Second,
+		Transport: &meterrkey.Transport{
+			Source: src,
+			// The key is sent to this origin only: a redirect elsewhere
+			// (another host, or https to http) goes on without it.
+			Origins: []string{"https://api.meterr.ai"},
+		},
 	}
 	resp, err := client.Get("https://api.meterr.ai/v1/auth/verify")
 	if err != nil {

@@ -19,10 +19,14 @@
 // not exist the key comes from the environment variable METERR_API_KEY (for
 // workloads that use envFrom; those need a restart after a rotation).
 //
-// Transport sets "Authorization: Bearer <current key>" on each request. On a
-// 401 whose error code is expired_api_key or invalid_api_key it re-reads the
-// source once and, if that yields a different key and the request's body can
-// be sent again, retries the request once with the new key.
+// Transport sets "Authorization: Bearer <current key>" on each request to
+// the origins it is bound to (Transport.Origins, required), and on no other:
+// a redirect to another host or port, or from https to http, goes on without
+// the key. On a 401 whose error code is expired_api_key or invalid_api_key it
+// reads the key file again if it changed and, if that yields a different key
+// and the request's body can be sent again, retries the request once with
+// the new key (Transport.WaitForNewKey can hold the requests refused with an
+// expired key until the new one arrives: one wait for all of them).
 //
 // Nothing in this package logs, returns in an error, or passes to a hook the
 // key itself; hooks get the key's id, the same short non-secret identifier the
@@ -36,7 +40,10 @@
 //		log.Fatal(err) // no valid key anywhere
 //	}
 //	defer src.Close()
-//	client := &http.Client{Transport: &meterrkey.Transport{Source: src}}
+//	client := &http.Client{Transport: &meterrkey.Transport{
+//		Source:  src,
+//		Origins: []string{"https://api.meterr.ai"}, // the key goes there and nowhere else
+//	}}
 //
 // docs/clients.md has the same recipe for Node and Python, and how to restart
 // workloads that read the key from an environment variable.
@@ -57,6 +64,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"k8s.io/utils/clock"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 )
@@ -74,7 +82,9 @@ const (
 
 	// maxFileSize bounds what is read from the key file; a key is 55 bytes.
 	maxFileSize = 4096
-	// waitPoll is how often a request waiting for a new key re-reads the file.
+	// waitPoll is how often the wait for a new key looks at the file when
+	// no watcher will report a change: one stat for all the waiting
+	// requests, and a read only when the file is another one.
 	waitPoll = 200 * time.Millisecond
 )
 
@@ -111,8 +121,9 @@ type Options struct {
 	// failed (keyID is the id of the key that keeps serving, "" if none;
 	// err says why, and never contains a key). Reads that find the same key
 	// again are not reported. Calls are serialised, and come from the
-	// watcher's goroutine, from Reload's caller, or from New; OnReload must
-	// not call Reload.
+	// watcher's goroutine, from a Transport after a 401, from the wait for
+	// a new key, from Reload's caller, or from New; OnReload must not call
+	// Reload.
 	OnReload func(keyID string, err error)
 }
 
@@ -128,16 +139,24 @@ type Source struct {
 	path, env string
 	resync    time.Duration
 	onReload  func(string, error)
+	clock     clock.WithTicker
 
 	cur atomic.Pointer[current]
 
-	reloadMu sync.Mutex    // serialises reads of the file and OnReload calls
-	changed  chan struct{} // closed and replaced when the key changes; guarded by reloadMu
+	reloadMu sync.Mutex   // serialises reads of the file and OnReload calls
+	seen     stamp        // the key file as last read; guarded by reloadMu
+	reads    atomic.Int64 // reads of the key file, for the tests
+
+	mu        sync.Mutex    // guards the three below; never held during a read
+	changed   chan struct{} // closed and replaced when the key changes
+	wait      *keyWait      // the wait for a new key in progress, if any
+	waitedOut string        // id of a refused key whose wait ended with no new key
 
 	watcher   *fsnotify.Watcher
-	watching  bool // the directory is being watched; used only by the loop
+	watching  atomic.Bool // the directory is being watched
 	stop      chan struct{}
 	done      chan struct{}
+	waits     sync.WaitGroup // the goroutines of the waits for a new key
 	closeOnce sync.Once
 	closed    atomic.Bool
 }
@@ -146,11 +165,17 @@ type Source struct {
 // key can be read: from the file when it exists, else from the environment
 // variable. Call Close when done.
 func New(opts Options) (*Source, error) {
+	return newSource(opts, clock.RealClock{})
+}
+
+// newSource is New on a clock of the caller's choosing (the tests').
+func newSource(opts Options, clk clock.WithTicker) (*Source, error) {
 	s := &Source{
 		path:     opts.Path,
 		env:      opts.Env,
 		resync:   opts.Resync,
 		onReload: opts.OnReload,
+		clock:    clk,
 		changed:  make(chan struct{}),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -208,12 +233,36 @@ func (s *Source) Reload() (changed bool, err error) {
 	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	return s.reloadLocked()
+}
+
+// refresh reads the key file again only when it is not the file read last
+// (a stat otherwise), so that any number of callers cost one read per
+// change. Callers that find a change read it one at a time: the first reads,
+// the others find the stamp it left.
+func (s *Source) refresh() {
+	if s.closed.Load() {
+		return
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if stampOf(s.path).same(s.seen) {
+		return
+	}
+	_, _ = s.reloadLocked()
+}
+
+// reloadLocked is Reload under reloadMu.
+func (s *Source) reloadLocked() (changed bool, err error) {
 	old := s.cur.Load()
 	next, err := s.read(old)
 	if err == nil && (old == nil || next.key != old.key) {
 		s.cur.Store(next)
+		s.mu.Lock()
 		close(s.changed)
 		s.changed = make(chan struct{})
+		s.waitedOut = ""
+		s.mu.Unlock()
 		changed = true
 	} else if err == nil && next.fromFile != old.fromFile {
 		s.cur.Store(next) // the same key, now from the file
@@ -228,9 +277,12 @@ func (s *Source) Reload() (changed bool, err error) {
 	return changed, err
 }
 
-// read returns the key the file (or the environment) holds now.
+// read returns the key the file (or the environment) holds now, and
+// records in s.seen which file that was.
 func (s *Source) read(old *current) (*current, error) {
-	key, err := readFile(s.path)
+	s.reads.Add(1)
+	key, seen, err := readFile(s.path)
+	s.seen = seen
 	switch {
 	case err == nil:
 		if apikey.Parse(key) != nil {
@@ -259,55 +311,156 @@ func (s *Source) read(old *current) (*current, error) {
 }
 
 // readFile reads a small file; surrounding white space (a trailing newline
-// from `kubectl create secret --from-file`) is ignored.
-func readFile(path string) (string, error) {
+// from `kubectl create secret --from-file`) is ignored. It also returns the
+// stamp of the file it opened, taken before reading: a write after it
+// changes the stamp, so the next refresh reads again.
+func readFile(path string) (string, stamp, error) {
 	f, err := os.Open(path) //nolint:gosec // the caller names the key file
 	if err != nil {
-		return "", err
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", stamp{known: true}, err
+		}
+		return "", stamp{}, err
 	}
 	defer f.Close()
+	var seen stamp
+	if fi, err := f.Stat(); err == nil {
+		seen = stamp{info: fi, known: true}
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return "", err
+		return "", seen, err
 	}
 	if len(b) > maxFileSize {
-		return "", fmt.Errorf("%w: %s is larger than %d bytes", ErrMalformed, path, maxFileSize)
+		return "", seen, fmt.Errorf("%w: %s is larger than %d bytes", ErrMalformed, path, maxFileSize)
 	}
-	return string(bytes.TrimSpace(b)), nil
+	return string(bytes.TrimSpace(b)), seen, nil
 }
 
-// waitChange returns when the key is no longer old, or when ctx ends or the
-// source is closed. It reports whether the key changed. It re-reads the file
-// every waitPoll meanwhile, so it needs neither the watcher nor the resync.
-func (s *Source) waitChange(ctx context.Context, old string) bool {
-	t := time.NewTicker(waitPoll)
-	defer t.Stop()
+// stamp tells one version of the key file from another without reading it:
+// the file (device and inode: the kubelet's swap makes a new one), its
+// modification time and size, or its absence.
+type stamp struct {
+	info  fs.FileInfo // nil: the file does not exist
+	known bool        // false: could not tell; never the same as anything
+}
+
+func stampOf(path string) stamp {
+	fi, err := os.Stat(path) // follows api-key -> ..data/api-key
+	switch {
+	case err == nil:
+		return stamp{info: fi, known: true}
+	case errors.Is(err, fs.ErrNotExist):
+		return stamp{known: true}
+	}
+	return stamp{}
+}
+
+func (a stamp) same(b stamp) bool {
+	if !a.known || !b.known {
+		return false
+	}
+	if a.info == nil || b.info == nil {
+		return a.info == nil && b.info == nil
+	}
+	return os.SameFile(a.info, b.info) && a.info.ModTime().Equal(b.info.ModTime()) && a.info.Size() == b.info.Size()
+}
+
+// keyWait is the one wait for a new key after the current key was refused:
+// every request refused with that key joins it, and it ends for all of them
+// at once.
+type keyWait struct {
+	id      string        // the refused key's id
+	changed chan struct{} // Source.changed when the wait began
+	over    chan struct{} // closed when the wait ends
+}
+
+// waitChange waits until the key is no longer refused, and reports whether
+// it changed. It gives up when ctx ends, after d, when the source is closed,
+// or when the wait shared by every request refused with this key gives up
+// (d after the first of them came). It returns at once when an earlier wait
+// for this key gave up and the key has not changed since: a key expired for
+// good holds one round of requests, not every one.
+// Waiting reads nothing: the watcher reads the file when it changes, and
+// without one the shared wait looks at it every waitPoll.
+func (s *Source) waitChange(ctx context.Context, refused string, d time.Duration) bool {
+	s.mu.Lock()
+	changed := s.changed
+	c := s.cur.Load()
+	if c == nil || c.key != refused || s.closed.Load() || s.waitedOut == c.id {
+		s.mu.Unlock()
+		return c != nil && c.key != refused
+	}
+	w := s.wait
+	if w == nil || w.changed != changed { // none, or one for an older key, ending
+		w = &keyWait{id: c.id, changed: changed, over: make(chan struct{})}
+		s.wait = w
+		s.waits.Add(1)
+		go s.runWait(w, d)
+	}
+	s.mu.Unlock()
+
+	timer := s.clock.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-changed:
+	case <-w.over:
+	case <-timer.C():
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	return s.cur.Load().key != refused
+}
+
+// runWait keeps the shared wait w: it ends it when the key changes, or when
+// d has passed without a change (then the refused key counts as waited out),
+// and, while no watcher will report a change, looks at the file every
+// waitPoll on behalf of every waiting request.
+func (s *Source) runWait(w *keyWait, d time.Duration) {
+	defer s.waits.Done()
+	deadline := s.clock.NewTimer(d)
+	defer deadline.Stop()
+	poll := s.clock.NewTimer(waitPoll)
+	defer poll.Stop()
 	for {
-		s.reloadMu.Lock()
-		ch := s.changed
-		s.reloadMu.Unlock()
-		if k, _ := s.Key(); k != old {
-			return true
-		}
 		select {
-		case <-ch:
-		case <-t.C:
-			_, _ = s.Reload()
-		case <-ctx.Done():
-			return false
+		case <-w.changed:
+			s.endWait(w, false)
+			return
+		case <-deadline.C():
+			s.endWait(w, true)
+			return
 		case <-s.stop:
-			return false
+			s.endWait(w, false)
+			return
+		case <-poll.C():
+			if !s.watching.Load() {
+				s.refresh()
+			}
+			poll.Reset(waitPoll)
 		}
 	}
+}
+
+func (s *Source) endWait(w *keyWait, gaveUp bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wait == w {
+		s.wait = nil
+	}
+	if gaveUp && s.changed == w.changed {
+		s.waitedOut = w.id
+	}
+	close(w.over)
 }
 
 // watch adds the key file's directory to the watcher, once it exists.
 func (s *Source) watch() {
-	if s.watcher == nil || s.watching {
+	if s.watcher == nil || s.watching.Load() {
 		return
 	}
 	if err := s.watcher.Add(filepath.Dir(s.path)); err == nil {
-		s.watching = true
+		s.watching.Store(true)
 	}
 }
 
@@ -315,9 +468,9 @@ func (s *Source) loop() {
 	defer close(s.done)
 	var tick <-chan time.Time
 	if s.resync > 0 {
-		t := time.NewTicker(s.resync)
+		t := s.clock.NewTicker(s.resync)
 		defer t.Stop()
-		tick = t.C
+		tick = t.C()
 	}
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -325,6 +478,7 @@ func (s *Source) loop() {
 		events, errs = s.watcher.Events, s.watcher.Errors
 	}
 	dir := filepath.Clean(filepath.Dir(s.path))
+	file := filepath.Clean(s.path)
 	for {
 		select {
 		case <-s.stop:
@@ -337,13 +491,21 @@ func (s *Source) loop() {
 			if ev.Op == fsnotify.Chmod {
 				continue
 			}
-			if filepath.Clean(ev.Name) == dir && ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0 {
-				s.watching = false // the directory itself went away; the resync adds it again
+			name := filepath.Clean(ev.Name)
+			if name == dir && ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0 {
+				s.watching.Store(false) // the directory itself went away; the resync adds it again
 			}
-			// Any change in the directory: the kubelet's swap is a create
-			// of "..data_tmp" and its rename to "..data"; a plain file
-			// written in place is a write to the file itself.
-			_, _ = s.Reload()
+			if name == file {
+				// The file itself, written in place: read it whatever
+				// its stamp says (a rewrite within the file system's
+				// timestamp granularity keeps time and size).
+				_, _ = s.Reload()
+				continue
+			}
+			// The kubelet's swap is several events on other names (the
+			// timestamped directories, "..data_tmp" and its rename to
+			// "..data"): read once, when the file has become another.
+			s.refresh()
 		case _, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -363,9 +525,12 @@ func (s *Source) loop() {
 func (s *Source) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.mu.Lock() // no wait starts after this
 		s.closed.Store(true)
+		s.mu.Unlock()
 		close(s.stop)
 		<-s.done
+		s.waits.Wait()
 		if s.watcher != nil {
 			err = s.watcher.Close()
 		}

@@ -454,7 +454,7 @@ func TestTransportSetsTheHeaderOnAClone(t *testing.T) {
 	v.put(k1)
 	srv := newAuthServer(t)
 	srv.set([]string{k1}, nil)
-	c := client(t, &Transport{Source: open(t, Options{Path: v.path()})})
+	c := client(t, &Transport{Source: open(t, Options{Path: v.path()}), Origins: []string{srv.URL}})
 	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 	req.Header.Set("Authorization", "Bearer caller's")
 	req.Header.Set("X-Other", "1")
@@ -486,7 +486,7 @@ func TestTransportRetriesOnceAfterExpiredWithTheNewKey(t *testing.T) {
 			var rec recorder
 			// Neither the watcher nor the resync: only the 401 reloads the key.
 			s := open(t, Options{Path: v.path(), NoWatch: true, Resync: -1, OnReload: rec.hook})
-			c := client(t, &Transport{Source: s})
+			c := client(t, &Transport{Source: s, Origins: []string{srv.URL}})
 			v.put(k2)
 			if code == "expired_api_key" {
 				srv.set([]string{k2}, []string{k1})
@@ -522,7 +522,13 @@ func TestTransportDoesNotRetry(t *testing.T) {
 	v.put(k1)
 	srv := newAuthServer(t)
 	s := open(t, Options{Path: v.path(), NoWatch: true, Resync: -1})
-	c := client(t, &Transport{Source: s})
+	// Bound to both servers, so the unrelated 401 below is the Transport's to judge.
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"code":"something_else"}}`)
+	}))
+	defer other.Close()
+	c := client(t, &Transport{Source: s, Origins: []string{srv.URL, other.URL}})
 	expectOne := func(name string, req *http.Request, wantCode string) {
 		t.Helper()
 		before, _ := srv.seen()
@@ -558,11 +564,6 @@ func TestTransportDoesNotRetry(t *testing.T) {
 	}
 
 	// Not a key problem: a 401 with another code, or none.
-	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusUnauthorized)
-		fmt.Fprint(w, `{"error":{"code":"something_else"}}`)
-	}))
-	defer other.Close()
 	req, _ = http.NewRequest(http.MethodGet, other.URL, nil)
 	resp, err := c.Do(req)
 	if err != nil {
@@ -590,7 +591,7 @@ func TestTransportWaitsForTheNewKey(t *testing.T) {
 	srv := newAuthServer(t)
 	srv.set([]string{k2}, []string{k1}) // rotated with overlap 0s; the volume is not updated yet
 	s := open(t, Options{Path: v.path(), Resync: -1})
-	c := client(t, &Transport{Source: s, WaitForNewKey: 10 * time.Second})
+	c := client(t, &Transport{Source: s, Origins: []string{srv.URL}, WaitForNewKey: 10 * time.Second})
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		v.put(k2)
@@ -609,7 +610,7 @@ func TestTransportWaitsForTheNewKey(t *testing.T) {
 
 	// Bounded by WaitForNewKey: no new key, the 401 is returned.
 	srv.set(nil, []string{k2})
-	c = client(t, &Transport{Source: s, WaitForNewKey: 50 * time.Millisecond})
+	c = client(t, &Transport{Source: s, Origins: []string{srv.URL}, WaitForNewKey: 50 * time.Millisecond})
 	start := time.Now()
 	resp, err = c.Get(srv.URL)
 	if err != nil {
@@ -628,7 +629,7 @@ func TestTransportWithoutAKeySendsNothing(t *testing.T) {
 	closed := false
 	body := &closeSpy{Reader: strings.NewReader("x"), closed: &closed}
 	req, _ := http.NewRequest(http.MethodPost, "http://example.invalid/", body)
-	if _, err := (&Transport{Source: s, Base: base}).RoundTrip(req); !errors.Is(err, ErrNoKey) {
+	if _, err := (&Transport{Source: s, Base: base, Origins: []string{"http://example.invalid"}}).RoundTrip(req); !errors.Is(err, ErrNoKey) {
 		t.Fatalf("err = %v", err)
 	}
 	if sent.Load() != 0 || !closed {
@@ -668,7 +669,7 @@ func concurrentSwaps(t *testing.T, opts Options) {
 	srv := newAuthServer(t)
 	opts.Path = v.path()
 	s := open(t, opts)
-	c := client(t, &Transport{Source: s, WaitForNewKey: 5 * time.Second})
+	c := client(t, &Transport{Source: s, Origins: []string{srv.URL}, WaitForNewKey: 5 * time.Second})
 
 	var valid sync.Map // every key ever published whole
 	valid.Store(keys[0], true)

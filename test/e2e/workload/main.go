@@ -13,6 +13,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,10 @@ func main() {
 		defer outMu.Unlock()
 		_ = enc.Encode(l)
 	}
+	u, err := neturl.Parse(*url)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		log.Fatalf("--url %q: want an absolute URL", *url)
+	}
 	src, err := meterrkey.New(meterrkey.Options{
 		Path: *keyFile,
 		Env:  "-",
@@ -79,6 +84,7 @@ func main() {
 		Timeout: time.Minute,
 		Transport: &meterrkey.Transport{
 			Source:        src,
+			Origins:       []string{u.Scheme + "://" + u.Host}, // the auth server only
 			Base:          counting{http.DefaultTransport},
 			WaitForNewKey: *wait,
 		},
