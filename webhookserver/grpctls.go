@@ -56,7 +56,7 @@ func newClientCAs(path string, log logr.Logger) (*clientCAs, error) {
 }
 
 func readCAPool(path string) (*x509.CertPool, error) {
-	pemBytes, err := os.ReadFile(path)
+	pemBytes, err := os.ReadFile(path) //nolint:gosec // the operator names the file (--grpc-client-ca)
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-client-ca: %w", err)
 	}

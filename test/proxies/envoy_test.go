@@ -2,6 +2,7 @@ package proxies
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -52,8 +54,8 @@ func envoyBlocks(t *testing.T) []string {
 			out = append(out, m[2])
 		}
 	}
-	if len(out) != 2 {
-		t.Fatalf("envoy.md has %d YAML blocks, want 2 (gRPC, HTTP)", len(out))
+	if len(out) != 3 {
+		t.Fatalf("envoy.md has %d YAML blocks, want 3 (gRPC, gRPC over mutual TLS, HTTP)", len(out))
 	}
 	return out
 }
@@ -113,7 +115,7 @@ func TestEnvoyGuideConfigs(t *testing.T) {
 		HTTPFilters []any `json:"http_filters"`
 		Clusters    []any `json:"clusters"`
 	}
-	if err := yaml.Unmarshal([]byte(blocks[1]), &http); err != nil || len(http.HTTPFilters) != 2 || len(http.Clusters) != 1 {
+	if err := yaml.Unmarshal([]byte(blocks[2]), &http); err != nil || len(http.HTTPFilters) != 2 || len(http.Clusters) != 1 {
 		t.Fatalf("the HTTP block: %v (%d filters, %d clusters)", err, len(http.HTTPFilters), len(http.Clusters))
 	}
 	for i, f := range http.HTTPFilters {
@@ -135,4 +137,28 @@ func TestEnvoyGuideConfigs(t *testing.T) {
 	}
 	doc, _ := yaml.Marshal(http.Clusters[0])
 	parseEnvoy(t, "HTTP variant cluster", string(doc), &clusterv3.Cluster{})
+
+	// gRPC over mutual TLS: the cluster's transport socket presents a
+	// client certificate and checks the auth server's.
+	var mtls struct {
+		Clusters []any `json:"clusters"`
+	}
+	if err := yaml.Unmarshal([]byte(blocks[1]), &mtls); err != nil || len(mtls.Clusters) != 1 {
+		t.Fatalf("the mutual TLS block: %v (%d clusters)", err, len(mtls.Clusters))
+	}
+	doc, _ = yaml.Marshal(mtls.Clusters[0])
+	var c clusterv3.Cluster
+	parseEnvoy(t, "the mutual TLS cluster", string(doc), &c)
+	var up tlsv3.UpstreamTlsContext
+	if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(&up); err != nil {
+		t.Fatalf("the mutual TLS cluster's transport socket: %v", err)
+	}
+	if err := up.ValidateAll(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := up.GetCommonTlsContext()
+	if c.GetName() != "meterr-auth-grpc" || len(ctx.GetTlsCertificates()) != 1 || ctx.GetValidationContext().GetTrustedCa() == nil ||
+		!slices.Contains(ctx.GetAlpnProtocols(), "h2") {
+		t.Errorf("the mutual TLS cluster lacks a client certificate, the CA or h2: %v", &up)
+	}
 }
