@@ -60,7 +60,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 	on := index(helmTemplate(t, "-f", allOn))
 	for _, k := range []string{
 		"ServiceMonitor/meterr-system/meterr-manager", "ServiceMonitor/meterr-system/meterr-auth-server",
-		"NetworkPolicy/meterr-system/meterr-auth-server", "Certificate/meterr-system/meterr-auth-server",
+		"Certificate/meterr-system/meterr-auth-server",
 		"ClusterRoleBinding//meterr-metrics-reader",
 		"Role/meterr-records/meterr-auth-server", "Role/meterr-records/meterr-manager-leader-election",
 	} {
@@ -69,6 +69,11 @@ func TestChartLintAndTemplate(t *testing.T) {
 		}
 		if def[k] != nil {
 			t.Errorf("default values: unexpected %s", k)
+		}
+	}
+	for _, k := range []string{"NetworkPolicy/meterr-system/meterr-auth-server", "NetworkPolicy/meterr-system/meterr-manager"} {
+		if on[k] == nil || def[k] == nil {
+			t.Errorf("no %s with the default values or all on", k)
 		}
 	}
 	auth := on["Deployment/meterr-system/meterr-auth-server"]
@@ -192,7 +197,7 @@ func TestChartNoDrift(t *testing.T) {
 			if w, g := get(want, "spec", "type"), get(got, "spec", "type"); (w == nil && g != nil && g != "ClusterIP") || (w != nil && w != g) {
 				t.Errorf("%s: type %v, config/default %v", k, g, w)
 			}
-		case "PodDisruptionBudget":
+		case "PodDisruptionBudget", "NetworkPolicy":
 			cmp("spec", "spec")
 		case "CustomResourceDefinition":
 			cmp("spec", "spec")
@@ -213,4 +218,23 @@ func TestChartNoDrift(t *testing.T) {
 func asMap(v any) map[string]any {
 	m, _ := v.(map[string]any)
 	return m
+}
+
+// TestChartRefuses: values that cannot work fail the render with a message
+// that says what to set.
+func TestChartRefuses(t *testing.T) {
+	helm := helmBin(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--set", "networkPolicy.apiServerPorts={443}"}, "networkPolicy.apiServerPorts is now networkPolicy.apiServer.ports"},
+		{[]string{"--set", "networkPolicy.redisPort=6380"}, "networkPolicy.redisPort is now networkPolicy.redis.port"},
+		{[]string{"--set", "networkPolicy.dns.peers=null"}, "networkPolicy.dns.peers is empty"},
+	} {
+		out, err := runErr(helm, append([]string{"template", "meterr", chartDir, "--namespace", "meterr-system"}, c.args...)...)
+		if err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("helm template %s: err %v, want a failure saying %q:\n%s", strings.Join(c.args, " "), err, c.want, out)
+		}
+	}
 }

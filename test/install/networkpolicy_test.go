@@ -27,11 +27,14 @@ var portAudience = map[string]string{
 	"metrics": "meterr.ai/metrics",
 }
 
-// The only egress rule allowed without a `to:`: the API server's ports to
-// any address, the fallback when its addresses are unknown (an ipBlock of
-// 0.0.0.0/0 would not match node addresses on Cilium, where the API server
-// often runs).
-var apiServerFallbackPorts = []int32{443, 6443}
+// The only egress rules allowed without a `to:` (any address): the API
+// server's ports, the fallback when its addresses are unknown, and Redis's
+// port when the pod has a Redis URL and no peers were named. (An ipBlock of
+// 0.0.0.0/0 would not do: Cilium never matches it to pods or nodes.)
+var (
+	apiServerFallbackPorts = []int32{443, 6443}
+	redisPorts             = []int32{6379}
+)
 
 // TestNetworkPolicyAdmitsServedPorts renders the chart (with several
 // combinations of values) and config/ (config/default, and with every
@@ -53,7 +56,6 @@ func TestNetworkPolicyAdmitsServedPorts(t *testing.T) {
 		{"gRPC off", []string{"--set", "authServer.grpc.enabled=false"}},
 		{"gRPC on another port", []string{"--set", "authServer.grpc.port=9443"}},
 		{"TLS", []string{"--set", "authServer.tls.enabled=true"}},
-		{"gRPC mTLS", []string{"--set", "authServer.tls.enabled=true", "--set", "authServer.grpc.clientCA.enabled=true"}},
 		{"Redis, plain metrics", []string{"--set", "authServer.redis.existingSecret=meterr-redis", "--set", "manager.metricsSecure=false"}},
 		{"API server pinned", []string{"--set", "networkPolicy.apiServer.cidrs={10.0.0.1/32,192.168.10.0/24}"}},
 	}
@@ -74,12 +76,34 @@ func TestNetworkPolicyAdmitsServedPorts(t *testing.T) {
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		checkServedPortsAdmitted(t, kustomizeOverlay(t, names...))
+		checkServedPortsAdmitted(t, kustomizeOverlay(t, "", names...))
+	})
+	// The patch docs/deploy.md gives to pin the API server's addresses.
+	t.Run("config/default with the API server pinned", func(t *testing.T) {
+		objs := kustomizeOverlay(t, `patches:
+  - target:
+      kind: NetworkPolicy
+      name: meterr-(auth-server|manager)
+    patch: |-
+      - op: add
+        path: /spec/egress/0/to
+        value:
+          - ipBlock: {cidr: 10.0.0.10/32}
+          - ipBlock: {cidr: 10.0.0.11/32}
+`, "redis")
+		checkServedPortsAdmitted(t, objs)
+		for _, name := range []string{"meterr-auth-server", "meterr-manager"} {
+			egress, _ := get(index(objs)["NetworkPolicy/meterr-system/"+name], "spec", "egress").([]any)
+			if len(egress) == 0 || !strings.Contains(jsonOf(egress[0]), "10.0.0.11/32") || !strings.Contains(jsonOf(egress[0]), `"port": 6443`) {
+				t.Errorf("NetworkPolicy %s: the patch did not pin the API server's rule: %s", name, jsonOf(egress))
+			}
+		}
 	})
 }
 
-// kustomizeOverlay builds config/default with the named components.
-func kustomizeOverlay(t *testing.T, components ...string) []obj {
+// kustomizeOverlay builds config/default with the named components and more
+// of a kustomization (e.g. patches).
+func kustomizeOverlay(t *testing.T, more string, components ...string) []obj {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.Symlink(filepath.Join(root, "config"), filepath.Join(dir, "config")); err != nil {
@@ -93,6 +117,7 @@ func kustomizeOverlay(t *testing.T, components ...string) []obj {
 	for _, c := range components {
 		k += "  - ../config/components/" + c + "\n"
 	}
+	k += more
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +143,8 @@ type servedPod struct {
 	ports           []corev1.ContainerPort
 	// served: container port name or number -> why it is served.
 	served map[string][]string
+	// redis: it has a Redis URL ($MTR_REDIS_URL).
+	redis bool
 }
 
 func checkServedPortsAdmitted(t *testing.T, objs []obj) {
@@ -208,8 +235,9 @@ func checkServedPortsAdmitted(t *testing.T, objs []obj) {
 				if len(r.To) > 0 {
 					continue
 				}
-				if !onlyPorts(r.Ports, apiServerFallbackPorts) {
-					t.Errorf("NetworkPolicy %s egress rule %d has no `to:` (any address) on %s; only the API server's ports %v may", np.Name, i, jsonOf(r.Ports), apiServerFallbackPorts)
+				if !onlyPorts(r.Ports, apiServerFallbackPorts) && (!p.redis || !onlyPorts(r.Ports, redisPorts)) {
+					t.Errorf("NetworkPolicy %s egress rule %d has no `to:` (any address) on %s; only the API server's ports %v may, and Redis's %v with a Redis URL",
+						np.Name, i, jsonOf(r.Ports), apiServerFallbackPorts, redisPorts)
 				}
 			}
 		}
@@ -223,6 +251,7 @@ func podOf(t *testing.T, d *appsv1.Deployment) *servedPod {
 	p := &servedPod{name: d.Name, namespace: d.Namespace, labels: d.Spec.Template.Labels, served: map[string][]string{}}
 	probed := map[string]bool{}
 	for _, c := range d.Spec.Template.Spec.Containers {
+		p.redis = p.redis || slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "MTR_REDIS_URL" })
 		for _, cp := range c.Ports {
 			if cp.Name == "" {
 				cp.Name = strconv.Itoa(int(cp.ContainerPort))
