@@ -3,6 +3,7 @@ package install
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -73,6 +74,15 @@ func TestKustomizeComponents(t *testing.T) {
 				}
 			}
 		},
+		"grpc-mtls": func(t *testing.T, objs map[string]obj) {
+			c := jsonOf(get(objs["Deployment/meterr-system/meterr-auth-server"], "spec", "template", "spec"))
+			for _, want := range []string{"--grpc-client-ca=/etc/meterr/grpc-client-ca/ca.crt", `"meterr-grpc-client-ca"`,
+				`"mountPath": "/etc/meterr/grpc-client-ca"`, "--tls-cert-file="} {
+				if !strings.Contains(c, want) {
+					t.Errorf("auth server pod spec lacks %s", want)
+				}
+			}
+		},
 		"redis": func(t *testing.T, objs map[string]obj) {
 			c := jsonOf(get(objs["Deployment/meterr-system/meterr-auth-server"], "spec", "template", "spec", "containers"))
 			if !strings.Contains(c, `"MTR_REDIS_URL"`) || !strings.Contains(c, `"meterr-redis"`) {
@@ -86,6 +96,9 @@ func TestKustomizeComponents(t *testing.T) {
 		"tls": func(t *testing.T, objs map[string]obj) {
 			if objs["Certificate/meterr-system/meterr-auth-server"] == nil {
 				t.Errorf("no Certificate")
+			}
+			if ports := jsonOf(get(objs["Service/meterr-system/meterr-auth-server"], "spec", "ports")); strings.Contains(ports, "kubernetes.io/h2c") {
+				t.Errorf("the gRPC port speaks TLS but its appProtocol says cleartext HTTP/2: %s", ports)
 			}
 			c := jsonOf(get(objs["Deployment/meterr-system/meterr-auth-server"], "spec", "template", "spec"))
 			for _, want := range []string{"--tls-cert-file=/etc/meterr/tls/tls.crt", "--tls-key-file=/etc/meterr/tls/tls.key",
@@ -113,9 +126,15 @@ func TestKustomizeComponents(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	// Each component alone, then all of them together.
-	for _, set := range append(mapSingles(names), names) {
-		name := strings.Join(set, "+")
+	// Components that build only on top of others.
+	requires := map[string][]string{"grpc-mtls": {"tls"}}
+	// Each component alone (with what it requires), then all of them together.
+	var sets [][]string
+	for _, n := range names {
+		sets = append(sets, append(slices.Clone(requires[n]), n))
+	}
+	for _, set := range append(sets, names) {
+		name := set[len(set)-1]
 		if len(set) == len(names) && len(names) > 1 {
 			name = "all"
 		}
@@ -152,12 +171,4 @@ func TestKustomizeComponents(t *testing.T) {
 			}
 		})
 	}
-}
-
-func mapSingles(names []string) [][]string {
-	var out [][]string
-	for _, n := range names {
-		out = append(out, []string{n})
-	}
-	return out
 }

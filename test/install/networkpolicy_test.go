@@ -56,6 +56,7 @@ func TestNetworkPolicyAdmitsServedPorts(t *testing.T) {
 		{"gRPC off", []string{"--set", "authServer.grpc.enabled=false"}},
 		{"gRPC on another port", []string{"--set", "authServer.grpc.port=9443"}},
 		{"TLS", []string{"--set", "authServer.tls.enabled=true"}},
+		{"gRPC mTLS", []string{"--set", "authServer.tls.enabled=true", "--set", "authServer.grpc.clientCA.enabled=true"}},
 		{"Redis, plain metrics", []string{"--set", "authServer.redis.existingSecret=meterr-redis", "--set", "manager.metricsSecure=false"}},
 		{"API server pinned", []string{"--set", "networkPolicy.apiServer.cidrs={10.0.0.1/32,192.168.10.0/24}"}},
 	}

@@ -54,7 +54,14 @@ seccompProfile:
 
 {{/* Values the chart refuses, with what to set instead. */}}
 {{- define "meterr.validate" -}}
+{{- $a := .Values.authServer -}}
 {{- $n := .Values.networkPolicy -}}
+{{- if and $a.grpc.clientCA.enabled (not $a.tls.enabled) -}}
+{{- fail "authServer.grpc.clientCA.enabled needs authServer.tls.enabled: client certificates are only asked for over TLS" -}}
+{{- end -}}
+{{- if and $a.grpc.clientCA.enabled (not $a.grpc.enabled) -}}
+{{- fail "authServer.grpc.clientCA.enabled needs authServer.grpc.enabled" -}}
+{{- end -}}
 {{- if hasKey $n "apiServerPorts" -}}
 {{- fail "networkPolicy.apiServerPorts is now networkPolicy.apiServer.ports" -}}
 {{- end -}}
@@ -64,6 +71,10 @@ seccompProfile:
 {{- if and $n.enabled (not $n.dns.peers) -}}
 {{- fail "networkPolicy.dns.peers is empty: name the cluster DNS (an egress rule without peers would admit any address)" -}}
 {{- end -}}
+{{- end -}}
+
+{{- define "meterr.authServer.grpcClientCASecret" -}}
+{{- default (include "meterr.authServer.tlsSecret" .) .Values.authServer.grpc.clientCA.secretName -}}
 {{- end -}}
 
 {{/*
