@@ -293,6 +293,9 @@ func TestChartRefuses(t *testing.T) {
 		{[]string{"--set", "networkPolicy.apiServerPorts={443}"}, "networkPolicy.apiServerPorts is now networkPolicy.apiServer.ports"},
 		{[]string{"--set", "networkPolicy.redisPort=6380"}, "networkPolicy.redisPort is now networkPolicy.redis.port"},
 		{[]string{"--set", "networkPolicy.dns.peers=null"}, "networkPolicy.dns.peers is empty"},
+		// What helm upgrade --reuse-values renders from a release of an
+		// older chart: that chart's defaults, without the new values.
+		{[]string{"--set", "networkPolicy.apiServer=null"}, "use --reset-then-reuse-values"},
 	} {
 		out, err := runErr(helm, append([]string{"template", "meterr", chartDir, "--namespace", "meterr-system"}, c.args...)...)
 		if err == nil || !strings.Contains(out, c.want) {

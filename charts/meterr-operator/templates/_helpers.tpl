@@ -56,6 +56,9 @@ seccompProfile:
 {{- define "meterr.validate" -}}
 {{- $a := .Values.authServer -}}
 {{- $n := .Values.networkPolicy -}}
+{{- if not (and (hasKey $n "apiServer") (hasKey $n "dns") (hasKey $n "redis") (hasKey $a.grpc "clientCA")) -}}
+{{- fail "the values lack networkPolicy.apiServer, .dns, .redis or authServer.grpc.clientCA, which this chart has: helm upgrade --reuse-values renders with the previous chart's defaults; use --reset-then-reuse-values (Helm 3.14 or newer)" -}}
+{{- end -}}
 {{- if and $a.grpc.clientCA.enabled (not $a.tls.enabled) -}}
 {{- fail "authServer.grpc.clientCA.enabled needs authServer.tls.enabled: client certificates are only asked for over TLS" -}}
 {{- end -}}
