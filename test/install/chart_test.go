@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -60,7 +61,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 	on := index(helmTemplate(t, "-f", allOn))
 	for _, k := range []string{
 		"ServiceMonitor/meterr-system/meterr-manager", "ServiceMonitor/meterr-system/meterr-auth-server",
-		"NetworkPolicy/meterr-system/meterr-auth-server", "Certificate/meterr-system/meterr-auth-server",
+		"Certificate/meterr-system/meterr-auth-server",
 		"ClusterRoleBinding//meterr-metrics-reader",
 		"Role/meterr-records/meterr-auth-server", "Role/meterr-records/meterr-manager-leader-election",
 	} {
@@ -71,6 +72,11 @@ func TestChartLintAndTemplate(t *testing.T) {
 			t.Errorf("default values: unexpected %s", k)
 		}
 	}
+	for _, k := range []string{"NetworkPolicy/meterr-system/meterr-auth-server", "NetworkPolicy/meterr-system/meterr-manager"} {
+		if on[k] == nil || def[k] == nil {
+			t.Errorf("no %s with the default values or all on", k)
+		}
+	}
 	auth := on["Deployment/meterr-system/meterr-auth-server"]
 	c := get(auth, "spec", "template", "spec", "containers").([]any)[0]
 	args := strings.Join(toStrings(get(c, "args")), " ")
@@ -79,6 +85,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 		"--route=GET /v1/=read", "--route=* /v1/admin/=admin", "--log-decisions=denied", "--redis-failure-mode=closed",
 		"--tls-cert-file=/etc/meterr/tls/tls.crt", "--tls-key-file=/etc/meterr/tls/tls.key", "--grpc-listen=:9000",
 		"--zap-log-level=debug", "--max-header-bytes=32768", "--shutdown-delay=10s",
+		"--grpc-client-ca=/etc/meterr/grpc-client-ca/bundle.pem",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("auth server args %q lack %q", args, want)
@@ -192,7 +199,7 @@ func TestChartNoDrift(t *testing.T) {
 			if w, g := get(want, "spec", "type"), get(got, "spec", "type"); (w == nil && g != nil && g != "ClusterIP") || (w != nil && w != g) {
 				t.Errorf("%s: type %v, config/default %v", k, g, w)
 			}
-		case "PodDisruptionBudget":
+		case "PodDisruptionBudget", "NetworkPolicy":
 			cmp("spec", "spec")
 		case "CustomResourceDefinition":
 			cmp("spec", "spec")
@@ -213,4 +220,86 @@ func TestChartNoDrift(t *testing.T) {
 func asMap(v any) map[string]any {
 	m, _ := v.(map[string]any)
 	return m
+}
+
+// TestChartGRPCTLS: the gRPC Service port says what it speaks (cleartext
+// HTTP/2, or TLS), client certificates are asked for only over TLS, and the
+// CA bundle is mounted from the TLS Secret or the one named.
+func TestChartGRPCTLS(t *testing.T) {
+	grpcPort := func(objs map[string]obj) map[string]any {
+		t.Helper()
+		for _, p := range get(objs["Service/meterr-system/meterr-auth-server"], "spec", "ports").([]any) {
+			if get(p, "name") == "grpc" {
+				return p.(map[string]any)
+			}
+		}
+		t.Fatal("no grpc port on Service meterr-auth-server")
+		return nil
+	}
+	if ap := grpcPort(index(helmTemplate(t)))["appProtocol"]; ap != "kubernetes.io/h2c" {
+		t.Errorf("cleartext gRPC port: appProtocol %v, want kubernetes.io/h2c", ap)
+	}
+	tls := index(helmTemplate(t, "--set", "authServer.tls.enabled=true"))
+	if ap := grpcPort(tls)["appProtocol"]; ap != "https" {
+		t.Errorf("gRPC port over TLS: appProtocol %v, want https", ap)
+	}
+	if spec := jsonOf(get(tls["Deployment/meterr-system/meterr-auth-server"], "spec", "template", "spec")); strings.Contains(spec, "grpc-client-ca") {
+		t.Errorf("client CA mounted or passed without clientCA.enabled:\n%s", spec)
+	}
+
+	for _, c := range []struct {
+		args   []string
+		secret string
+		key    string
+	}{
+		{nil, "meterr-auth-server-tls", "ca.crt"},
+		{[]string{"--set", "authServer.grpc.clientCA.secretName=gateway-ca", "--set", "authServer.grpc.clientCA.key=bundle.pem"}, "gateway-ca", "bundle.pem"},
+	} {
+		objs := index(helmTemplate(t, append([]string{"--set", "authServer.tls.enabled=true", "--set", "authServer.grpc.clientCA.enabled=true"}, c.args...)...))
+		pod := get(objs["Deployment/meterr-system/meterr-auth-server"], "spec", "template", "spec")
+		ctr := get(pod, "containers").([]any)[0]
+		if args := toStrings(get(ctr, "args")); !slices.Contains(args, "--grpc-client-ca=/etc/meterr/grpc-client-ca/"+c.key) {
+			t.Errorf("args %q lack --grpc-client-ca=/etc/meterr/grpc-client-ca/%s", args, c.key)
+		}
+		var vol any
+		for _, v := range get(pod, "volumes").([]any) {
+			if get(v, "name") == "grpc-client-ca" {
+				vol = v
+			}
+		}
+		if got := get(vol, "secret", "secretName"); got != c.secret {
+			t.Errorf("grpc-client-ca volume from Secret %v, want %s: %s", got, c.secret, jsonOf(vol))
+		}
+		if items := jsonOf(get(vol, "secret", "items")); !strings.Contains(items, `"key": "`+c.key+`"`) {
+			t.Errorf("grpc-client-ca volume items %s, want key %s", items, c.key)
+		}
+		if mounts := jsonOf(get(ctr, "volumeMounts")); !strings.Contains(mounts, `"mountPath": "/etc/meterr/grpc-client-ca"`) || strings.Contains(mounts, "subPath") {
+			t.Errorf("grpc-client-ca mounts %s: want a directory mount at /etc/meterr/grpc-client-ca", mounts)
+		}
+	}
+}
+
+// TestChartRefuses: values that cannot work fail the render with a message
+// that says what to set.
+func TestChartRefuses(t *testing.T) {
+	helm := helmBin(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--set", "authServer.grpc.clientCA.enabled=true"}, "authServer.grpc.clientCA.enabled needs authServer.tls.enabled"},
+		{[]string{"--set", "authServer.tls.enabled=true", "--set", "authServer.grpc.clientCA.enabled=true", "--set", "authServer.grpc.enabled=false"},
+			"authServer.grpc.clientCA.enabled needs authServer.grpc.enabled"},
+		{[]string{"--set", "networkPolicy.apiServerPorts={443}"}, "networkPolicy.apiServerPorts is now networkPolicy.apiServer.ports"},
+		{[]string{"--set", "networkPolicy.redisPort=6380"}, "networkPolicy.redisPort is now networkPolicy.redis.port"},
+		{[]string{"--set", "networkPolicy.dns.peers=null"}, "networkPolicy.dns.peers is empty"},
+		// What helm upgrade --reuse-values renders from a release of an
+		// older chart: that chart's defaults, without the new values.
+		{[]string{"--set", "networkPolicy.apiServer=null"}, "use --reset-then-reuse-values"},
+	} {
+		out, err := runErr(helm, append([]string{"template", "meterr", chartDir, "--namespace", "meterr-system"}, c.args...)...)
+		if err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("helm template %s: err %v, want a failure saying %q:\n%s", strings.Join(c.args, " "), err, c.want, out)
+		}
+	}
 }

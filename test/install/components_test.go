@@ -3,6 +3,7 @@ package install
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -73,11 +74,12 @@ func TestKustomizeComponents(t *testing.T) {
 				}
 			}
 		},
-		"network-policy": func(t *testing.T, objs map[string]obj) {
-			np := jsonOf(objs["NetworkPolicy/meterr-system/meterr-auth-server"])
-			for _, want := range []string{`"meterr.ai/gateway": "true"`, `"port": 6379`, `"port": 6443`, `"port": 53`} {
-				if !strings.Contains(np, want) {
-					t.Errorf("NetworkPolicy lacks %s:\n%s", want, np)
+		"grpc-mtls": func(t *testing.T, objs map[string]obj) {
+			c := jsonOf(get(objs["Deployment/meterr-system/meterr-auth-server"], "spec", "template", "spec"))
+			for _, want := range []string{"--grpc-client-ca=/etc/meterr/grpc-client-ca/ca.crt", `"meterr-grpc-client-ca"`,
+				`"mountPath": "/etc/meterr/grpc-client-ca"`, "--tls-cert-file="} {
+				if !strings.Contains(c, want) {
+					t.Errorf("auth server pod spec lacks %s", want)
 				}
 			}
 		},
@@ -86,10 +88,17 @@ func TestKustomizeComponents(t *testing.T) {
 			if !strings.Contains(c, `"MTR_REDIS_URL"`) || !strings.Contains(c, `"meterr-redis"`) {
 				t.Errorf("auth server has no MTR_REDIS_URL from Secret meterr-redis:\n%s", c)
 			}
+			egress, _ := get(objs["NetworkPolicy/meterr-system/meterr-auth-server"], "spec", "egress").([]any)
+			if len(egress) == 0 || !strings.Contains(jsonOf(egress[len(egress)-1]), `"port": 6379`) {
+				t.Errorf("the auth server's NetworkPolicy has no egress rule to Redis last:\n%s", jsonOf(egress))
+			}
 		},
 		"tls": func(t *testing.T, objs map[string]obj) {
 			if objs["Certificate/meterr-system/meterr-auth-server"] == nil {
 				t.Errorf("no Certificate")
+			}
+			if ports := jsonOf(get(objs["Service/meterr-system/meterr-auth-server"], "spec", "ports")); strings.Contains(ports, "kubernetes.io/h2c") {
+				t.Errorf("the gRPC port speaks TLS but its appProtocol says cleartext HTTP/2: %s", ports)
 			}
 			c := jsonOf(get(objs["Deployment/meterr-system/meterr-auth-server"], "spec", "template", "spec"))
 			for _, want := range []string{"--tls-cert-file=/etc/meterr/tls/tls.crt", "--tls-key-file=/etc/meterr/tls/tls.key",
@@ -117,9 +126,15 @@ func TestKustomizeComponents(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	// Each component alone, then all of them together.
-	for _, set := range append(mapSingles(names), names) {
-		name := strings.Join(set, "+")
+	// Components that build only on top of others.
+	requires := map[string][]string{"grpc-mtls": {"tls"}}
+	// Each component alone (with what it requires), then all of them together.
+	var sets [][]string
+	for _, n := range names {
+		sets = append(sets, append(slices.Clone(requires[n]), n))
+	}
+	for _, set := range append(sets, names) {
+		name := set[len(set)-1]
 		if len(set) == len(names) && len(names) > 1 {
 			name = "all"
 		}
@@ -156,12 +171,4 @@ func TestKustomizeComponents(t *testing.T) {
 			}
 		})
 	}
-}
-
-func mapSingles(names []string) [][]string {
-	var out [][]string
-	for _, n := range names {
-		out = append(out, []string{n})
-	}
-	return out
 }

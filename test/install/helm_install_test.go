@@ -106,12 +106,69 @@ func TestHelmInstallUninstall(t *testing.T) {
 		t.Errorf("manager resources %+v", mc.Resources)
 	}
 
+	// Installed into a cluster, the chart pins the API server's egress rule
+	// to the addresses behind the kubernetes Service (read with lookup).
+	addrs := strings.Fields(k("-n", "default", "get", "endpointslice", "kubernetes", "-o", "jsonpath={.endpoints[*].addresses[*]}"))
+	if len(addrs) == 0 {
+		t.Fatal("the control plane has no kubernetes EndpointSlice addresses")
+	}
+	for _, name := range []string{"meterr-auth-server", "meterr-manager"} {
+		var np struct {
+			Spec struct {
+				Egress []struct {
+					To []struct{ IPBlock *struct{ CIDR string } }
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(k("-n", "meterr-system", "get", "networkpolicy", name, "-o", "json")), &np); err != nil {
+			t.Fatal(err)
+		}
+		if len(np.Spec.Egress) == 0 {
+			t.Fatalf("NetworkPolicy %s has no egress rules", name)
+		}
+		var cidrs []string
+		for _, to := range np.Spec.Egress[0].To {
+			if to.IPBlock != nil {
+				cidrs = append(cidrs, to.IPBlock.CIDR)
+			}
+		}
+		for _, a := range addrs {
+			if !slices.Contains(cidrs, a+"/32") && !slices.Contains(cidrs, a+"/128") {
+				t.Errorf("NetworkPolicy %s: API server rule %v lacks %s, an address of the kubernetes EndpointSlice", name, cidrs, a)
+			}
+		}
+	}
+
+	// On Cilium, whose ipBlocks match node addresses only with
+	// policy-cidr-match-mode=nodes, the chart pins nothing without it.
+	apiRule := func() string {
+		t.Helper()
+		out := run(t, helm, append([]string{"template", "meterr", chartDir, "--dry-run=server",
+			"--show-only", "templates/networkpolicy.yaml"}, helmEnv...)...)
+		for _, o := range decode(t, out) {
+			if get(o, "metadata", "name") == "meterr-auth-server" {
+				return jsonOf(get(o, "spec", "egress").([]any)[0])
+			}
+		}
+		t.Fatalf("no NetworkPolicy meterr-auth-server in:\n%s", out)
+		return ""
+	}
+	k("-n", "kube-system", "create", "configmap", "cilium-config", "--from-literal=policy-cidr-match-mode=")
+	if rule := apiRule(); strings.Contains(rule, "ipBlock") {
+		t.Errorf("with Cilium not matching nodes by CIDR, the API server rule names addresses: %s", rule)
+	}
+	k("-n", "kube-system", "patch", "configmap", "cilium-config", "--type=merge", "-p", `{"data":{"policy-cidr-match-mode":"nodes"}}`)
+	if rule := apiRule(); !strings.Contains(rule, addrs[0]+"/") {
+		t.Errorf("with Cilium's policy-cidr-match-mode=nodes, the API server rule lacks %s: %s", addrs[0], rule)
+	}
+
 	// What the chart made, by kind.
-	kinds := "deployments,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets"
+	kinds := "deployments,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies"
 	before := k("-n", "meterr-system", "get", kinds, "-o", "name")
 	for _, want := range []string{"deployment.apps/meterr-manager", "deployment.apps/meterr-auth-server",
 		"service/meterr-auth-server", "role.rbac.authorization.k8s.io/meterr-auth-server",
-		"poddisruptionbudget.policy/meterr-auth-server"} {
+		"poddisruptionbudget.policy/meterr-auth-server", "networkpolicy.networking.k8s.io/meterr-auth-server",
+		"networkpolicy.networking.k8s.io/meterr-manager"} {
 		if !strings.Contains(before, want) {
 			t.Errorf("after install, no %s in:\n%s", want, before)
 		}

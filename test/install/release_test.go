@@ -50,7 +50,7 @@ func TestReleaseBundle(t *testing.T) {
 		}
 	}
 	for _, k := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-		"Role", "RoleBinding", "Deployment", "Service", "PodDisruptionBudget"} {
+		"Role", "RoleBinding", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"} {
 		if kinds[k] == 0 {
 			t.Errorf("install.yaml has no %s", k)
 		}

@@ -51,3 +51,104 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* Values the chart refuses, with what to set instead. */}}
+{{- define "meterr.validate" -}}
+{{- $a := .Values.authServer -}}
+{{- $n := .Values.networkPolicy -}}
+{{- if not (and (hasKey $n "apiServer") (hasKey $n "dns") (hasKey $n "redis") (hasKey $a.grpc "clientCA")) -}}
+{{- fail "the values lack networkPolicy.apiServer, .dns, .redis or authServer.grpc.clientCA, which this chart has: helm upgrade --reuse-values renders with the previous chart's defaults; use --reset-then-reuse-values (Helm 3.14 or newer)" -}}
+{{- end -}}
+{{- if and $a.grpc.clientCA.enabled (not $a.tls.enabled) -}}
+{{- fail "authServer.grpc.clientCA.enabled needs authServer.tls.enabled: client certificates are only asked for over TLS" -}}
+{{- end -}}
+{{- if and $a.grpc.clientCA.enabled (not $a.grpc.enabled) -}}
+{{- fail "authServer.grpc.clientCA.enabled needs authServer.grpc.enabled" -}}
+{{- end -}}
+{{- if hasKey $n "apiServerPorts" -}}
+{{- fail "networkPolicy.apiServerPorts is now networkPolicy.apiServer.ports" -}}
+{{- end -}}
+{{- if hasKey $n "redisPort" -}}
+{{- fail "networkPolicy.redisPort is now networkPolicy.redis.port" -}}
+{{- end -}}
+{{- if and $n.enabled (not $n.dns.peers) -}}
+{{- fail "networkPolicy.dns.peers is empty: name the cluster DNS (an egress rule without peers would admit any address)" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "meterr.authServer.grpcClientCASecret" -}}
+{{- default (include "meterr.authServer.tlsSecret" .) .Values.authServer.grpc.clientCA.secretName -}}
+{{- end -}}
+
+{{/*
+The API server, as a JSON object {"cidrs": [...], "ports": [...]} for the
+egress rules: networkPolicy.apiServer.cidrs if set; else, with lookup, the
+addresses of the kubernetes EndpointSlice (or Endpoints) in "default" (what
+policies see after the Service's DNAT) and its ports, plus the Service's
+ClusterIPs (for implementations that see the packet before DNAT). Empty
+cidrs when none is known: without a cluster (helm template, Argo CD), or
+on Cilium unless its policy-cidr-match-mode includes "nodes" (by default
+Cilium's ipBlocks never match node addresses, where the API server often
+listens, so pinning them would cut it off).
+*/}}
+{{- define "meterr.networkPolicy.apiServer" -}}
+{{- $c := .Values.networkPolicy.apiServer -}}
+{{- $cidrs := list -}}
+{{- $ports := list -}}
+{{- range $c.ports }}{{ $ports = append $ports (int .) }}{{ end -}}
+{{- if $c.cidrs -}}
+{{- $cidrs = $c.cidrs -}}
+{{- else if $c.lookup -}}
+{{- $cilium := lookup "v1" "ConfigMap" "kube-system" "cilium-config" -}}
+{{- if or (not $cilium) (contains "nodes" (dig "data" "policy-cidr-match-mode" "" $cilium)) -}}
+{{- $ips := list -}}
+{{- $slice := lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" -}}
+{{- if $slice -}}
+{{- range $slice.endpoints | default list }}{{ range .addresses | default list }}{{ $ips = append $ips . }}{{ end }}{{ end -}}
+{{- range $slice.ports | default list }}{{ $ports = append $ports (int .port) }}{{ end -}}
+{{- else -}}
+{{- $ep := lookup "v1" "Endpoints" "default" "kubernetes" -}}
+{{- range dig "subsets" list $ep }}
+{{- range .addresses | default list }}{{ $ips = append $ips .ip }}{{ end -}}
+{{- range .ports | default list }}{{ $ports = append $ports (int .port) }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- if $ips -}}
+{{- $svc := lookup "v1" "Service" "default" "kubernetes" -}}
+{{- range dig "spec" "clusterIPs" list $svc }}{{ $ips = append $ips . }}{{ end -}}
+{{- range $ips }}{{ $cidrs = append $cidrs (printf "%s/%s" . (ternary "128" "32" (contains ":" .))) }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- dict "cidrs" ($cidrs | uniq) "ports" ($ports | uniq) | toJson -}}
+{{- end -}}
+
+{{/* The egress rule to the API server, from meterr.networkPolicy.apiServer. */}}
+{{- define "meterr.networkPolicy.apiServerRule" -}}
+{{- $api := . -}}
+{{- if $api.cidrs }}
+# The API server (networkPolicy.apiServer): the addresses it listens on, as
+# policies see them after the kubernetes Service's DNAT.
+- to:
+    {{- range $api.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    {{- range $api.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- else }}
+# The API server's ports, to any address: its addresses were not known when
+# this was rendered (helm template and Argo CD render without a cluster).
+# Pin them with networkPolicy.apiServer.cidrs (kubectl get endpointslice -n
+# default kubernetes). No `to:` rather than an ipBlock of 0.0.0.0/0, which
+# Cilium never matches to the nodes the API server often runs on.
+- ports:
+    {{- range $api.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end -}}
