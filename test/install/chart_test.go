@@ -81,11 +81,11 @@ func TestChartLintAndTemplate(t *testing.T) {
 	c := get(auth, "spec", "template", "spec", "containers").([]any)[0]
 	args := strings.Join(toStrings(get(c, "args")), " ")
 	for _, want := range []string{
-		"--records-namespace=meterr-records", "--environment=production", "--trusted-proxies=10.0.0.0/8,192.168.0.0/16",
+		"--records-namespace=meterr-records", "--environment=production", "--trusted-proxies=198.51.100.10/32,203.0.113.0/28",
 		"--route=GET /v1/=read", "--route=* /v1/admin/=admin", "--log-decisions=denied", "--redis-failure-mode=closed",
 		"--tls-cert-file=/etc/meterr/tls/tls.crt", "--tls-key-file=/etc/meterr/tls/tls.key", "--grpc-listen=:9000",
 		"--zap-log-level=debug", "--max-header-bytes=32768", "--shutdown-delay=10s",
-		"--grpc-client-ca=/etc/meterr/grpc-client-ca/bundle.pem",
+		"--grpc-client-ca=/etc/meterr/grpc-client-ca/bundle.pem", "--grpc-client-san=envoy.envoy-gateway-system.svc",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("auth server args %q lack %q", args, want)
@@ -251,15 +251,22 @@ func TestChartGRPCTLS(t *testing.T) {
 		args   []string
 		secret string
 		key    string
+		san    string
 	}{
-		{nil, "meterr-auth-server-tls", "ca.crt"},
-		{[]string{"--set", "authServer.grpc.clientCA.secretName=gateway-ca", "--set", "authServer.grpc.clientCA.key=bundle.pem"}, "gateway-ca", "bundle.pem"},
+		{nil, "meterr-auth-server-tls", "ca.crt", ""},
+		{[]string{"--set", "authServer.grpc.clientCA.secretName=gateway-ca", "--set", "authServer.grpc.clientCA.key=bundle.pem",
+			"--set", "authServer.grpc.clientCA.sans={envoy.gw.svc,spiffe://cluster.local/ns/gw/sa/envoy}"},
+			"gateway-ca", "bundle.pem", "envoy.gw.svc,spiffe://cluster.local/ns/gw/sa/envoy"},
 	} {
 		objs := index(helmTemplate(t, append([]string{"--set", "authServer.tls.enabled=true", "--set", "authServer.grpc.clientCA.enabled=true"}, c.args...)...))
 		pod := get(objs["Deployment/meterr-system/meterr-auth-server"], "spec", "template", "spec")
 		ctr := get(pod, "containers").([]any)[0]
-		if args := toStrings(get(ctr, "args")); !slices.Contains(args, "--grpc-client-ca=/etc/meterr/grpc-client-ca/"+c.key) {
+		args := toStrings(get(ctr, "args"))
+		if !slices.Contains(args, "--grpc-client-ca=/etc/meterr/grpc-client-ca/"+c.key) {
 			t.Errorf("args %q lack --grpc-client-ca=/etc/meterr/grpc-client-ca/%s", args, c.key)
+		}
+		if c.san != "" && !slices.Contains(args, "--grpc-client-san="+c.san) || c.san == "" && strings.Contains(strings.Join(args, " "), "--grpc-client-san") {
+			t.Errorf("args %q, want --grpc-client-san=%q", args, c.san)
 		}
 		var vol any
 		for _, v := range get(pod, "volumes").([]any) {
