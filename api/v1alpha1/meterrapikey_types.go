@@ -139,7 +139,11 @@ type RateLimit struct {
 type Restrictions struct {
 	// IPAllowlist: the client IP must fall in one of these addresses or CIDRs.
 	// The client IP is the TCP peer, or, behind a trusted proxy
-	// (--trusted-proxies), the right-most untrusted X-Forwarded-For address.
+	// (--trusted-proxies), the right-most untrusted X-Forwarded-For address;
+	// over gRPC (Envoy ext_authz), the address the gateway states, only when
+	// the gateway is trusted (--trusted-proxies, or a client certificate
+	// verified against --grpc-client-ca). A request refused here does not
+	// count against the rate limit.
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=256
 	// +optional
