@@ -5,7 +5,12 @@ IMG ?= meterr-operator:dev
 # by `make release`, into the image tag of dist/install.yaml and the chart.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
-LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+LDFLAGS ?= -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# How the binary is built. Static, since the image has no libc
+# (CGO_ENABLED=0: net's resolver and os/user in pure Go); without local
+# paths, so one commit gives the same bytes in any checkout; without the
+# symbol table and DWARF (-s -w in LDFLAGS), which halves the image.
+GO_BUILD = CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 K8S_VERSION ?= 1.37.2
 LOCALBIN ?= $(CURDIR)/bin
 # Where the control plane binaries (etcd, kube-apiserver, kubectl) live. Point
@@ -90,8 +95,8 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/meterr-operator.
-	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/meterr-operator .
+build: ## Build bin/meterr-operator (static, as the image carries it).
+	$(GO_BUILD) -o $(LOCALBIN)/meterr-operator .
 
 .PHONY: run
 run: build ## Run the manager against the cluster in KUBECONFIG.
