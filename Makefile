@@ -37,7 +37,8 @@ CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 # one digest.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 MKIMAGE ?= $(LOCALBIN)/mkimage
-# The image's labels.
+# The image's labels; the Dockerfile's final stage carries the same
+# (hack/image/make_test.go holds the two together).
 IMAGE_TITLE := meterr-operator
 IMAGE_DESCRIPTION := Declarative meterr API keys for Kubernetes: operator and auth server
 IMAGE_SOURCE := https://github.com/meterr/meterr-operator
@@ -165,7 +166,7 @@ release: $(HELM) envtest-assets ## Write dist/install.yaml and the packaged char
 	IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) KUBECTL=$(KUBECTL) hack/release.sh $(VERSION) dist
 
 .PHONY: docker-build
-docker-build: ## Build the container image (needs a Docker engine).
+docker-build: ## Build the image with a Docker engine instead: the same binary (make build), user, entrypoint and labels as `make image`.
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
 ##@ Deployment
