@@ -162,8 +162,8 @@ helm-lint: $(HELM) ## Lint and render the Helm chart with the default values and
 	$(HELM) template meterr charts/meterr-operator -f charts/meterr-operator/ci/all-on-values.yaml >/dev/null
 
 .PHONY: release
-release: $(HELM) envtest-assets ## Write dist/install.yaml and the packaged chart for VERSION (make release VERSION=v0.1.0 IMAGE_REPOSITORY=...).
-	IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) KUBECTL=$(KUBECTL) hack/release.sh $(VERSION) dist
+release: $(HELM) envtest-assets $(MKIMAGE) ## Write dist/install.yaml, the packaged chart and the image tarball for VERSION (make release VERSION=v0.1.0 IMAGE_REPOSITORY=...).
+	IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) KUBECTL=$(KUBECTL) MKIMAGE=$(MKIMAGE) hack/release.sh $(VERSION) dist
 
 .PHONY: docker-build
 docker-build: ## Build the image with a Docker engine instead: the same binary (make build), user, entrypoint and labels as `make image`.
