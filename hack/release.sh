@@ -4,8 +4,11 @@
 #                                          Services, PDB) with the image pinned to VERSION
 #   OUT_DIR/meterr-operator-X.Y.Z.tgz      the Helm chart, version X.Y.Z (VERSION without
 #                                          its "v"), appVersion VERSION (the image tag)
+#   OUT_DIR/meterr-operator-image.tar      the image IMAGE_REPOSITORY:VERSION (make image):
+#                                          an OCI layout and docker-archive in one tarball
 # IMAGE_REPOSITORY (default: meterr-operator) names the image, e.g.
-# registry.example.com/meterr/meterr-operator. Needs kubectl ($KUBECTL) and helm ($HELM).
+# registry.example.com/meterr/meterr-operator. Needs kubectl ($KUBECTL), helm ($HELM),
+# make, and the CA bundle `make image` copies (CA_BUNDLE); PLATFORMS as for make image.
 set -euo pipefail
 
 version="${1:?usage: hack/release.sh VERSION [OUT_DIR]}"
@@ -54,3 +57,10 @@ if [ "$repo" != meterr-operator ]; then
 fi
 "$helm" lint --strict "$tmp/chart" >/dev/null
 "$helm" package "$tmp/chart" --version "$chart_version" --app-version "$version" --destination "$out"
+
+# The image: `make image` with VERSION stamped into the binary and the tag,
+# built into a scratch LOCALBIN so bin/meterr-operator stays as it was.
+"${MAKE:-make}" -C "$root" --no-print-directory image \
+  VERSION="$version" IMG="$repo:$version" LOCALBIN="$tmp/bin" \
+  MKIMAGE="${MKIMAGE:-$root/bin/mkimage}" IMAGE_ARCHIVE="$out/meterr-operator-image.tar"
+echo "release: wrote $out/meterr-operator-image.tar ($repo:$version)"

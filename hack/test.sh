@@ -67,6 +67,12 @@ if ! command -v nginx >/dev/null || ! command -v caddy >/dev/null; then
 fi
 export MTR_REQUIRE_PROXIES=1
 
+# skopeo from Debian's packages: hack/image's tests read the image tarball
+# with it (oci-archive: and docker-archive:), and fail (rather than skip)
+# here when it cannot be had.
+command -v skopeo >/dev/null || apt_install skopeo || true
+export MTR_REQUIRE_SKOPEO=1
+
 declare -a names results
 run() { # name command...
   local name=$1; shift
@@ -77,11 +83,20 @@ run() { # name command...
   names+=("$name ($((SECONDS - start))s)")
 }
 
-run "lint (golangci-lint)" "${GOLANGCI_LINT:-bin/golangci-lint}" run ./...
+lint="${GOLANGCI_LINT:-bin/golangci-lint}"
+# An absolute path, for the image phase's run inside hack/image.
+if [[ "$lint" == */* && "$lint" != /* ]]; then lint="$PWD/$lint"; fi
+run "lint (golangci-lint)" "$lint" run ./...
 chart=charts/meterr-operator
 run "helm chart: lint, template (default and ci/all-on-values.yaml)" bash -c "
   '$HELM' lint --strict $chart && '$HELM' lint --strict $chart -f $chart/ci/all-on-values.yaml &&
   '$HELM' template meterr $chart >/dev/null && '$HELM' template meterr $chart -f $chart/ci/all-on-values.yaml >/dev/null"
+# The image builder, a module of its own (hack/image): vet, lint, and its
+# tests, which run `make image` twice (same bytes, make build's binary, the
+# Dockerfile in agreement), and read the tarball with containerd's importer,
+# go-containerregistry and skopeo.
+run "image (hack/image: vet, lint, make image twice, importers)" bash -c "
+  cd hack/image && go vet ./... && '$lint' run ./... && go test $GO_TEST_FLAGS -timeout 15m ./..."
 # Unit tests and the envtest suites (schema, controller, install: chart drift,
 # helm install/uninstall, release bundle, kustomize components); packages run
 # in parallel.
