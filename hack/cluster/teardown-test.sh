@@ -43,7 +43,7 @@ snapshot() { # dir
   nft list ruleset 2>/dev/null >"$d/nft"
   # Every cgroup but the per-command ones this machine's sandbox makes.
   find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null | grep -v '/process_api' | sort >"$d/cgroups"
-  sysctl -a 2>/dev/null | grep -Ev '^(fs\.(dentry-state|file-nr|inode-nr|inode-state|aio-nr)|kernel\.(ns_last_pid|random\.|pty\.nr)|net\.netfilter\.nf_conntrack_count)' >"$d/sysctls"
+  sysctl -a 2>/dev/null | grep -Ev '^(fs\.quota\.|fs\.(dentry-state|file-nr|inode-nr|inode-state|aio-nr)|kernel\.(ns_last_pid|random\.|pty\.nr)|net\.netfilter\.nf_conntrack_count)' >"$d/sysctls"
   for p in "${DEFAULT_PATHS[@]}"; do [ -e "$p" ] && echo "$p"; done >"$d/paths"
   # Processes of the cluster: its binaries, or anything naming its state.
   for p in /proc/[0-9]*; do
