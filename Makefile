@@ -188,6 +188,32 @@ deploy: manifests ## Deploy the operator with image IMG.
 undeploy: ## Remove the operator.
 	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
 
+##@ Local cluster
+
+# Where a running cluster keeps everything it writes; deleted by cluster-down.
+CLUSTER_STATE ?= /var/lib/meterr-cluster
+export CLUSTER_STATE
+
+.PHONY: cluster-build
+cluster-build: envtest-assets ## Build the local cluster's binaries and images into bin/ (once; cold, about 20-30 minutes on 2 cores).
+	LOCALBIN=$(LOCALBIN) K8S_VERSION=$(K8S_VERSION) hack/cluster/build.sh
+
+.PHONY: cluster
+cluster: cluster-build ## Bring up a one-node Kubernetes cluster on this machine (root); prints its kubeconfig.
+	LOCALBIN=$(LOCALBIN) K8S_VERSION=$(K8S_VERSION) hack/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Tear the local cluster down, leaving the host as it was (also after a crash).
+	LOCALBIN=$(LOCALBIN) K8S_VERSION=$(K8S_VERSION) hack/cluster/down.sh
+
+.PHONY: test-cluster
+test-cluster: envtest-assets ## Bring the local cluster up, run test/cluster against it, tear it down.
+	LOCALBIN=$(LOCALBIN) K8S_VERSION=$(K8S_VERSION) hack/cluster/test.sh
+
+.PHONY: test-cluster-teardown
+test-cluster-teardown: cluster-build ## Prove that cluster-down leaves no mount, link, rule, cgroup, sysctl or process behind.
+	LOCALBIN=$(LOCALBIN) K8S_VERSION=$(K8S_VERSION) hack/cluster/teardown-test.sh
+
 ##@ Tools
 
 $(CONTROLLER_GEN): hack/tools/go.mod

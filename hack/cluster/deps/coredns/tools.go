@@ -1,0 +1,8 @@
+//go:build tools
+
+// Package coredns pins CoreDNS, the cluster's DNS server.
+package coredns
+
+import (
+	_ "github.com/coredns/coredns"
+)
