@@ -95,4 +95,21 @@ image "$img/pause.tar" "$PAUSE_IMAGE" "$CLUSTER_BIN/tools/pause" /pause --entryp
 image "$img/coredns.tar" "$COREDNS_IMAGE" "$coredns_bin" /coredns --entrypoint /coredns
 image "$img/smoke.tar" "$SMOKE_IMAGE" "$CLUSTER_BIN/tools/smoke" /smoke --entrypoint /smoke
 
+# test/e2e/workload, from this module: rebuilt each time (cached by Go) so
+# that the image follows pkg/meterrkey.
+(cd "$root" && CGO_ENABLED=0 $NICE go build -trimpath -ldflags "-s -w" -o "$CLUSTER_BIN/tools/workload.new" ./test/e2e/workload)
+if cmp -s "$CLUSTER_BIN/tools/workload.new" "$CLUSTER_BIN/tools/workload"; then rm "$CLUSTER_BIN/tools/workload.new"; else mv "$CLUSTER_BIN/tools/workload.new" "$CLUSTER_BIN/tools/workload"; fi
+image "$img/workload.tar" "$WORKLOAD_IMAGE" "$CLUSTER_BIN/tools/workload" /workload --entrypoint /workload
+
+# Debian's caddy (test/proxies runs it too) with the libraries it links,
+# for the gateway in front of the auth Service, configured from the shipped
+# docs/integrations/caddy/Caddyfile.
+command -v caddy >/dev/null || apt_install caddy
+caddy_bin=$(command -v caddy)
+caddy_libs=()
+for l in $(ldd "$caddy_bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+  caddy_libs+=(--binary "$(readlink -f "$l"):$l")
+done
+image "$img/caddy.tar" "$CADDY_IMAGE" "$caddy_bin" /usr/bin/caddy --entrypoint /usr/bin/caddy "${caddy_libs[@]}"
+
 log "build ready in $((SECONDS - total))s"

@@ -33,6 +33,10 @@ CGROUP_ROOT=meterr-cluster
 PAUSE_IMAGE=meterr.local/pause:1
 COREDNS_IMAGE=meterr.local/coredns:v1.15.0
 SMOKE_IMAGE=meterr.local/smoke:1
+# test/e2e/workload (pkg/meterrkey calling the auth server from a mounted key)
+# and Debian's caddy with its libraries: test/cluster's client pods.
+WORKLOAD_IMAGE=meterr.local/workload:1
+CADDY_IMAGE=meterr.local/caddy:1
 
 # Global (not per network namespace) sysctls the kubelet, kube-proxy or runc
 # may set; saved before start and restored by teardown.

@@ -46,4 +46,4 @@ trap 'exit 130' INT TERM
 run "build (cached under bin/)" "$root/hack/cluster/build.sh" || exit 1
 if [ "$owned" = 1 ]; then run "cluster up" "$root/hack/cluster/up.sh" || exit 1; fi
 run "test/cluster specs" env METERR_CLUSTER_KUBECONFIG="$CLUSTER_KUBECONFIG" \
-  go test -count=1 -timeout 15m ./test/cluster/... -ginkgo.v
+  go test -v -count=1 -timeout 25m ./test/cluster/... -ginkgo.v

@@ -39,7 +39,7 @@ TOOLS="$CLUSTER_BIN/tools"
 K="$KUBEBUILDER_ASSETS"
 for f in "$K"/{etcd,kube-apiserver,kubectl,kubelet,kube-proxy,kube-scheduler,kube-controller-manager} \
   "$CONTAINERD_DIR"/{containerd,ctr,containerd-shim-runc-v2} "$RUNC" "$CNI_BIN"/{bridge,host-local,loopback,portmap} \
-  "$TOOLS"/{pki,nodens} "$CLUSTER_BIN"/images/{pause,coredns,smoke}.tar; do
+  "$TOOLS"/{pki,nodens} "$CLUSTER_BIN"/images/{pause,coredns,smoke,workload,caddy}.tar; do
   [ -e "$f" ] || die "$f is missing: run hack/cluster/build.sh (make cluster does)"
 done
 
@@ -53,7 +53,7 @@ for k in "${GLOBAL_SYSCTLS[@]}"; do
   v=$(sysctl -n "$k" 2>/dev/null) && created sysctl "$k" "$(echo $v)"
 done
 
-mkdir -p "$S"/{pki,config,logs,etcd,kubelet,cni/net.d,cni/data,varlog,containerd/root,containerd/opt}
+mkdir -p "$S"/{pki,config,logs,cmd,etcd,kubelet,cni/net.d,cni/data,varlog,containerd/root,containerd/opt}
 # Paths the kubelet and CNI write to whatever they are told (device-plugin
 # sockets, /var/log/containers, IPAM and result caches): inside the node they
 # are bind mounts of directories in $S. A missing mount point is made here
@@ -223,6 +223,9 @@ in_node() { nsenter --target "$INIT" --mount --net --pid --uts --ipc -- env -i P
 # start NAME CMD...: starts a component in the node, logging to logs/NAME.log.
 start() {
   local name=$1; shift
+  # The command line, for hack/cluster/node.sh to start it again after a
+  # fault test has killed it.
+  printf '%q ' "$@" >"$S/cmd/$name"
   setsid nsenter --target "$INIT" --mount --net --pid --uts --ipc -- env -i PATH="$NODE_PATH" HOME=/root "$@" \
     >"$S/logs/$name.log" 2>&1 </dev/null &
 }
@@ -238,6 +241,10 @@ wait_for() {
 
 in_node ip link set lo up
 in_node ip addr add "$NODE_IP/32" dev lo
+# Clients on the node itself (hack/cluster/node.sh exec, as a hostNetwork
+# gateway is) reach Services: with no default route, a Service address
+# needs a route for kube-proxy's OUTPUT rules to rewrite it.
+in_node ip route add "$SERVICE_CIDR" dev lo src "$NODE_IP"
 # Routing between pods and to Services; per network namespace.
 in_node sysctl -q -w net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
 # Belt and braces (the node has no route out): forwarded traffic from a pod
@@ -286,7 +293,7 @@ start kube-scheduler "$K/kube-scheduler" --kubeconfig "$P/scheduler.kubeconfig" 
 start containerd "$CONTAINERD_DIR/containerd" --config "$C/containerd.toml"
 CTR=("$CONTAINERD_DIR/ctr" --address /run/containerd/containerd.sock --namespace k8s.io)
 wait_for containerd 30 in_node "${CTR[@]}" version
-images=("$CLUSTER_BIN"/images/{pause,coredns,smoke}.tar)
+images=("$CLUSTER_BIN"/images/{pause,coredns,smoke,workload,caddy}.tar)
 shopt -s nullglob
 images+=("$root"/dist/*.tar)
 shopt -u nullglob

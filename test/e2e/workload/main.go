@@ -2,7 +2,8 @@
 // pkg/meterrkey: it calls the auth server's verify endpoint in a loop with
 // the key from a mounted Secret file and prints one JSON line per request
 // (status, the key_id the server saw, the attempts it took) and per key
-// reload. It never prints a key. It stops when its standard input closes.
+// reload. It never prints a key. It stops when its standard input closes
+// (or, with --stop-on-stdin-close=false, on SIGTERM: test/cluster runs it in pods).
 package main
 
 import (
@@ -15,8 +16,10 @@ import (
 	"net/http"
 	neturl "net/url"
 	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meterr/meterr-operator/pkg/meterrkey"
@@ -53,6 +56,7 @@ func main() {
 	workers := flag.Int("workers", 4, "concurrent request loops")
 	interval := flag.Duration("interval", 20*time.Millisecond, "pause between a loop's requests")
 	wait := flag.Duration("wait-for-new-key", 0, "Transport.WaitForNewKey")
+	stdinStop := flag.Bool("stop-on-stdin-close", true, "stop when standard input closes; false: on SIGTERM or SIGINT (in a pod)")
 	flag.Parse()
 
 	var outMu sync.Mutex
@@ -90,8 +94,11 @@ func main() {
 		},
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _, _ = io.Copy(io.Discard, os.Stdin); cancel() }()
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer cancel()
+	if *stdinStop {
+		go func() { _, _ = io.Copy(io.Discard, os.Stdin); cancel() }()
+	}
 	var wg sync.WaitGroup
 	for w := range *workers {
 		wg.Go(func() {
