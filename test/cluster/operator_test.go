@@ -140,7 +140,7 @@ func underLoad(key string, settle time.Duration, fn func()) (during, before stat
 	GinkgoHelper()
 	l := startLoad("http://"+authClusterIP()+"/v1/auth/verify", keyFile(key), 2, 20*time.Millisecond)
 	start := time.Now()
-	Eventually(func() []result { return l.results() }).WithTimeout(30 * time.Second).Should(ContainElements(
+	Eventually(func() []result { return l.results() }).WithTimeout(30*time.Second).Should(ContainElements(
 		Satisfy(func(r result) bool { return !r.failed() })), "no answer yet")
 	Eventually(func() int { return len(l.results()) }).WithTimeout(30 * time.Second).Should(BeNumerically(">=", 100))
 	from := time.Now()
@@ -362,7 +362,10 @@ spec:
 				time.Sleep(20 * time.Second) // the fault's length, not a timing under test
 				node("start", daemon)
 				if daemon == "containerd" {
-					Eventually(func() error { _, err := runErr("", filepath.Join(repo, "hack", "cluster", "node.sh"), "ctr", "version"); return err }).
+					Eventually(func() error {
+						_, err := runErr("", filepath.Join(repo, "hack", "cluster", "node.sh"), "ctr", "version")
+						return err
+					}).
 						WithTimeout(time.Minute).Should(Succeed())
 				}
 				kubectl("wait", "--for=condition=Ready", "node/meterr-node", "--timeout=2m")

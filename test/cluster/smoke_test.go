@@ -39,7 +39,7 @@ var _ = Describe("the local cluster", Ordered, func() {
 			Eventually(func() bool {
 				_, err := clientset.CoreV1().Namespaces().Get(ctx(10*time.Second), ns, metav1.GetOptions{})
 				return apierrors.IsNotFound(err)
-			}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(BeTrue(), "namespace %s is not gone", ns)
+			}).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(BeTrue(), "namespace %s is not gone", ns)
 		})
 	})
 
@@ -156,7 +156,7 @@ var _ = Describe("the local cluster", Ordered, func() {
 				}
 				phase = p.Status.Phase
 				return phase
-			}).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(BeElementOf(corev1.PodSucceeded, corev1.PodFailed))
+			}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(BeElementOf(corev1.PodSucceeded, corev1.PodFailed))
 			logs, err := clientset.CoreV1().Pods(ns).GetLogs("probe", &corev1.PodLogOptions{}).DoRaw(ctx(30 * time.Second))
 			Expect(err).NotTo(HaveOccurred())
 			out := string(logs)
