@@ -100,7 +100,7 @@ run "image (hack/image: vet, lint, make image twice, importers)" bash -c "
 # Unit tests and the envtest suites (schema, controller, install: chart drift,
 # helm install/uninstall, release bundle, kustomize components); packages run
 # in parallel.
-run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v /test/e2e)
+run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v -e /test/e2e -e /test/cluster)
 # The race detector where the concurrency is real: the auth server (sharded
 # limiter, index churn, Redis background work), the controller (parallel
 # reconciles on a shared cache) and the client packages (a key swapped under
@@ -109,6 +109,14 @@ run "race detector (webhookserver, controllers, pkg)" go test $GO_TEST_FLAGS -ra
 run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
 run "benchmark harness smoke run" hack/bench.sh --smoke
 run "end-to-end (real binary, kubectl, HTTP)" go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/
+# A real node (hack/cluster, root): its binaries built once into bin/, the
+# operator's image (make image), then the cluster up, test/cluster's specs
+# on real pods (helm and install.yaml, rotations through the kubelet,
+# rolling upgrade and faults under load, Caddy in front) and down; then
+# the teardown test: two more up/down rounds (one after a crash) leave the
+# host exactly as it was.
+run "local cluster: build, make image, up, test/cluster, down" hack/cluster/test.sh
+run "local cluster: teardown leaves nothing behind" hack/cluster/teardown-test.sh
 
 echo
 echo "==== summary"

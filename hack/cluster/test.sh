@@ -44,6 +44,8 @@ trap 'teardown; exit $?' EXIT
 trap 'exit 130' INT TERM
 
 run "build (cached under bin/)" "$root/hack/cluster/build.sh" || exit 1
+# The operator's image, imported by up.sh from dist/.
+run "make image" make -C "$root" --no-print-directory image || exit 1
 if [ "$owned" = 1 ]; then run "cluster up" "$root/hack/cluster/up.sh" || exit 1; fi
 run "test/cluster specs" env METERR_CLUSTER_KUBECONFIG="$CLUSTER_KUBECONFIG" \
   go test -v -count=1 -timeout 25m ./test/cluster/... -ginkgo.v

@@ -371,6 +371,9 @@ spec:
 				kubectl("wait", "--for=condition=Ready", "node/meterr-node", "--timeout=2m")
 			})
 			fmt.Fprintf(GinkgoWriter, "%s down for 20 s under load: %s\n", daemon, during)
+			fmt.Fprintf(GinkgoWriter, "auth server CPU throttling since start (limit %s): %s\n",
+				kubectl("-n", system, "get", "deployment", "meterr-auth-server", "-o", "jsonpath={.spec.template.spec.containers[0].resources.limits.cpu}"),
+				throttling(system, "auth-server"))
 			expectNoFailures(daemon+" down", during)
 			Expect(podsOf(system, "auth-server")).To(Equal(auth), "the auth server pods changed")
 			Expect(podsOf(system, "manager")).To(Equal(manager), "the manager pods changed")

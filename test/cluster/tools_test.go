@@ -272,3 +272,33 @@ func podsOf(ns, component string) map[string]string {
 	}
 	return pods
 }
+
+// throttling reports the CFS throttling of a component's pods, read from
+// the node's cgroups (cgroup v1, the kubelet's cgroupRoot meterr-cluster):
+// a CPU limit too tight for the load shows as throttled periods.
+func throttling(ns, component string) string {
+	GinkgoHelper()
+	list, err := clientset.CoreV1().Pods(ns).List(ctx(30*time.Second), metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/component=" + component,
+	})
+	Expect(err).NotTo(HaveOccurred())
+	var b strings.Builder
+	for _, p := range list.Items {
+		matches, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/meterr-cluster/kubepods/*/pod%s/cpu.stat", p.UID))
+		if len(matches) == 0 {
+			continue
+		}
+		raw, err := os.ReadFile(matches[0])
+		if err != nil {
+			continue
+		}
+		st := map[string]string{}
+		for _, l := range strings.Split(string(raw), "\n") {
+			if k, v, ok := strings.Cut(l, " "); ok {
+				st[k] = v
+			}
+		}
+		fmt.Fprintf(&b, "%s: %s of %s periods throttled (%s ns); ", p.Name, st["nr_throttled"], st["nr_periods"], st["throttled_time"])
+	}
+	return strings.TrimSuffix(b.String(), "; ")
+}
