@@ -138,7 +138,9 @@ func authClusterIP() string {
 // end (plus settle), and the quiet ones before, as a baseline.
 func underLoad(key string, settle time.Duration, fn func()) (during, before stats) {
 	GinkgoHelper()
-	l := startLoad("http://"+authClusterIP()+"/v1/auth/verify", keyFile(key), 2, 20*time.Millisecond)
+	// 16 keep-alive connections (kube-proxy balances connections, not
+	// requests), each calling every 160 ms: about 100 requests a second.
+	l := startLoad("http://"+authClusterIP()+"/v1/auth/verify", keyFile(key), 16, 160*time.Millisecond)
 	start := time.Now()
 	Eventually(func() []result { return l.results() }).WithTimeout(30*time.Second).Should(ContainElements(
 		Satisfy(func(r result) bool { return !r.failed() })), "no answer yet")
@@ -357,6 +359,7 @@ spec:
 			kubectl("-n", system, "rollout", "status", "deployment/meterr-manager", "--timeout=2m")
 			kubectl("-n", system, "rollout", "status", "deployment/meterr-auth-server", "--timeout=2m")
 			auth, manager := podsOf(system, "auth-server"), podsOf(system, "manager")
+			counted := decisions(system, "auth-server")
 			during, _ := underLoad("load-key", 2*time.Second, func() {
 				node("kill", daemon)
 				time.Sleep(20 * time.Second) // the fault's length, not a timing under test
@@ -376,6 +379,13 @@ spec:
 				throttling(system, "auth-server"))
 			expectNoFailures(daemon+" down", during)
 			Expect(podsOf(system, "auth-server")).To(Equal(auth), "the auth server pods changed")
+			// kube-proxy balanced the load over both replicas.
+			after := decisions(system, "auth-server")
+			Expect(after).To(HaveLen(len(counted)))
+			for pod, n := range after {
+				Expect(n).To(BeNumerically(">", counted[pod]), "auth server pod %s answered nothing through the Service", pod)
+			}
+			fmt.Fprintf(GinkgoWriter, "decisions per auth server pod, before and after: %v -> %v\n", counted, after)
 			Expect(podsOf(system, "manager")).To(Equal(manager), "the manager pods changed")
 			// The node still runs new work: a key issued now reaches a pod.
 			name := "after-" + daemon

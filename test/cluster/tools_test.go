@@ -302,3 +302,32 @@ func throttling(ns, component string) string {
 	}
 	return strings.TrimSuffix(b.String(), "; ")
 }
+
+// decisions sums meterr_auth_decisions_total of each of a component's
+// pods, read from its metrics port by curl on the node.
+func decisions(ns, component string) map[string]float64 {
+	GinkgoHelper()
+	list, err := clientset.CoreV1().Pods(ns).List(ctx(30*time.Second), metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/component=" + component,
+	})
+	Expect(err).NotTo(HaveOccurred())
+	out := map[string]float64{}
+	for _, p := range list.Items {
+		if p.DeletionTimestamp != nil || p.Status.PodIP == "" {
+			continue
+		}
+		text := node("exec", "curl", "-sS", "--max-time", "10", "http://"+p.Status.PodIP+":9090/metrics")
+		sum := 0.0
+		for _, l := range strings.Split(text, "\n") {
+			if !strings.HasPrefix(l, "meterr_auth_decisions_total") {
+				continue
+			}
+			var v float64
+			if _, err := fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v); err == nil {
+				sum += v
+			}
+		}
+		out[p.Name] = sum
+	}
+	return out
+}
