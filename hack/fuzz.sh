@@ -9,11 +9,26 @@
 # testdata/fuzz corpus, and where a failing input is written) with the cache
 # directory `go test -fuzz` uses (GOCACHE/fuzz/<import path>), so a run here
 # and `go test -fuzz` grow and read the same generated corpus.
+#
+#   hack/fuzz.sh                    build, then fuzz every target
+#   hack/fuzz.sh --build-only DIR   only build the binaries, into DIR
+#   hack/fuzz.sh --binaries DIR     fuzz with the binaries in DIR (from
+#                                   --build-only; make test builds them while
+#                                   the other tests run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME="${FUZZTIME:-5s}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/meterr-fuzz.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
+bindir="$work/bin" build_only=0 prebuilt=0
+case "${1:-}" in
+  --build-only) bindir="${2:?--build-only DIR}" build_only=1 ;;
+  --binaries) bindir="${2:?--binaries DIR}" prebuilt=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--build-only DIR | --binaries DIR]" >&2; exit 2 ;;
+esac
+mkdir -p "$bindir"
+bindir="$(cd "$bindir" && pwd)"
 log="$work/log"
 module="$(go list -m)"
 fuzzcache="$(go env GOCACHE)/fuzz"
@@ -33,16 +48,25 @@ mapfile -t targets < <(grep -rEo '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.g
 [ "${#targets[@]}" -gt 0 ] || { echo "fuzz: no fuzz targets found" >&2; exit 1; }
 mapfile -t dirs < <(printf '%s\n' "${targets[@]}" | cut -d' ' -f1 | sort -u)
 
-bin_of() { echo "$work/bin/${1//\//_}.test"; }
-mkdir -p "$work/bin"
-echo "fuzz: building ${#dirs[@]} instrumented test binaries for ${#targets[@]} targets"
-export work
+bin_of() { echo "$bindir/${1//\//_}.test"; }
 build() { # dir
-  local out="$work/bin/${1//\//_}.test"
+  local out="$bindir/${1//\//_}.test"
   go test -c -fuzz=. -o "$out" "./$1" >"$out.log" 2>&1 || { cat "$out.log" >&2; echo "fuzz: building ./$1 failed" >&2; return 1; }
 }
+export bindir
 export -f build
-printf '%s\n' "${dirs[@]}" | xargs -P 2 -I{} bash -c 'build "$1"' _ {}
+if [ "$prebuilt" = 0 ]; then
+  echo "fuzz: building ${#dirs[@]} instrumented test binaries for ${#targets[@]} targets"
+  printf '%s\n' "${dirs[@]}" | xargs -P 2 -I{} bash -c 'build "$1"' _ {}
+else
+  for dir in "${dirs[@]}"; do
+    [ -x "$(bin_of "$dir")" ] || { echo "fuzz: no binary for ./$dir in $bindir: building it"; build "$dir"; }
+  done
+fi
+if [ "$build_only" = 1 ]; then
+  echo "fuzz: built ${#dirs[@]} instrumented test binaries into $bindir"
+  exit 0
+fi
 
 # The flags `go test -fuzz` gives the binary.
 fuzz_once() {

@@ -152,14 +152,20 @@ run "image (hack/image: vet, lint, make image twice, importers)" bash -c "
 # package runs once: those three trees with -race only, the rest without.
 # The three go test runs go at once: much of each is waiting on a control
 # plane, Redis or a child process, and one after another left a core idle.
+# The fuzz phase's instrumented binaries are built alongside. go test starts
+# packages in the order given: the longest (test/install, controllers) first.
 module="$(go list -m)"
-race_pkgs=(./webhookserver/... ./controllers/... ./pkg/...)
-mapfile -t plain_pkgs < <(go list ./... | grep -v /test/e2e | grep -vE "^$module/(webhookserver|controllers|pkg)(/|\$)")
+race_pkgs=(./controllers/... ./webhookserver/... ./pkg/...)
+mapfile -t plain_pkgs < <(go list ./... | grep -v /test/e2e | grep -vE "^$module/(webhookserver|controllers|pkg)(/|\$)" |
+  awk -v first="$module/test/install" '$0 == first { print; next } { rest[++n] = $0 } END { for (i = 1; i <= n; i++) print rest[i] }')
+fuzz_bins="$(mktemp -d "${TMPDIR:-/tmp}/meterr-fuzz-bin.XXXXXX")"
+trap 'rm -f "$times_file"; rm -rf "$fuzz_bins"' EXIT
 run "unit and envtest suites, race detector (webhookserver, controllers, pkg), end-to-end" together \
+  e2e go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/ -- \
   unit go test $GO_TEST_FLAGS -timeout 20m "${plain_pkgs[@]}" -- \
   race go test $GO_TEST_FLAGS -race -timeout 20m "${race_pkgs[@]}" -- \
-  e2e go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/
-run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
+  fuzz-build hack/fuzz.sh --build-only "$fuzz_bins"
+run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh --binaries "$fuzz_bins"
 run "benchmark harness smoke run" hack/bench.sh --smoke
 
 echo
