@@ -74,13 +74,59 @@ command -v skopeo >/dev/null || apt_install skopeo || true
 export MTR_REQUIRE_SKOPEO=1
 
 declare -a names results
+# cpu_now: sets cpu to the CPU seconds (user + system) of this shell's
+# finished children so far, from bash's `times` (run in this shell: in a
+# command substitution it would count the subshell's children).
+times_file="$(mktemp "${TMPDIR:-/tmp}/meterr-test-times.XXXXXX")"
+trap 'rm -f "$times_file"' EXIT
+cpu_now() {
+  times >"$times_file"
+  cpu=$(awk 'NR == 2 {
+    t = 0
+    for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+    printf "%d", t
+  }' "$times_file")
+}
 run() { # name command...
   local name=$1; shift
   echo
   echo "==== $name: $*"
-  local start=$SECONDS
+  local start=$SECONDS cpu cpu0
+  detail=""
+  cpu_now; cpu0=$cpu
   if "$@"; then results+=("PASS"); else results+=("FAIL"); fi
-  names+=("$name ($((SECONDS - start))s)")
+  cpu_now
+  names+=("$name ($((SECONDS - start))s, CPU $((cpu - cpu0))s)$detail")
+}
+# together name command... [-- name command...]...: runs the commands at
+# once, each line of their output prefixed with its name; fails when any
+# fails. Sets detail to each one's result and duration, for the summary.
+together() {
+  local dir pids=() tags=() cmd=() rc=0 i
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/meterr-together.XXXXXX")"
+  while [ $# -gt 0 ]; do
+    cmd=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do cmd+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
+    tags+=("${cmd[0]}")
+    (
+      start=$SECONDS
+      "${cmd[@]:1}" 2>&1 | sed -u "s|^|${cmd[0]}: |"
+      status=$?
+      echo "$((SECONDS - start))" >"$dir/${#tags[@]}"
+      exit "$status"
+    ) &
+    pids+=($!)
+  done
+  detail=""
+  for i in "${!pids[@]}"; do
+    local res=PASS
+    wait "${pids[$i]}" || { rc=1; res=FAIL; }
+    detail+="
+         $res ${tags[$i]} ($(cat "$dir/$((i + 1))" 2>/dev/null || echo '?')s)"
+  done
+  rm -rf "$dir"
+  return "$rc"
 }
 
 lint="${GOLANGCI_LINT:-bin/golangci-lint}"
@@ -98,23 +144,35 @@ run "helm chart: lint, template (default and ci/all-on-values.yaml)" bash -c "
 run "image (hack/image: vet, lint, make image twice, importers)" bash -c "
   cd hack/image && go vet ./... && '$lint' run ./... && go test $GO_TEST_FLAGS -timeout 15m ./..."
 # Unit tests and the envtest suites (schema, controller, install: chart drift,
-# helm install/uninstall, release bundle, kustomize components); packages run
-# in parallel.
-run "unit and envtest suites" go test $GO_TEST_FLAGS -timeout 20m $(go list ./... | grep -v -e /test/e2e -e /test/cluster)
-# The race detector where the concurrency is real: the auth server (sharded
-# limiter, index churn, Redis background work), the controller (parallel
-# reconciles on a shared cache) and the client packages (a key swapped under
-# live requests).
-run "race detector (webhookserver, controllers, pkg)" go test $GO_TEST_FLAGS -race -timeout 20m ./webhookserver/... ./controllers/... ./pkg/...
-run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh
+# helm install/uninstall, release bundle, kustomize components), the race
+# detector where the concurrency is real: the auth server (sharded limiter,
+# index churn, Redis background work), the controller (parallel reconciles on
+# a shared cache) and the client packages (a key swapped under live
+# requests), and the end-to-end suite (the real binary, kubectl, HTTP). Each
+# package runs once: those three trees with -race only, the rest without.
+# The three go test runs go at once: much of each is waiting on a control
+# plane, Redis or a child process, and one after another left a core idle.
+# The fuzz phase's instrumented binaries are built alongside. go test starts
+# packages in the order given: the longest (test/install, controllers) first.
+module="$(go list -m)"
+race_pkgs=(./controllers/... ./webhookserver/... ./pkg/...)
+mapfile -t plain_pkgs < <(go list ./... | grep -v -e /test/e2e -e /test/cluster | grep -vE "^$module/(webhookserver|controllers|pkg)(/|\$)" |
+  awk -v first="$module/test/install" '$0 == first { print; next } { rest[++n] = $0 } END { for (i = 1; i <= n; i++) print rest[i] }')
+fuzz_bins="$(mktemp -d "${TMPDIR:-/tmp}/meterr-fuzz-bin.XXXXXX")"
+trap 'rm -f "$times_file"; rm -rf "$fuzz_bins"' EXIT
+run "unit and envtest suites, race detector (webhookserver, controllers, pkg), end-to-end" together \
+  e2e go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/ -- \
+  unit go test $GO_TEST_FLAGS -timeout 20m "${plain_pkgs[@]}" -- \
+  race go test $GO_TEST_FLAGS -race -timeout 20m "${race_pkgs[@]}" -- \
+  fuzz-build hack/fuzz.sh --build-only "$fuzz_bins"
+run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh --binaries "$fuzz_bins"
 run "benchmark harness smoke run" hack/bench.sh --smoke
-run "end-to-end (real binary, kubectl, HTTP)" go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/
 # A real node (hack/cluster, root): its binaries built once into bin/, the
 # operator's image (make image), then the cluster up, test/cluster's specs
 # on real pods (helm and install.yaml, rotations through the kubelet,
 # rolling upgrade and faults under load, Caddy in front) and down; then
 # the teardown test: two more up/down rounds (one after a crash) leave the
-# host exactly as it was.
+# host exactly as it was. After the rest: its load is measured.
 run "local cluster: build, make image, up, test/cluster, down" hack/cluster/test.sh
 run "local cluster: teardown leaves nothing behind" hack/cluster/teardown-test.sh
 

@@ -653,6 +653,12 @@ func (c *closeSpy) Close() error { *c.closed = true; return nil }
 // whole, and every request succeeds (at most one retry each). Once with the
 // watcher, once with nothing but the 401s to reload the key (every stale
 // request is retried).
+//
+// The swaps are paced by the requests, not by the clock: the next swap waits
+// until every worker has finished a request it began after the last one, so
+// no request (nor its retry) spans more than one swap however slow the
+// machine, and the server's overlap of two keys before the newest always
+// covers a retry's fresh key.
 func TestConcurrentRequestsDuringSwaps(t *testing.T) {
 	t.Run("watcher", func(t *testing.T) {
 		concurrentSwaps(t, Options{Resync: 5 * time.Millisecond})
@@ -678,7 +684,12 @@ func concurrentSwaps(t *testing.T, opts Options) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var requests, failures atomic.Int64
-	for range 8 {
+	// swaps counts the swaps made; finished[w] is the count when worker w
+	// began the last request it finished.
+	var swaps atomic.Int64
+	const workers = 8
+	var finished [workers]atomic.Int64
+	for w := range workers {
 		wg.Go(func() {
 			for {
 				select {
@@ -686,22 +697,38 @@ func concurrentSwaps(t *testing.T, opts Options) {
 					return
 				default:
 				}
+				began := swaps.Load()
 				req, _ := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader([]byte("payload")))
 				resp, err := c.Do(req)
 				if err != nil {
 					failures.Add(1)
 					t.Logf("request failed: %v", err)
-					continue
+				} else {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					requests.Add(1)
+					if resp.StatusCode != http.StatusOK {
+						failures.Add(1)
+						t.Logf("request failed: %d %s", resp.StatusCode, b)
+					}
 				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				requests.Add(1)
-				if resp.StatusCode != http.StatusOK {
-					failures.Add(1)
-					t.Logf("request failed: %d %s", resp.StatusCode, b)
-				}
+				finished[w].Store(began)
 			}
 		})
+	}
+	// settle waits until every worker has finished a request begun after
+	// the latest swap.
+	settle := func() {
+		n := swaps.Load()
+		for w := range workers {
+			for finished[w].Load() < n {
+				select {
+				case <-time.After(time.Millisecond):
+				case <-t.Context().Done():
+					return
+				}
+			}
+		}
 	}
 	bad := malformed(t)
 	for i := range 40 {
@@ -712,7 +739,9 @@ func concurrentSwaps(t *testing.T, opts Options) {
 		// machine), older ones are expired: a request with a stale key
 		// is refused and retried.
 		cut := max(0, len(keys)-2)
+		settle()
 		srv.set(append([]string{k}, keys[cut:]...), keys[:cut])
+		swaps.Add(1)
 		keys = append(keys, k)
 		for _, b := range bad {
 			if i%4 == 0 {
@@ -720,9 +749,8 @@ func concurrentSwaps(t *testing.T, opts Options) {
 			}
 		}
 		v.put(k)
-		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond)
+	settle()
 	close(stop)
 	wg.Wait()
 
@@ -745,8 +773,8 @@ func concurrentSwaps(t *testing.T, opts Options) {
 	if failures.Load() != 0 {
 		t.Fatalf("%d of %d requests failed", failures.Load(), requests.Load())
 	}
-	if !opts.NoWatch && mustKey(t, s) != keys[len(keys)-1] {
-		t.Fatal("did not end on the last key")
+	if !opts.NoWatch {
+		eventually(t, "the watcher to end on the last key", func() bool { return mustKey(t, s) == keys[len(keys)-1] })
 	}
 	t.Logf("%d requests, %d sent (retries: %d), %d swaps", requests.Load(), len(auths), len(auths)-int(requests.Load()), len(keys)-1)
 }

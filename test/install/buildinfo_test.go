@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +14,9 @@ import (
 // TestBuildInfoMetric: both components of a binary stamped with -X
 // main.version and -X main.commit expose them in meterr_build_info.
 func TestBuildInfoMetric(t *testing.T) {
+	t.Parallel()
 	kubectl := kubectlBin(t)
-	bin := filepath.Join(t.TempDir(), "meterr-operator")
-	run(t, "go", "build", "-ldflags", "-X main.version=v9.8.7 -X main.commit=0123abc", "-o", bin, ".")
+	bin := stampedBinary(t)
 	kc := controlPlane(t)
 	run(t, kubectl, "--kubeconfig", kc, "apply", "--server-side", "-f", "config/crd/bases")
 

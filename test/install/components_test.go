@@ -61,6 +61,7 @@ spec:
 // config/default, checks what it adds, and applies the result to a local
 // control plane.
 func TestKustomizeComponents(t *testing.T) {
+	t.Parallel()
 	kubectl := kubectlBin(t)
 	dir := t.TempDir()
 	if err := os.Symlink(filepath.Join(root, "config"), filepath.Join(dir, "config")); err != nil {

@@ -14,6 +14,7 @@ import (
 // deleted by helm). No pods run: the control plane has no scheduler or
 // kubelet.
 func TestHelmInstallUninstall(t *testing.T) {
+	t.Parallel()
 	helm := helmBin(t)
 	kc := controlPlane(t)
 	kubectl := kubectlBin(t)
@@ -22,11 +23,9 @@ func TestHelmInstallUninstall(t *testing.T) {
 		return run(t, kubectl, append([]string{"--kubeconfig", kc}, args...)...)
 	}
 	helmEnv := []string{"--kubeconfig", kc, "--namespace", "meterr-system"}
-	t.Setenv("HELM_CACHE_HOME", t.TempDir())
-	t.Setenv("HELM_CONFIG_HOME", t.TempDir())
-	t.Setenv("HELM_DATA_HOME", t.TempDir())
+	homes := []string{"HELM_CACHE_HOME=" + t.TempDir(), "HELM_CONFIG_HOME=" + t.TempDir(), "HELM_DATA_HOME=" + t.TempDir()}
 
-	run(t, helm, append([]string{"install", "meterr", chartDir, "--create-namespace",
+	runEnv(t, homes, helm, append([]string{"install", "meterr", chartDir, "--create-namespace",
 		"--set", "image.repository=registry.example.com/meterr-operator", "--set", "image.tag=v1.2.3",
 		"--set", "logLevel=debug",
 		"--set", "manager.minRotationInterval=2h",
@@ -143,7 +142,7 @@ func TestHelmInstallUninstall(t *testing.T) {
 	// policy-cidr-match-mode=nodes, the chart pins nothing without it.
 	apiRule := func() string {
 		t.Helper()
-		out := run(t, helm, append([]string{"template", "meterr", chartDir, "--dry-run=server",
+		out := runEnv(t, homes, helm, append([]string{"template", "meterr", chartDir, "--dry-run=server",
 			"--show-only", "templates/networkpolicy.yaml"}, helmEnv...)...)
 		for _, o := range decode(t, out) {
 			if get(o, "metadata", "name") == "meterr-auth-server" {
@@ -178,7 +177,7 @@ func TestHelmInstallUninstall(t *testing.T) {
 		t.Errorf("after install, no ClusterRole meterr-manager in:\n%s", out)
 	}
 
-	run(t, helm, append([]string{"uninstall", "meterr"}, helmEnv...)...)
+	runEnv(t, homes, helm, append([]string{"uninstall", "meterr"}, helmEnv...)...)
 	after := k("-n", "meterr-system", "get", kinds, "-o", "name")
 	for _, l := range strings.Fields(after) {
 		// The namespace's own default ServiceAccount is not the chart's.

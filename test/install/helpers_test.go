@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -72,16 +73,28 @@ func kubectlBin(t *testing.T) string {
 // failure ends the test with the command's output.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := runErr(name, args...)
+	return runEnv(t, nil, name, args...)
+}
+
+// runEnv is run with env (NAME=value) added to the test's environment: the
+// tests that run in parallel do not change their process's.
+func runEnv(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	out, err := runErrEnv(env, name, args...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
 	}
 	return out
 }
 
-func runErr(name string, args ...string) (string, error) {
+func runErr(name string, args ...string) (string, error) { return runErrEnv(nil, name, args...) }
+
+func runErrEnv(env []string, name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = root
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -135,6 +148,42 @@ func get(o any, path ...string) any {
 		o = m[p]
 	}
 	return o
+}
+
+// stamped is the binary built with -X main.version=v9.8.7 -X
+// main.commit=0123abc, built once for the tests that run it.
+var stamped struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// stampedBinary returns the path of that binary, built on first use.
+func stampedBinary(t *testing.T) string {
+	t.Helper()
+	stamped.once.Do(func() {
+		if stamped.dir, stamped.err = os.MkdirTemp("", "meterr-install-"); stamped.err != nil {
+			return
+		}
+		stamped.bin = filepath.Join(stamped.dir, "meterr-operator")
+		var out string
+		if out, stamped.err = runErr("go", "build", "-ldflags", "-X main.version=v9.8.7 -X main.commit=0123abc", "-o", stamped.bin, "."); stamped.err != nil {
+			stamped.err = fmt.Errorf("go build: %w\n%s", stamped.err, out)
+		}
+	})
+	if stamped.err != nil {
+		t.Fatal(stamped.err)
+	}
+	return stamped.bin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if stamped.dir != "" {
+		_ = os.RemoveAll(stamped.dir)
+	}
+	os.Exit(code)
 }
 
 // controlPlane starts a local control plane for one test and returns the

@@ -12,13 +12,12 @@ import (
 // control plane, a second apply changes nothing, and a server-side apply
 // works too.
 func TestReleaseBundle(t *testing.T) {
+	t.Parallel()
 	helm := helmBin(t)
 	kubectl := kubectlBin(t)
 	out := t.TempDir()
-	t.Setenv("HELM", helm)
-	t.Setenv("KUBECTL", kubectl)
-	t.Setenv("IMAGE_REPOSITORY", "registry.example.com/meterr/meterr-operator")
-	run(t, filepath.Join(root, "hack", "release.sh"), "v0.9.1", out)
+	runEnv(t, []string{"HELM=" + helm, "KUBECTL=" + kubectl, "IMAGE_REPOSITORY=registry.example.com/meterr/meterr-operator"},
+		filepath.Join(root, "hack", "release.sh"), "v0.9.1", out)
 
 	if _, err := os.Stat(filepath.Join(out, "meterr-operator-0.9.1.tgz")); err != nil {
 		t.Fatalf("no packaged chart: %v", err)

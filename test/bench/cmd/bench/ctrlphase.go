@@ -320,6 +320,11 @@ func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetSta
 	if err := waitHTTP(ctx, "http://"+paddr+"/readyz", mp, 2*time.Minute); err != nil {
 		return err
 	}
+	// Ready is no promise that the metrics server listens yet: the manager
+	// starts the two apart.
+	if err := waitHTTP(ctx, "http://"+maddr+"/metrics", mp, 2*time.Minute); err != nil {
+		return err
+	}
 	mgr := &manager{p: mp, metricsURL: "http://" + maddr + "/metrics", pprof: pprofURL}
 	if _, _, err := mgr.reconciles(ctx); err != nil {
 		return fmt.Errorf("reading the manager's metrics: %w", err)
