@@ -40,22 +40,9 @@ const (
 // upstream application reads the path.
 func forEachOriginal(r *http.Request, fn func(method, path string)) (found, ok bool) {
 	ok = true
-	emit := func(method string, candidates func(func(string))) {
+	emit := func(method string, paths func(func(string))) {
 		found = true
-		upper := strings.ToUpper(method)
-		// An upstream serves HEAD as it serves GET (net/http, and most
-		// servers, run the GET handler and drop the body), so GET's
-		// rules govern a HEAD request too.
-		head := upper == http.MethodHead
-		candidates(func(p string) {
-			fn(method, p)
-			if upper != method {
-				fn(upper, p)
-			}
-			if head {
-				fn(http.MethodGet, p)
-			}
-		})
+		forOriginal(method, paths, fn)
 	}
 	source := func(method, raw string) {
 		p, valid := originalPath(raw)
@@ -96,6 +83,26 @@ func forEachOriginal(r *http.Request, fn func(method, path string)) (found, ok b
 		source(methodOr(h["X-Original-Method"], r.Method), v[0])
 	}
 	return found, ok
+}
+
+// forOriginal calls fn with every reading of one original request: each
+// path paths yields, with the method as sent and upper-cased, and a HEAD
+// request also as GET. An upstream serves HEAD as it serves GET (net/http,
+// and most servers, run the GET handler and drop the body), so GET's rules
+// govern a HEAD request too. Every front-end reads an original request this
+// way (forEachOriginal, Server.checkRequest).
+func forOriginal(method string, paths func(func(string)), fn func(method, path string)) {
+	upper := strings.ToUpper(method)
+	head := upper == http.MethodHead
+	paths(func(p string) {
+		fn(method, p)
+		if upper != method {
+			fn(upper, p)
+		}
+		if head {
+			fn(http.MethodGet, p)
+		}
+	})
 }
 
 func methodOr(v []string, def string) string {
