@@ -143,8 +143,9 @@ func (s *Server) checkRequest(ctx context.Context, req *authv3.CheckRequest) Req
 			r.Refusal = bodyNoOriginalGRPC
 			return r
 		}
-		forOriginal(r.Method, func(f func(string)) { pathSpellings(path, f) },
-			func(method, path string) { r.Required |= s.routes.match(method, path) })
+		need := authz.Permission(0)
+		forOriginal(r.Method, path, func(method, path string) { need |= s.routes.match(method, path) })
+		r.Required = need
 	}
 	return r
 }

@@ -200,7 +200,9 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 		req.Required, explicit = n, present
 	}
 	if req.Refusal == nil && !explicit && len(s.routes) > 0 {
-		found, ok := forEachOriginal(r, func(method, path string) { req.Required |= s.routes.match(method, path) })
+		need := authz.Permission(0)
+		found, ok := forEachOriginal(r, func(method, path string) { need |= s.routes.match(method, path) })
+		req.Required = need
 		switch {
 		case !ok:
 			req.Refusal = bodyBadOriginal
