@@ -38,13 +38,6 @@ const (
 	DefaultMinRotationInterval = time.Minute
 )
 
-// Requests per hour of each tier; 0 is unlimited.
-var tierLimits = map[authv1alpha1.Tier]int64{
-	authv1alpha1.TierStandard:   1000,
-	authv1alpha1.TierPro:        10000,
-	authv1alpha1.TierEnterprise: 0,
-}
-
 // workload is what the workload Secret holds, as far as a decision cares.
 type workload struct {
 	exists bool
@@ -230,7 +223,7 @@ func policyFor(mak *authv1alpha1.MeterrAPIKey) record.Policy {
 	if tier == "" {
 		tier = authv1alpha1.TierStandard
 	}
-	p.RequestsPerHour = tierLimits[tier]
+	p.RequestsPerHour = tier.RequestsPerHour()
 	if rph := mak.Spec.RateLimit.RequestsPerHour; rph != nil {
 		p.RequestsPerHour = *rph
 	}

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
@@ -95,7 +96,7 @@ func (s *Server) complete(a *Answer, identity bool, refusal []byte) {
 	a.vals = new(answerValues)
 	if d.Rate == authz.RateCounted {
 		a.win = s.windows.of(d.Reset)
-		a.vals.counts(d.Remaining, d.ResetIn)
+		a.vals.counts(d.Policy.Limit().Window, d.Remaining, d.ResetIn)
 	}
 	if okIdentity {
 		a.vals.id = [2]string{d.KeyID, d.Policy.Owner()}
@@ -168,7 +169,7 @@ func (a *Answer) appendBody(b []byte) []byte {
 	b = append(b, a.KeyID...)
 	b = append(b, '"')
 	b = append(b, t.okTail...)
-	if a.Policy.RequestsPerHour() == 0 {
+	if a.Policy.Limit().Unlimited() {
 		return append(b, `{"unlimited":true}}`+"\n"...)
 	}
 	return appendRateLimit(b, t.hLimit[0], a.vals.v[1], a.win)
@@ -180,8 +181,8 @@ func (a *Answer) appendBody(b []byte) []byte {
 // answer. buf is written once, before any string is cut from it, and never
 // again.
 type answerValues struct {
-	// v is the RateLimit value `"hourly";r=<remaining>;t=<seconds>`, and
-	// the remaining count and the seconds cut from it.
+	// v is the RateLimit value `"<window>";r=<remaining>;t=<seconds>`
+	// ("hourly"), and the remaining count and the seconds cut from it.
 	v   [3]string
 	id  [2]string
 	buf [64]byte
@@ -189,8 +190,10 @@ type answerValues struct {
 
 // counts formats the remaining count and the seconds to the window's end
 // once, as one string the three values are cut from.
-func (a *answerValues) counts(remaining, secs int64) {
-	b := append(a.buf[:0], `"hourly";r=`...)
+func (a *answerValues) counts(w quota.Window, remaining, secs int64) {
+	b := append(a.buf[:0], '"')
+	b = append(b, w.Name()...)
+	b = append(b, `";r=`...)
 	i0 := len(b)
 	b = strconv.AppendInt(b, remaining, 10)
 	i1 := len(b)

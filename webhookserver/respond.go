@@ -127,9 +127,9 @@ func textOf(p *authz.Policy) *classText {
 		hEnvironment: []string{p.Environment()},
 		okTail:       appendOKTail(nil, p),
 	}
-	if limit := p.RequestsPerHour(); limit > 0 {
-		t.hLimit = []string{strconv.FormatInt(limit, 10)}
-		t.hPolicy = []string{`"hourly";q=` + strconv.FormatInt(limit, 10) + `;w=3600`}
+	if l := p.Limit(); !l.Unlimited() {
+		t.hLimit = []string{strconv.FormatInt(l.Count, 10)}
+		t.hPolicy = []string{`"` + l.Window.Name() + `";q=` + strconv.FormatInt(l.Count, 10) + `;w=` + strconv.FormatInt(l.Window.Seconds(), 10)}
 	}
 	slot.Store(t)
 	return t

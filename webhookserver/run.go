@@ -39,9 +39,11 @@ const (
 	idleTimeout       = 120 * time.Second
 )
 
-// The in-memory limiter counts by quota key, so a decision never reads a
-// key's quota identity (see authz.KeyedLimiter).
-var _ authz.KeyedLimiter = (*ratelimit.Memory)(nil)
+// Both limiters are the decision's one limiter interface.
+var (
+	_ authz.Limiter = (*ratelimit.Memory)(nil)
+	_ authz.Limiter = (*ratelimit.Redis)(nil)
+)
 
 // Run runs the auth server until ctx is cancelled: it watches the key records
 // in o.RecordsNamespace, serves the auth API on o.Listen and metrics on
@@ -89,7 +91,12 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		newBuildInfo(o.Version, o.Commit))
 
 	idx := index.New()
-	var lim ratelimit.Limiter = ratelimit.NewMemory()
+	// The limiter decides (authz.Limiter) and forgets a removed key's count
+	// (records.Config.Limiter).
+	var lim interface {
+		authz.Limiter
+		Forget(id string)
+	} = ratelimit.NewMemory()
 	if o.RedisURL != "" {
 		rl, err := ratelimit.NewRedis(ratelimit.RedisOptions{URL: o.RedisURL, Timeout: o.RedisTimeout,
 			FailureMode: o.RedisFailureMode, Registerer: reg, Log: log.WithName("limiter"), Now: clk.Now})

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
@@ -110,17 +111,17 @@ func (x *Index) Upsert(name string, r *record.Record, created time.Time) error {
 // created, for Install.
 func Compile(name string, r *record.Record, created time.Time) *authz.CompiledRecord {
 	s := &authz.RecordSpec{
-		Name:            name,
-		Owner:           r.Owner.String(),
-		LimitID:         string(r.Owner.UID),
-		Environment:     r.Policy.Environment,
-		Permissions:     r.Policy.Permissions,
-		RequestsPerHour: r.Policy.RequestsPerHour,
-		IPAllowlist:     r.Policy.IPAllowlist,
-		Domains:         r.Policy.Domains,
-		Disabled:        r.Policy.Disabled,
-		Versions:        make([]authz.VersionSpec, len(r.Keys)),
-		Created:         created,
+		Name:        name,
+		Owner:       r.Owner.String(),
+		LimitID:     string(r.Owner.UID),
+		Environment: r.Policy.Environment,
+		Permissions: r.Policy.Permissions,
+		Limit:       quota.PerHour(r.Policy.RequestsPerHour),
+		IPAllowlist: r.Policy.IPAllowlist,
+		Domains:     r.Policy.Domains,
+		Disabled:    r.Policy.Disabled,
+		Versions:    make([]authz.VersionSpec, len(r.Keys)),
+		Created:     created,
 	}
 	if t := r.Policy.ExpiresAt; t != nil {
 		s.ExpiresAt = t.Time
