@@ -44,8 +44,10 @@ type workload struct {
 	// owned: the Secret's controller reference is this MeterrAPIKey.
 	owned bool
 	// key is the plaintext under api-key when the Secret is intact: both
-	// data keys hold the same well-formed key of the right environment.
+	// data keys hold the same well-formed key of the right environment;
+	// hash is its SHA-256, computed once when the Secret is read.
 	key    string
+	hash   apikey.Hash
 	intact bool
 }
 
@@ -127,7 +129,7 @@ func decideIssue(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, wl workload
 			message: "the workload Secret holds a key that was not issued to this MeterrAPIKey: issued a new key"}
 	}
 	{
-		i := findVersion(rec, apikey.HashOf(wl.key).String())
+		i := findVersion(rec, wl.hash.String())
 		if i < 0 || rec.Keys[i].ExpiresAt != nil {
 			return decision{issue: true, reason: authv1alpha1.ReasonSecretModified, drift: true,
 				message: "the workload Secret holds a key that is not the current one: issued a new key"}
