@@ -52,6 +52,8 @@ func (s *Server) decide(ctx context.Context, req *Request, now time.Time) (a Ans
 		// lookup.
 		if tok, ok := authz.BearerToken(req.Credential); ok && apikey.Parse(tok) == nil {
 			in.Entry, in.Found = s.index.Lookup(apikey.HashOf(tok))
+		} else if req.known != nil {
+			in.Entry, in.Found = *req.known, true
 		}
 		looked = true
 		if in.NeedsClient() {

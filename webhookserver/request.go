@@ -75,6 +75,10 @@ type Request struct {
 	// Refusal, when set, is the answer body of a request the front-end
 	// could not read (invalid_request): it is refused without a lookup.
 	Refusal []byte
+
+	// known, set by Explain only, is what the index found for the
+	// credential.
+	known *authz.Entry
 }
 
 // Headers are a request's headers as its protocol delivered them: net/http's

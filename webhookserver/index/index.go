@@ -395,6 +395,14 @@ func claimsFirst(created int64, name string, otherCreated int64, otherName strin
 	return name < otherName
 }
 
+// ClaimedBefore reports whether a record created at a and named aName
+// claims a key hash before one created at b and named bName: the order by
+// which the index gives a hash two records claim to one of them (the first
+// created, then the lower name), for tools that must agree with it.
+func ClaimedBefore(a time.Time, aName string, b time.Time, bName string) bool {
+	return claimsFirst(claimOrder(a), aName, claimOrder(b), bName)
+}
+
 // claimOrder is a record's creation time as the index compares it: Unix
 // nanoseconds, and a record without one (the API server always sets it)
 // after every record that has one.
