@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"sort"
@@ -72,6 +71,7 @@ type WhoisOptions struct {
 	Environment    string
 	Routes         []webhookserver.Route
 	TrustedProxies []netip.Prefix
+	TrustedHops    int
 	ForwardedFor   string
 }
 
@@ -83,8 +83,8 @@ const WhoisUsage = `Usage:
 Prints the key's owner (the MeterrAPIKey), which version it is (current; previous until T;
 tombstone since T), the MeterrAPIKey's Ready condition, its limit and restrictions. With
 --ip, --origin, --method or --path (and --environment, --route, --trusted-proxies,
---forwarded-for to mirror the auth server's flags) it also prints what the auth server would
-answer to such a request, and why, as decided by the auth server's own code.
+--trusted-hops, --forwarded-for to mirror the auth server's flags) it also prints what the auth
+server would answer to such a request, and why, as decided by the auth server's own code.
 
 The key records are read with your kubeconfig from --records-namespace (you need list on
 Secrets there), the MeterrAPIKey's condition from its namespace (get on meterrapikeys).
@@ -123,9 +123,8 @@ func (o *WhoisOptions) AddFlags(fs *flag.FlagSet) {
 	o.Routes = nil
 	fs.Var(webhookserver.RouteListFlag(&o.Routes), "route",
 		`As the auth server's --route, repeatable: "METHOD /path/prefix=permission".`)
-	o.TrustedProxies = nil
-	fs.Var(webhookserver.PrefixListFlag(&o.TrustedProxies), "trusted-proxies",
-		"As the auth server's --trusted-proxies: when --ip is one of these, the client is taken from --forwarded-for.")
+	// The auth server's own trust flags: --ip is the TCP peer they apply to.
+	webhookserver.AddTrustFlags(fs, &o.TrustedProxies, &o.TrustedHops)
 	fs.StringVar(&o.ForwardedFor, "forwarded-for", "",
 		"Send this X-Forwarded-For header (believed only when --ip is in --trusted-proxies).")
 }
@@ -133,7 +132,7 @@ func (o *WhoisOptions) AddFlags(fs *flag.FlagSet) {
 // decide reports whether a decision was asked for.
 func (o *WhoisOptions) decide() bool {
 	return o.IP != "" || o.Origin != "" || o.Method != "" || o.Path != "" || o.Environment != "" ||
-		len(o.Routes) > 0 || len(o.TrustedProxies) > 0 || o.ForwardedFor != ""
+		len(o.Routes) > 0 || len(o.TrustedProxies) > 0 || o.TrustedHops != 0 || o.ForwardedFor != ""
 }
 
 func (o *WhoisOptions) validate() error {
@@ -157,6 +156,9 @@ func (o *WhoisOptions) validate() error {
 	}
 	if o.Method != "" && strings.ContainsAny(o.Method, " \t\r\n") {
 		errs = append(errs, fmt.Errorf("--method: %q is not an HTTP method", o.Method))
+	}
+	if err := webhookserver.ValidateTrustFlags(o.TrustedProxies, o.TrustedHops); err != nil {
+		errs = append(errs, err)
 	}
 	switch o.Environment {
 	case "", apikey.EnvDevelopment, apikey.EnvStaging, apikey.EnvProduction:
@@ -372,15 +374,11 @@ func whois(ctx context.Context, c client.Reader, o WhoisOptions, key string, clk
 	if undecodable > 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%d key record(s) in %s could not be decoded and were not searched", undecodable, o.RecordsNamespace))
 	}
-	// One key hash, one owner: the auth server gives a hash claimed by two
-	// records to the record whose Secret was created first (then the
-	// lower name); so does whois.
+	// One key hash, one owner: whois orders the claimants as the auth
+	// server's index does.
 	sort.SliceStable(found, func(i, j int) bool {
 		a, b := found[i].secret, found[j].secret
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
-		}
-		return a.Name < b.Name
+		return index.ClaimedBefore(a.CreationTimestamp.Time, a.Name, b.CreationTimestamp.Time, b.Name)
 	})
 	for _, m := range found[min(1, len(found)):] {
 		if m.hash != found[0].hash {
@@ -391,18 +389,21 @@ func whois(ctx context.Context, c client.Reader, o WhoisOptions, key string, clk
 			m.secret.Name, m.rec.Owner, found[0].secret.Name))
 	}
 
-	var idx webhookserver.Index = index.New()
+	idx := index.New()
+	var entry *authz.Entry
 	if len(found) > 0 {
 		m := found[0]
 		res.describe(m, now)
-		mi := index.New()
-		if err := mi.Upsert(m.secret.Name, m.rec, m.secret.CreationTimestamp.Time); err != nil {
+		if err := idx.Upsert(m.secret.Name, m.rec, m.secret.CreationTimestamp.Time); err != nil {
 			// The parts the auth server cannot use; they fail closed.
 			res.Warnings = append(res.Warnings, "the auth server cannot use all of this record: "+err.Error())
 		}
-		idx = mi
 		if key == "" {
-			idx = anyKeyIndex{idx: mi, hash: m.hash}
+			// No key to present: the version's entry, as the index finds
+			// it for the key.
+			if e, ok := idx.Lookup(m.hash); ok {
+				entry = &e
+			}
 		}
 		res.Resource = readResource(ctx, c, m.rec.Owner)
 		if r := res.Resource; res.Version.State == StateCurrent && r.CurrentKeyID != "" && r.CurrentKeyID != res.KeyID {
@@ -415,7 +416,7 @@ func whois(ctx context.Context, c client.Reader, o WhoisOptions, key string, clk
 	}
 
 	if o.decide() {
-		d, err := decideRequest(ctx, idx, o, key, res, clk)
+		d, err := decideRequest(ctx, idx, entry, o, key, res, clk)
 		if err != nil {
 			return err
 		}
@@ -504,94 +505,52 @@ func readResource(ctx context.Context, c client.Reader, owner record.Owner) *Who
 	return r
 }
 
-// anyKeyIndex answers every lookup with the entry of one key version. With
-// --key-id there is no plaintext key to send, yet the decision must still go
-// through the auth server's handler, not a copy of its rules: whois sends a
-// well-formed key of its own (which passes the handler's shape and checksum
-// test) and this index hands the handler the found version's entry for it,
-// as the real index would for the real key. Past the lookup the decision
-// does not depend on the key's bytes: only on the entry (policy, expiry), the
-// request and the server's configuration.
-type anyKeyIndex struct {
-	idx  *index.Index
-	hash apikey.Hash
-}
-
-func (x anyKeyIndex) Lookup(apikey.Hash) (authz.Entry, bool) { return x.idx.Lookup(x.hash) }
-
-// decideRequest runs the request the flags describe through the auth
-// server's own handler, with an index that holds only the found record, an
-// in-memory limiter and the clock.
-func decideRequest(ctx context.Context, idx webhookserver.Index, o WhoisOptions, key string, res *WhoisResult, clk clock.PassiveClock) (*WhoisDecision, error) {
+// decideRequest has the auth server's own code explain the request the
+// flags describe (webhookserver.Server.Explain), with an index that holds
+// only the found record, an in-memory limiter and the clock. entry, with
+// --key-id, is the found version's.
+func decideRequest(ctx context.Context, idx webhookserver.Index, entry *authz.Entry, o WhoisOptions, key string, res *WhoisResult, clk clock.PassiveClock) (*WhoisDecision, error) {
 	srv, err := webhookserver.NewServer(webhookserver.ServerConfig{
 		Index:          idx,
 		Limiter:        ratelimit.NewMemory(),
 		Clock:          clk,
 		Environment:    o.Environment,
 		TrustedProxies: o.TrustedProxies,
+		TrustedHops:    o.TrustedHops,
 		Routes:         o.Routes,
 	})
 	if err != nil {
 		return nil, err
 	}
 	srv.SetReady(true)
-	if key == "" {
-		// See anyKeyIndex. The prefix does not matter to the decision
-		// (environments are compared from the record), but match it.
-		env := apikey.EnvProduction
-		if res.Policy != nil {
-			env = res.Policy.Environment
-		}
-		if key, err = apikey.Generate(env); err != nil {
-			return nil, err
-		}
-	}
 	method := o.Method
 	if method == "" {
 		method = http.MethodGet
 	}
-	target := "/v1/auth/check" + o.Path
-	req := httptest.NewRequestWithContext(ctx, method, target, nil)
-	req.RemoteAddr = ""
-	if o.IP != "" {
-		a, _ := netip.ParseAddr(o.IP)
-		req.RemoteAddr = netip.AddrPortFrom(a, 50000).String()
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
+	h := http.Header{}
 	if o.Origin != "" {
-		req.Header.Set("Origin", o.Origin)
+		h.Set("Origin", o.Origin)
 	}
 	if o.ForwardedFor != "" {
-		req.Header.Set("X-Forwarded-For", o.ForwardedFor)
+		h.Set("X-Forwarded-For", o.ForwardedFor)
 	}
-	rec := httptest.NewRecorder()
-	srv.ServeHTTP(rec, req)
+	req := webhookserver.Request{Endpoint: webhookserver.EndpointCheck, Headers: webhookserver.HTTPHeaders(h), Method: method, Path: o.Path}
+	if key != "" {
+		req.Credential = "Bearer " + key
+	}
+	if o.IP != "" {
+		req.Peer, _ = netip.ParseAddr(o.IP)
+	}
+	x := srv.Explain(ctx, req, entry)
 
 	d := &WhoisDecision{
-		Request: WhoisRequest{Method: method, URL: target, IP: o.IP, Origin: o.Origin,
+		Request: WhoisRequest{Method: method, URL: "/v1/auth/check" + o.Path, IP: o.IP, Origin: o.Origin,
 			ForwardedFor: o.ForwardedFor, Environment: o.Environment},
-		Status: rec.Code,
+		Status: x.Status, Code: x.Code, Type: x.Type, Message: x.Message,
+		Permissions: x.Permissions, Environment: x.Environment,
 	}
 	for _, r := range o.Routes {
 		d.Request.Routes = append(d.Request.Routes, r.String())
-	}
-	var body struct {
-		Permissions []string `json:"permissions"`
-		Environment string   `json:"environment"`
-		Error       *struct {
-			Type    string `json:"type"`
-			Message string `json:"message"`
-			Code    string `json:"code"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
-		return nil, fmt.Errorf("the auth server's answer is not JSON: %w", err)
-	}
-	if body.Error != nil {
-		d.Code, d.Type, d.Message = body.Error.Code, body.Error.Type, body.Error.Message
-	} else {
-		d.Code = "ok"
-		d.Permissions, d.Environment = body.Permissions, body.Environment
 	}
 	d.Why = why(d, res, o)
 	return d, nil

@@ -38,21 +38,16 @@ const (
 	DefaultMinRotationInterval = time.Minute
 )
 
-// Requests per hour of each tier; 0 is unlimited.
-var tierLimits = map[authv1alpha1.Tier]int64{
-	authv1alpha1.TierStandard:   1000,
-	authv1alpha1.TierPro:        10000,
-	authv1alpha1.TierEnterprise: 0,
-}
-
 // workload is what the workload Secret holds, as far as a decision cares.
 type workload struct {
 	exists bool
 	// owned: the Secret's controller reference is this MeterrAPIKey.
 	owned bool
 	// key is the plaintext under api-key when the Secret is intact: both
-	// data keys hold the same well-formed key of the right environment.
+	// data keys hold the same well-formed key of the right environment;
+	// hash is its SHA-256, computed once when the Secret is read.
 	key    string
+	hash   apikey.Hash
 	intact bool
 }
 
@@ -134,7 +129,7 @@ func decideIssue(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, wl workload
 			message: "the workload Secret holds a key that was not issued to this MeterrAPIKey: issued a new key"}
 	}
 	{
-		i := findVersion(rec, apikey.HashOf(wl.key).String())
+		i := findVersion(rec, wl.hash.String())
 		if i < 0 || rec.Keys[i].ExpiresAt != nil {
 			return decision{issue: true, reason: authv1alpha1.ReasonSecretModified, drift: true,
 				message: "the workload Secret holds a key that is not the current one: issued a new key"}
@@ -230,7 +225,7 @@ func policyFor(mak *authv1alpha1.MeterrAPIKey) record.Policy {
 	if tier == "" {
 		tier = authv1alpha1.TierStandard
 	}
-	p.RequestsPerHour = tierLimits[tier]
+	p.RequestsPerHour = tier.RequestsPerHour()
 	if rph := mak.Spec.RateLimit.RequestsPerHour; rph != nil {
 		p.RequestsPerHour = *rph
 	}

@@ -32,7 +32,7 @@ func TestDecideIssue(t *testing.T) {
 	old := cur
 	old.ExpiresAt = mt(t0.Add(time.Hour))
 	recOld := &record.Record{Keys: []record.Version{old}}
-	intact := workload{exists: true, owned: true, intact: true, key: key}
+	intact := workload{exists: true, owned: true, intact: true, key: key, hash: apikey.HashOf(key)}
 	base := func() *authv1alpha1.MeterrAPIKey {
 		return &authv1alpha1.MeterrAPIKey{
 			ObjectMeta: metav1.ObjectMeta{Name: "k"},
@@ -202,10 +202,10 @@ func TestRebuildable(t *testing.T) {
 		wl   workload
 		want bool
 	}{
-		{"its own key, in its own Secret", mak, workload{exists: true, owned: true, intact: true, key: key}, true},
-		{"a key its status does not name", mak, workload{exists: true, owned: true, intact: true, key: other}, false},
-		{"a Secret it does not control", mak, workload{exists: true, intact: true, key: key}, false},
-		{"no key issued yet", &authv1alpha1.MeterrAPIKey{}, workload{exists: true, owned: true, intact: true, key: key}, false},
+		{"its own key, in its own Secret", mak, workload{exists: true, owned: true, intact: true, key: key, hash: apikey.HashOf(key)}, true},
+		{"a key its status does not name", mak, workload{exists: true, owned: true, intact: true, key: other, hash: apikey.HashOf(other)}, false},
+		{"a Secret it does not control", mak, workload{exists: true, intact: true, key: key, hash: apikey.HashOf(key)}, false},
+		{"no key issued yet", &authv1alpha1.MeterrAPIKey{}, workload{exists: true, owned: true, intact: true, key: key, hash: apikey.HashOf(key)}, false},
 		{"a broken Secret", mak, workload{exists: true, owned: true}, false},
 	}
 	for _, tc := range cases {

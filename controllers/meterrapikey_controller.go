@@ -94,6 +94,16 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, r.finalize(ctx, mak)
 	}
 
+	if mak.Namespace != r.RecordsNamespace {
+		if err := r.addFinalizer(ctx, mak); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.markIssuing(ctx, mak); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	// One snapshot, one status patch at the end, whatever happened.
 	var res ctrl.Result
 	var err error
 	orig := mak.DeepCopy()
@@ -108,13 +118,6 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
 		mak.Status.ObservedGeneration = mak.Generation
 	} else {
-		if err := r.addFinalizer(ctx, mak); err != nil {
-			return ctrl.Result{}, err
-		}
-		if err := r.markIssuing(ctx, mak); err != nil {
-			return ctrl.Result{}, err
-		}
-		orig = mak.DeepCopy()
 		res, err = r.reconcile(ctx, mak)
 		if err != nil {
 			setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonReconcileError, err.Error())
@@ -123,12 +126,22 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			mak.Status.ObservedGeneration = mak.Generation
 		}
 	}
-	if !equality.Semantic.DeepEqual(orig.Status, mak.Status) {
-		if perr := r.Status().Patch(ctx, mak, client.MergeFrom(orig)); perr != nil {
-			return ctrl.Result{}, errors.Join(err, fmt.Errorf("writing status: %w", perr))
-		}
+	if perr := r.patchStatus(ctx, orig, mak); perr != nil {
+		return ctrl.Result{}, errors.Join(err, perr)
 	}
 	return res, err
+}
+
+// patchStatus writes mak's status when it differs from orig's: the one way
+// this controller writes status.
+func (r *MeterrAPIKeyReconciler) patchStatus(ctx context.Context, orig, mak *authv1alpha1.MeterrAPIKey) error {
+	if equality.Semantic.DeepEqual(orig.Status, mak.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, mak, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("writing status: %w", err)
+	}
+	return nil
 }
 
 // addFinalizer adds the finalizer with a patch of the finalizer list alone:
@@ -158,10 +171,7 @@ func (r *MeterrAPIKeyReconciler) markIssuing(ctx context.Context, mak *authv1alp
 	const msg = "issuing the first key"
 	setReady(mak, metav1.ConditionUnknown, authv1alpha1.ReasonIssuing, msg)
 	setCondition(mak, authv1alpha1.ConditionReconciling, metav1.ConditionTrue, authv1alpha1.ReasonIssuing, msg)
-	if err := r.Status().Patch(ctx, mak, client.MergeFrom(orig)); err != nil {
-		return fmt.Errorf("writing status: %w", err)
-	}
-	return nil
+	return r.patchStatus(ctx, orig, mak)
 }
 
 // reconcile does the work and fills mak.Status; the caller writes it.
@@ -194,7 +204,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	// included). Anything else in the Secret may be a key learnt from
 	// another tenant; it is replaced, never recorded.
 	if rec == nil && rebuildable(mak, wl) {
-		rec = r.rebuildRecord(mak, wlSecret, wl.key, now)
+		rec = r.rebuildRecord(mak, wlSecret, wl, now)
 		r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonRecordRebuilt, "Rebuild",
 			"the key record was missing: rebuilt it from the workload Secret; older key versions are no longer accepted")
 	}
@@ -208,12 +218,12 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	}
 	currentHash := ""
 	if d.issue {
-		var v record.Version
 		delivered := ""
 		if wl.intact {
-			delivered = apikey.HashOf(wl.key).String()
+			delivered = wl.hash.String()
 		}
-		v, recSecret, wlSecret, err = r.issue(ctx, mak, recSecret, rec, wlSecret, delivered, now)
+		var v record.Version
+		v, rec, recSecret, wlSecret, wl, err = r.issue(ctx, mak, recSecret, rec, wlSecret, delivered, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -225,13 +235,9 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			evType = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(mak, nil, evType, d.reason, "Issue", "%s (key %s)", d.message, v.ID)
-		// The settle step below works on what issue wrote, so no read is needed.
-		if rec, err = record.Decode(recSecret); err != nil {
-			return ctrl.Result{}, err
-		}
-		wl = workload{exists: true, owned: true, intact: true, key: string(wlSecret.Data[authv1alpha1.DataKeyAPIKey])}
+		// The settle step below works on what issue wrote: no read, no decode.
 	} else if wl.intact {
-		currentHash = apikey.HashOf(wl.key).String()
+		currentHash = wl.hash.String()
 	}
 
 	// Settle: policy, expiries of superseded versions, tombstones, metadata.
@@ -246,7 +252,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 		return ctrl.Result{}, err
 	}
 	if i := findVersion(desired, currentHash); i >= 0 && !d.issue { // issue has just applied it
-		if err := r.applyWorkload(ctx, mak, wlSecret, wl.key, desired.Keys[i].NotBefore.Time); err != nil {
+		if err := r.applyWorkload(ctx, mak, wlSecret, wl, desired.Keys[i].NotBefore.Time); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -296,21 +302,24 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 // status names that very key as the one it was issued.
 func rebuildable(mak *authv1alpha1.MeterrAPIKey, wl workload) bool {
 	return wl.intact && wl.owned && mak.Status.CurrentKey != nil &&
-		mak.Status.CurrentKey.ID == apikey.HashOf(wl.key).ID()
+		mak.Status.CurrentKey.ID == wl.hash.ID()
 }
 
 // issue writes a new key: first to the record, then to the workload Secret,
 // so every key a workload can ever read is already accepted. It returns the
-// new version and both Secrets as written; the plaintext leaves this
-// function only in the workload Secret.
+// new version, the record it wrote, both Secrets as written and the
+// workload as it now stands; the plaintext leaves this function only in the
+// workload Secret and its workload.
 func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.MeterrAPIKey,
-	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, deliveredHash string, now time.Time) (record.Version, *corev1.Secret, *corev1.Secret, error) {
+	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, deliveredHash string, now time.Time,
+) (record.Version, *record.Record, *corev1.Secret, *corev1.Secret, workload, error) {
 	key, err := apikey.Generate(environment(mak))
 	if err != nil {
-		return record.Version{}, nil, nil, fmt.Errorf("generating key: %w", err)
+		return record.Version{}, nil, nil, nil, workload{}, fmt.Errorf("generating key: %w", err)
 	}
 	issuedAt := now.Truncate(time.Second)
-	v := record.NewVersion(key, issuedAt)
+	h := apikey.HashOf(key)
+	v := record.NewVersionOf(key, h, issuedAt)
 
 	next := &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak)}
 	if rec != nil {
@@ -318,23 +327,23 @@ func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.Me
 	}
 	next.Keys = append(next.Keys, v)
 	if recSecret, err = r.writeRecord(ctx, mak, recSecret, next); err != nil {
-		return record.Version{}, nil, nil, err
+		return record.Version{}, nil, nil, nil, workload{}, err
 	}
 	s, err := r.writeWorkload(ctx, mak, wlSecret, key, v.ID, issuedAt)
 	if err != nil {
-		return record.Version{}, nil, nil, err
+		return record.Version{}, nil, nil, nil, workload{}, err
 	}
-	return v, recSecret, s, nil
+	return v, next, recSecret, s, workload{exists: true, owned: true, intact: true, key: key, hash: h}, nil
 }
 
-func (r *MeterrAPIKeyReconciler) rebuildRecord(mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, key string, now time.Time) *record.Record {
+func (r *MeterrAPIKeyReconciler) rebuildRecord(mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, wl workload, now time.Time) *record.Record {
 	issuedAt := now.Truncate(time.Second)
 	if c := mak.Status.CurrentKey; c != nil && !c.IssuedAt.IsZero() {
 		issuedAt = c.IssuedAt.Time
 	} else if t, err := time.Parse(time.RFC3339, s.Annotations[authv1alpha1.AnnotationIssuedAt]); err == nil {
 		issuedAt = t
 	}
-	return &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak), Keys: []record.Version{record.NewVersion(key, issuedAt)}}
+	return &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak), Keys: []record.Version{record.NewVersionOf(wl.key, wl.hash, issuedAt)}}
 }
 
 // readRecord reads the key record uncached; a missing record is (nil, nil, nil).
@@ -372,7 +381,7 @@ func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1al
 	key := string(s.Data[authv1alpha1.DataKeyAPIKey])
 	if apikey.Parse(key) == nil && string(s.Data[authv1alpha1.DataKeyEnv]) == key &&
 		apikey.IsLive(key) == (environment(mak) == apikey.EnvProduction) {
-		wl.key, wl.intact = key, true
+		wl.key, wl.hash, wl.intact = key, apikey.HashOf(key), true
 	}
 	return s, wl, nil
 }
@@ -412,8 +421,8 @@ func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alp
 
 // applyWorkload keeps the workload Secret's key, labels and annotations in
 // line with the spec, writing only when something the operator owns differs.
-func (r *MeterrAPIKeyReconciler) applyWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, key string, issuedAt time.Time) error {
-	keyID := apikey.HashOf(key).ID()
+func (r *MeterrAPIKeyReconciler) applyWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, wl workload, issuedAt time.Time) error {
+	keyID := wl.hash.ID()
 	labels, annotations := workloadMeta(mak, keyID, issuedAt)
 	if hasAll(s.Labels, labels) && hasAll(s.Annotations, annotations) && s.Type == corev1.SecretTypeOpaque {
 		ownedLabels, ownedAnnotations, applied := ownedMetadata(s, FieldManager)
@@ -421,7 +430,7 @@ func (r *MeterrAPIKeyReconciler) applyWorkload(ctx context.Context, mak *authv1a
 			return nil
 		}
 	}
-	_, err := r.writeWorkload(ctx, mak, s, key, keyID, issuedAt)
+	_, err := r.writeWorkload(ctx, mak, s, wl.key, keyID, issuedAt)
 	return err
 }
 

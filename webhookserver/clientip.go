@@ -2,7 +2,6 @@ package webhookserver
 
 import (
 	"fmt"
-	"net/http"
 	"net/netip"
 	"strings"
 
@@ -30,13 +29,6 @@ func (s *Server) clientAddr(conn netip.Addr, vouched bool, claimed netip.Addr, x
 		from = claimed
 	}
 	return forwardedClient(from, xff, s.trusted, s.hops)
-}
-
-// httpClient is clientAddr for an HTTP request: the TCP peer, vouched for by
-// --trusted-proxies alone.
-func (s *Server) httpClient(r *http.Request) netip.Addr {
-	peer := parsePeer(r.RemoteAddr)
-	return s.clientAddr(peer, isTrusted(peer, s.trusted), netip.Addr{}, r.Header["X-Forwarded-For"])
 }
 
 // clientIP is forwardedClient from an http.Request.RemoteAddr, without

@@ -3,7 +3,6 @@ package webhookserver
 import (
 	"fmt"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -83,48 +82,9 @@ func (d *decisionLog) take(now time.Time) (droppedBefore uint64, ok bool) {
 	return droppedBefore, true
 }
 
-// logDecision writes the line for a decision, if the mode and the rate
-// allow. It works out again what it reports (the key's record, the client
-// address, the original request) rather than making the decision carry it,
-// so that with the log off the decision does no extra work.
-func (s *Server) logDecision(r *http.Request, c authz.Code, need authz.Permission) {
-	droppedBefore, ok := s.admitDecisionLine(c)
-	if !ok {
-		return
-	}
-	l := decisionLine{droppedBefore: droppedBefore, code: c, cred: credential(r.Header), peer: r.RemoteAddr, xff: strings.Join(r.Header["X-Forwarded-For"], ", "),
-		originHost: requestHost(r.Header), endpoint: "verify", method: r.Method, path: r.URL.Path, required: need}
-	l.client = s.httpClient(r)
-	if l.path != verifyPath {
-		l.endpoint = "check"
-		l.method, l.path = originalForLog(r)
-	}
-	s.writeDecisionLine(&l)
-}
-
-// decisionLine is what a --log-decisions line reports, which each
-// front-end works out of its own request (logDecision for HTTP,
-// logCheckDecision for gRPC); writeDecisionLine writes it the same way for
-// both.
-type decisionLine struct {
-	// droppedBefore is what admitDecisionLine returned.
-	droppedBefore uint64
-	code          authz.Code
-	// cred is the request's Authorization value: the key's id and owner are
-	// looked up again from it. Never logged.
-	cred string
-	// client is the address the allowlist is checked against (invalid:
-	// unknown); peer the TCP peer as text; source the client address a gRPC
-	// caller stated (attributes.source.address), believed only from a
-	// vouched-for peer.
-	client           netip.Addr
-	peer, source     string
-	xff, originHost  string
-	endpoint, method string
-	// path is the original request's, without query or fragment.
-	path     string
-	required authz.Permission
-}
+// logsDecisions says whether decisions are logged: a front-end works out
+// what only the log shows (the original method and path) only then.
+func (s *Server) logsDecisions() bool { return s.dlog != nil }
 
 // admitDecisionLine says whether a decision of code c gets a line: by the
 // mode, then by the rate (a dropped line is counted). The front-ends ask it
@@ -141,43 +101,56 @@ func (s *Server) admitDecisionLine(c authz.Code) (droppedBefore uint64, ok bool)
 	return droppedBefore, ok
 }
 
-// writeDecisionLine writes l, which admitDecisionLine let through.
-func (s *Server) writeDecisionLine(l *decisionLine) {
+// logDecision writes the line of the answer a to req, if the mode and the
+// rate allow, the same for every front-end; never the key. in is what the
+// decision read, looked whether it looked the key up; what the decision did
+// not need (the key's record for a request refused before the lookup, the
+// client address and origin of a key without restrictions) is worked out
+// here, so that with the log off the decision does no extra work.
+func (s *Server) logDecision(req *Request, a *Answer, in *authz.Input, looked bool) {
+	droppedBefore, ok := s.admitDecisionLine(a.Code)
+	if !ok {
+		return
+	}
 	kv := make([]any, 0, 26)
-	kv = append(kv, "code", l.code.String())
-	// The key's id and owner, looked up again by the key's hash, also for a
-	// disabled or expired key; the key itself is never logged.
-	if tok, ok := authz.BearerToken(l.cred); ok && apikey.Parse(tok) == nil {
-		if e, found := s.index.Lookup(apikey.HashOf(tok)); found {
-			// Copies: the index's strings must not outlive the request,
-			// and a log sink may keep what it is given.
-			kv = append(kv, "keyId", strings.Clone(e.KeyID), "owner", strings.Clone(e.Policy.Owner()))
+	kv = append(kv, "code", a.Code.String())
+	// The key's id and owner, also for a disabled or expired key; the key
+	// itself is never logged.
+	e, found := in.Entry, in.Found
+	if !looked {
+		if tok, ok := authz.BearerToken(req.Credential); ok && apikey.Parse(tok) == nil {
+			e, found = s.index.Lookup(apikey.HashOf(tok))
 		}
 	}
-	client, peer := "unknown", "unknown"
-	if l.client.IsValid() {
-		client = l.client.String()
+	if found {
+		// Copies: the index's strings must not outlive the request, and a
+		// log sink may keep what it is given.
+		kv = append(kv, "keyId", strings.Clone(e.KeyID), "owner", strings.Clone(e.Policy.Owner()))
 	}
-	if l.peer != "" {
-		peer = l.peer
+	client, peer := "unknown", "unknown"
+	if c := s.client(req); c.IsValid() {
+		client = c.String()
+	}
+	if p := req.peerText(); p != "" {
+		peer = p
 	}
 	kv = append(kv, "client", client, "peer", peer)
-	if l.source != "" {
-		kv = append(kv, "source", l.source)
+	if req.Claimed.IsValid() {
+		kv = append(kv, "source", req.Claimed.String())
 	}
-	if l.xff != "" {
-		kv = append(kv, "xForwardedFor", loggable(l.xff))
+	if xff := req.Headers.joined("X-Forwarded-For", "x-forwarded-for"); xff != "" {
+		kv = append(kv, "xForwardedFor", loggable(xff))
 	}
-	if l.originHost != "" {
-		kv = append(kv, "originHost", l.originHost)
+	if host := req.Headers.originHost(); host != "" {
+		kv = append(kv, "originHost", host)
 	}
 	required := "none"
-	if l.required != 0 {
-		required = l.required.String()
+	if req.Required != 0 {
+		required = req.Required.String()
 	}
-	kv = append(kv, "endpoint", l.endpoint, "method", loggable(l.method), "path", loggable(l.path), "required", required)
-	if l.droppedBefore > 0 {
-		kv = append(kv, "droppedBefore", l.droppedBefore)
+	kv = append(kv, "endpoint", req.Endpoint.String(), "method", loggable(req.Method), "path", loggable(req.Path), "required", required)
+	if droppedBefore > 0 {
+		kv = append(kv, "droppedBefore", droppedBefore)
 	}
 	s.dlog.log.Info("decision", kv...)
 }

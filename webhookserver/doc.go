@@ -18,12 +18,17 @@
 // nothing ever logs, prints or labels a plaintext key or a key hash.
 //
 // The decision itself, and the rules above, are package authz's
-// (authz.Decider.Decide): this package is the front-end around it. For each
-// request it works out the facts (the key from Authorization, the entry the
-// index finds for it, the client address and origin host when the key's
-// restrictions need them, the permission the route rules require), asks
-// authz for the Decision and renders it: as the HTTP answer (server.go,
-// respond.go; nginx.go for NGINX's auth_request) or as an Envoy ext_authz
+// (authz.Decider.Decide): this package is the front-end around it. Every
+// front-end converts its own request into one Request (request.go: the
+// credential, the connection's peer and what it claims, the headers, the
+// permission required): HTTP verify and forward-auth in server.go, Envoy's
+// ext_authz Check in grpc.go. Server.decide (answer.go) is the one path
+// for all of them: it looks the key up, works out the client address (by
+// the one trust rule, Server.clientAddr) and origin host only when the key's
+// restrictions need them, asks authz for the Decision, counts and logs it,
+// and returns one Answer: status, error code, headers to add and to remove,
+// body, rate-limit state. The front-end renders the Answer: as the HTTP
+// answer (server.go; nginx.go for NGINX's auth_request) or as an Envoy
 // CheckResponse (grpc.go). Everything an answer shows is rendered here: the
 // error bodies, the header values and the 200 answer's fragments, the
 // latter once per policy class (see classText).

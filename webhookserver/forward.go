@@ -40,41 +40,24 @@ const (
 // upstream application reads the path.
 func forEachOriginal(r *http.Request, fn func(method, path string)) (found, ok bool) {
 	ok = true
-	emit := func(method string, candidates func(func(string))) {
-		found = true
-		upper := strings.ToUpper(method)
-		// An upstream serves HEAD as it serves GET (net/http, and most
-		// servers, run the GET handler and drop the body), so GET's
-		// rules govern a HEAD request too.
-		head := upper == http.MethodHead
-		candidates(func(p string) {
-			fn(method, p)
-			if upper != method {
-				fn(upper, p)
-			}
-			if head {
-				fn(http.MethodGet, p)
-			}
-		})
-	}
 	source := func(method, raw string) {
 		p, valid := originalPath(raw)
 		if !valid {
 			found, ok = true, false
 			return
 		}
-		emit(method, func(f func(string)) { pathSpellings(p, f) })
+		found = true
+		forOriginal(method, p, fn)
 	}
 
 	if suffix, isEnvoy := strings.CutPrefix(r.URL.Path, checkPath); isEnvoy && suffix != "" {
 		// Envoy: the original path (decoded by our URL parser) and, when
 		// the encoding differed, the raw form as sent.
-		emit(r.Method, func(f func(string)) {
-			pathSpellings(suffix, f)
-			if raw, isRaw := strings.CutPrefix(r.URL.RawPath, checkPath); isRaw && strings.HasPrefix(raw, "/") {
-				pathSpellings(raw, f)
-			}
-		})
+		found = true
+		forOriginal(r.Method, suffix, fn)
+		if raw, isRaw := strings.CutPrefix(r.URL.RawPath, checkPath); isRaw && strings.HasPrefix(raw, "/") {
+			forOriginal(r.Method, raw, fn)
+		}
 	}
 	h := r.Header
 	if v, present := h["X-Forwarded-Uri"]; present {
@@ -96,6 +79,26 @@ func forEachOriginal(r *http.Request, fn func(method, path string)) (found, ok b
 		source(methodOr(h["X-Original-Method"], r.Method), v[0])
 	}
 	return found, ok
+}
+
+// forOriginal calls fn with every reading of one original request: each
+// spelling of path (pathSpellings), with the method as sent and upper-cased,
+// and a HEAD request also as GET. An upstream serves HEAD as it serves GET (net/http,
+// and most servers, run the GET handler and drop the body), so GET's rules
+// govern a HEAD request too. Every front-end reads an original request this
+// way (forEachOriginal, Server.checkRequest).
+func forOriginal(method, path string, fn func(method, path string)) {
+	upper := strings.ToUpper(method)
+	head := upper == http.MethodHead
+	pathSpellings(path, func(p string) {
+		fn(method, p)
+		if upper != method {
+			fn(upper, p)
+		}
+		if head {
+			fn(http.MethodGet, p)
+		}
+	})
 }
 
 func methodOr(v []string, def string) string {

@@ -90,21 +90,24 @@ func setHealth(hs *health.Server, serving bool) {
 	hs.SetServingStatus(authorizationService, st)
 }
 
-// Check implements envoy.service.auth.v3.Authorization.
+// Check implements envoy.service.auth.v3.Authorization: it converts the
+// CheckRequest (checkRequest), Server.decide answers it, and checkAnswer
+// renders the Answer.
 func (x *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	s := x.s
 	start := s.clock.Now()
 	ctx, cancel := context.WithTimeout(ctx, grpcCallTimeout)
 	defer cancel()
-	d, body := s.decideCheckRequest(ctx, req, start)
-	s.metrics.decisions[d.Code].Inc()
-	s.metrics.duration.Observe(s.clock.Since(start).Seconds())
-	return s.checkResponse(&d, body), nil
+	r := s.checkRequest(ctx, req)
+	a := s.decide(ctx, &r, start)
+	return checkAnswer(&a), nil
 }
 
-// decideCheckRequest works out the facts of a CheckRequest and decides; body
-// is the answer of a request it cannot read (invalid_request), else nil.
-func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckRequest, now time.Time) (d authz.Decision, body []byte) {
+// checkRequest converts a CheckRequest into a Request: the connection's peer
+// (grpcCaller) and the client address it claims, the headers, and the
+// permission required by the context extension or by the route rules on the
+// original method and path.
+func (s *Server) checkRequest(ctx context.Context, req *authv3.CheckRequest) Request {
 	attrs := req.GetAttributes()
 	hr := attrs.GetRequest().GetHttp()
 	h := hr.GetHeaders()
@@ -112,41 +115,39 @@ func (s *Server) decideCheckRequest(ctx context.Context, req *authv3.CheckReques
 		// Envoy sends header_map instead with encode_raw_headers.
 		h = rawHeaders(hr.GetHeaderMap())
 	}
-	conn, vouched := s.grpcCaller(ctx)
-	claimed := netip.Addr{}
+	r := Request{Endpoint: EndpointGRPC, Credential: h["authorization"], Headers: EnvoyHeaders(h), Method: hr.GetMethod()}
+	r.Peer, r.Vouched = s.grpcCaller(ctx)
 	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		if a, err := netip.ParseAddr(sa.GetAddress()); err == nil {
-			claimed = a.Unmap().WithZone("")
+			r.Claimed = a.Unmap().WithZone("")
 		}
 	}
-	in := authz.Input{OriginHost: originHost(h), Now: now}
-	if xff, ok := h["x-forwarded-for"]; ok {
-		in.ClientIP = s.clientAddr(conn, vouched, claimed, []string{xff})
-	} else {
-		in.ClientIP = s.clientAddr(conn, vouched, claimed, nil)
-	}
-	if s.dlog != nil {
-		defer func() {
-			s.logCheckDecision(&d, &in, h["authorization"], conn, claimed, h["x-forwarded-for"], hr.GetMethod(), hr.GetPath())
-		}()
+	path, pathOK := originalPath(hr.GetPath())
+	if pathOK {
+		r.Path = path
+	} else if hr.GetPath() != "" {
+		r.Path = "(malformed)"
 	}
 
-	explicit := false
 	if v, ok := attrs.GetContextExtensions()[PermissionExtension]; ok {
 		n, valid := authz.ParsePermissions(v)
 		if !valid {
-			return authz.Decision{Code: authz.InvalidRequest}, bodyUnknownExtension
+			r.Refusal = bodyUnknownExtension
+			return r
 		}
-		in.Required, explicit = n, true
+		r.Required = n
+		return r
 	}
-	if !explicit && len(s.routes) > 0 {
-		p, ok := originalPath(hr.GetPath())
-		if !ok || hr.GetPath() == "" {
-			return authz.Decision{Code: authz.InvalidRequest}, bodyNoOriginalGRPC
+	if len(s.routes) > 0 {
+		if !pathOK {
+			r.Refusal = bodyNoOriginalGRPC
+			return r
 		}
-		in.Required = s.routes.need(hr.GetMethod(), p)
+		need := authz.Permission(0)
+		forOriginal(r.Method, path, func(method, path string) { need |= s.routes.match(method, path) })
+		r.Required = need
 	}
-	return s.decideFrom(ctx, h["authorization"], in, nil), nil
+	return r
 }
 
 // grpcCaller returns the address of the connection a call came on and
@@ -169,33 +170,6 @@ func (s *Server) grpcCaller(ctx context.Context) (netip.Addr, bool) {
 	return a, a.IsValid() && isTrusted(a, s.trusted)
 }
 
-// logCheckDecision writes the --log-decisions line of a gRPC check, with the
-// fields of the HTTP line (see writeDecisionLine); endpoint is "grpc". Never
-// the key.
-func (s *Server) logCheckDecision(d *authz.Decision, in *authz.Input, cred string, conn, source netip.Addr, xff, method, path string) {
-	droppedBefore, ok := s.admitDecisionLine(d.Code)
-	if !ok {
-		return
-	}
-	l := decisionLine{droppedBefore: droppedBefore, code: d.Code, cred: cred, client: in.ClientIP, xff: xff, originHost: in.OriginHost,
-		endpoint: "grpc", method: method, required: d.Required}
-	if conn.IsValid() {
-		l.peer = conn.String()
-	}
-	if source.IsValid() {
-		l.source = source.String()
-	}
-	if p, ok := originalPath(path); ok {
-		l.path = p
-	} else if path != "" {
-		l.path = "(malformed)"
-	}
-	if l.required == 0 {
-		l.required = in.Required
-	}
-	s.writeDecisionLine(&l)
-}
-
 // rawHeaders reads Envoy's header_map into the lower-case map of headers;
 // repeated headers are joined with "," as Envoy joins them in headers.
 func rawHeaders(m *corev3.HeaderMap) map[string]string {
@@ -216,34 +190,6 @@ func rawHeaders(m *corev3.HeaderMap) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// originHost is requestHost for Envoy's lower-case header map.
-func originHost(h map[string]string) string {
-	if v, ok := h["origin"]; ok {
-		return hostOfURL(v)
-	}
-	if v, ok := h["referer"]; ok {
-		return hostOfURL(v)
-	}
-	return ""
-}
-
-// need returns what the route rules require of method and path, read as
-// forEachOriginal reads an original request: in every spelling of the path,
-// with the upper-case method too, and a HEAD request also as GET.
-func (t routeTable) need(method, path string) (need authz.Permission) {
-	upper := strings.ToUpper(method)
-	pathSpellings(path, func(p string) {
-		need |= t.match(method, p)
-		if upper != method {
-			need |= t.match(upper, p)
-		}
-		if upper == http.MethodHead {
-			need |= t.match(http.MethodGet, p)
-		}
-	})
-	return need
 }
 
 var (
@@ -273,15 +219,16 @@ func grpcCodeOf(status int) grpccodes.Code {
 	}
 }
 
-// checkResponse renders d (with body, see appendBody): allowed, the identity and rate-limit headers for
-// the upstream (overwriting any the client sent), the rate-limit headers for
-// the client, and authorization removed; denied, the HTTP answer's status,
-// headers and error body.
-func (s *Server) checkResponse(d *authz.Decision, body []byte) *authv3.CheckResponse {
-	hs := s.appendHeaders(make([]header, 0, 12), d, true)
-	if d.Allowed() {
+// checkAnswer renders a as a CheckResponse: allowed, the identity and
+// rate-limit headers for the upstream (overwriting any the client sent),
+// the rate-limit headers for the client, and authorization removed;
+// denied, the HTTP answer's status, headers and error body.
+func checkAnswer(a *Answer) *authv3.CheckResponse {
+	hs := make([]header, 0, 12)
+	a.eachHeader(func(name string, v []string) { hs = append(hs, header{name, v[0]}) })
+	if a.Allowed() {
 		opts := headerOptions(hs, nil)
-		ok := &authv3.OkHttpResponse{HeadersToRemove: hvAuthorization, Headers: opts}
+		ok := &authv3.OkHttpResponse{HeadersToRemove: a.remove(), Headers: opts}
 		// The client gets the rate-limit headers, never the identity.
 		for _, o := range opts {
 			if !strings.HasPrefix(o.Header.Key, "x-meterr-") {
@@ -293,10 +240,10 @@ func (s *Server) checkResponse(d *authz.Decision, body []byte) *authv3.CheckResp
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		}
 	}
-	status := d.Code.Status()
+	status := a.Code.Status()
 	denied := &authv3.DeniedHttpResponse{
 		Status: &typev3.HttpStatus{Code: typev3.StatusCode(status)},
-		Body:   string(s.appendBody(nil, d, body)),
+		Body:   string(a.appendBody(nil)),
 		Headers: headerOptions(hs, []header{
 			{"Content-Type", hvJSON[0]},
 			{"Cache-Control", hvNoStore[0]},
@@ -304,10 +251,13 @@ func (s *Server) checkResponse(d *authz.Decision, body []byte) *authv3.CheckResp
 		}),
 	}
 	return &authv3.CheckResponse{
-		Status:       &rpcstatus.Status{Code: int32(grpcCodeOf(status)), Message: d.Code.String()},
+		Status:       &rpcstatus.Status{Code: int32(grpcCodeOf(status)), Message: a.Code.String()},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
 	}
 }
+
+// header is one header of an answer, for a rendering that lists them.
+type header struct{ name, value string }
 
 // headerOptions converts first and then hs into header options that
 // overwrite, in three allocations.

@@ -27,6 +27,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 )
 
 // grpcFixture serves a fixture's Server over gRPC on loopback and holds a
@@ -598,10 +599,10 @@ func FuzzCheckRequest(f *testing.F) {
 // counted.
 type unreachableLimiter struct{}
 
-func (unreachableLimiter) Take(context.Context, string, int64, time.Time) (int64, time.Time, bool) {
+func (unreachableLimiter) Take(context.Context, quota.ID, quota.Limit, time.Time) (int64, time.Time, bool) {
 	return 0, time.Time{}, false
 }
-func (unreachableLimiter) Peek(context.Context, string, int64, time.Time) (int64, time.Time) {
+func (unreachableLimiter) Peek(context.Context, quota.ID, quota.Limit, time.Time) (int64, time.Time) {
 	return 0, time.Time{}
 }
 func (unreachableLimiter) Forget(string) {}

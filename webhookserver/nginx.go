@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-
-	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
 // NGINX's auth_request passes on only 2xx, 401 and 403 from the auth server
@@ -37,18 +35,21 @@ func queryNginxMode(rawQuery string) bool {
 	return false
 }
 
-// nginxDenial writes the NGINX-mode answer of a refusal d (with body, see
-// appendBody).
-func (s *Server) nginxDenial(w http.ResponseWriter, d *authz.Decision, body []byte) {
-	h := w.Header()
-	for _, hv := range s.appendHeaders(make([]header, 0, 8), d, false) {
-		h[hv.name] = []string{hv.value}
+// writeNginx renders a for NGINX's auth_request: the HTTP answer when
+// allowed; a refusal as 401 or 403 with the real answer's headers and body,
+// and its status, code, type and message in X-Meterr-* headers.
+func (s *Server) writeNginx(w http.ResponseWriter, a *Answer) {
+	if a.Allowed() {
+		s.writeHTTP(w, a)
+		return
 	}
-	status := d.Code.Status()
-	b := s.appendBody(nil, d, body)
+	h := w.Header()
+	a.eachHeader(func(name string, v []string) { h[name] = v })
+	status := a.Code.Status()
+	b := a.appendBody(nil)
 	h["X-Meterr-Status"] = []string{strconv.Itoa(status)}
-	h["X-Meterr-Error-Code"] = []string{d.Code.String()}
-	h["X-Meterr-Error-Type"] = []string{d.Code.Type()}
+	h["X-Meterr-Error-Code"] = []string{a.Code.String()}
+	h["X-Meterr-Error-Type"] = []string{a.Code.Type()}
 	h["X-Meterr-Error-Message"] = []string{jsonMessage(b)}
 	if status != http.StatusUnauthorized {
 		status = http.StatusForbidden

@@ -149,14 +149,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		"Namespace holding the key-record Secrets; must match the manager's --records-namespace.")
 	fs.StringVar(&o.Environment, "environment", "",
 		"If set (development, staging or production), keys of any other environment are refused with environment_mismatch. Empty accepts every environment.")
-	o.TrustedProxies = nil
-	fs.Var((*prefixListFlag)(&o.TrustedProxies), "trusted-proxies",
-		"Comma-separated CIDRs (or addresses) of proxies in front of the auth server. When the TCP peer is one of them, "+
-			"the client IP is the right-most X-Forwarded-For address that is not; otherwise X-Forwarded-For is ignored.")
-	fs.IntVar(&o.TrustedHops, "trusted-hops", 0,
-		"If positive, and the TCP peer is in --trusted-proxies, the client IP is the N-th X-Forwarded-For address from the right "+
-			"(1: the address the peer saw), whatever the addresses: for a fixed chain of proxies whose addresses are not known "+
-			"in advance. 0 uses --trusted-proxies alone.")
+	AddTrustFlags(fs, &o.TrustedProxies, &o.TrustedHops)
 	o.Routes = nil
 	fs.Var((*routeListFlag)(&o.Routes), "route",
 		`Route rule for /v1/auth/check, repeatable: "METHOD /path/prefix=permission" (METHOD may be *, permission is read, write or admin). `+
@@ -242,11 +235,8 @@ func (o *Options) Validate() error {
 	if err := validateEnvironment(o.Environment); err != nil {
 		bad("environment", "%v", err)
 	}
-	switch {
-	case o.TrustedHops < 0 || o.TrustedHops > maxTrustedHops:
-		bad("trusted-hops", "must be between 0 and %d, got %d", maxTrustedHops, o.TrustedHops)
-	case o.TrustedHops > 0 && len(o.TrustedProxies) == 0:
-		bad("trusted-hops", "needs --trusted-proxies: X-Forwarded-For is read only from a trusted peer")
+	if err := validateTrustedHops(o.TrustedProxies, o.TrustedHops); err != nil {
+		bad("trusted-hops", "%v", err)
 	}
 	if _, err := compileRoutes(o.Routes); err != nil {
 		bad("route", "%v", err)
@@ -295,6 +285,39 @@ func (o *Options) Validate() error {
 		bad("max-header-bytes", "must be at least %d, got %d", minMaxHeaderBytes, o.MaxHeaderBytes)
 	}
 	return errors.Join(errs...)
+}
+
+// AddTrustFlags registers the flags of the one trust rule (Server.clientAddr)
+// on fs: --trusted-proxies and --trusted-hops. The auth server and whois
+// register the same set, so whois cannot explain an answer the server would
+// not give.
+func AddTrustFlags(fs *flag.FlagSet, proxies *[]netip.Prefix, hops *int) {
+	*proxies = nil
+	fs.Var((*prefixListFlag)(proxies), "trusted-proxies",
+		"Comma-separated CIDRs (or addresses) of proxies in front of the auth server. When the TCP peer is one of them, "+
+			"the client IP is the right-most X-Forwarded-For address that is not; otherwise X-Forwarded-For is ignored.")
+	fs.IntVar(hops, "trusted-hops", 0,
+		"If positive, and the TCP peer is in --trusted-proxies, the client IP is the N-th X-Forwarded-For address from the right "+
+			"(1: the address the peer saw), whatever the addresses: for a fixed chain of proxies whose addresses are not known "+
+			"in advance. 0 uses --trusted-proxies alone.")
+}
+
+// ValidateTrustFlags checks what AddTrustFlags read.
+func ValidateTrustFlags(proxies []netip.Prefix, hops int) error {
+	if err := validateTrustedHops(proxies, hops); err != nil {
+		return fmt.Errorf("--trusted-hops: %w", err)
+	}
+	return nil
+}
+
+func validateTrustedHops(proxies []netip.Prefix, hops int) error {
+	switch {
+	case hops < 0 || hops > maxTrustedHops:
+		return fmt.Errorf("must be between 0 and %d, got %d", maxTrustedHops, hops)
+	case hops > 0 && len(proxies) == 0:
+		return errors.New("needs --trusted-proxies: X-Forwarded-For is read only from a trusted peer")
+	}
+	return nil
 }
 
 // maxTrustedHops bounds --trusted-hops.

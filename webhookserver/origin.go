@@ -1,34 +1,10 @@
 package webhookserver
 
 import (
-	"net/http"
 	"strings"
 
 	"github.com/meterr/meterr-operator/internal/ascii"
 )
-
-// requestHost returns the host a browser request says it comes from: the host
-// of Origin or, without an Origin header, of Referer; without port or
-// trailing dot, not lower-cased (matching folds ASCII case). An Origin that is
-// present but opaque ("null") or not a URL is the answer: it does not fall
-// back to Referer, so a sandboxed page cannot borrow its embedder's domain.
-// "" means none.
-//
-// Domain restrictions only bind browsers, which set these headers themselves;
-// any other client can send what it likes. They keep a key that leaked in a
-// web page from being used by other web sites.
-func requestHost(h http.Header) string {
-	if v, ok := h["Origin"]; ok {
-		if len(v) != 1 {
-			return ""
-		}
-		return hostOfURL(v[0])
-	}
-	if v, ok := h["Referer"]; ok && len(v) == 1 {
-		return hostOfURL(v[0])
-	}
-	return ""
-}
 
 // hostOfURL returns the host of an absolute http(s) URL, or "".
 func hostOfURL(u string) string {

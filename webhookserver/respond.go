@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
@@ -102,20 +101,6 @@ func (s *Server) bodyOf(d *authz.Decision) []byte {
 	return nil
 }
 
-// appendBody appends the error answer of a refusal d, in the seed's shape
-// {"error":{"type":...,"message":...,"code":...}}: body, when the front-end
-// refused the request itself (invalid_request), else the answer of d's code;
-// nothing when allowed.
-func (s *Server) appendBody(b []byte, d *authz.Decision, body []byte) []byte {
-	switch {
-	case body != nil:
-		return append(b, body...)
-	case d.Code == authz.IPNotAllowed:
-		return appendIPNotAllowed(b, d.ClientIP)
-	}
-	return append(b, s.bodyOf(d)...)
-}
-
 // classText is what answers show of a policy class: header values shared by
 // every answer and the 200 answer's fragment. It is rendered on a class's
 // first answer and kept in the class's slot (authz.Class.Slot), so answers
@@ -142,9 +127,9 @@ func textOf(p *authz.Policy) *classText {
 		hEnvironment: []string{p.Environment()},
 		okTail:       appendOKTail(nil, p),
 	}
-	if limit := p.RequestsPerHour(); limit > 0 {
-		t.hLimit = []string{strconv.FormatInt(limit, 10)}
-		t.hPolicy = []string{`"hourly";q=` + strconv.FormatInt(limit, 10) + `;w=3600`}
+	if l := p.Limit(); !l.Unlimited() {
+		t.hLimit = []string{strconv.FormatInt(l.Count, 10)}
+		t.hPolicy = []string{`"` + l.Window.Name() + `";q=` + strconv.FormatInt(l.Count, 10) + `;w=` + strconv.FormatInt(l.Window.Seconds(), 10)}
 	}
 	slot.Store(t)
 	return t
@@ -260,44 +245,4 @@ func writeAnswer(w http.ResponseWriter, status int, body []byte) {
 	h["X-Content-Type-Options"] = hvNoSniff
 	w.WriteHeader(status)
 	_, _ = w.Write(body) //nolint:gosec // G705: a JSON answer with nosniff, never HTML; it never echoes the request
-}
-
-// setRateLimitHeaders sets the GitHub-style X-RateLimit-* headers and the
-// IETF draft's RateLimit-Policy and RateLimit, and Retry-After on a 429. The
-// values that change per request are cut from one string in a, formatted
-// once; it returns the remaining count's text for the answer's body.
-func setRateLimitHeaders(h http.Header, a *answerValues, t *classText, remaining int64, w *windowText, secs int64, retryAfter bool) string {
-	b := append(a.buf[:0], `"hourly";r=`...)
-	i0 := len(b)
-	b = strconv.AppendInt(b, remaining, 10)
-	i1 := len(b)
-	b = append(b, ";t="...)
-	i2 := len(b)
-	b = strconv.AppendInt(b, secs, 10)
-	var s string
-	if len(b) <= len(a.buf) {
-		s = unsafe.String(&a.buf[0], len(b)) //nolint:gosec // b was appended within a.buf, which is never written again
-	} else {
-		s = string(b) // cannot happen with int64 values; stay correct anyway
-	}
-	a.v = [3]string{s, s[i0:i1], s[i2:]}
-	h["X-Ratelimit-Limit"] = t.hLimit
-	h["X-Ratelimit-Remaining"] = a.v[1:2:2]
-	h["X-Ratelimit-Reset"] = w.hReset
-	h["Ratelimit-Policy"] = t.hPolicy
-	h["Ratelimit"] = a.v[0:1:1]
-	if retryAfter {
-		h["Retry-After"] = a.v[2:3:3]
-	}
-	return a.v[1]
-}
-
-// answerValues backs a request's own header values (rate-limit counters, a
-// check's key id and owner), so that they cost one allocation; the header map
-// keeps it alive until net/http has written the answer. buf is written once,
-// before any string is cut from it, and never again.
-type answerValues struct {
-	v   [3]string
-	id  [2]string
-	buf [64]byte
 }

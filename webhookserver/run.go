@@ -39,9 +39,11 @@ const (
 	idleTimeout       = 120 * time.Second
 )
 
-// The in-memory limiter counts by quota key, so a decision never reads a
-// key's quota identity (see authz.KeyedLimiter).
-var _ authz.KeyedLimiter = (*ratelimit.Memory)(nil)
+// Both limiters are the decision's one limiter interface.
+var (
+	_ authz.Limiter = (*ratelimit.Memory)(nil)
+	_ authz.Limiter = (*ratelimit.Redis)(nil)
+)
 
 // Run runs the auth server until ctx is cancelled: it watches the key records
 // in o.RecordsNamespace, serves the auth API on o.Listen and metrics on
@@ -89,7 +91,12 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		newBuildInfo(o.Version, o.Commit))
 
 	idx := index.New()
-	var lim ratelimit.Limiter = ratelimit.NewMemory()
+	// The limiter decides (authz.Limiter) and forgets a removed key's count
+	// (records.Config.Limiter).
+	var lim interface {
+		authz.Limiter
+		Forget(id string)
+	} = ratelimit.NewMemory()
 	if o.RedisURL != "" {
 		rl, err := ratelimit.NewRedis(ratelimit.RedisOptions{URL: o.RedisURL, Timeout: o.RedisTimeout,
 			FailureMode: o.RedisFailureMode, Registerer: reg, Log: log.WithName("limiter"), Now: clk.Now})
@@ -145,31 +152,25 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	}
 
 	// Bind before anything starts, so a taken port is an error from Run.
-	ln := d.listener
-	if ln == nil {
-		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", o.Listen); err != nil {
-			return fmt.Errorf("listening on %s: %w", o.Listen, err)
-		}
+	ln, err := bindListener(ctx, d.listener, o.Listen, true, "")
+	if err != nil {
+		return err
 	}
 	if o.DeadlineSweep > 0 {
 		// Always the real clock: net/http sets the deadlines from time.Now.
 		ln = sweeper.New(ln, o.DeadlineSweep, clock.RealClock{})
 	}
 	defer func() { _ = ln.Close() }()
-	mln := d.metricsListener
-	if mln == nil && o.MetricsAddr != "0" {
-		if mln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", o.MetricsAddr); err != nil {
-			return fmt.Errorf("listening on %s for metrics: %w", o.MetricsAddr, err)
-		}
+	mln, err := bindListener(ctx, d.metricsListener, o.MetricsAddr, o.MetricsAddr != "0", " for metrics")
+	if err != nil {
+		return err
 	}
 	if mln != nil {
 		defer func() { _ = mln.Close() }()
 	}
-	gln := d.grpcListener
-	if gln == nil && o.GRPCListen != "" {
-		if gln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", o.GRPCListen); err != nil {
-			return fmt.Errorf("listening on %s for gRPC: %w", o.GRPCListen, err)
-		}
+	gln, err := bindListener(ctx, d.grpcListener, o.GRPCListen, o.GRPCListen != "", " for gRPC")
+	if err != nil {
+		return err
 	}
 	if gln != nil {
 		defer func() { _ = gln.Close() }()
@@ -197,6 +198,41 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	}
 	watcher := records.NewWatcher(cs, o.RecordsNamespace, store)
 	go watcher.Run(watchCtx)
+
+	api, takeover := newAPIServer(srv, o.MaxHeaderBytes, o.KeepaliveTakeover)
+	if takeover != nil {
+		if err := registerTakeoverMetrics(reg, takeover); err != nil {
+			return err
+		}
+	}
+	api.TLSConfig = tlsConfig
+	api.ErrorLog = newStdLogger(log.WithName("http"))
+
+	// The process is this list: each component is started once and drained
+	// once, in this order (gRPC and the connections taken over drain
+	// alongside the HTTP servers, which drain one after the other).
+	comps := []component{{ready: srv.SetReady}}
+	if gsrv != nil {
+		comps = append(comps, grpcComponent(gsrv, grpcHealth, gln, o.ShutdownTimeout, log))
+	}
+	if takeover != nil {
+		comps = append(comps, takeoverComponent(takeover, o.ShutdownTimeout, log))
+	}
+	comps = append(comps, httpComponent(api, func() error {
+		if tlsConfig != nil {
+			return api.ServeTLS(ln, "", "")
+		}
+		return api.Serve(ln)
+	}, o.ShutdownTimeout, log))
+	if mln != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		metrics := newHTTPServer(mux, DefaultMaxHeaderBytes)
+		metrics.ErrorLog = api.ErrorLog
+		comps = append(comps, httpComponent(metrics, func() error { return metrics.Serve(mln) }, o.ShutdownTimeout, log))
+	}
+
+	// One readiness: every component says ready once the records are loaded.
 	go func() {
 		if !watcher.WaitLoaded(watchCtx) {
 			return
@@ -207,44 +243,17 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		debug.FreeOSMemory()
 		records, keys := idx.Len()
 		log.Info("key records loaded; ready", "namespace", o.RecordsNamespace, "records", records, "keys", keys)
-		srv.SetReady(true)
-		if grpcHealth != nil {
-			setHealth(grpcHealth, true)
-		}
+		setReady(comps, true)
 		if d.ready != nil {
 			d.ready(srv)
 		}
 	}()
 
-	api, takeover := newAPIServer(srv, o.MaxHeaderBytes, o.KeepaliveTakeover)
-	if takeover != nil {
-		if err := registerTakeoverMetrics(reg, takeover); err != nil {
-			return err
+	errc := make(chan error, len(comps))
+	for _, c := range comps {
+		if c.serve != nil {
+			go func() { errc <- c.serve() }()
 		}
-	}
-	api.TLSConfig = tlsConfig
-	api.ErrorLog = newStdLogger(log.WithName("http"))
-	servers := []*http.Server{api}
-	errc := make(chan error, 3)
-	go func() {
-		var err error
-		if tlsConfig != nil {
-			err = api.ServeTLS(ln, "", "")
-		} else {
-			err = api.Serve(ln)
-		}
-		errc <- err
-	}()
-	if mln != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		metrics := newHTTPServer(mux, DefaultMaxHeaderBytes)
-		metrics.ErrorLog = api.ErrorLog
-		servers = append(servers, metrics)
-		go func() { errc <- metrics.Serve(mln) }()
-	}
-	if gsrv != nil {
-		go func() { errc <- gsrv.Serve(gln) }()
 	}
 	grpcAddr := ""
 	if gln != nil {
@@ -260,51 +269,111 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	case err = <-errc:
 		err = fmt.Errorf("serving: %w", err)
 	}
-	srv.SetReady(false)
-	if grpcHealth != nil {
-		setHealth(grpcHealth, false)
-	}
+	// Shutdown, in the documented order: not ready at once; after
+	// --shutdown-delay the listeners close and in-flight requests finish
+	// within --shutdown-timeout.
+	setReady(comps, false)
 	if err == nil && o.ShutdownDelay > 0 {
 		log.Info("draining before shutdown", "delay", o.ShutdownDelay)
 		time.Sleep(o.ShutdownDelay)
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
 	defer cancel()
-	grpcStopped := make(chan struct{})
-	if gsrv != nil {
-		// GracefulStop waits for in-flight calls; Stop below ends the wait
-		// at the shutdown timeout.
-		go func() { gsrv.GracefulStop(); close(grpcStopped) }()
-	} else {
-		close(grpcStopped)
-	}
-	// Connections taken over are no longer net/http's to shut down: they
-	// are shut down alongside, so that idle ones close at once and busy
-	// ones after their answer, as net/http's own.
-	takeoverStopped := make(chan error, 1)
-	if takeover != nil {
-		go func() { takeoverStopped <- takeover.Shutdown(shutdownCtx) }()
-	} else {
-		takeoverStopped <- nil
-	}
-	for _, s := range servers {
-		if serr := s.Shutdown(shutdownCtx); serr != nil {
-			log.Info("in-flight requests did not finish in time; closing connections", "timeout", o.ShutdownTimeout)
-			_ = s.Close()
+	waits := make([]func(), 0, len(comps))
+	for _, c := range comps {
+		if c.drain != nil {
+			waits = append(waits, c.drain(shutdownCtx))
 		}
 	}
-	if terr := <-takeoverStopped; terr != nil {
-		log.Info("in-flight requests on connections taken over did not finish in time; closed them", "timeout", o.ShutdownTimeout)
-	}
-	select {
-	case <-grpcStopped:
-	case <-shutdownCtx.Done():
-		log.Info("in-flight gRPC calls did not finish in time; closing connections", "timeout", o.ShutdownTimeout)
-		gsrv.Stop()
-		<-grpcStopped
+	for _, wait := range waits {
+		wait()
 	}
 	log.Info("stopped")
 	return err
+}
+
+// bindListener returns given, or else, when on, a listener bound to addr. what
+// says what for, in the error.
+func bindListener(ctx context.Context, given net.Listener, addr string, on bool, what string) (net.Listener, error) {
+	if given != nil || !on {
+		return given, nil
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s%s: %w", addr, what, err)
+	}
+	return ln, nil
+}
+
+// component is one part of the running auth server. serve, when set, runs
+// until the component fails or is drained; ready, when set, says whether it
+// takes traffic (the one readiness: set for every component at once); drain,
+// when set, starts draining within ctx, closing what is left when ctx ends,
+// and returns what waits for the drain to end.
+type component struct {
+	serve func() error
+	ready func(bool)
+	drain func(ctx context.Context) (wait func())
+}
+
+// setReady sets the readiness of every component.
+func setReady(comps []component, ready bool) {
+	for _, c := range comps {
+		if c.ready != nil {
+			c.ready(ready)
+		}
+	}
+}
+
+// httpComponent serves s with serve and drains it at once: its listener
+// closes and in-flight requests finish, or their connections are closed at
+// the shutdown timeout.
+func httpComponent(s *http.Server, serve func() error, timeout time.Duration, log logr.Logger) component {
+	return component{serve: serve, drain: func(ctx context.Context) func() {
+		if err := s.Shutdown(ctx); err != nil {
+			log.Info("in-flight requests did not finish in time; closing connections", "timeout", timeout)
+			_ = s.Close()
+		}
+		return func() {}
+	}}
+}
+
+// grpcComponent serves the ext_authz front-end on ln, with its health
+// service as its readiness. It drains in the background: GracefulStop waits
+// for in-flight calls; Stop ends the wait at the shutdown timeout.
+func grpcComponent(gs *grpc.Server, hs *health.Server, ln net.Listener, timeout time.Duration, log logr.Logger) component {
+	return component{
+		serve: func() error { return gs.Serve(ln) },
+		ready: func(ready bool) { setHealth(hs, ready) },
+		drain: func(ctx context.Context) func() {
+			stopped := make(chan struct{})
+			go func() { gs.GracefulStop(); close(stopped) }()
+			return func() {
+				select {
+				case <-stopped:
+				case <-ctx.Done():
+					log.Info("in-flight gRPC calls did not finish in time; closing connections", "timeout", timeout)
+					gs.Stop()
+					<-stopped
+				}
+			}
+		}}
+}
+
+// takeoverComponent drains the connections package keepalive took over from
+// net/http: they are no longer net/http's to shut down, so they are shut
+// down alongside, idle ones at once and busy ones after their answer, as
+// net/http's own.
+func takeoverComponent(ka *keepalive.Server, timeout time.Duration, log logr.Logger) component {
+	return component{drain: func(ctx context.Context) func() {
+		stopped := make(chan error, 1)
+		go func() { stopped <- ka.Shutdown(ctx) }()
+		return func() {
+			if err := <-stopped; err != nil {
+				log.Info("in-flight requests on connections taken over did not finish in time; closed them", "timeout", timeout)
+			}
+		}
+	}}
 }
 
 // newHTTPServer returns an http.Server with every timeout set. net/http reads

@@ -1,14 +1,11 @@
 package webhookserver
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -129,22 +126,30 @@ func (s *Server) SetReady(ready bool) {
 	s.ready.Store(ready)
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler: the HTTP front-end. verify and check
+// convert the request into a Request (httpRequest, check), Server.decide
+// answers it, and writeHTTP (or, in NGINX mode, writeNginx) renders the
+// Answer.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch p := r.URL.Path; {
-	case (p == verifyPath || p == checkPath || strings.HasPrefix(p, checkPath+"/")) && !s.loaded.Load():
-		w.Header()["Retry-After"] = hvRetryOneSecond
-		writeAnswer(w, http.StatusServiceUnavailable, bodyNotLoaded)
-		s.observe(r, authz.NotReady, 0, s.clock.Now())
-	case p == verifyPath:
+	case p == verifyPath && s.loaded.Load():
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header()["Allow"] = hvAllowVerify
 			writeAnswer(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
 			return
 		}
-		s.decide(w, r, 0, false, false, s.clock.Now())
+		start := s.clock.Now()
+		req := s.httpRequest(r, EndpointVerify)
+		a := s.decide(r.Context(), &req, start)
+		s.writeHTTP(w, &a)
 	case p == checkPath || strings.HasPrefix(p, checkPath+"/"):
 		s.check(w, r)
+	case p == verifyPath:
+		// Not loaded yet: whatever the method, 503 not_ready.
+		start := s.clock.Now()
+		req := s.httpRequest(r, EndpointVerify)
+		a := s.decide(r.Context(), &req, start)
+		s.writeHTTP(w, &a)
 	case p == "/healthz":
 		writeAnswer(w, http.StatusOK, bodyHealthy)
 	case p == "/readyz":
@@ -158,199 +163,81 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// check works out the permission a forward-auth request requires, then
-// decides. ?permission= and ?mode= count only on the bare /v1/auth/check
-// URL: when Envoy appends the original path, the query string is the
-// client's own.
+// httpRequest converts r into a Request of endpoint e. The original method
+// and path are worked out for the decision log only.
+func (s *Server) httpRequest(r *http.Request, e Endpoint) Request {
+	req := Request{Endpoint: e, Credential: credential(r.Header), RemoteAddr: r.RemoteAddr, Headers: HTTPHeaders(r.Header)}
+	if s.logsDecisions() {
+		req.Method, req.Path = r.Method, r.URL.Path
+		if e == EndpointCheck {
+			req.Method, req.Path = originalForLog(r)
+		}
+	}
+	return req
+}
+
+// check converts a forward-auth request: the permission it requires comes
+// from ?permission= or from the route rules applied to the original request
+// (forward.go). ?permission= and ?mode= count only on the bare
+// /v1/auth/check URL: when Envoy appends the original path, the query
+// string is the client's own. Before the first full load of records every
+// check is 503 not_ready, whatever it asks.
 func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	start := s.clock.Now()
-	need, explicit, nginx := authz.Permission(0), false, false
+	req := s.httpRequest(r, EndpointCheck)
+	if !s.loaded.Load() {
+		a := s.decide(r.Context(), &req, start)
+		s.writeHTTP(w, &a)
+		return
+	}
+	explicit, nginx := false, false
 	if r.URL.Path == checkPath && r.URL.RawQuery != "" {
 		nginx = queryNginxMode(r.URL.RawQuery)
 		n, present, ok := queryPermission(r.URL.RawQuery)
 		if !ok {
-			s.invalidRequest(w, r, bodyUnknownPerm, start, nginx)
-			return
+			req.Refusal = bodyUnknownPerm
 		}
-		need, explicit = n, present
+		req.Required, explicit = n, present
 	}
-	if !explicit && len(s.routes) > 0 {
+	if req.Refusal == nil && !explicit && len(s.routes) > 0 {
+		need := authz.Permission(0)
 		found, ok := forEachOriginal(r, func(method, path string) { need |= s.routes.match(method, path) })
-		if !ok {
-			s.invalidRequest(w, r, bodyBadOriginal, start, nginx)
-			return
+		req.Required = need
+		switch {
+		case !ok:
+			req.Refusal = bodyBadOriginal
+		case !found:
+			req.Refusal = bodyNoOriginal
 		}
-		if !found {
-			s.invalidRequest(w, r, bodyNoOriginal, start, nginx)
-			return
-		}
 	}
-	s.decide(w, r, need, true, nginx, start)
+	if req.Refusal != nil {
+		req.Required = 0
+	}
+	a := s.decide(r.Context(), &req, start)
+	if nginx {
+		s.writeNginx(w, &a)
+		return
+	}
+	s.writeHTTP(w, &a)
 }
 
-func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, body []byte, start time.Time, nginx bool) {
-	d := authz.Decision{Code: authz.InvalidRequest}
-	s.writeDecision(w, &d, body, true, nginx)
-	s.observe(r, authz.InvalidRequest, 0, start)
-}
-
-func (s *Server) decide(w http.ResponseWriter, r *http.Request, need authz.Permission, check, nginx bool, start time.Time) {
-	d := s.decideFrom(r.Context(), credential(r.Header), authz.Input{Required: need, Now: start}, r)
-	s.writeDecision(w, &d, nil, check, nginx)
-	s.observe(r, d.Code, need, start)
-}
-
-// decideFrom finds the key of cred, the request's Authorization value
-// ("Bearer <key>"; "" when there is none, or several), and decides with the
-// facts in in. With r set, ClientIP and OriginHost are worked out from r,
-// and only when the key's restrictions need them (authz.Input.NeedsClient).
-func (s *Server) decideFrom(ctx context.Context, cred string, in authz.Input, r *http.Request) authz.Decision {
-	if !s.loaded.Load() {
-		return authz.Decision{Code: authz.NotReady, Required: in.Required}
-	}
-	// Shape and checksum first: a malformed key costs no hash and no lookup.
-	if tok, ok := authz.BearerToken(cred); ok && apikey.Parse(tok) == nil {
-		in.Entry, in.Found = s.index.Lookup(apikey.HashOf(tok))
-	}
-	if r != nil && in.NeedsClient() {
-		in.ClientIP = s.httpClient(r)
-		in.OriginHost = requestHost(r.Header)
-	}
-	return s.decider.Decide(ctx, &in)
-}
-
-// observe counts a decision and, with --log-decisions, logs it.
-func (s *Server) observe(r *http.Request, c authz.Code, need authz.Permission, start time.Time) {
-	s.metrics.decisions[c].Inc()
-	s.metrics.duration.Observe(s.clock.Since(start).Seconds())
-	if s.dlog != nil {
-		s.logDecision(r, c, need)
-	}
-}
-
-// writeDecision renders d as the HTTP answer (with body, for a request the
-// front-end refused itself: see appendBody); check adds, when allowed, the
-// identity headers for the upstream and asks the proxy to remove the key
-// (x-envoy-auth-headers-to-remove: authorization). nginx renders a refusal
-// for NGINX's auth_request (see nginxDenial). It sets what appendHeaders
-// lists, without allocating beyond one answerValues for the values that
-// change per request.
-func (s *Server) writeDecision(w http.ResponseWriter, d *authz.Decision, body []byte, check, nginx bool) {
+// writeHTTP renders a as the HTTP answer: its headers, and for an allowed
+// forward-auth request x-envoy-auth-headers-to-remove naming the headers
+// Envoy's HTTP ext_authz removes before the upstream (the key). It
+// allocates nothing beyond a's own values.
+func (s *Server) writeHTTP(w http.ResponseWriter, a *Answer) {
 	h := w.Header()
-	if nginx && d.Code != authz.OK {
-		s.nginxDenial(w, d, body)
+	a.eachHeader(func(name string, v []string) { h[name] = v })
+	if rm := a.remove(); rm != nil {
+		h["X-Envoy-Auth-Headers-To-Remove"] = rm
+	}
+	if a.body != nil {
+		writeAnswer(w, a.Code.Status(), a.body)
 		return
 	}
-	var t *classText
-	if d.Authenticated() {
-		t = textOf(&d.Policy)
-	}
-	var v *answerValues
-	if d.Rate == authz.RateCounted || check && d.Code == authz.OK {
-		v = new(answerValues)
-	}
-	var remaining string
-	var win *windowText
-	switch d.Rate {
-	case authz.RateCounted:
-		win = s.windows.of(d.Reset)
-		remaining = setRateLimitHeaders(h, v, t, d.Remaining, win, d.ResetIn, d.RetryAfter() > 0)
-	case authz.RateUnknown:
-		h["X-Ratelimit-Limit"] = t.hLimit
-		h["Ratelimit-Policy"] = t.hPolicy
-		h["Retry-After"] = hvRetryOneSecond
-	}
-	switch d.Code {
-	case authz.OK:
-	case authz.InvalidAPIKey, authz.ExpiredAPIKey:
-		h["Www-Authenticate"] = hvBearer
-		writeAnswer(w, http.StatusUnauthorized, s.bodyOf(d))
-		return
-	case authz.NotReady:
-		h["Retry-After"] = hvRetryOneSecond
-		writeAnswer(w, http.StatusServiceUnavailable, bodyNotLoaded)
-		return
-	default:
-		bp := bufPool.Get().(*[]byte)
-		b := s.appendBody((*bp)[:0], d, body)
-		writeAnswer(w, d.Code.Status(), b)
-		*bp = b
-		bufPool.Put(bp)
-		return
-	}
-
-	p := &d.Policy
-	if check {
-		v.id = [2]string{d.KeyID, p.Owner()}
-		h["X-Meterr-Key-Id"] = v.id[0:1:1]
-		h["X-Meterr-Key-Name"] = v.id[1:2:2]
-		h["X-Meterr-Permissions"] = t.hPermissions
-		h["X-Meterr-Environment"] = t.hEnvironment
-		// Envoy's HTTP ext_authz removes the headers named here before
-		// the upstream: it never sees the key.
-		h["X-Envoy-Auth-Headers-To-Remove"] = hvAuthorization
-	}
-	// The 200 answer: built per request from the key id (a validated
-	// token, so it needs no escaping) and the class's shared fragment.
 	bp := bufPool.Get().(*[]byte)
-	b := append((*bp)[:0], `{"valid":true,"key_id":"`...)
-	b = append(b, d.KeyID...)
-	b = append(b, '"')
-	b = append(b, t.okTail...)
-	if p.RequestsPerHour() == 0 {
-		b = append(b, `{"unlimited":true}}`+"\n"...)
-	} else {
-		b = appendRateLimit(b, t.hLimit[0], remaining, win)
-	}
-	writeAnswer(w, http.StatusOK, b)
+	b := a.appendBody((*bp)[:0])
+	writeAnswer(w, a.Code.Status(), b)
 	*bp = b
 	bufPool.Put(bp)
-}
-
-// header is one header of an answer.
-type header struct{ name, value string }
-
-// appendHeaders appends the headers of the answer besides Content-Type and
-// the other headers every answer has: WWW-Authenticate, Retry-After, the
-// rate-limit headers and, for an allowed forward-auth request (identity),
-// the X-Meterr-* identity headers. Names are in canonical HTTP form. It
-// allocates; writeDecision sets the same headers without, and tests hold the
-// two to the same list.
-func (s *Server) appendHeaders(hs []header, d *authz.Decision, identity bool) []header {
-	switch d.Code {
-	case authz.InvalidAPIKey, authz.ExpiredAPIKey:
-		hs = append(hs, header{"Www-Authenticate", hvBearer[0]})
-	case authz.NotReady:
-		hs = append(hs, header{"Retry-After", hvRetryOneSecond[0]})
-	}
-	var t *classText
-	if d.Authenticated() {
-		t = textOf(&d.Policy)
-	}
-	switch d.Rate {
-	case authz.RateCounted:
-		rem := strconv.FormatInt(d.Remaining, 10)
-		hs = append(hs,
-			header{"X-Ratelimit-Limit", t.hLimit[0]},
-			header{"X-Ratelimit-Remaining", rem},
-			header{"X-Ratelimit-Reset", s.windows.of(d.Reset).hReset[0]},
-			header{"Ratelimit-Policy", t.hPolicy[0]},
-			header{"Ratelimit", `"hourly";r=` + rem + ";t=" + strconv.FormatInt(d.ResetIn, 10)})
-		if secs := d.RetryAfter(); secs > 0 {
-			hs = append(hs, header{"Retry-After", strconv.FormatInt(secs, 10)})
-		}
-	case authz.RateUnknown:
-		hs = append(hs,
-			header{"X-Ratelimit-Limit", t.hLimit[0]},
-			header{"Ratelimit-Policy", t.hPolicy[0]},
-			header{"Retry-After", hvRetryOneSecond[0]})
-	}
-	if identity && d.Code == authz.OK {
-		hs = append(hs,
-			header{"X-Meterr-Key-Id", d.KeyID},
-			header{"X-Meterr-Key-Name", d.Policy.Owner()},
-			header{"X-Meterr-Permissions", t.hPermissions[0]},
-			header{"X-Meterr-Environment", t.hEnvironment[0]})
-	}
-	return hs
 }

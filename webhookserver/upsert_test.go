@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/internal/record"
 )
 
@@ -85,7 +86,7 @@ func TestForgetDropsTheDecisionsCount(t *testing.T) {
 	if w := f.do(req{key: key}); w.Code != http.StatusOK {
 		t.Fatalf("first request: %d", w.Code)
 	}
-	if rem, _ := f.lim.Peek(ctx, "uid-web", 2, t0); rem != 1 {
+	if rem, _ := f.lim.Peek(ctx, quota.Named("uid-web"), quota.PerHour(2), t0); rem != 1 {
 		t.Fatalf("the identity's count shows %d remaining, want 1", rem)
 	}
 	if w := f.do(req{key: key}); w.Code != http.StatusOK {

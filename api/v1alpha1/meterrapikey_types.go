@@ -39,6 +39,20 @@ const (
 	TierEnterprise Tier = "enterprise"
 )
 
+// RequestsPerHour is the tier's limit: the one place the tiers' numbers are
+// written, read by the controller when it writes a key record and by
+// anything that explains one. 0 is unlimited (enterprise), and also the
+// answer for an unknown tier, which the CRD's enum never lets through.
+func (t Tier) RequestsPerHour() int64 {
+	switch t {
+	case TierStandard:
+		return 1000
+	case TierPro:
+		return 10000
+	}
+	return 0
+}
+
 // IPOrCIDR is an IPv4 or IPv6 address or CIDR block in canonical form
 // ("10.0.0.0/8", not "10.0.0.1/8"; "2001:db8::/32", not "2001:0db8::/32").
 // +kubebuilder:validation:MaxLength=64

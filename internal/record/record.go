@@ -82,7 +82,12 @@ func (v Version) Expired(now time.Time) bool {
 
 // NewVersion describes a freshly generated key.
 func NewVersion(key string, issuedAt time.Time) Version {
-	h := apikey.HashOf(key)
+	return NewVersionOf(key, apikey.HashOf(key), issuedAt)
+}
+
+// NewVersionOf is NewVersion for a key whose hash h (apikey.HashOf(key)) the
+// caller has already computed.
+func NewVersionOf(key string, h apikey.Hash, issuedAt time.Time) Version {
 	return Version{ID: h.ID(), Hash: h.String(), Hint: apikey.Hint(key), NotBefore: metav1.NewTime(issuedAt)}
 }
 

@@ -4,36 +4,28 @@ import (
 	"context"
 	"net/netip"
 	"time"
+
+	"github.com/meterr/meterr-operator/internal/quota"
 )
 
-// Limiter counts requests per key in fixed windows aligned to the UTC clock
-// hour: what a decision needs of a rate limiter. id identifies a MeterrAPIKey
-// (not a key version, so rotation does not reset the count); limit is its
-// hourly limit, always >= 1; now is the decision's time. Implementations must
-// be safe for concurrent use.
+// Limiter counts requests per rate-limit identity in fixed windows: the one
+// interface of every limiter (ratelimit.Memory, ratelimit.Redis). id is a
+// MeterrAPIKey's identity (not a key version's, so rotation does not reset
+// the count): a limiter in memory counts under id.Key and never reads the
+// name, one that shares counts elsewhere uses id.Name(). limit is a count
+// per window, Count >= 1; the window's length and alignment are data of
+// the limit (quota.Window), which the limiter applies as it finds them.
+// now is the decision's time. Implementations must be safe for concurrent
+// use.
 type Limiter interface {
-	// Take spends one request. ok is false when the window's limit is
+	// Take spends one request. ok is false when the window's count is
 	// already used up; then nothing is spent and remaining is 0. A zero
 	// reset with ok false means the count could not be checked (a shared
 	// limiter failing closed): the request is refused without counters.
-	Take(ctx context.Context, id string, limit int64, now time.Time) (remaining int64, reset time.Time, ok bool)
+	Take(ctx context.Context, id quota.ID, limit quota.Limit, now time.Time) (remaining int64, reset time.Time, ok bool)
 	// Peek reports the window's remaining requests without spending one; a
 	// zero reset means unknown.
-	Peek(ctx context.Context, id string, limit int64, now time.Time) (remaining int64, reset time.Time)
-}
-
-// A KeyedLimiter is a Limiter that also counts by a quota's key
-// (Policy.QuotaKey, quota.Key of the identity), so that a decision need not
-// read the identity itself: with 100,000 keys, reading it is a cache miss
-// (0.3 to 0.5 µs on the benchmark machine, more than the limiter's own
-// work). The in-memory limiter is one; a limiter that must send the
-// identity elsewhere (Redis) is not.
-type KeyedLimiter interface {
-	Limiter
-	// TakeKey and PeekKey are Take and Peek of the identity whose
-	// quota.Key is key.
-	TakeKey(ctx context.Context, key uint64, limit int64, now time.Time) (remaining int64, reset time.Time, ok bool)
-	PeekKey(ctx context.Context, key uint64, limit int64, now time.Time) (remaining int64, reset time.Time)
+	Peek(ctx context.Context, id quota.ID, limit quota.Limit, now time.Time) (remaining int64, reset time.Time)
 }
 
 // Input is what a decision depends on, as plain facts: every front-end (HTTP
@@ -158,13 +150,14 @@ func (c *Decider) decide(ctx context.Context, in *Input) (d Decision) {
 	d.KeyID, d.Policy = e.KeyID, e.Policy
 	p := &d.Policy
 	limit := p.class.limit
+	limited := !limit.Unlimited()
 	now := in.Now
 
 	if code := c.restrict(in, p.class); code != OK {
 		// Not counted, so a stolen key used from elsewhere cannot exhaust
 		// the quota; the rate-limit state shows where the key stands.
-		if limit > 0 {
-			if remaining, reset := c.peek(ctx, p, limit, now); !reset.IsZero() {
+		if limited {
+			if remaining, reset := c.Limiter.Peek(ctx, p.QuotaID(), limit, now); !reset.IsZero() {
 				d.counted(remaining, reset, now)
 			}
 		}
@@ -175,8 +168,8 @@ func (c *Decider) decide(ctx context.Context, in *Input) (d Decision) {
 		return d
 	}
 
-	if limit > 0 {
-		n, reset, ok := c.take(ctx, p, limit, now)
+	if limited {
+		n, reset, ok := c.Limiter.Take(ctx, p.QuotaID(), limit, now)
 		if !ok && reset.IsZero() {
 			// The shared count is unreachable and the limiter fails closed:
 			// the limit is known, the count is not. A 503 the client
@@ -197,20 +190,6 @@ func (c *Decider) decide(ctx context.Context, in *Input) (d Decision) {
 	}
 	d.Code = OK
 	return d
-}
-
-func (c *Decider) take(ctx context.Context, p *Policy, limit int64, now time.Time) (int64, time.Time, bool) {
-	if k, ok := c.Limiter.(KeyedLimiter); ok {
-		return k.TakeKey(ctx, p.QuotaKey(), limit, now)
-	}
-	return c.Limiter.Take(ctx, p.LimitID(), limit, now)
-}
-
-func (c *Decider) peek(ctx context.Context, p *Policy, limit int64, now time.Time) (int64, time.Time) {
-	if k, ok := c.Limiter.(KeyedLimiter); ok {
-		return k.PeekKey(ctx, p.QuotaKey(), limit, now)
-	}
-	return c.Limiter.Peek(ctx, p.LimitID(), limit, now)
 }
 
 func (d *Decision) counted(remaining int64, reset, now time.Time) {

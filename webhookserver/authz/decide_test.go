@@ -10,54 +10,55 @@ import (
 	"github.com/meterr/meterr-operator/internal/quota"
 )
 
-// countingLimiter counts in one window ending at the next full hour; down
-// makes it a shared limiter that cannot reach its store and fails closed.
+// countingLimiter counts in the limit's current window, by the identity's
+// name; down makes it a shared limiter that cannot reach its store and
+// fails closed.
 type countingLimiter struct {
 	used  map[string]int64
 	down  bool
 	takes int
 }
 
-func (l *countingLimiter) reset(now time.Time) time.Time {
-	return now.Truncate(time.Hour).Add(time.Hour)
-}
-
-func (l *countingLimiter) Take(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
+func (l *countingLimiter) Take(_ context.Context, id quota.ID, limit quota.Limit, now time.Time) (int64, time.Time, bool) {
 	l.takes++
 	if l.down {
 		return 0, time.Time{}, false
 	}
-	if l.used[id] >= limit {
-		return 0, l.reset(now), false
+	_, reset := limit.Window.Index(now)
+	name := id.Name()
+	if l.used[name] >= limit.Count {
+		return 0, reset, false
 	}
-	l.used[id]++
-	return limit - l.used[id], l.reset(now), true
+	l.used[name]++
+	return limit.Count - l.used[name], reset, true
 }
 
-func (l *countingLimiter) Peek(_ context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
+func (l *countingLimiter) Peek(_ context.Context, id quota.ID, limit quota.Limit, now time.Time) (int64, time.Time) {
 	if l.down {
 		return 0, time.Time{}
 	}
-	return limit - l.used[id], l.reset(now)
+	_, reset := limit.Window.Index(now)
+	return limit.Count - l.used[id.Name()], reset
 }
 
-// keyedLimiter is countingLimiter counting by quota key: ids maps each key
-// back to its identity.
+// keyedLimiter is countingLimiter counting by quota key, as the in-memory
+// limiter does: ids maps each key back to its identity, so the decision
+// must pass the key Compile computed.
 type keyedLimiter struct {
 	*countingLimiter
 	ids map[uint64]string
 }
 
-func (l keyedLimiter) TakeKey(ctx context.Context, key uint64, limit int64, now time.Time) (int64, time.Time, bool) {
-	id, ok := l.ids[key]
+func (l keyedLimiter) Take(ctx context.Context, id quota.ID, limit quota.Limit, now time.Time) (int64, time.Time, bool) {
+	name, ok := l.ids[id.Key]
 	if !ok {
-		panic("TakeKey of an unknown key")
+		panic("Take of an unknown key")
 	}
-	return l.Take(ctx, id, limit, now)
+	return l.countingLimiter.Take(ctx, quota.Named(name), limit, now)
 }
 
-func (l keyedLimiter) PeekKey(ctx context.Context, key uint64, limit int64, now time.Time) (int64, time.Time) {
-	return l.Peek(ctx, l.ids[key], limit, now)
+func (l keyedLimiter) Peek(ctx context.Context, id quota.ID, limit quota.Limit, now time.Time) (int64, time.Time) {
+	return l.countingLimiter.Peek(ctx, quota.Named(l.ids[id.Key]), limit, now)
 }
 
 // entry compiles s and returns the entry of its first version, as an index
@@ -100,7 +101,7 @@ func TestDecide(t *testing.T) {
 	}{
 		{name: "no key", in: Input{}, code: InvalidAPIKey},
 		{name: "ok", in: Input{Entry: std(nil), Found: true}, code: OK, rate: RateCounted, remaining: 999, taken: true},
-		{name: "unlimited", in: Input{Entry: std(func(s *RecordSpec) { s.RequestsPerHour = 0 }), Found: true}, code: OK},
+		{name: "unlimited", in: Input{Entry: std(func(s *RecordSpec) { s.Limit.Count = 0 }), Found: true}, code: OK},
 		{name: "disabled is unknown", in: Input{Entry: std(func(s *RecordSpec) { s.Disabled = true }), Found: true}, code: InvalidAPIKey},
 		{name: "key expired", in: Input{Entry: std(func(s *RecordSpec) { s.ExpiresAt = t0 }), Found: true}, code: ExpiredAPIKey},
 		{name: "key expires later", in: Input{Entry: std(func(s *RecordSpec) { s.ExpiresAt = t0.Add(time.Second) }), Found: true},
@@ -171,9 +172,10 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// With a KeyedLimiter a decision reads nothing of the key's text (with
-// 100,000 keys each read is a cache miss): whether the key is disabled comes
-// from its class, its expiry from the entry, its count from the quota key.
+// With a limiter that counts by key (as the in-memory one does) a decision
+// reads nothing of the key's text (with 100,000 keys each read is a cache
+// miss): whether the key is disabled comes from its class, its expiry from
+// the entry, its count from the quota key.
 // The entries here have their text taken away, and decide as before.
 func TestDecideKeyedReadsNoText(t *testing.T) {
 	std := func(mut func(*RecordSpec)) Entry {

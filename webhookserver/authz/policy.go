@@ -27,7 +27,7 @@ type Policy struct {
 	// no restrictions).
 	class *Class
 	// quota is quota.Key of the quota's identity: what an in-memory
-	// limiter counts under (see KeyedLimiter), so that a decision need not
+	// limiter counts under (see QuotaID), so that a decision need not
 	// read the identity.
 	quota uint64
 	// text is the record's one allocation (see Compile): a head of
@@ -107,7 +107,7 @@ type Class struct {
 	environment string
 	permissions []string
 	perms       Permission
-	limit       int64
+	limit       quota.Limit
 	// disabled refuses every key of the class: disabled keys have classes
 	// of their own, so a decision learns it from the class.
 	disabled bool
@@ -142,7 +142,7 @@ func intern(c *Class) *Class {
 	if c.ipRestricted || c.domainRestricted {
 		return c
 	}
-	key := c.environment + "\x00" + strings.Join(c.permissions, ",") + "\x00" + strconv.FormatInt(c.limit, 10) +
+	key := c.environment + "\x00" + strings.Join(c.permissions, ",") + "\x00" + strconv.FormatInt(c.limit.Count, 10) + "/" + strconv.FormatInt(c.limit.Window.Seconds(), 10) +
 		"\x00" + strconv.FormatBool(c.disabled)
 	classes.Lock()
 	defer classes.Unlock()
@@ -174,16 +174,25 @@ func (p *Policy) Environment() string { return p.class.environment }
 // slice is the class's: callers must not modify it.
 func (p *Policy) Permissions() []string { return p.class.permissions }
 
-// RequestsPerHour returns the hourly limit; 0 means unlimited.
-func (p *Policy) RequestsPerHour() int64 { return p.class.limit }
+// Limit returns the key's limit: a count per window (a zero count is
+// unlimited).
+func (p *Policy) Limit() quota.Limit { return p.class.limit }
 
 // LimitID returns the identity the rate limiter counts under: the owner's
 // UID, so that rotating the key does not reset its quota.
-func (p *Policy) LimitID() string {
-	if len(p.text) < textHead {
+func (p *Policy) LimitID() string { return limitIDOf(p.text) }
+
+// QuotaID returns the identity the rate limiter counts under, as a limiter
+// receives it: the key computed once by Compile, and the name (LimitID)
+// read from the policy's text only if a limiter asks for it.
+func (p *Policy) QuotaID() quota.ID { return quota.NewID(p.quota, p.text, limitIDOf) }
+
+// limitIDOf is LimitID of a policy's text.
+func limitIDOf(text string) string {
+	if len(text) < textHead {
 		return ""
 	}
-	return p.text[textHead:p.head16(headIDsAt)]
+	return text[textHead : int(text[headIDsAt])|int(text[headIDsAt+1])<<8]
 }
 
 // Restricted reports whether the key has IP or domain restrictions, which
@@ -270,12 +279,14 @@ type RecordSpec struct {
 	// UID); "" counts under "record/" + Name.
 	LimitID string
 
-	Environment     string
-	Permissions     []string
-	RequestsPerHour int64
-	IPAllowlist     []string
-	Domains         []string
-	Disabled        bool
+	Environment string
+	Permissions []string
+	// Limit is a count per window; a zero Count is unlimited, a zero
+	// Window hourly.
+	Limit       quota.Limit
+	IPAllowlist []string
+	Domains     []string
+	Disabled    bool
 	// ExpiresAt ends every version; zero means never.
 	ExpiresAt time.Time
 
@@ -331,13 +342,16 @@ func Compile(r *RecordSpec) *CompiledRecord {
 	problem := func(format string, args ...any) {
 		c.Problems = append(c.Problems, fmt.Errorf("key record %s: "+format, append([]any{name}, args...)...))
 	}
-	cl := &Class{environment: r.Environment, limit: r.RequestsPerHour}
+	cl := &Class{environment: r.Environment, limit: r.Limit}
+	if cl.limit.Window == (quota.Window{}) {
+		cl.limit.Window = quota.Hourly
+	}
 	p := &Policy{class: cl}
 	disabled := r.Disabled
-	if cl.limit < 0 {
-		problem("negative requestsPerHour %d; the key is refused", cl.limit)
+	if cl.limit.Count < 0 {
+		problem("negative requestsPerHour %d; the key is refused", cl.limit.Count)
 		disabled = true
-		cl.limit = 0
+		cl.limit.Count = 0
 	}
 
 	// Known permissions first, in their usual order; then, for forward

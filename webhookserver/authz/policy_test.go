@@ -26,7 +26,7 @@ func newKey(t testing.TB) string {
 // production, 1000 an hour) and one version per key.
 func spec(name string, keys ...string) *RecordSpec {
 	s := &RecordSpec{Name: "rec-" + name, Owner: "team-a/" + name, LimitID: "uid-" + name,
-		Environment: "production", Permissions: []string{"read", "write"}, RequestsPerHour: 1000, Created: t0}
+		Environment: "production", Permissions: []string{"read", "write"}, Limit: quota.PerHour(1000), Created: t0}
 	for _, k := range keys {
 		s.Versions = append(s.Versions, VersionSpec{Hash: apikey.HashOf(k).String()})
 	}
@@ -38,7 +38,7 @@ func TestCompile(t *testing.T) {
 	s := spec("c", k)
 	s.LimitID = ""
 	s.Permissions = []string{"admin", "read", "future-perm", "read", "bad perm"}
-	s.RequestsPerHour = 10
+	s.Limit = quota.PerHour(10)
 	s.IPAllowlist = []string{"192.0.2.0/24", "::ffff:198.51.100.0/120", "2001:db8::1"}
 	s.Domains = []string{"*.Example.com."}
 	s.ExpiresAt = t0.Add(time.Hour)
@@ -53,7 +53,7 @@ func TestCompile(t *testing.T) {
 	if p.class.perms != Read|Admin {
 		t.Errorf("mask %v", p.class.perms)
 	}
-	if p.LimitID() != "record/rec-c" || p.Owner() != "team-a/c" || p.Record() != "rec-c" || p.RequestsPerHour() != 10 ||
+	if p.LimitID() != "record/rec-c" || p.Owner() != "team-a/c" || p.Record() != "rec-c" || p.Limit() != quota.PerHour(10) ||
 		p.Environment() != "production" || !p.Restricted() || p.ExpiresAt() != t0.Add(time.Hour).UnixNano() || p.Disabled() || p.NKeys() != 1 || !c.Created.Equal(t0) {
 		t.Errorf("policy %+v", p)
 	}
@@ -100,8 +100,8 @@ func TestCompileFailsClosed(t *testing.T) {
 			func(c *CompiledRecord) bool { return len(c.Keys) == 1 && c.Keys[0].Hash == apikey.HashOf(k2) }, "key version 0"},
 		{"a repeated version is left out", func(s *RecordSpec) { s.Versions[1] = s.Versions[0] },
 			func(c *CompiledRecord) bool { return len(c.Keys) == 1 }, "repeats"},
-		{"a negative limit disables the key", func(s *RecordSpec) { s.RequestsPerHour = -1 },
-			func(c *CompiledRecord) bool { return c.Policy.Disabled() && c.Policy.RequestsPerHour() == 0 }, "negative"},
+		{"a negative limit disables the key", func(s *RecordSpec) { s.Limit.Count = -1 },
+			func(c *CompiledRecord) bool { return c.Policy.Disabled() && c.Policy.Limit().Unlimited() }, "negative"},
 	} {
 		s := spec("x", k1, k2)
 		tc.mut(s)
@@ -190,7 +190,7 @@ func TestCompileInternsClasses(t *testing.T) {
 		t.Error("two standard keys do not share a class")
 	}
 	other := spec("o", newKey(t))
-	other.RequestsPerHour = 7
+	other.Limit.Count = 7
 	if Compile(other).Policy.Class() == a.Policy.Class() {
 		t.Error("a different limit shares the class")
 	}

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
@@ -110,17 +111,17 @@ func (x *Index) Upsert(name string, r *record.Record, created time.Time) error {
 // created, for Install.
 func Compile(name string, r *record.Record, created time.Time) *authz.CompiledRecord {
 	s := &authz.RecordSpec{
-		Name:            name,
-		Owner:           r.Owner.String(),
-		LimitID:         string(r.Owner.UID),
-		Environment:     r.Policy.Environment,
-		Permissions:     r.Policy.Permissions,
-		RequestsPerHour: r.Policy.RequestsPerHour,
-		IPAllowlist:     r.Policy.IPAllowlist,
-		Domains:         r.Policy.Domains,
-		Disabled:        r.Policy.Disabled,
-		Versions:        make([]authz.VersionSpec, len(r.Keys)),
-		Created:         created,
+		Name:        name,
+		Owner:       r.Owner.String(),
+		LimitID:     string(r.Owner.UID),
+		Environment: r.Policy.Environment,
+		Permissions: r.Policy.Permissions,
+		Limit:       quota.PerHour(r.Policy.RequestsPerHour),
+		IPAllowlist: r.Policy.IPAllowlist,
+		Domains:     r.Policy.Domains,
+		Disabled:    r.Policy.Disabled,
+		Versions:    make([]authz.VersionSpec, len(r.Keys)),
+		Created:     created,
 	}
 	if t := r.Policy.ExpiresAt; t != nil {
 		s.ExpiresAt = t.Time
@@ -392,6 +393,14 @@ func claimsFirst(created int64, name string, otherCreated int64, otherName strin
 		return created < otherCreated
 	}
 	return name < otherName
+}
+
+// ClaimedBefore reports whether a record created at a and named aName
+// claims a key hash before one created at b and named bName: the order by
+// which the index gives a hash two records claim to one of them (the first
+// created, then the lower name), for tools that must agree with it.
+func ClaimedBefore(a time.Time, aName string, b time.Time, bName string) bool {
+	return claimsFirst(claimOrder(a), aName, claimOrder(b), bName)
 }
 
 // claimOrder is a record's creation time as the index compares it: Unix

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/internal/record"
 )
 
@@ -364,7 +365,7 @@ func TestCompileRecord(t *testing.T) {
 	}
 	p := c.Policy
 	if p.Record() != "rec-web" || p.Owner() != "team-a/web" || p.LimitID() != "uid-web" || !p.Restricted() ||
-		p.RequestsPerHour() != 1000 || p.Environment() != "production" || p.ExpiresAt() != t0.Add(2*time.Hour).UnixNano() ||
+		p.Limit() != quota.PerHour(1000) || p.Environment() != "production" || p.ExpiresAt() != t0.Add(2*time.Hour).UnixNano() ||
 		!c.Created.Equal(t0) {
 		t.Fatalf("policy %+v", p)
 	}

@@ -1,8 +1,10 @@
-// Package ratelimit counts the auth server's requests per key in hourly
+// Package ratelimit counts the auth server's requests per key in fixed
 // windows: in this replica's memory (Memory) or shared by every replica in
-// Redis (Redis), behind one interface (Limiter). It knows nothing of keys,
-// records or HTTP; the decision (package authz) uses Take and Peek, and the
-// record loader calls Forget when a key's record goes.
+// Redis (Redis). Both implement the decision's one limiter interface
+// (authz.Limiter): Take and Peek of an identity (quota.ID) against a limit
+// (quota.Limit: a count per window, the window's length and alignment
+// data that comes with the limit). It knows nothing of keys, records or
+// HTTP; the record loader calls Forget when a key's record goes.
 package ratelimit
 
 import (
@@ -13,48 +15,16 @@ import (
 	"github.com/meterr/meterr-operator/internal/quota"
 )
 
-// windowSeconds is the length of a rate-limit window: one UTC clock hour.
-const windowSeconds = 3600
-
-// Limiter counts requests per key in fixed windows aligned to the UTC clock
-// hour. id identifies a MeterrAPIKey (not a key version, so rotation does not
-// reset the count); limit is its hourly limit, always >= 1; now comes from
-// the caller's clock. Implementations must be safe for concurrent use. The
-// in-memory one is Memory; Redis shares counts between replicas and decides
-// on its own what to do when Redis is unreachable.
-type Limiter interface {
-	// Take spends one request. ok is false when the window's limit is
-	// already used up; then nothing is spent and remaining is 0. A zero
-	// reset with ok false means the count could not be checked (a shared
-	// limiter failing closed): the request is refused without counters.
-	Take(ctx context.Context, id string, limit int64, now time.Time) (remaining int64, reset time.Time, ok bool)
-	// Peek reports the window's remaining requests without spending one; a
-	// zero reset means unknown.
-	Peek(ctx context.Context, id string, limit int64, now time.Time) (remaining int64, reset time.Time)
-	// Forget drops everything counted for id.
-	Forget(id string)
-}
-
-// windowOf returns the index of the UTC hour now falls in, and its end.
-func windowOf(now time.Time) (hour int64, reset time.Time) {
-	s := now.Unix()
-	hour = s / windowSeconds
-	if s < 0 && s%windowSeconds != 0 {
-		hour--
-	}
-	return hour, time.Unix((hour+1)*windowSeconds, 0).UTC()
-}
-
 const limiterShards = 64
 
-// Memory is a Limiter for one replica. Counters live in shards, each
+// Memory counts in this replica's memory. Counters live in shards, each
 // with its own mutex, so concurrent requests for different keys rarely
-// contend. A counter from an earlier hour is reset when next touched.
+// contend. A counter from an earlier window is reset when next touched.
 //
-// A counter is found by its id's quota.Key, and the map holds the counter
-// itself. The decision passes the key it computed when the record was
-// loaded (TakeKey), so a request reads neither the id nor a stored copy of
-// it, and then one map slot: with 100,000 keys every read of another place
+// A counter is found by its identity's quota.Key, and the map holds the
+// counter itself. The decision passes the key it computed when the record
+// was loaded (quota.ID.Key), so a request reads neither the id nor a stored
+// copy of it, and then one map slot: with 100,000 keys every read of another place
 // is a cache miss, and those cost more than everything else the limiter
 // does. Two ids share a counter only if their keys collide (see
 // quota.Key). Nothing of an id is kept, so the limiter keeps no id's bytes
@@ -70,8 +40,10 @@ type limiterShard struct {
 	_ [48]byte
 }
 
+// window is a counter: the number of its window (quota.Window.Index) and
+// what was spent in it.
 type window struct {
-	hour  int64
+	n     int64
 	count int64
 }
 
@@ -86,48 +58,41 @@ func NewMemory() *Memory {
 
 func (l *Memory) shard(key uint64) *limiterShard { return &l.shards[key%limiterShards] }
 
-// Take implements Limiter.
-func (l *Memory) Take(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
-	return l.TakeKey(ctx, quota.Key(id), limit, now)
-}
-
-// Peek implements Limiter.
-func (l *Memory) Peek(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
-	return l.PeekKey(ctx, quota.Key(id), limit, now)
-}
-
-// TakeKey is Take of the id whose quota.Key is k.
-func (l *Memory) TakeKey(_ context.Context, k uint64, limit int64, now time.Time) (int64, time.Time, bool) {
-	hour, reset := windowOf(now)
-	s := l.shard(k)
+// Take spends one request of id's count in limit's current window. ok is
+// false when the window's count is already used up; then nothing is spent
+// and remaining is 0.
+func (l *Memory) Take(_ context.Context, id quota.ID, limit quota.Limit, now time.Time) (int64, time.Time, bool) {
+	n, reset := limit.Window.Index(now)
+	s := l.shard(id.Key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.at[k]
-	if w.hour != hour {
-		w = window{hour: hour}
+	w := s.at[id.Key]
+	if w.n != n {
+		w = window{n: n}
 	}
-	if w.count >= limit {
+	if w.count >= limit.Count {
 		return 0, reset, false
 	}
 	w.count++
-	s.at[k] = w
-	return limit - w.count, reset, true
+	s.at[id.Key] = w
+	return limit.Count - w.count, reset, true
 }
 
-// PeekKey is Peek of the id whose quota.Key is k.
-func (l *Memory) PeekKey(_ context.Context, k uint64, limit int64, now time.Time) (int64, time.Time) {
-	hour, reset := windowOf(now)
-	s := l.shard(k)
+// Peek reports what is left of id's count in limit's current window,
+// without spending.
+func (l *Memory) Peek(_ context.Context, id quota.ID, limit quota.Limit, now time.Time) (int64, time.Time) {
+	n, reset := limit.Window.Index(now)
+	s := l.shard(id.Key)
 	s.mu.Lock()
-	w := s.at[k]
+	w := s.at[id.Key]
 	s.mu.Unlock()
-	if w.hour != hour {
-		return limit, reset
+	if w.n != n {
+		return limit.Count, reset
 	}
-	return max(limit-w.count, 0), reset
+	return max(limit.Count-w.count, 0), reset
 }
 
-// Forget implements Limiter.
+// Forget drops everything counted for id.
 func (l *Memory) Forget(id string) {
 	k := quota.Key(id)
 	s := l.shard(k)
@@ -135,5 +100,3 @@ func (l *Memory) Forget(id string) {
 	delete(s.at, k)
 	s.mu.Unlock()
 }
-
-var _ Limiter = (*Memory)(nil)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/meterr/meterr-operator/internal/quota"
 )
 
 // t0 is half past an hour, so the window resets in 1800 seconds.
@@ -17,61 +19,44 @@ func TestMemoryLimiter(t *testing.T) {
 	now := t0
 	reset := time.Date(2025, 1, 15, 12, 0, 0, 0, time.UTC)
 	for i := range 3 {
-		rem, r, ok := l.Take(ctx, "a", 3, now)
+		rem, r, ok := l.Take(ctx, quota.Named("a"), quota.PerHour(3), now)
 		if !ok || rem != int64(2-i) || !r.Equal(reset) {
 			t.Fatalf("take %d: %d %v %v", i, rem, r, ok)
 		}
 	}
-	if rem, _, ok := l.Take(ctx, "a", 3, now); ok || rem != 0 {
+	if rem, _, ok := l.Take(ctx, quota.Named("a"), quota.PerHour(3), now); ok || rem != 0 {
 		t.Fatalf("over the limit: %d %v", rem, ok)
 	}
-	if rem, r := l.Peek(ctx, "a", 3, now); rem != 0 || !r.Equal(reset) {
+	if rem, r := l.Peek(ctx, quota.Named("a"), quota.PerHour(3), now); rem != 0 || !r.Equal(reset) {
 		t.Fatalf("peek: %d %v", rem, r)
 	}
 	// Other ids are independent.
-	if rem, _, ok := l.Take(ctx, "b", 3, now); !ok || rem != 2 {
+	if rem, _, ok := l.Take(ctx, quota.Named("b"), quota.PerHour(3), now); !ok || rem != 2 {
 		t.Fatalf("b: %d %v", rem, ok)
 	}
 	// A raised limit applies to the same window at once.
-	if rem, _, ok := l.Take(ctx, "a", 5, now); !ok || rem != 1 {
+	if rem, _, ok := l.Take(ctx, quota.Named("a"), quota.PerHour(5), now); !ok || rem != 1 {
 		t.Fatalf("raised limit: %d %v", rem, ok)
 	}
 	// The last instant of the hour is still the same window; the next hour
 	// is a new one, reset lazily.
-	if _, _, ok := l.Take(ctx, "a", 3, reset.Add(-time.Nanosecond)); ok {
+	if _, _, ok := l.Take(ctx, quota.Named("a"), quota.PerHour(3), reset.Add(-time.Nanosecond)); ok {
 		t.Fatal("same window let a request through")
 	}
-	if rem, r := l.Peek(ctx, "a", 3, reset); rem != 3 || !r.Equal(reset.Add(time.Hour)) {
+	if rem, r := l.Peek(ctx, quota.Named("a"), quota.PerHour(3), reset); rem != 3 || !r.Equal(reset.Add(time.Hour)) {
 		t.Fatalf("peek in the next window: %d %v", rem, r)
 	}
-	if rem, _, ok := l.Take(ctx, "a", 3, reset); !ok || rem != 2 {
+	if rem, _, ok := l.Take(ctx, quota.Named("a"), quota.PerHour(3), reset); !ok || rem != 2 {
 		t.Fatalf("next window: %d %v", rem, ok)
 	}
 	// Windows follow UTC, whatever the time's location.
 	tokyo := time.FixedZone("x", 5*3600+1800) // a half-hour offset
-	if _, r, _ := l.Take(ctx, "c", 3, t0.In(tokyo)); !r.Equal(reset) || r.Location() != time.UTC {
+	if _, r, _ := l.Take(ctx, quota.Named("c"), quota.PerHour(3), t0.In(tokyo)); !r.Equal(reset) || r.Location() != time.UTC {
 		t.Fatalf("reset in a half-hour zone: %v", r)
 	}
 	l.Forget("a")
-	if rem, _ := l.Peek(ctx, "a", 3, reset); rem != 3 {
+	if rem, _ := l.Peek(ctx, quota.Named("a"), quota.PerHour(3), reset); rem != 3 {
 		t.Fatalf("after Forget: %d", rem)
-	}
-}
-
-func TestWindowOf(t *testing.T) {
-	for _, tc := range []struct {
-		now   time.Time
-		reset time.Time
-	}{
-		{time.Unix(0, 0), time.Unix(3600, 0)},
-		{time.Unix(3599, 999), time.Unix(3600, 0)},
-		{time.Unix(-1, 0), time.Unix(0, 0)},
-		{time.Unix(-3600, 0), time.Unix(0, 0)},
-		{time.Unix(-3601, 0), time.Unix(-3600, 0)},
-	} {
-		if _, r := windowOf(tc.now); !r.Equal(tc.reset) {
-			t.Errorf("windowOf(%v) resets at %v, want %v", tc.now, r, tc.reset)
-		}
 	}
 }
 
@@ -86,11 +71,11 @@ func TestMemoryLimiterConcurrent(t *testing.T) {
 		wg.Go(func() {
 			n := 0
 			for range each {
-				if _, _, ok := l.Take(ctx, "k", limit, t0); ok {
+				if _, _, ok := l.Take(ctx, quota.Named("k"), quota.PerHour(limit), t0); ok {
 					n++
 				}
-				l.Peek(ctx, "k", limit, t0)
-				l.Take(ctx, "other", limit, t0)
+				l.Peek(ctx, quota.Named("k"), quota.PerHour(limit), t0)
+				l.Take(ctx, quota.Named("other"), quota.PerHour(limit), t0)
 			}
 			mu.Lock()
 			granted += n
@@ -111,21 +96,21 @@ func TestMemoryLimiterKeepsNoIDBytes(t *testing.T) {
 	l := NewMemory()
 	b := []byte("uid-1")
 	id := unsafe.String(&b[0], len(b))
-	if rem, _, ok := l.Take(ctx, id, 10, t0); !ok || rem != 9 {
+	if rem, _, ok := l.Take(ctx, quota.Named(id), quota.PerHour(10), t0); !ok || rem != 9 {
 		t.Fatalf("first take: %d %v", rem, ok)
 	}
 	b[4] = '2' // the caller's bytes change (the arena never does this; the copy must not care)
-	if rem, _, ok := l.Take(ctx, "uid-1", 10, t0); !ok || rem != 8 {
+	if rem, _, ok := l.Take(ctx, quota.Named("uid-1"), quota.PerHour(10), t0); !ok || rem != 8 {
 		t.Fatalf("uid-1 after its caller's bytes changed: %d %v", rem, ok)
 	}
-	if rem, _ := l.Peek(ctx, "uid-2", 10, t0); rem != 10 {
+	if rem, _ := l.Peek(ctx, quota.Named("uid-2"), quota.PerHour(10), t0); rem != 10 {
 		t.Fatalf("uid-2 was never counted, remaining %d", rem)
 	}
 	l.Forget("uid-1")
-	if rem, _ := l.Peek(ctx, "uid-1", 10, t0); rem != 10 {
+	if rem, _ := l.Peek(ctx, quota.Named("uid-1"), quota.PerHour(10), t0); rem != 10 {
 		t.Fatalf("forgotten uid-1: remaining %d", rem)
 	}
-	if rem, _, ok := l.Take(ctx, "uid-3", 10, t0); !ok || rem != 9 {
+	if rem, _, ok := l.Take(ctx, quota.Named("uid-3"), quota.PerHour(10), t0); !ok || rem != 9 {
 		t.Fatalf("uid-3 in a reused place: %d %v", rem, ok)
 	}
 }

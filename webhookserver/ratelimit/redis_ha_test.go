@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/test/redistest"
 )
 
@@ -26,7 +27,7 @@ func takeRoundRobinAt(t *testing.T, ls []*Redis, id string, limit int64, n int, 
 	t.Helper()
 	admitted := 0
 	for i := range n {
-		_, reset, ok := ls[i%len(ls)].Take(context.Background(), id, limit, now)
+		_, reset, ok := ls[i%len(ls)].Take(context.Background(), quota.Named(id), quota.PerHour(limit), now)
 		if ok {
 			admitted++
 		} else if reset.IsZero() {
@@ -51,7 +52,7 @@ func TestRedisLimiterCluster(t *testing.T) {
 		for _, l := range ls {
 			wg.Go(func() {
 				for range limit {
-					_, reset, ok := l.Take(context.Background(), "cluster-"+strconv.Itoa(k), limit, t0)
+					_, reset, ok := l.Take(context.Background(), quota.Named("cluster-"+strconv.Itoa(k)), quota.PerHour(limit), t0)
 					if ok {
 						admitted[k].Add(1)
 					} else if reset.IsZero() {
@@ -62,12 +63,12 @@ func TestRedisLimiterCluster(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	hour, _ := windowOf(t0)
+	hour, _ := quota.Hourly.Index(t0)
 	for k := range keys {
 		if got := admitted[k].Load(); got != limit {
 			t.Errorf("key %d: three replicas admitted %d of %d requests, want exactly %d", k, got, 3*limit, limit)
 		}
-		if got := c.Get(windowKey("cluster-"+strconv.Itoa(k), hour)).Str; got != strconv.Itoa(limit) {
+		if got := c.Get(windowKey("cluster-"+strconv.Itoa(k), quota.Hourly, hour)).Str; got != strconv.Itoa(limit) {
 			t.Errorf("key %d: the cluster holds %q, want %d", k, got, limit)
 		}
 	}
@@ -79,12 +80,12 @@ func TestRedisLimiterCluster(t *testing.T) {
 
 	// Forget: one DEL of the current and the previous window (a CROSSSLOT
 	// error, were they on different slots, would count as a Redis error).
-	ls[0].Take(context.Background(), "cluster-0", limit, t0.Add(-time.Hour))
+	ls[0].Take(context.Background(), quota.Named("cluster-0"), quota.PerHour(limit), t0.Add(-time.Hour))
 	ls[0].now = func() time.Time { return t0 }
 	ls[0].Forget("cluster-0")
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		rem, _ := ls[1].Peek(context.Background(), "cluster-0", limit, t0)
-		prev, _ := ls[1].Peek(context.Background(), "cluster-0", limit, t0.Add(-time.Hour))
+		rem, _ := ls[1].Peek(context.Background(), quota.Named("cluster-0"), quota.PerHour(limit), t0)
+		prev, _ := ls[1].Peek(context.Background(), quota.Named("cluster-0"), quota.PerHour(limit), t0.Add(-time.Hour))
 		if rem == limit && prev == limit {
 			break
 		}
@@ -102,10 +103,10 @@ func TestRedisLimiterCluster(t *testing.T) {
 	// without counters), the limiter stops trying Redis, and once the node
 	// is back and the cluster ok the probe finds it and counts are exact
 	// across the shards again.
-	node := c.NodeOf(windowKey("cluster-0", hour))
+	node := c.NodeOf(windowKey("cluster-0", quota.Hourly, hour))
 	node.Stop()
 	for i, l := range ls {
-		if _, reset, ok := l.Take(context.Background(), "cluster-0", limit, t0.Add(time.Hour)); ok || !reset.IsZero() {
+		if _, reset, ok := l.Take(context.Background(), quota.Named("cluster-0"), quota.PerHour(limit), t0.Add(time.Hour)); ok || !reset.IsZero() {
 			t.Fatalf("replica %d, a master down: ok %v reset %v", i, ok, reset)
 		}
 		if l.Healthy() {
@@ -115,13 +116,13 @@ func TestRedisLimiterCluster(t *testing.T) {
 	node.Restart()
 	c.WaitOK()
 	waitHealthy(t, ls...)
-	later, _ := windowOf(t0.Add(time.Hour))
+	later, _ := quota.Hourly.Index(t0.Add(time.Hour))
 	for k := range keys {
 		id := "cluster-" + strconv.Itoa(k)
 		if got := takeRoundRobinAt(t, ls, id, limit, 3*limit, t0.Add(time.Hour)); got != limit {
 			t.Errorf("key %d after the outage: admitted %d, want exactly %d", k, got, limit)
 		}
-		if got := c.Get(windowKey(id, later)).Str; got != strconv.Itoa(limit) {
+		if got := c.Get(windowKey(id, quota.Hourly, later)).Str; got != strconv.Itoa(limit) {
 			t.Errorf("key %d after the outage: the cluster holds %q, want %d", k, got, limit)
 		}
 	}
@@ -139,12 +140,12 @@ func TestRedisLimiterSentinelFailover(t *testing.T) {
 	closed := []*Redis{newRedisLimiter(t, s.URL(), FailClosed), newRedisLimiter(t, s.URL(), FailClosed)}
 	all := append(append([]*Redis{}, open...), closed...)
 	const limit = 10
-	hour, _ := windowOf(t0)
+	hour, _ := quota.Hourly.Index(t0)
 
 	if got := takeRoundRobin(t, all, "before", limit, 3*limit); got != limit {
 		t.Fatalf("before the failover: admitted %d, want exactly %d", got, limit)
 	}
-	if got := s.Master.MustDo("GET", windowKey("before", hour)).Str; got != strconv.Itoa(limit) {
+	if got := s.Master.MustDo("GET", windowKey("before", quota.Hourly, hour)).Str; got != strconv.Itoa(limit) {
 		t.Fatalf("the master holds %q, want %d", got, limit)
 	}
 
@@ -156,7 +157,7 @@ func TestRedisLimiterSentinelFailover(t *testing.T) {
 	for i, l := range all {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				_, reset, ok := l.Take(context.Background(), fmt.Sprintf("load-%d", i), 1<<40, t0)
+				_, reset, ok := l.Take(context.Background(), quota.Named(fmt.Sprintf("load-%d", i)), quota.PerHour(1<<40), t0)
 				switch {
 				case ok && !reset.IsZero():
 				case !ok && reset.IsZero() && !l.failOpen:
@@ -210,7 +211,7 @@ func TestRedisLimiterSentinelFailover(t *testing.T) {
 		if got := takeRoundRobin(t, pair, id, limit, 3*limit); got != limit {
 			t.Fatalf("after the failover (fail open %v): admitted %d, want exactly %d", pair[0].failOpen, got, limit)
 		}
-		if got := newMaster.MustDo("GET", windowKey(id, hour)).Str; got != strconv.Itoa(limit) {
+		if got := newMaster.MustDo("GET", windowKey(id, quota.Hourly, hour)).Str; got != strconv.Itoa(limit) {
 			t.Fatalf("the new master holds %q for %s, want %d", got, id, limit)
 		}
 	}

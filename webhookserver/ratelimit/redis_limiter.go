@@ -13,6 +13,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/meterr/meterr-operator/internal/quota"
 )
 
 // What the Redis limiter does while Redis cannot be reached (--redis-failure-mode).
@@ -57,7 +59,7 @@ end
 return {1, c}
 `)
 
-// Redis is a Limiter shared by every auth server replica through one
+// Redis is a limiter shared by every auth server replica through one
 // Redis server (a single one, a Sentinel-managed master or a Cluster): counts are
 // exact across replicas. Each window is one Redis key,
 // "meterr:rl:{<id>}:<hour>", that expires after its hour. While Redis cannot
@@ -208,26 +210,33 @@ func (l *Redis) Ping(ctx context.Context) error {
 // command until the background probe has seen Redis answer again.
 func (l *Redis) Healthy() bool { return !l.down.Load() }
 
-func windowKey(id string, hour int64) string {
+// windowKey is the Redis key of id's count in window n of w. An hourly
+// window's key names the hour alone, as it always has, so replicas of
+// another version share the count; any other length is named in the key.
+func windowKey(id string, w quota.Window, n int64) string {
 	// The braces make id a hash tag: a Redis Cluster keeps a key's windows
 	// on one shard.
-	return "meterr:rl:{" + id + "}:" + strconv.FormatInt(hour, 10)
+	if w == quota.Hourly {
+		return "meterr:rl:{" + id + "}:" + strconv.FormatInt(n, 10)
+	}
+	return "meterr:rl:{" + id + "}:" + strconv.FormatInt(w.Seconds(), 10) + "s:" + strconv.FormatInt(n, 10)
 }
 
-// Take implements Limiter. While Redis cannot be reached it counts in memory
-// (fail open) or returns ok false with a zero reset (fail closed).
-func (l *Redis) Take(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time, bool) {
-	hour, reset := windowOf(now)
+// Take is Memory.Take counted in Redis, under id's name. While Redis cannot
+// be reached it counts in memory (fail open) or returns ok false with a zero
+// reset (fail closed).
+func (l *Redis) Take(ctx context.Context, id quota.ID, limit quota.Limit, now time.Time) (int64, time.Time, bool) {
+	n, reset := limit.Window.Index(now)
 	if l.Healthy() {
 		ttl := max(reset.Unix()-now.Unix(), 1) + 60
 		// A client that hangs up must not cut the check short: that would
 		// look like an outage (see failed).
-		res, err := takeScript.Run(context.WithoutCancel(ctx), l.client, []string{windowKey(id, hour)}, limit, ttl).Int64Slice()
+		res, err := takeScript.Run(context.WithoutCancel(ctx), l.client, []string{windowKey(id.Name(), limit.Window, n)}, limit.Count, ttl).Int64Slice()
 		if err == nil && len(res) == 2 {
 			if res[0] == 0 {
 				return 0, reset, false
 			}
-			return max(limit-res[1], 0), reset, true
+			return max(limit.Count-res[1], 0), reset, true
 		}
 		if err == nil {
 			err = fmt.Errorf("unexpected answer from the rate-limit script: %v", res)
@@ -240,17 +249,18 @@ func (l *Redis) Take(ctx context.Context, id string, limit int64, now time.Time)
 	return 0, time.Time{}, false
 }
 
-// Peek implements Limiter; when Redis cannot be reached it reports the
-// in-memory count (fail open) or a zero reset (fail closed: no headers).
-func (l *Redis) Peek(ctx context.Context, id string, limit int64, now time.Time) (int64, time.Time) {
-	hour, reset := windowOf(now)
+// Peek is Memory.Peek counted in Redis; when Redis cannot be reached it
+// reports the in-memory count (fail open) or a zero reset (fail closed: no
+// headers).
+func (l *Redis) Peek(ctx context.Context, id quota.ID, limit quota.Limit, now time.Time) (int64, time.Time) {
+	n, reset := limit.Window.Index(now)
 	if l.Healthy() {
-		n, err := l.client.Get(context.WithoutCancel(ctx), windowKey(id, hour)).Int64()
+		c, err := l.client.Get(context.WithoutCancel(ctx), windowKey(id.Name(), limit.Window, n)).Int64()
 		if errors.Is(err, redis.Nil) {
-			return limit, reset
+			return limit.Count, reset
 		}
 		if err == nil {
-			return max(limit-n, 0), reset
+			return max(limit.Count-c, 0), reset
 		}
 		l.failed(err)
 	}
@@ -260,7 +270,8 @@ func (l *Redis) Peek(ctx context.Context, id string, limit int64, now time.Time)
 	return 0, time.Time{}
 }
 
-// Forget implements Limiter: it drops the current and the previous window.
+// Forget drops id's count: the current and the previous hourly window (the
+// window every key record has).
 // The deletion runs in the background: Forget is called from the loop that
 // keeps the index current, which must not wait for Redis. Should the queue
 // be full, the windows are left to expire within the hour.
@@ -285,8 +296,8 @@ func (l *Redis) forgetLoop() {
 			continue
 		}
 		// The two windows share id's hash tag: one Cluster slot, one DEL.
-		hour, _ := windowOf(l.now())
-		if err := l.client.Del(l.stopCtx, windowKey(id, hour), windowKey(id, hour-1)).Err(); err != nil && l.stopCtx.Err() == nil {
+		hour, _ := quota.Hourly.Index(l.now())
+		if err := l.client.Del(l.stopCtx, windowKey(id, quota.Hourly, hour), windowKey(id, quota.Hourly, hour-1)).Err(); err != nil && l.stopCtx.Err() == nil {
 			l.failed(err)
 		}
 	}
@@ -353,8 +364,6 @@ func (l *Redis) recovered() {
 		l.log.Info("redis reachable again; rate limits are shared")
 	}
 }
-
-var _ Limiter = (*Redis)(nil)
 
 // goRedisLog sends go-redis's own messages (a failed dial, a new Sentinel
 // master) to the limiter's log at verbosity 1 rather than to stderr: the

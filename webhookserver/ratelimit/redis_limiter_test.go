@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/test/redistest"
 )
 
@@ -69,7 +70,7 @@ func TestRedisLimiterSharedAcrossReplicas(t *testing.T) {
 		if i%2 == 1 {
 			l = b
 		}
-		rem, reset, ok := l.Take(ctx, id, limit, t0)
+		rem, reset, ok := l.Take(ctx, quota.Named(id), quota.PerHour(limit), t0)
 		if ok {
 			admitted++
 			if rem != int64(limit-admitted) {
@@ -82,17 +83,17 @@ func TestRedisLimiterSharedAcrossReplicas(t *testing.T) {
 	if admitted != limit {
 		t.Fatalf("two replicas admitted %d, want exactly %d", admitted, limit)
 	}
-	if rem, reset := b.Peek(ctx, id, limit, t0); rem != 0 || reset.IsZero() {
+	if rem, reset := b.Peek(ctx, quota.Named(id), quota.PerHour(limit), t0); rem != 0 || reset.IsZero() {
 		t.Fatalf("peek: %d %v", rem, reset)
 	}
-	_, reset := windowOf(t0)
-	if rem, _, ok := a.Take(ctx, id, limit, reset); !ok || rem != limit-1 {
+	_, reset := quota.Hourly.Index(t0)
+	if rem, _, ok := a.Take(ctx, quota.Named(id), quota.PerHour(limit), reset); !ok || rem != limit-1 {
 		t.Fatalf("next hour: %d %v", rem, ok)
 	}
 	a.now = func() time.Time { return reset } // Forget drops the windows of the limiter's clock
 	a.Forget(id)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if rem, _ := b.Peek(ctx, id, limit, reset); rem == limit {
+		if rem, _ := b.Peek(ctx, quota.Named(id), quota.PerHour(limit), reset); rem == limit {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("after Forget: %d", rem)
@@ -101,7 +102,7 @@ func TestRedisLimiterSharedAcrossReplicas(t *testing.T) {
 	// A client that hangs up mid-request is no Redis outage.
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, _, ok := a.Take(gone, id, limit, reset); !ok {
+	if _, _, ok := a.Take(gone, quota.Named(id), quota.PerHour(limit), reset); !ok {
 		t.Fatal("a cancelled request was refused")
 	}
 	if !a.Healthy() {
@@ -124,7 +125,7 @@ func TestRedisLimiterConcurrent(t *testing.T) {
 	for w := range workers {
 		go func() {
 			for range each {
-				_, _, ok := ls[w%2].Take(context.Background(), "concurrent", limit, t0)
+				_, _, ok := ls[w%2].Take(context.Background(), quota.Named("concurrent"), quota.PerHour(limit), t0)
 				results <- ok
 			}
 		}()
@@ -147,21 +148,21 @@ func TestRedisLimiterFailureModes(t *testing.T) {
 	r := startRedis(t)
 	open, closed := newRedisLimiter(t, r.URL(), FailOpen), newRedisLimiter(t, r.URL(), FailClosed)
 	ctx := context.Background()
-	if _, _, ok := closed.Take(ctx, "k", 2, t0); !ok {
+	if _, _, ok := closed.Take(ctx, quota.Named("k"), quota.PerHour(2), t0); !ok {
 		t.Fatal("redis up: refused")
 	}
 	r.Stop()
 
 	for i := range 3 {
-		_, reset, ok := open.Take(ctx, "k", 2, t0)
+		_, reset, ok := open.Take(ctx, quota.Named("k"), quota.PerHour(2), t0)
 		if ok != (i < 2) || reset.IsZero() {
 			t.Fatalf("fail open, take %d: ok %v reset %v (want the in-memory limit of 2)", i, ok, reset)
 		}
 	}
-	if rem, reset, ok := closed.Take(ctx, "k", 2, t0); ok || rem != 0 || !reset.IsZero() {
+	if rem, reset, ok := closed.Take(ctx, quota.Named("k"), quota.PerHour(2), t0); ok || rem != 0 || !reset.IsZero() {
 		t.Fatalf("fail closed: %d %v %v", rem, reset, ok)
 	}
-	if _, reset := closed.Peek(ctx, "k", 2, t0); !reset.IsZero() {
+	if _, reset := closed.Peek(ctx, quota.Named("k"), quota.PerHour(2), t0); !reset.IsZero() {
 		t.Fatal("fail closed peek reports a count")
 	}
 	if testutil.ToFloat64(open.errors) < 1 || testutil.ToFloat64(closed.errors) < 1 {
@@ -172,7 +173,7 @@ func TestRedisLimiterFailureModes(t *testing.T) {
 	}
 	// While Redis is down requests do not even try it: no more errors.
 	before := testutil.ToFloat64(closed.errors)
-	closed.Take(ctx, "k", 2, t0)
+	closed.Take(ctx, quota.Named("k"), quota.PerHour(2), t0)
 	if testutil.ToFloat64(closed.errors) != before {
 		t.Fatal("a request tried redis while it was down")
 	}
@@ -182,11 +183,11 @@ func TestRedisLimiterFailureModes(t *testing.T) {
 	if testutil.ToFloat64(closed.healthy) != 1 {
 		t.Fatal("meterr_auth_limiter_redis_up is not 1 after recovery")
 	}
-	if rem, reset, ok := closed.Take(ctx, "k", 2, t0); !ok || rem != 1 || reset.IsZero() {
+	if rem, reset, ok := closed.Take(ctx, quota.Named("k"), quota.PerHour(2), t0); !ok || rem != 1 || reset.IsZero() {
 		t.Fatalf("redis back: %d %v %v", rem, reset, ok)
 	}
 	// Fail open counted 2 in memory; Redis starts from 0 and is used again.
-	if rem, _, ok := open.Take(ctx, "k", 2, t0); !ok || rem != 0 {
+	if rem, _, ok := open.Take(ctx, quota.Named("k"), quota.PerHour(2), t0); !ok || rem != 0 {
 		t.Fatalf("redis back, fail open: %d %v (want the shared count)", rem, ok)
 	}
 }
@@ -207,7 +208,7 @@ func TestRedisLimiterRecoveryIsProbedInBackground(t *testing.T) {
 	const limit = 15
 	id := fmt.Sprintf("uid-recovery-%d", time.Now().UnixNano())
 	for _, l := range ls {
-		if _, _, ok := l.Take(ctx, id, limit, t0); !ok {
+		if _, _, ok := l.Take(ctx, quota.Named(id), quota.PerHour(limit), t0); !ok {
 			t.Fatal("redis up: refused")
 		}
 	}
@@ -215,7 +216,7 @@ func TestRedisLimiterRecoveryIsProbedInBackground(t *testing.T) {
 	for i, l := range ls {
 		// limit-1 in memory each (the first fails over to memory too).
 		for range limit - 1 {
-			if _, _, ok := l.Take(ctx, id, limit, t0); !ok {
+			if _, _, ok := l.Take(ctx, quota.Named(id), quota.PerHour(limit), t0); !ok {
 				t.Fatalf("replica %d, fail open: refused within the in-memory limit", i)
 			}
 		}
@@ -227,15 +228,15 @@ func TestRedisLimiterRecoveryIsProbedInBackground(t *testing.T) {
 	waitHealthy(t, ls...)
 	admitted := 0
 	for i := range 3 * limit {
-		if _, _, ok := ls[i%3].Take(ctx, id, limit, t0); ok {
+		if _, _, ok := ls[i%3].Take(ctx, quota.Named(id), quota.PerHour(limit), t0); ok {
 			admitted++
 		}
 	}
 	if admitted != limit {
 		t.Fatalf("after recovery the replicas admitted %d, want exactly %d", admitted, limit)
 	}
-	hour, _ := windowOf(t0)
-	if got := r.MustDo("GET", windowKey(id, hour)).Str; got != strconv.Itoa(limit) {
+	hour, _ := quota.Hourly.Index(t0)
+	if got := r.MustDo("GET", windowKey(id, quota.Hourly, hour)).Str; got != strconv.Itoa(limit) {
 		t.Fatalf("redis holds %q for the window, want %d", got, limit)
 	}
 }
@@ -270,14 +271,14 @@ func TestRedisLimiterNeverLogsThePassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	if _, reset, ok := l.Take(context.Background(), "k", 5, t0); ok || !reset.IsZero() {
+	if _, reset, ok := l.Take(context.Background(), quota.Named("k"), quota.PerHour(5), t0); ok || !reset.IsZero() {
 		t.Fatal("a refused password did not fail closed")
 	}
 	r.Stop()
-	l.Take(context.Background(), "k", 5, t0)
+	l.Take(context.Background(), quota.Named("k"), quota.PerHour(5), t0)
 	r.Restart() // without a password
 	waitHealthy(t, l)
-	l.Take(context.Background(), "k", 5, t0)
+	l.Take(context.Background(), quota.Named("k"), quota.PerHour(5), t0)
 	l.Forget("k")
 	_ = l.Close()
 	mu.Lock()

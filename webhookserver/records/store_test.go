@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/internal/record/recordtest"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
@@ -114,7 +115,7 @@ func TestReplaceDropsVanishedRecords(t *testing.T) {
 	default:
 		t.Fatal("the first full list did not mark the store synced")
 	}
-	if _, _, ok := lim.Take(context.Background(), "uid-b", 1, t0); !ok {
+	if _, _, ok := lim.Take(context.Background(), quota.Named("uid-b"), quota.PerHour(1), t0); !ok {
 		t.Fatal("spending b's quota failed")
 	}
 	if err := st.Replace([]any{a}, "2"); err != nil {
@@ -126,7 +127,7 @@ func TestReplaceDropsVanishedRecords(t *testing.T) {
 	if snk.has(b.Name) {
 		t.Fatal("a record missing from the relist is still installed")
 	}
-	if remaining, _ := lim.Peek(context.Background(), "uid-b", 1, t0); remaining != 1 {
+	if remaining, _ := lim.Peek(context.Background(), quota.Named("uid-b"), quota.PerHour(1), t0); remaining != 1 {
 		t.Fatal("the vanished record's quota was kept")
 	}
 }
@@ -198,8 +199,8 @@ func TestEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lim.Take(ctx, "uid-a", 10, t0)
-	lim.Take(ctx, "uid-b", 10, t0)
+	lim.Take(ctx, quota.Named("uid-a"), quota.PerHour(10), t0)
+	lim.Take(ctx, quota.Named("uid-b"), quota.PerHour(10), t0)
 
 	broken := a.DeepCopy()
 	broken.Data[record.DataKey] = []byte(`{"formatVersion":99}`)
@@ -207,7 +208,7 @@ func TestEvents(t *testing.T) {
 	if snk.has(a.Name) {
 		t.Fatal("a record that no longer decodes is still installed")
 	}
-	if rem, _ := lim.Peek(ctx, "uid-a", 10, t0); rem != 9 {
+	if rem, _ := lim.Peek(ctx, quota.Named("uid-a"), quota.PerHour(10), t0); rem != 9 {
 		t.Fatalf("an unreadable record's quota was dropped: remaining %d", rem)
 	}
 	_ = st.Update(a)
@@ -221,7 +222,7 @@ func TestEvents(t *testing.T) {
 		t.Fatalf("deleted records remain: %v", snk.Names())
 	}
 	for _, id := range []string{"uid-a", "uid-b"} {
-		if rem, _ := lim.Peek(ctx, id, 10, t0); rem != 10 {
+		if rem, _ := lim.Peek(ctx, quota.Named(id), quota.PerHour(10), t0); rem != 10 {
 			t.Fatalf("%s: a deleted record's quota was kept (remaining %d)", id, rem)
 		}
 	}

@@ -1,0 +1,186 @@
+package webhookserver
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/meterr/meterr-operator/webhookserver/authz"
+)
+
+// Endpoint names the front-end a request came through, as the decision log
+// shows it.
+type Endpoint uint8
+
+// The front-ends.
+const (
+	// EndpointVerify is GET /v1/auth/verify.
+	EndpointVerify Endpoint = iota
+	// EndpointCheck is HTTP forward-auth on /v1/auth/check, NGINX mode
+	// included.
+	EndpointCheck
+	// EndpointGRPC is Envoy's ext_authz Check over gRPC.
+	EndpointGRPC
+)
+
+// String is the endpoint's name in the decision log.
+func (e Endpoint) String() string {
+	switch e {
+	case EndpointCheck:
+		return "check"
+	case EndpointGRPC:
+		return "grpc"
+	}
+	return "verify"
+}
+
+// Request is one request to decide, whatever protocol it came by: every
+// front-end converts its own request into a Request, Server.decide answers
+// it, and the front-end renders the Answer. Nothing in it is specific to a
+// protocol but Headers, which keeps the headers in the form the protocol
+// delivered them so that the few the decision may need (X-Forwarded-For,
+// Origin, Referer) are read only when it needs them: for a key with
+// restrictions (authz.Input.NeedsClient), or for the decision log.
+type Request struct {
+	// Endpoint is the front-end; forward-auth endpoints (check, gRPC)
+	// answer an allowed request with the identity headers.
+	Endpoint Endpoint
+	// Credential is the request's only Authorization value ("Bearer <key>",
+	// which authz.BearerToken reads); "" when there is none, or several.
+	Credential string
+
+	// The client, as the one trust rule (Server.clientAddr) reads it.
+	// Peer is the connection's own peer; a front-end that has only its
+	// text (net/http's RemoteAddr, "ip:port") sets RemoteAddr instead,
+	// which is parsed only when the address is needed.
+	Peer       netip.Addr
+	RemoteAddr string
+	// Vouched says the peer proved by other means than its address (a
+	// client certificate verified against --grpc-client-ca) that it may
+	// speak for others; an address in --trusted-proxies vouches by itself.
+	Vouched bool
+	// Claimed is the client address the peer states (Envoy's
+	// attributes.source.address), believed only from a vouched-for peer.
+	Claimed netip.Addr
+	// Headers are the request's headers, for X-Forwarded-For, Origin and
+	// Referer.
+	Headers Headers
+
+	// Method and Path are the original request's, without query or
+	// fragment, as the decision log shows them; a front-end may leave them
+	// unset when decisions are not logged (Server.logsDecisions).
+	Method, Path string
+	// Required is the permission the request needs.
+	Required authz.Permission
+	// Refusal, when set, is the answer body of a request the front-end
+	// could not read (invalid_request): it is refused without a lookup.
+	Refusal []byte
+
+	// known, set by Explain only, is what the index found for the
+	// credential.
+	known *authz.Entry
+}
+
+// Headers are a request's headers as its protocol delivered them: net/http's
+// map of canonical names, or Envoy's map of lower-case names (repeated
+// headers joined with ","). Only the front-ends make them (HTTPHeaders,
+// EnvoyHeaders); the decision reads them by name.
+type Headers struct {
+	canonical http.Header
+	lower     map[string]string
+}
+
+// HTTPHeaders are the headers of a net/http request.
+func HTTPHeaders(h http.Header) Headers { return Headers{canonical: h} }
+
+// EnvoyHeaders are the headers of an ext_authz CheckRequest.
+func EnvoyHeaders(h map[string]string) Headers { return Headers{lower: h} }
+
+// value returns the header's first value (Envoy's: its only one), how many
+// values it has and whether it is present at all. name is canonical; the
+// lower-case form is looked up in Envoy's map.
+func (h Headers) value(name, lower string) (v string, n int, present bool) {
+	if h.canonical != nil {
+		vs, ok := h.canonical[name]
+		if len(vs) > 0 {
+			v = vs[0]
+		}
+		return v, len(vs), ok
+	}
+	v, ok := h.lower[lower]
+	if !ok {
+		return "", 0, false
+	}
+	return v, 1, true
+}
+
+// list returns the header's values.
+func (h Headers) list(name, lower string) []string {
+	if h.canonical != nil {
+		return h.canonical[name]
+	}
+	if v, ok := h.lower[lower]; ok {
+		return []string{v}
+	}
+	return nil
+}
+
+// joined returns the header's values joined with ", ", for the log.
+func (h Headers) joined(name, lower string) string {
+	if h.canonical != nil {
+		return strings.Join(h.canonical[name], ", ")
+	}
+	return h.lower[lower]
+}
+
+// forwardedFor returns the X-Forwarded-For values.
+func (h Headers) forwardedFor() []string { return h.list("X-Forwarded-For", "x-forwarded-for") }
+
+// originHost returns the host a browser request says it comes from: the host
+// of Origin or, without an Origin header, of Referer; without port or
+// trailing dot, not lower-cased (matching folds ASCII case). An Origin that is
+// present but opaque ("null"), not a URL, or repeated is the answer: it does
+// not fall back to Referer, so a sandboxed page cannot borrow its embedder's
+// domain. "" means none.
+//
+// Domain restrictions only bind browsers, which set these headers themselves;
+// any other client can send what it likes. They keep a key that leaked in a
+// web page from being used by other web sites.
+func (h Headers) originHost() string {
+	if v, n, ok := h.value("Origin", "origin"); ok {
+		if n != 1 {
+			return ""
+		}
+		return hostOfURL(v)
+	}
+	if v, n, ok := h.value("Referer", "referer"); ok && n == 1 {
+		return hostOfURL(v)
+	}
+	return ""
+}
+
+// peer returns the connection's own peer.
+func (r *Request) peer() netip.Addr {
+	if r.RemoteAddr != "" && !r.Peer.IsValid() {
+		return parsePeer(r.RemoteAddr)
+	}
+	return r.Peer
+}
+
+// peerText is the peer as the decision log shows it: as the front-end had
+// it.
+func (r *Request) peerText() string {
+	switch {
+	case r.RemoteAddr != "":
+		return r.RemoteAddr
+	case r.Peer.IsValid():
+		return r.Peer.String()
+	}
+	return ""
+}
+
+// client returns the address r comes from, by the one trust rule.
+func (s *Server) client(r *Request) netip.Addr {
+	p := r.peer()
+	return s.clientAddr(p, r.Vouched || isTrusted(p, s.trusted), r.Claimed, r.Headers.forwardedFor())
+}
