@@ -31,10 +31,16 @@ type Options struct {
 	// CRDDirs are directories of CustomResourceDefinitions to install once
 	// the API server is up; each must exist.
 	CRDDirs []string
-	// StartTimeout and StopTimeout bound the control plane's start and stop
-	// (envtest's defaults when zero).
+	// StartTimeout and StopTimeout bound the control plane's start and stop.
+	// StartTimeout defaults to DefaultStartTimeout; StopTimeout to envtest's.
 	StartTimeout, StopTimeout time.Duration
 }
+
+// DefaultStartTimeout is how long a kube-apiserver may take to become ready.
+// envtest's 20 s default is too short when make test runs its suites at once
+// on 2 cores: a start that would have succeeded is killed and retried, five
+// times, and the suite fails (seen with unit, race and e2e together).
+const DefaultStartTimeout = 2 * time.Minute
 
 // Env is a running control plane.
 type Env struct {
@@ -59,6 +65,9 @@ func Start(o Options) (*Env, error) {
 	}
 	if o.Admin == "" {
 		o.Admin = "admin"
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = DefaultStartTimeout
 	}
 	e := &Env{Assets: o.Assets, Dir: o.Dir}
 	if e.Dir == "" {
