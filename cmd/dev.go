@@ -78,6 +78,10 @@ func RunDev(ctx context.Context, o DevOptions, out io.Writer) (err error) {
 		BinaryAssetsDirectory:   o.AssetsDir,
 		CRDInstallOptions:       envtest.CRDInstallOptions{CRDs: crds},
 		ControlPlaneStopTimeout: 30 * time.Second,
+		// envtest's 20 s kills and retries a start that is only slow, as
+		// on 2 busy cores (make test runs the dev command beside its other
+		// suites).
+		ControlPlaneStartTimeout: 2 * time.Minute,
 	}
 	if o.APIServerPort != 0 {
 		env.ControlPlane.APIServer = &envtest.APIServer{SecureServing: envtest.SecureServing{

@@ -152,8 +152,10 @@ run "image (hack/image: vet, lint, make image twice, importers)" bash -c "
 # package runs once: those three trees with -race only, the rest without.
 # The three go test runs go at once: much of each is waiting on a control
 # plane, Redis or a child process, and one after another left a core idle.
-# The fuzz phase's instrumented binaries are built alongside. go test starts
-# packages in the order given: the longest (test/install, controllers) first.
+# The fuzz phase's instrumented binaries are built alongside. The end-to-end
+# suite is one chain of steps, the longest, so the others (many packages side
+# by side) yield the CPU to it (nice); and go test starts packages in the
+# order given: the longest (test/install, controllers) first.
 module="$(go list -m)"
 race_pkgs=(./controllers/... ./webhookserver/... ./pkg/...)
 mapfile -t plain_pkgs < <(go list ./... | grep -v -e /test/e2e -e /test/cluster | grep -vE "^$module/(webhookserver|controllers|pkg)(/|\$)" |
@@ -162,9 +164,9 @@ fuzz_bins="$(mktemp -d "${TMPDIR:-/tmp}/meterr-fuzz-bin.XXXXXX")"
 trap 'rm -f "$times_file"; rm -rf "$fuzz_bins"' EXIT
 run "unit and envtest suites, race detector (webhookserver, controllers, pkg), end-to-end" together \
   e2e go test $GO_TEST_FLAGS -timeout 20m ./test/e2e/ -- \
-  unit go test $GO_TEST_FLAGS -timeout 20m "${plain_pkgs[@]}" -- \
-  race go test $GO_TEST_FLAGS -race -timeout 20m "${race_pkgs[@]}" -- \
-  fuzz-build hack/fuzz.sh --build-only "$fuzz_bins"
+  unit nice -n 5 go test $GO_TEST_FLAGS -timeout 20m "${plain_pkgs[@]}" -- \
+  race nice -n 5 go test $GO_TEST_FLAGS -race -timeout 20m "${race_pkgs[@]}" -- \
+  fuzz-build nice -n 5 hack/fuzz.sh --build-only "$fuzz_bins"
 run "fuzz (${FUZZTIME:-5s} per target)" hack/fuzz.sh --binaries "$fuzz_bins"
 run "benchmark harness smoke run" hack/bench.sh --smoke
 # A real node (hack/cluster, root): its binaries built once into bin/, the

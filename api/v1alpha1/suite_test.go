@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/ginkgo/v2"
@@ -47,6 +48,11 @@ var _ = BeforeSuite(func() {
 	testEnv = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+		// envtest's 20 s is too short when make test runs its suites at
+		// once on 2 cores: a start that would have succeeded is killed and
+		// retried five times (test/testenv's DefaultStartTimeout, which
+		// api/ may not import).
+		ControlPlaneStartTimeout: 2 * time.Minute,
 	}
 	// `make test` exports KUBEBUILDER_ASSETS; a bare `go test` falls back to
 	// the binaries `make envtest-assets` builds.
