@@ -45,7 +45,10 @@ func StartSentinel(t T) *Sentinel {
 		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"+
 			"sentinel monitor %s 127.0.0.1 %d 1\n"+
 			"sentinel down-after-milliseconds %[4]s 1000\n"+
-			"sentinel failover-timeout %[4]s 10000\n"+
+			// Short: when both sentinels start an election at once (a busy
+			// machine), the split vote is retried after 2x this, and the
+			// promotion must happen within startTimeout.
+			"sentinel failover-timeout %[4]s 3000\n"+
 			"sentinel parallel-syncs %[4]s 1\n",
 			port, dir, filepath.Join(dir, "redis.log"), MasterName, s.Master.Port)
 		// Sentinel rewrites its configuration file: it must be writable.
