@@ -65,8 +65,9 @@ func facts(s *Server, r *request.Request) string {
 		r.Credential, s.client(r), r.Headers.OriginHost(), r.Required, r.Refusal != nil)
 }
 
-// One request value, rendered through every front-end: each converts its
-// own form of the request back into the same facts, and answers exactly
+// One request value, rendered through every front-end (HTTP forward-auth,
+// NGINX mode, HTTP verify, gRPC Check, and whois's Explain): each converts
+// its own form of the request back into the same facts, and answers exactly
 // what rendering the one decision of those facts gives.
 func TestOneRequestEveryFrontEnd(t *testing.T) {
 	k := newKeyring(t)
@@ -160,6 +161,18 @@ func TestOneRequestEveryFrontEnd(t *testing.T) {
 			}
 			if exp := extauthz.Response(&want); !proto.Equal(resp, exp) {
 				t.Errorf("gRPC answers\n%v\nwant\n%v", resp, exp)
+			}
+
+			// whois: Explain, through the same path, says the same
+			// answer and the facts it used.
+			f = k.fixture(t)
+			x := f.srv.Explain(context.Background(), r0, nil)
+			if x.Status != want.Code.Status() || x.Code != want.Code.String() || x.Type != want.Code.Type() {
+				t.Errorf("whois answers %d %s %s, want %d %s", x.Status, x.Code, x.Type, want.Code.Status(), want.Code)
+			}
+			if g := fmt.Sprintf("client=%v origin=%q required=%v", x.Client, x.OriginHost, x.Required); g != fmt.Sprintf("client=%v origin=%q required=%v",
+				ref.srv.client(&r0), r0.Headers.OriginHost(), r0.Required) {
+				t.Errorf("whois used the facts %s", g)
 			}
 		})
 	}
