@@ -32,6 +32,7 @@ import (
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // Exit codes of `meterr-operator whois`.
@@ -534,7 +535,7 @@ func decideRequest(ctx context.Context, idx webhookserver.Index, entry *authz.En
 	if o.ForwardedFor != "" {
 		h.Set("X-Forwarded-For", o.ForwardedFor)
 	}
-	req := webhookserver.Request{Endpoint: webhookserver.EndpointCheck, Headers: webhookserver.HTTPHeaders(h), Method: method, Path: o.Path}
+	req := request.Request{Endpoint: request.EndpointCheck, Headers: request.HTTPHeaders(h), Method: method, Path: o.Path}
 	if key != "" {
 		req.Credential = "Bearer " + key
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/record"
 	"github.com/meterr/meterr-operator/webhookserver/index"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // nopWriter is a ResponseWriter that keeps nothing, so a benchmark measures
@@ -56,7 +57,7 @@ func BenchmarkVerify(b *testing.B) {
 	for _, n := range []int{100, 100_000} {
 		idx, limited, unlimited := benchIndex(b, n)
 		srv, err := NewServer(ServerConfig{Index: idx, Registerer: prometheus.NewRegistry(),
-			Routes: []Route{{"*", "/v1/", "read"}, {"POST", "/v1/usage", "write"}}})
+			Routes: []Route{{Method: "*", Prefix: "/v1/", Permission: "read"}, {Method: "POST", Prefix: "/v1/usage", Permission: "write"}}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -66,11 +67,11 @@ func BenchmarkVerify(b *testing.B) {
 			name, target, auth string
 			want               int
 		}{
-			{"hit", verifyPath, "Bearer " + limited, 200},
-			{"hit-unlimited", verifyPath, "Bearer " + unlimited, 200},
-			{"miss", verifyPath, "Bearer " + miss, 401},
-			{"malformed", verifyPath, "Bearer " + limited[:len(limited)-2] + "xx", 401},
-			{"check-envoy-route", checkPath + "/v1/usage/events", "Bearer " + limited, 200},
+			{"hit", request.VerifyPath, "Bearer " + limited, 200},
+			{"hit-unlimited", request.VerifyPath, "Bearer " + unlimited, 200},
+			{"miss", request.VerifyPath, "Bearer " + miss, 401},
+			{"malformed", request.VerifyPath, "Bearer " + limited[:len(limited)-2] + "xx", 401},
+			{"check-envoy-route", request.CheckPath + "/v1/usage/events", "Bearer " + limited, 200},
 		} {
 			r := httptest.NewRequest(http.MethodGet, tc.target, nil)
 			r.Header.Set("Authorization", tc.auth)
@@ -90,7 +91,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Run(fmt.Sprintf("keys=%d/hit-parallel", n), func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
-				r := httptest.NewRequest(http.MethodGet, verifyPath, nil)
+				r := httptest.NewRequest(http.MethodGet, request.VerifyPath, nil)
 				r.Header.Set("Authorization", "Bearer "+limited)
 				w := &nopWriter{h: http.Header{}}
 				for pb.Next() {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // An allowed forward-auth answer asks Envoy to remove the key before the
@@ -12,7 +14,7 @@ import (
 func TestCheckRemovesAuthorization(t *testing.T) {
 	f := newFixture(t, nil)
 	key := f.add("web", standard())
-	w := f.do(req{key: key, target: checkPath + "/v1/usage"})
+	w := f.do(req{key: key, target: request.CheckPath + "/v1/usage"})
 	if w.Code != http.StatusOK {
 		t.Fatalf("status %d", w.Code)
 	}
@@ -21,8 +23,8 @@ func TestCheckRemovesAuthorization(t *testing.T) {
 	}
 	for _, r := range []req{
 		{key: key}, // verify
-		{key: key, target: checkPath + "?permission=admin"}, // denied
-		{target: checkPath}, // no key
+		{key: key, target: request.CheckPath + "?permission=admin"}, // denied
+		{target: request.CheckPath},                                 // no key
 	} {
 		if w := f.do(r); w.Header().Get("X-Envoy-Auth-Headers-To-Remove") != "" {
 			t.Errorf("%s: %d answer carries x-envoy-auth-headers-to-remove", r.target, w.Code)
@@ -38,7 +40,7 @@ func TestCheckNginxMode(t *testing.T) {
 	onePol := standard()
 	onePol.RequestsPerHour = 1
 	one := f.add("one", onePol)
-	f.do(req{key: one, target: checkPath})
+	f.do(req{key: one, target: request.CheckPath})
 	ipPol := standard()
 	ipPol.IPAllowlist = []string{"203.0.113.0/24"}
 	ipKey := f.add("ip", ipPol)
@@ -48,11 +50,11 @@ func TestCheckNginxMode(t *testing.T) {
 		real, code        string
 		header            string
 	}{
-		{"no key", "", checkPath + "?mode=nginx", 401, "401", "invalid_api_key", "Www-Authenticate"},
-		{"insufficient", key, checkPath + "?permission=admin&mode=nginx", 403, "403", "insufficient_permissions", "X-Ratelimit-Remaining"},
-		{"ip", ipKey, checkPath + "?mode=nginx", 403, "403", "ip_not_allowed", ""},
-		{"rate limit", one, checkPath + "?mode=nginx", 403, "429", "rate_limit_exceeded", "Retry-After"},
-		{"bad permission", key, checkPath + "?mode=nginx&permission=billing", 403, "400", "invalid_request", ""},
+		{"no key", "", request.CheckPath + "?mode=nginx", 401, "401", "invalid_api_key", "Www-Authenticate"},
+		{"insufficient", key, request.CheckPath + "?permission=admin&mode=nginx", 403, "403", "insufficient_permissions", "X-Ratelimit-Remaining"},
+		{"ip", ipKey, request.CheckPath + "?mode=nginx", 403, "403", "ip_not_allowed", ""},
+		{"rate limit", one, request.CheckPath + "?mode=nginx", 403, "429", "rate_limit_exceeded", "Retry-After"},
+		{"bad permission", key, request.CheckPath + "?mode=nginx&permission=billing", 403, "400", "invalid_request", ""},
 	} {
 		w := f.do(req{key: tc.key, target: tc.target, remote: "192.0.2.1:1234"})
 		h := w.Header()
@@ -76,10 +78,10 @@ func TestCheckNginxMode(t *testing.T) {
 	}
 	// Allowed: as without the mode. On an Envoy-style URL the query is the
 	// client's own and sets no mode.
-	if w := f.do(req{key: key, target: checkPath + "?mode=nginx"}); w.Code != http.StatusOK || w.Header().Get("X-Meterr-Key-Id") == "" {
+	if w := f.do(req{key: key, target: request.CheckPath + "?mode=nginx"}); w.Code != http.StatusOK || w.Header().Get("X-Meterr-Key-Id") == "" {
 		t.Errorf("allowed in NGINX mode: %d", w.Code)
 	}
-	if w := f.do(req{target: checkPath + "/v1/usage?mode=nginx"}); w.Code != http.StatusUnauthorized || w.Header().Get("X-Meterr-Status") != "" {
+	if w := f.do(req{target: request.CheckPath + "/v1/usage?mode=nginx"}); w.Code != http.StatusUnauthorized || w.Header().Get("X-Meterr-Status") != "" {
 		t.Errorf("?mode on an Envoy-style URL: %d %v", w.Code, w.Header())
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/webhookserver/answer"
 	"github.com/meterr/meterr-operator/webhookserver/index"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // logFixture is a fixture whose server logs decisions in mode into lines.
@@ -22,7 +24,7 @@ func logFixture(t *testing.T, mode string) (*fixture, *[]string) {
 		c.LogDecisions = mode
 		c.Log = log
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-		c.Routes = []Route{{"*", "/v1/", "read"}, {"POST", "/v1/usage", "write"}}
+		c.Routes = []Route{{Method: "*", Prefix: "/v1/", Permission: "read"}, {Method: "POST", Prefix: "/v1/usage", Permission: "write"}}
 	})
 	return f, &lines
 }
@@ -53,7 +55,7 @@ func TestDecisionLogDenied(t *testing.T) {
 
 	// Refused: the client address is the one X-Forwarded-For gave through
 	// the trusted proxy.
-	w := f.do(req{method: "POST", target: checkPath + "/v1/usage/events?token=" + key, key: key, remote: "10.1.1.1:5000",
+	w := f.do(req{method: "POST", target: request.CheckPath + "/v1/usage/events?token=" + key, key: key, remote: "10.1.1.1:5000",
 		header: http.Header{"X-Forwarded-For": {"192.0.2.7, 10.2.2.2"}, "Origin": {"https://app.example.com:8443"}}})
 	if w.Code != http.StatusForbidden || errorCode(t, w) != "ip_not_allowed" {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
@@ -73,7 +75,7 @@ func TestDecisionLogDenied(t *testing.T) {
 	}
 
 	// Allowed: not logged in denied mode.
-	w = f.do(req{target: checkPath + "/v1/x", key: key, remote: "198.51.100.4:1"})
+	w = f.do(req{target: request.CheckPath + "/v1/x", key: key, remote: "198.51.100.4:1"})
 	if w.Code != http.StatusOK {
 		t.Fatalf("allowed request: %d %s", w.Code, w.Body)
 	}
@@ -85,7 +87,7 @@ func TestDecisionLogDenied(t *testing.T) {
 	// path is hidden (and, not being an address, X-Forwarded-For leaves
 	// the trusted proxy as the client).
 	unknown := newKey(t, "production")
-	w = f.do(req{key: unknown, remote: "10.1.1.1:1", target: checkPath,
+	w = f.do(req{key: unknown, remote: "10.1.1.1:1", target: request.CheckPath,
 		header: http.Header{"X-Forwarded-For": {unknown}, "X-Original-Uri": {"/v1/keys/" + unknown + "/x?k=" + unknown}}})
 	if w.Code != http.StatusUnauthorized {
 		t.Fatalf("unknown key: %d", w.Code)
@@ -105,7 +107,7 @@ func TestDecisionLogDenied(t *testing.T) {
 
 	// A verify refusal, and an invalid request.
 	f.do(req{key: key, remote: "192.0.2.1:1"})
-	f.do(req{target: checkPath + "?permission=owner", key: key})
+	f.do(req{target: request.CheckPath + "?permission=owner", key: key})
 	if len(*lines) != 4 || !strings.Contains((*lines)[2], `"endpoint"="verify"`) || !strings.Contains((*lines)[2], `"required"="none"`) ||
 		!strings.Contains((*lines)[3], `"code"="invalid_request"`) {
 		t.Fatalf("lines: %q", (*lines)[2:])
@@ -116,7 +118,7 @@ func TestDecisionLogDenied(t *testing.T) {
 func TestDecisionLogAll(t *testing.T) {
 	f, lines := logFixture(t, LogDecisionsAll)
 	key := f.add("web", standard())
-	if w := f.do(req{target: checkPath + "/v1/usage", method: "POST", key: key, remote: "203.0.113.1:9"}); w.Code != http.StatusOK {
+	if w := f.do(req{target: request.CheckPath + "/v1/usage", method: "POST", key: key, remote: "203.0.113.1:9"}); w.Code != http.StatusOK {
 		t.Fatalf("status %d", w.Code)
 	}
 	if len(*lines) != 1 || !strings.Contains((*lines)[0], `"code"="ok"`) || !strings.Contains((*lines)[0], `"client"="203.0.113.1"`) ||
@@ -129,11 +131,11 @@ func TestDecisionLogAll(t *testing.T) {
 func TestDecisionLogOff(t *testing.T) {
 	for _, mode := range []string{"", LogDecisionsOff} {
 		f, lines := logFixture(t, mode)
-		if f.srv.dlog != nil {
+		if f.srv.core.LogsDecisions() {
 			t.Fatalf("mode %q: the decision log is on", mode)
 		}
 		key := f.add("web", standard())
-		f.do(req{key: key, target: checkPath + "/v1/x"})
+		f.do(req{key: key, target: request.CheckPath + "/v1/x"})
 		f.do(req{key: newKey(t, "production")})
 		if len(*lines) != 0 {
 			t.Fatalf("mode %q logged: %q", mode, *lines)
@@ -149,11 +151,11 @@ func TestDecisionLogOff(t *testing.T) {
 func TestDecisionLogRateLimit(t *testing.T) {
 	f, lines := logFixture(t, LogDecisionsDenied)
 	const extra = 7
-	for range decisionLogBurst + extra {
+	for range answer.DecisionLogBurst + extra {
 		f.do(req{key: "mtr_live_nope"})
 	}
-	if len(*lines) != decisionLogBurst {
-		t.Fatalf("%d lines, want the burst of %d", len(*lines), decisionLogBurst)
+	if len(*lines) != answer.DecisionLogBurst {
+		t.Fatalf("%d lines, want the burst of %d", len(*lines), answer.DecisionLogBurst)
 	}
 	if got := counterValue(t, f.reg, "meterr_auth_decision_logs_dropped_total"); got != extra {
 		t.Fatalf("dropped = %v, want %d", got, extra)
@@ -162,74 +164,13 @@ func TestDecisionLogRateLimit(t *testing.T) {
 	for range 20 {
 		f.do(req{key: "mtr_live_nope"})
 	}
-	if len(*lines) != decisionLogBurst+decisionLogRate/10 {
-		t.Fatalf("%d lines after a tenth of a second, want %d", len(*lines), decisionLogBurst+decisionLogRate/10)
+	if len(*lines) != answer.DecisionLogBurst+answer.DecisionLogRate/10 {
+		t.Fatalf("%d lines after a tenth of a second, want %d", len(*lines), answer.DecisionLogBurst+answer.DecisionLogRate/10)
 	}
-	if l := (*lines)[decisionLogBurst]; !strings.Contains(l, `"droppedBefore"=7`) {
+	if l := (*lines)[answer.DecisionLogBurst]; !strings.Contains(l, `"droppedBefore"=7`) {
 		t.Fatalf("the first line after drops does not count them: %s", l)
 	}
 	if got := counterValue(t, f.reg, "meterr_auth_decision_logs_dropped_total"); got != extra+10 {
 		t.Fatalf("dropped = %v, want %d", got, extra+10)
 	}
-}
-
-func TestLoggable(t *testing.T) {
-	k := "mtr_live_" + strings.Repeat("a", 46)
-	for _, tc := range []struct{ in, want string }{
-		{"/v1/x", "/v1/x"},
-		{"/a/" + k + "/b", "/a/mtr_[redacted]/b"},
-		{k + "," + k, "mtr_[redacted],mtr_[redacted]"},
-		{"mtr_", "mtr_[redacted]"},
-		{strings.Repeat("x", 300), strings.Repeat("x", maxLoggedValue) + "…"},
-		// Percent-encoded, in part or whole, it is the same key.
-		{"/a/mtr%5Flive_" + k[9:] + "/b", "/a/mtr_[redacted]/b"},
-		{"/a/%6dtr%5F%6Cive%5F" + k[9:] + "?x=1", "/a/mtr_[redacted]?x=1"},
-		{"/a/mtr_live%5f" + k[9:12] + "%61" + k[13:], "/a/mtr_[redacted]"},
-		{"/a/mtr%5", "/a/mtr%5"},
-		{"100%25 mtr%zz_", "100%25 mtr%zz_"},
-		// Encoded again and again, it is still the key to a chain of
-		// servers that each decode once (issue 21).
-		{"/a/%256dtr_live_" + k[9:] + "/b", "/a/mtr_[redacted]/b"},
-		{"/a/%25256Dtr%25255flive%5F" + k[9:], "/a/mtr_[redacted]"},
-		{"/a/%2525252525256dtr_live_" + k[9:] + "%252541", "/a/mtr_[redacted]"},
-		{"/a/mtr_live_" + k[9:20] + "%2541" + k[21:] + "%2F", "/a/mtr_[redacted]%2F"},
-		// In any case: a key's prefix is spelt mtr_, but a log must not
-		// depend on which servers fold case.
-		{"/a/MTR_LIVE_" + k[9:], "/a/mtr_[redacted]"},
-		{"/a/%4D%54r_live_" + k[9:], "/a/mtr_[redacted]"},
-		// What only looks like an escape is left as sent.
-		{"%2525%25", "%2525%25"},
-		{"/mtr%255", "/mtr%255"},
-	} {
-		if got := loggable(tc.in); got != tc.want {
-			t.Errorf("loggable(%.40q) = %.60q, want %.60q", tc.in, got, tc.want)
-		}
-	}
-}
-
-// Whatever a client sends, what is logged holds no key: read with its
-// escapes decoded until none is left, every "mtr_" in it, in any case, is a
-// redaction.
-func FuzzLoggable(f *testing.F) {
-	k := "mtr_live_" + strings.Repeat("a", 46)
-	for _, s := range []string{"/v1/x", "/a/" + k, "/a/mtr%5Flive_" + k[9:], "%6dtr_" + k[4:], "mtr%5", "%%%", "mmtr_" + k} {
-		f.Add(s)
-	}
-	for _, s := range []string{"%256dtr_" + k[4:], "%25256Dtr%255F" + k[4:], "MtR_" + k[4:], "%2525%", "%%256d"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, in string) {
-		out := loggable(in)
-		dec, _, _ := decodeAll(out)
-		for rest := strings.ToLower(string(dec)); ; {
-			i := strings.Index(rest, "mtr_")
-			if i < 0 {
-				break
-			}
-			rest = rest[i+len("mtr_"):]
-			if !strings.HasPrefix(rest, "[redacted]") {
-				t.Fatalf("loggable(%q) = %q holds an unredacted key", in, out)
-			}
-		}
-	})
 }

@@ -18,20 +18,28 @@
 // nothing ever logs, prints or labels a plaintext key or a key hash.
 //
 // The decision itself, and the rules above, are package authz's
-// (authz.Decider.Decide): this package is the front-end around it. Every
-// front-end converts its own request into one Request (request.go: the
-// credential, the connection's peer and what it claims, the headers, the
-// permission required): HTTP verify and forward-auth in server.go, Envoy's
-// ext_authz Check in grpc.go. Server.decide (answer.go) is the one path
-// for all of them: it looks the key up, works out the client address (by
-// the one trust rule, Server.clientAddr) and origin host only when the key's
-// restrictions need them, asks authz for the Decision, counts and logs it,
-// and returns one Answer: status, error code, headers to add and to remove,
-// body, rate-limit state. The front-end renders the Answer: as the HTTP
-// answer (server.go; nginx.go for NGINX's auth_request) or as an Envoy
-// CheckResponse (grpc.go). Everything an answer shows is rendered here: the
-// error bodies, the header values and the 200 answer's fragments, the
-// latter once per policy class (see classText).
+// (authz.Decider.Decide). Around it, a request goes one way through four
+// rooms, each a package with a depguard rule of its own (.golangci.yml):
+//
+//   - frontend/httpapi (HTTP verify and forward-auth, NGINX mode chosen by
+//     ?mode=nginx) and frontend/extauthz (Envoy's ext_authz Check over
+//     gRPC) convert their protocol's request into one request.Request;
+//   - request holds the facts of a request and the rules that read them:
+//     the credential, the one trust rule for the client address
+//     (request.Trust), the origin host, the route rules and the original
+//     request a forward-auth request describes;
+//   - answer is the one path: answer.Core.Decide looks the key up, decides,
+//     counts and observes the decision (metrics, decision log) once for
+//     every front-end and returns one answer.Answer (status, error code,
+//     headers to add and remove, body, rate-limit state), whose parts every
+//     rendering uses (answer.WriteHTTP for HTTP; frontend/nginx for NGINX's
+//     auth_request; extauthz.Response for Envoy);
+//   - webhookserver itself, the process: NewServer, Run (a list of
+//     components started and drained in one loop), options, TLS, the gRPC
+//     server, the process's metrics, and Explain for whois.
+//
+// No front-end reads another's private fields: they meet only at
+// request.Request and answer.Answer.
 //
 // Around the handler, each job is a package of its own: records watches
 // the key-record Secrets and loads them into the index (and drops a removed
@@ -44,13 +52,14 @@
 // controller-runtime's certwatcher (tls.go).
 //
 // Run wires them and starts the whole server against a cluster; NewServer and
-// index.New build the same HTTP handler without Kubernetes, for tests and
+// index.New build the same front-ends without Kubernetes, for tests and
 // development.
 //
 // Import rules: webhookserver imports its subpackages, never the other way
-// round; index imports authz, authz none of them; ratelimit, records,
-// sweeper, keepalive and gctune import none of the others. Nothing here imports
-// the controllers.
+// round; the front-ends import answer and request (httpapi also nginx, the
+// rendering it chooses), answer imports request, request and index import
+// authz, authz none of them; ratelimit, records, sweeper, keepalive and
+// gctune import none of the others. Nothing here imports the controllers.
 package webhookserver
 
 // The auth server reads key records, and only key records, in the records

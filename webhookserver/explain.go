@@ -6,6 +6,8 @@ import (
 	"net/netip"
 
 	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/frontend/httpapi"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // Explanation is the answer Explain gives to a request and the facts it was
@@ -29,25 +31,24 @@ type Explanation struct {
 }
 
 // Explain answers req as the auth server answers a request of the same
-// facts, through the same path (Server.decide), and says which facts it
+// facts, through the same path (answer.Core.Decide), and says which facts it
 // used; it is how `meterr-operator whois` explains an answer. req is a
 // forward-auth request: its Method and Path are the original request's,
 // and when it requires no permission the route rules are applied to them
 // as forward-auth applies them. entry, when set, is taken as what the index
 // found for the credential (a key version known only by its id, whose key
 // whois does not have).
-func (s *Server) Explain(ctx context.Context, req Request, entry *authz.Entry) Explanation {
-	if req.Required == 0 && req.Refusal == nil && len(s.routes) > 0 {
-		if p, ok := originalPath(req.Path); ok {
-			forOriginal(req.Method, p, func(method, path string) { req.Required |= s.routes.match(method, path) })
+func (s *Server) Explain(ctx context.Context, req request.Request, entry *authz.Entry) Explanation {
+	if routes := s.core.Routes(); req.Required == 0 && req.Refusal == nil && len(routes) > 0 {
+		if p, ok := request.OriginalPath(req.Path); ok {
+			request.ForOriginal(req.Method, p, func(method, path string) { req.Required |= routes.Match(method, path) })
 		} else {
-			req.Refusal = bodyBadOriginal
+			req.Refusal = httpapi.BadOriginal
 		}
 	}
-	req.known = entry
-	a := s.decide(ctx, &req, s.clock.Now())
+	a := s.core.DecideKnown(ctx, &req, s.core.Now(), entry)
 	x := Explanation{Status: a.Code.Status(), Code: a.Code.String(), Type: a.Code.Type(),
-		Client: s.client(&req), OriginHost: req.Headers.originHost(), Required: req.Required}
+		Client: s.core.Client(&req), OriginHost: req.Headers.OriginHost(), Required: req.Required}
 	if a.Allowed() {
 		x.Permissions = append([]string{}, a.Policy.Permissions()...)
 		x.Environment = a.Policy.Environment()
@@ -58,7 +59,7 @@ func (s *Server) Explain(ctx context.Context, req Request, entry *authz.Entry) E
 			Message string `json:"message"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(a.appendBody(nil), &body) == nil {
+	if json.Unmarshal(a.AppendBody(nil), &body) == nil {
 		x.Message = body.Error.Message
 	}
 	return x

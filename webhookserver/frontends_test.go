@@ -15,7 +15,11 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meterr/meterr-operator/webhookserver/answer"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/frontend/extauthz"
+	"github.com/meterr/meterr-operator/webhookserver/frontend/nginx"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // keyring is a set of keys indexed the same way in every fixture it is put
@@ -48,7 +52,7 @@ func (k keyring) fixture(t *testing.T) *fixture {
 	one := standard()
 	one.RequestsPerHour = 1
 	f.add("one", one, k.one)
-	spend := Request{Endpoint: EndpointCheck, Credential: "Bearer " + k.one}
+	spend := request.Request{Endpoint: request.EndpointCheck, Credential: "Bearer " + k.one}
 	f.srv.decide(context.Background(), &spend, t0)
 	return f
 }
@@ -56,13 +60,14 @@ func (k keyring) fixture(t *testing.T) *fixture {
 // facts is what a front-end made of its request, in the terms of the one
 // decision: the credential, the client by the one trust rule, the origin
 // host, the permission required, and whether the front-end refused it.
-func facts(s *Server, r *Request) string {
+func facts(s *Server, r *request.Request) string {
 	return fmt.Sprintf("credential=%q client=%v origin=%q required=%v refused=%v",
-		r.Credential, s.client(r), r.Headers.originHost(), r.Required, r.Refusal != nil)
+		r.Credential, s.client(r), r.Headers.OriginHost(), r.Required, r.Refusal != nil)
 }
 
-// One request value, rendered through every front-end: each converts its
-// own form of the request back into the same facts, and answers exactly
+// One request value, rendered through every front-end (HTTP forward-auth,
+// NGINX mode, HTTP verify, gRPC Check, and whois's Explain): each converts
+// its own form of the request back into the same facts, and answers exactly
 // what rendering the one decision of those facts gives.
 func TestOneRequestEveryFrontEnd(t *testing.T) {
 	k := newKeyring(t)
@@ -96,7 +101,7 @@ func TestOneRequestEveryFrontEnd(t *testing.T) {
 			if tc.origin != "" {
 				h["Origin"] = []string{tc.origin}
 			}
-			r0 := Request{Endpoint: EndpointCheck, Peer: netip.MustParseAddr(tc.peer), Headers: HTTPHeaders(h), Required: tc.required}
+			r0 := request.Request{Endpoint: request.EndpointCheck, Peer: netip.MustParseAddr(tc.peer), Headers: request.HTTPHeaders(h), Required: tc.required}
 			if tc.key != "" {
 				r0.Credential = "Bearer " + tc.key
 			}
@@ -111,10 +116,10 @@ func TestOneRequestEveryFrontEnd(t *testing.T) {
 			wantFacts := facts(ref.srv, &r0)
 
 			// HTTP forward-auth, and NGINX mode.
-			for _, nginx := range []bool{false, true} {
+			for _, nginxMode := range []bool{false, true} {
 				f := k.fixture(t)
-				hr := httpFrom(&r0, nginx)
-				got := f.srv.httpRequest(hr, EndpointCheck)
+				hr := httpFrom(&r0, nginxMode)
+				got := f.srv.httpRequest(hr, request.EndpointCheck)
 				got.Required = r0.Required // check reads the query after httpRequest
 				if g := facts(f.srv, &got); g != wantFacts {
 					t.Errorf("HTTP converts into\n%s\nwant\n%s", g, wantFacts)
@@ -122,25 +127,24 @@ func TestOneRequestEveryFrontEnd(t *testing.T) {
 				w := httptest.NewRecorder()
 				f.srv.ServeHTTP(w, hr)
 				exp := httptest.NewRecorder()
-				if nginx {
-					ref.srv.writeNginx(exp, &want)
+				if nginxMode {
+					nginx.Write(exp, &want)
 				} else {
-					ref.srv.writeHTTP(exp, &want)
+					answer.WriteHTTP(exp, &want)
 				}
-				sameHTTP(t, fmt.Sprintf("nginx=%v", nginx), w, exp)
+				sameHTTP(t, fmt.Sprintf("nginx=%v", nginxMode), w, exp)
 			}
 
 			// HTTP verify, for a request that requires nothing.
 			if tc.required == 0 {
 				f := k.fixture(t)
 				hr := httpFrom(&r0, false)
-				hr.URL.Path, hr.URL.RawQuery = verifyPath, ""
+				hr.URL.Path, hr.URL.RawQuery = request.VerifyPath, ""
 				w := httptest.NewRecorder()
 				f.srv.ServeHTTP(w, hr)
-				v := want
-				v.identity = false
+				v := ref.srv.core.AnswerOf(&want.Decision, false, nil)
 				exp := httptest.NewRecorder()
-				ref.srv.writeHTTP(exp, &v)
+				answer.WriteHTTP(exp, &v)
 				sameHTTP(t, "verify", w, exp)
 			}
 
@@ -151,12 +155,24 @@ func TestOneRequestEveryFrontEnd(t *testing.T) {
 			if g := facts(f.srv, &got); g != wantFacts {
 				t.Errorf("gRPC converts into\n%s\nwant\n%s", g, wantFacts)
 			}
-			resp, err := (&extAuthz{s: f.srv}).Check(ctx, cr)
+			resp, err := f.srv.authz.Check(ctx, cr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if exp := checkAnswer(&want); !proto.Equal(resp, exp) {
+			if exp := extauthz.Response(&want); !proto.Equal(resp, exp) {
 				t.Errorf("gRPC answers\n%v\nwant\n%v", resp, exp)
+			}
+
+			// whois: Explain, through the same path, says the same
+			// answer and the facts it used.
+			f = k.fixture(t)
+			x := f.srv.Explain(context.Background(), r0, nil)
+			if x.Status != want.Code.Status() || x.Code != want.Code.String() || x.Type != want.Code.Type() {
+				t.Errorf("whois answers %d %s %s, want %d %s", x.Status, x.Code, x.Type, want.Code.Status(), want.Code)
+			}
+			if g := fmt.Sprintf("client=%v origin=%q required=%v", x.Client, x.OriginHost, x.Required); g != fmt.Sprintf("client=%v origin=%q required=%v",
+				ref.srv.client(&r0), r0.Headers.OriginHost(), r0.Required) {
+				t.Errorf("whois used the facts %s", g)
 			}
 		})
 	}
@@ -164,7 +180,7 @@ func TestOneRequestEveryFrontEnd(t *testing.T) {
 
 // httpFrom is r as an HTTP forward-auth request, the permission in the
 // query.
-func httpFrom(r *Request, nginx bool) *http.Request {
+func httpFrom(r *request.Request, nginx bool) *http.Request {
 	var q []string
 	if r.Required != 0 {
 		q = append(q, "permission="+r.Required.String())
@@ -172,14 +188,14 @@ func httpFrom(r *Request, nginx bool) *http.Request {
 	if nginx {
 		q = append(q, "mode=nginx")
 	}
-	target := checkPath
+	target := request.CheckPath
 	if len(q) > 0 {
 		target += "?" + strings.Join(q, "&")
 	}
 	hr := httptest.NewRequest(http.MethodGet, target, nil)
 	hr.RemoteAddr = netip.AddrPortFrom(r.Peer, 40000).String()
 	for _, name := range []string{"X-Forwarded-For", "Origin"} {
-		if v, _, ok := r.Headers.value(name, strings.ToLower(name)); ok {
+		if v := r.Headers.Joined(name, strings.ToLower(name)); v != "" {
 			hr.Header[name] = []string{v}
 		}
 	}
@@ -191,10 +207,10 @@ func httpFrom(r *Request, nginx bool) *http.Request {
 
 // checkFrom is r as a CheckRequest from a connection of r's peer, the
 // permission in the context extension.
-func checkFrom(r *Request) (*authv3.CheckRequest, context.Context) {
+func checkFrom(r *request.Request) (*authv3.CheckRequest, context.Context) {
 	h := map[string]string{}
 	for _, name := range []string{"X-Forwarded-For", "Origin"} {
-		if v, _, ok := r.Headers.value(name, strings.ToLower(name)); ok {
+		if v := r.Headers.Joined(name, strings.ToLower(name)); v != "" {
 			h[strings.ToLower(name)] = v
 		}
 	}
@@ -203,7 +219,7 @@ func checkFrom(r *Request) (*authv3.CheckRequest, context.Context) {
 	}
 	var ext map[string]string
 	if r.Required != 0 {
-		ext = map[string]string{PermissionExtension: r.Required.String()}
+		ext = map[string]string{extauthz.PermissionExtension: r.Required.String()}
 	}
 	cr := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{

@@ -2,16 +2,16 @@ package webhookserver
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/meterr/meterr-operator/internal/ascii"
+	"github.com/meterr/meterr-operator/webhookserver/answer"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 func FuzzAuthorization(f *testing.F) {
@@ -27,13 +27,13 @@ func FuzzAuthorization(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, auth string) {
-		tok, ok := authz.BearerToken(credential(http.Header{"Authorization": {auth}}))
+		tok, ok := authz.BearerToken(request.Credential(http.Header{"Authorization": {auth}}))
 		if ok {
 			if tok == "" || strings.ContainsAny(tok, " \t\r\n") || !ascii.EqualFold(auth[:6], "bearer") {
 				t.Fatalf("the token of %q = %q", auth, tok)
 			}
 		}
-		r := httptest.NewRequest(http.MethodGet, verifyPath, nil)
+		r := httptest.NewRequest(http.MethodGet, request.VerifyPath, nil)
 		r.Header["Authorization"] = []string{auth}
 		w := httptest.NewRecorder()
 		fx.srv.ServeHTTP(w, r)
@@ -44,7 +44,7 @@ func FuzzAuthorization(f *testing.F) {
 			}
 		case http.StatusUnauthorized:
 			// The answer is the one fixed body: nothing of the input echoed.
-			if !bytes.Equal(w.Body.Bytes(), bodyInvalidAPIKey) || w.Header().Get("WWW-Authenticate") != "Bearer" {
+			if !bytes.Equal(w.Body.Bytes(), answer.ErrorBody(authz.InvalidAPIKey, "Invalid API key provided")) || w.Header().Get("WWW-Authenticate") != "Bearer" {
 				t.Fatalf("401 answer %v %s", w.Header(), w.Body)
 			}
 		default:
@@ -53,41 +53,9 @@ func FuzzAuthorization(f *testing.F) {
 	})
 }
 
-func FuzzClientIP(f *testing.F) {
-	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
-	for _, s := range [][2]string{
-		{"10.0.0.1:80", "1.2.3.4"}, {"10.0.0.1:80", "1.2.3.4, 10.1.1.1"}, {"10.0.0.1:80", "10.1.1.1, 10.2.2.2"},
-		{"203.0.113.1:80", "1.2.3.4"}, {"[fd00::1]:80", "[2001:db8::1]:443, fd00::2"}, {"10.0.0.1:80", "::ffff:1.2.3.4"},
-		{"10.0.0.1:80", "garbage, 1.2.3.4"}, {"10.0.0.1:80", ",,, ,"}, {"[::ffff:10.0.0.1]:1", "1.1.1.1"},
-		{"", ""}, {"10.0.0.1:80", "fe80::1%eth0"}, {"10.0.0.1:80", "\xff"},
-	} {
-		f.Add(s[0], s[1])
-	}
-	f.Fuzz(func(t *testing.T, remote, xff string) {
-		got := clientIP(remote, []string{xff}, trusted)
-		peer := parsePeer(remote)
-		if got.IsValid() && (got.Is4In6() || got.Zone() != "") {
-			t.Fatalf("clientIP(%q, %q) = %v: not normalised", remote, xff, got)
-		}
-		if !peer.IsValid() || !isTrusted(peer, trusted) {
-			if got != peer {
-				t.Fatalf("untrusted peer %q: XFF %q changed the client to %v", remote, xff, got)
-			}
-			return
-		}
-		if !got.IsValid() {
-			t.Fatalf("trusted peer %q: no client", remote)
-		}
-		// Several headers mean the same as one joined with commas.
-		if split := clientIP(remote, strings.Split(xff, ","), trusted); split != got {
-			t.Fatalf("%q: one header gives %v, split headers %v", xff, got, split)
-		}
-	})
-}
-
 func FuzzOriginalRequest(f *testing.F) {
 	fx := newFixture(f, func(c *ServerConfig) {
-		c.Routes = []Route{{"*", "/", "read"}, {"POST", "/v1/usage", "write"}, {"*", "/v1/billing", "admin"}}
+		c.Routes = []Route{{Method: "*", Prefix: "/", Permission: "read"}, {Method: "POST", Prefix: "/v1/usage", Permission: "write"}, {Method: "*", Prefix: "/v1/billing", Permission: "admin"}}
 	})
 	reader := standard()
 	reader.Permissions = []string{"read"}
@@ -121,9 +89,9 @@ func FuzzOriginalRequest(f *testing.F) {
 		if suffix != "" && suffix[0] != '/' {
 			suffix = "/" + suffix
 		}
-		u := &url.URL{Path: checkPath + suffix, RawQuery: rawQuery}
-		if parsed, err := url.ParseRequestURI(checkPath + suffix); err == nil && strings.HasPrefix(parsed.Path, checkPath) &&
-			parsed.RawQuery == "" && (parsed.Path == checkPath) == (suffix == "") {
+		u := &url.URL{Path: request.CheckPath + suffix, RawQuery: rawQuery}
+		if parsed, err := url.ParseRequestURI(request.CheckPath + suffix); err == nil && strings.HasPrefix(parsed.Path, request.CheckPath) &&
+			parsed.RawQuery == "" && (parsed.Path == request.CheckPath) == (suffix == "") {
 			// As the server parses it: with RawPath when escapes are unusual.
 			parsed.RawQuery = rawQuery
 			u = parsed
@@ -131,7 +99,7 @@ func FuzzOriginalRequest(f *testing.F) {
 		r := &http.Request{Method: method, URL: u, Header: h, RemoteAddr: "192.0.2.1:1"}
 		r = r.WithContext(t.Context())
 
-		found, ok := forEachOriginal(r, func(m, p string) {
+		found, ok := request.ForEachOriginal(r, func(m, p string) {
 			if !strings.HasPrefix(p, "/") {
 				t.Fatalf("original path %q does not start with /", p)
 			}
@@ -142,7 +110,7 @@ func FuzzOriginalRequest(f *testing.F) {
 		if suffix != "" && !found {
 			t.Fatal("an appended path is an original request")
 		}
-		_, present, qok := queryPermission(rawQuery)
+		_, present, qok := request.QueryPermission(rawQuery)
 		explicit := suffix == "" && present
 		want400 := explicit && !qok || !explicit && (!ok || !found)
 
@@ -155,60 +123,6 @@ func FuzzOriginalRequest(f *testing.F) {
 		}
 		if (w.Code == 400) != want400 {
 			t.Fatalf("status %d, want 400: %v: %s", w.Code, want400, w.Body)
-		}
-	})
-}
-
-func FuzzRequestHost(f *testing.F) {
-	for _, s := range [][2]string{
-		{"https://a.example.com", ""}, {"null", "https://a.example.com/"}, {"", "https://u@h.example:1/p"},
-		{"HTTPS://A.EXAMPLE.COM.", ""}, {"https://[::1]", ""}, {"https://a\\@b", ""}, {"\xff://x", ""},
-	} {
-		f.Add(s[0], s[1])
-	}
-	// A key restricted to *.example.com, decided as the server decides.
-	restricted := authz.Compile(&authz.RecordSpec{Name: "r", Domains: []string{"*.example.com"}})
-	allowed := func(host string) bool {
-		in := authz.Input{Entry: authz.Entry{Policy: *restricted.Policy, KeyID: "k"}, Found: true, OriginHost: host, Now: t0}
-		d := (&authz.Decider{}).Decide(context.Background(), &in)
-		return d.Allowed()
-	}
-	f.Fuzz(func(t *testing.T, origin, referer string) {
-		h := http.Header{}
-		if origin != "" {
-			h["Origin"] = []string{origin}
-		}
-		if referer != "" {
-			h["Referer"] = []string{referer}
-		}
-		host := requestHost(h)
-		if host == "" {
-			return
-		}
-		if strings.HasSuffix(host, ".") || strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != "" {
-			t.Fatalf("host %q", host)
-		}
-		if allowed(host) && !strings.HasSuffix(strings.ToLower(host), ".example.com") {
-			t.Fatalf("%q matched *.example.com", host)
-		}
-	})
-}
-
-func FuzzParseRoute(f *testing.F) {
-	for _, s := range []string{"GET /v1=read", "* /=admin", "post /a=b=write", "GET", "", "GET /x =read"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		r, err := ParseRoute(s)
-		if err != nil {
-			return
-		}
-		again, err := ParseRoute(r.String())
-		if err != nil || again != r {
-			t.Fatalf("%q parses to %+v, which reads back as %+v, %v", s, r, again, err)
-		}
-		if _, err := compileRoutes([]Route{r}); err != nil {
-			t.Fatalf("%+v does not compile: %v", r, err)
 		}
 	})
 }

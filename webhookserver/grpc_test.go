@@ -28,6 +28,9 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/quota"
+	"github.com/meterr/meterr-operator/webhookserver/frontend/extauthz"
+	"github.com/meterr/meterr-operator/webhookserver/index"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // grpcFixture serves a fixture's Server over gRPC on loopback and holds a
@@ -237,8 +240,8 @@ func TestGRPCDenials(t *testing.T) {
 		{"malformed key", checkReq{key: "mtr_nope"}, req{key: "mtr_nope"}, 401, "invalid_api_key", "www-authenticate"},
 		{"unknown key", checkReq{key: newKey(t, "production")}, req{}, 401, "invalid_api_key", "www-authenticate"},
 		{"expired", checkReq{key: old}, req{key: old}, 401, "expired_api_key", "www-authenticate"},
-		{"insufficient (extension)", checkReq{key: roKey, ext: map[string]string{PermissionExtension: "write"}},
-			req{key: roKey, target: checkPath + "?permission=write"}, 403, "insufficient_permissions", "x-ratelimit-remaining"},
+		{"insufficient (extension)", checkReq{key: roKey, ext: map[string]string{extauthz.PermissionExtension: "write"}},
+			req{key: roKey, target: request.CheckPath + "?permission=write"}, 403, "insufficient_permissions", "x-ratelimit-remaining"},
 		{"ip", checkReq{key: ipKey, source: "192.0.2.1"}, req{key: ipKey, remote: "192.0.2.1:40000"}, 403, "ip_not_allowed", "x-ratelimit-limit"},
 		{"ip: forged XFF from an untrusted source", checkReq{key: ipKey, source: "192.0.2.1", headers: map[string]string{"x-forwarded-for": "203.0.113.9"}},
 			req{key: ipKey, remote: "192.0.2.1:40000", header: http.Header{"X-Forwarded-For": {"203.0.113.9"}}}, 403, "ip_not_allowed", ""},
@@ -248,17 +251,17 @@ func TestGRPCDenials(t *testing.T) {
 			req{key: domKey, header: http.Header{"Origin": {"https://evil.example.net"}}}, 403, "domain_not_allowed", ""},
 		{"environment", checkReq{key: stKey}, req{key: stKey}, 403, "environment_mismatch", ""},
 		{"rate limit", checkReq{key: oneKey}, req{key: oneKey}, 429, "rate_limit_exceeded", "retry-after"},
-		{"bad extension", checkReq{key: key, ext: map[string]string{PermissionExtension: "billing"}},
-			req{key: key, target: checkPath + "?permission=billing"}, 400, "invalid_request", ""},
-		{"empty extension", checkReq{key: key, ext: map[string]string{PermissionExtension: ""}},
-			req{key: key, target: checkPath + "?permission="}, 400, "invalid_request", ""},
+		{"bad extension", checkReq{key: key, ext: map[string]string{extauthz.PermissionExtension: "billing"}},
+			req{key: key, target: request.CheckPath + "?permission=billing"}, 400, "invalid_request", ""},
+		{"empty extension", checkReq{key: key, ext: map[string]string{extauthz.PermissionExtension: ""}},
+			req{key: key, target: request.CheckPath + "?permission="}, 400, "invalid_request", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.http.key == "" {
 				tc.http.key = tc.c.key
 			}
 			if tc.http.target == "" {
-				tc.http.target = checkPath
+				tc.http.target = request.CheckPath
 			}
 			if tc.http.remote == "" {
 				tc.http.remote = "192.0.2.1:40000"
@@ -268,7 +271,7 @@ func TestGRPCDenials(t *testing.T) {
 			if st != tc.status || code != tc.code {
 				t.Fatalf("denied %d %s, want %d %s", st, code, tc.status, tc.code)
 			}
-			if resp.GetStatus().GetCode() != int32(grpcCodeOf(st)) {
+			if resp.GetStatus().GetCode() != int32(extauthz.CodeOf(st)) {
 				t.Errorf("check status %v for HTTP %d", resp.GetStatus(), st)
 			}
 			hs := headerMap(resp.GetDeniedResponse().GetHeaders())
@@ -320,7 +323,7 @@ func httpHeaderList(h http.Header) string {
 
 func TestGRPCRoutes(t *testing.T) {
 	g := newGRPCFixture(t, func(c *ServerConfig) {
-		c.Routes = []Route{{"*", "/v1/", "read"}, {"POST", "/v1/usage", "write"}, {"*", "/v1/admin", "admin"}}
+		c.Routes = []Route{{Method: "*", Prefix: "/v1/", Permission: "read"}, {Method: "POST", Prefix: "/v1/usage", Permission: "write"}, {Method: "*", Prefix: "/v1/admin", Permission: "admin"}}
 	})
 	readOnly := standard()
 	readOnly.Permissions = []string{"read"}
@@ -336,8 +339,8 @@ func TestGRPCRoutes(t *testing.T) {
 		{"POST", "/v1//usage", nil, "insufficient_permissions"},
 		{"POST", "/v1/%75sage", nil, "insufficient_permissions"},
 		{"HEAD", "/v1/admin/x", nil, "insufficient_permissions"},
-		{"GET", "/v1/admin", map[string]string{PermissionExtension: "read"}, ""}, // the extension wins
-		{"GET", "/v1/usage", map[string]string{PermissionExtension: "read,write"}, "insufficient_permissions"},
+		{"GET", "/v1/admin", map[string]string{extauthz.PermissionExtension: "read"}, ""}, // the extension wins
+		{"GET", "/v1/usage", map[string]string{extauthz.PermissionExtension: "read,write"}, "insufficient_permissions"},
 		{"GET", "", nil, "invalid_request"},
 		{"GET", "v1/usage", nil, "invalid_request"},
 	} {
@@ -426,9 +429,14 @@ func TestGRPCHealth(t *testing.T) {
 // Before the first full load a check is denied 503 not_ready with
 // Retry-After, as on HTTP.
 func TestGRPCNotLoaded(t *testing.T) {
-	g := newGRPCFixture(t, nil)
-	g.srv.loaded.Store(false)
-	resp := g.check(t, checkReq{key: newKey(t, "production")})
+	s, err := NewServer(ServerConfig{Index: index.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.authz.Check(context.Background(), checkReq{key: newKey(t, "production")}.build())
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := resp.GetDeniedResponse()
 	if d.GetStatus().GetCode() != 503 || headerMap(d.GetHeaders())["retry-after"] != "1" || !strings.Contains(d.GetBody(), "not_ready") {
 		t.Fatalf("not loaded: %v", resp)
@@ -510,7 +518,7 @@ func TestGRPCDecisionLog(t *testing.T) {
 		c.LogDecisions = LogDecisionsDenied
 		c.Log = log
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), loopbackGateway}
-		c.Routes = []Route{{"*", "/v1/", "read"}, {"POST", "/v1/usage", "write"}}
+		c.Routes = []Route{{Method: "*", Prefix: "/v1/", Permission: "read"}, {Method: "POST", Prefix: "/v1/usage", Permission: "write"}}
 	})
 	readOnly := standard()
 	readOnly.Permissions = []string{"read"}
@@ -558,7 +566,7 @@ func TestGRPCDecisionLog(t *testing.T) {
 // never a panic, and never echoes the key.
 func FuzzCheckRequest(f *testing.F) {
 	fx := newFixture(f, func(c *ServerConfig) {
-		c.Routes = []Route{{"*", "/", "read"}, {"POST", "/v1/usage", "write"}}
+		c.Routes = []Route{{Method: "*", Prefix: "/", Permission: "read"}, {Method: "POST", Prefix: "/v1/usage", Permission: "write"}}
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	})
 	key := fx.add("web", standard())
@@ -570,7 +578,7 @@ func FuzzCheckRequest(f *testing.F) {
 		c := checkReq{method: method, path: path, source: source,
 			headers: map[string]string{"authorization": auth, "x-forwarded-for": xff, "origin": origin}}
 		if withExt {
-			c.ext = map[string]string{PermissionExtension: ext}
+			c.ext = map[string]string{extauthz.PermissionExtension: ext}
 		}
 		req := c.build()
 		req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Path = method, path
@@ -619,11 +627,11 @@ func TestGRPCRateLimitUnavailable(t *testing.T) {
 		resp.GetStatus().GetCode() != int32(grpccodes.Unavailable) {
 		t.Fatalf("gRPC: %d %s %v %v", st, code, hs, resp.GetStatus())
 	}
-	w := g.do(req{key: key, target: checkPath})
+	w := g.do(req{key: key, target: request.CheckPath})
 	if w.Code != st || w.Body.String() != resp.GetDeniedResponse().GetBody() || httpHeaderList(w.Header()) != headerList(hs) {
 		t.Errorf("HTTP %d %s %v; gRPC %d %v", w.Code, w.Body, w.Header(), st, hs)
 	}
-	w = g.do(req{key: key, target: checkPath + "?mode=nginx"})
+	w = g.do(req{key: key, target: request.CheckPath + "?mode=nginx"})
 	if w.Code != 403 || w.Header().Get("X-Meterr-Status") != "503" || w.Header().Get("X-Meterr-Error-Code") != "rate_limit_unavailable" ||
 		w.Header().Get("Retry-After") != "1" {
 		t.Errorf("NGINX mode: %d %v", w.Code, w.Header())

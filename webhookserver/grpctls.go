@@ -97,7 +97,7 @@ func (c *clientCAs) current() *tls.Config {
 // required and verified against the bundle, for client authentication, and,
 // when sans is not empty, naming one of sans as a DNS or URI SAN. Every
 // caller that completes the handshake is then a gateway vouched for (see
-// grpcCaller); any other is refused before its first call.
+// extauthz.Server.Caller); any other is refused before its first call.
 func grpcTLSConfig(base *tls.Config, cas *clientCAs, sans []string) *tls.Config {
 	if cas == nil {
 		return base

@@ -26,6 +26,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/meterr/meterr-operator/webhookserver/index"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // The attack of issue 21: a stolen key allowlisted to 203.0.113.0/24 with a
@@ -84,50 +87,15 @@ func TestGRPCClaimsFromATrustedPeer(t *testing.T) {
 	}
 }
 
-// The rule itself, the same for every front-end: conn is the connection's
-// own peer; claims count only when it is vouched for.
-func TestClientAddr(t *testing.T) {
-	s := &Server{trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
-	a := netip.MustParseAddr
-	for _, tc := range []struct {
-		name    string
-		conn    string
-		vouched bool
-		claimed string
-		xff     []string
-		want    string
-	}{
-		{"untrusted peer, nothing claimed", "192.0.2.1", false, "", []string{"203.0.113.9"}, "192.0.2.1"},
-		{"untrusted peer claims an address", "192.0.2.1", false, "203.0.113.9", nil, "192.0.2.1"},
-		{"untrusted peer claims a trusted proxy and XFF", "192.0.2.1", false, "10.1.1.1", []string{"203.0.113.9"}, "192.0.2.1"},
-		{"no peer address, nothing vouched", "", false, "203.0.113.9", nil, ""},
-		{"trusted peer over HTTP: XFF", "10.1.1.1", true, "", []string{"203.0.113.9"}, "203.0.113.9"},
-		{"vouched peer states the client", "192.0.2.1", true, "203.0.113.9", []string{"198.51.100.1"}, "203.0.113.9"},
-		{"vouched peer states a trusted proxy: XFF walked", "192.0.2.1", true, "10.1.1.1", []string{"198.51.100.1, 10.2.2.2"}, "198.51.100.1"},
-		{"vouched peer states nothing: its own address", "192.0.2.1", true, "", []string{"198.51.100.1"}, "192.0.2.1"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var conn, claimed netip.Addr
-			if tc.conn != "" {
-				conn = a(tc.conn)
-			}
-			if tc.claimed != "" {
-				claimed = a(tc.claimed)
-			}
-			got := s.clientAddr(conn, tc.vouched, claimed, tc.xff)
-			if (tc.want == "") != !got.IsValid() || got.IsValid() && got != a(tc.want) {
-				t.Fatalf("client %v, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
 // grpcCaller reads the connection's peer from the call's context: its
-// address, vouched for by --trusted-proxies or by a verified client
-// certificate; a certificate the TLS stack did not verify vouches for
-// nothing.
+// address, vouched for (with the one trust rule) by --trusted-proxies or by
+// a verified client certificate; a certificate the TLS stack did not verify
+// vouches for nothing.
 func TestGRPCCaller(t *testing.T) {
-	s := &Server{trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	s, err := NewServer(ServerConfig{Index: index.New(), TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tcp := func(ip string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(ip)) }
 	leaf := &x509.Certificate{}
 	for _, tc := range []struct {
@@ -151,7 +119,12 @@ func TestGRPCCaller(t *testing.T) {
 			if tc.p != nil {
 				ctx = peer.NewContext(ctx, tc.p)
 			}
-			got, vouched := s.grpcCaller(ctx)
+			got, certified := s.grpcCaller(ctx)
+			// Vouched for: by the one trust rule, the address the peer
+			// claims counts (a trusted address vouches by itself, a
+			// verified certificate through Caller).
+			claimed := netip.MustParseAddr("203.0.113.9")
+			vouched := s.client(&request.Request{Peer: got, Vouched: certified, Claimed: claimed}) == claimed
 			if (tc.want == "") != !got.IsValid() || got.IsValid() && got.String() != tc.want || vouched != tc.vouched {
 				t.Fatalf("caller %v vouched %v, want %q %v", got, vouched, tc.want, tc.vouched)
 			}

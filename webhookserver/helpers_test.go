@@ -17,6 +17,7 @@ import (
 	"github.com/meterr/meterr-operator/internal/record/recordtest"
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // t0 is half past an hour, so the window resets in 1800 seconds.
@@ -89,7 +90,7 @@ func (f *fixture) do(r req) *httptest.ResponseRecorder {
 		r.method = http.MethodGet
 	}
 	if r.target == "" {
-		r.target = verifyPath
+		r.target = request.VerifyPath
 	}
 	hr := httptest.NewRequest(r.method, r.target, nil)
 	if r.remote != "" {

@@ -6,46 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meterr/meterr-operator/internal/buildinfo"
-	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/keepalive"
 )
-
-// serverMetrics are the hot path's metrics. The decision counters are
-// resolved once per label value so counting allocates nothing. No label ever
-// holds a key, a key hash or a key id.
-type serverMetrics struct {
-	decisions [authz.NumCodes]prometheus.Counter
-	duration  prometheus.Histogram
-	// decisionLogsDropped counts decision log lines over the rate limit.
-	decisionLogsDropped prometheus.Counter
-}
-
-func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
-	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meterr_auth_decisions_total",
-		Help: `Decisions of /v1/auth/verify and /v1/auth/check, by outcome: "ok" or the error code of the answer.`,
-	}, []string{"code"})
-	duration := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "meterr_auth_request_duration_seconds",
-		Help:    "Time to decide a /v1/auth/verify or /v1/auth/check request, in seconds.",
-		Buckets: prometheus.ExponentialBuckets(0.00001, 2.5, 12), // 10µs to about 240ms
-	})
-	dropped := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "meterr_auth_decision_logs_dropped_total",
-		Help: "Decision log lines (--log-decisions) not written because they came faster than the log's rate limit.",
-	})
-	for _, c := range []prometheus.Collector{decisions, duration, dropped} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("registering auth server metrics: %w", err)
-		}
-	}
-	m := &serverMetrics{duration: duration, decisionLogsDropped: dropped}
-	for c := range authz.NumCodes {
-		m.decisions[c] = decisions.WithLabelValues(c.String())
-	}
-	return m, nil
-}
 
 // newBuildInfo returns meterr_build_info{version,commit,goversion}, always 1
 // (see buildinfo.New): version and commit are the ones main is stamped with.

@@ -13,7 +13,9 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/webhookserver/answer"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // Defaults of the auth server's flags.
@@ -238,7 +240,7 @@ func (o *Options) Validate() error {
 	if err := validateTrustedHops(o.TrustedProxies, o.TrustedHops); err != nil {
 		bad("trusted-hops", "%v", err)
 	}
-	if _, err := compileRoutes(o.Routes); err != nil {
+	if _, err := request.CompileRoutes(o.Routes); err != nil {
 		bad("route", "%v", err)
 	}
 	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
@@ -275,7 +277,7 @@ func (o *Options) Validate() error {
 			bad("redis-url", "%v", err)
 		}
 	}
-	if err := validateLogDecisions(o.LogDecisions); err != nil {
+	if err := answer.ValidateLogDecisions(o.LogDecisions); err != nil {
 		bad("log-decisions", "%v", err)
 	}
 	if o.DeadlineSweep < 0 || o.DeadlineSweep > maxDeadlineSweep {
@@ -287,7 +289,7 @@ func (o *Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// AddTrustFlags registers the flags of the one trust rule (Server.clientAddr)
+// AddTrustFlags registers the flags of the one trust rule (request.Trust.ClientAddr)
 // on fs: --trusted-proxies and --trusted-hops. The auth server and whois
 // register the same set, so whois cannot explain an answer the server would
 // not give.
@@ -369,7 +371,7 @@ func (f *prefixListFlag) String() string {
 }
 
 func (f *prefixListFlag) Set(v string) error {
-	ps, err := ParseTrustedProxies(v)
+	ps, err := request.ParseTrustedProxies(v)
 	if err != nil {
 		return err
 	}
@@ -392,7 +394,7 @@ func (f *routeListFlag) String() string {
 }
 
 func (f *routeListFlag) Set(v string) error {
-	r, err := ParseRoute(v)
+	r, err := request.ParseRoute(v)
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func TestAddFlagsParse(t *testing.T) {
 	want := Options{
 		Listen: "127.0.0.1:8443", MetricsAddr: "0", RecordsNamespace: "keys", Environment: "staging",
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("192.0.2.1/32")},
-		Routes:         []Route{{"GET", "/v1/usage", "read"}, {"*", "/v1/billing", "admin"}},
+		Routes:         []Route{{Method: "GET", Prefix: "/v1/usage", Permission: "read"}, {Method: "*", Prefix: "/v1/billing", Permission: "admin"}},
 		TLSCertFile:    "/c", TLSKeyFile: "/k", ShutdownTimeout: 3 * time.Second, MaxHeaderBytes: 32768,
 		RedisURL: "redis://redis:6379/2", RedisTimeout: 250 * time.Millisecond, RedisFailureMode: ratelimit.FailClosed,
 		LogDecisions: LogDecisionsDenied, GCTuning: false, DeadlineSweep: 250 * time.Millisecond,
@@ -94,7 +94,9 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.RecordsNamespace = "" }, "--records-namespace"},
 		{func(o *Options) { o.RecordsNamespace = "Meterr_System" }, "--records-namespace"},
 		{func(o *Options) { o.Environment = "prod" }, "--environment"},
-		{func(o *Options) { o.Routes = []Route{{"GET", "/a", "read"}, {"GET", "/a", "write"}} }, "--route"},
+		{func(o *Options) {
+			o.Routes = []Route{{Method: "GET", Prefix: "/a", Permission: "read"}, {Method: "GET", Prefix: "/a", Permission: "write"}}
+		}, "--route"},
 		{func(o *Options) { o.TLSCertFile = "/c" }, "--tls-cert-file"},
 		{func(o *Options) { o.TLSKeyFile = "/k" }, "--tls-cert-file"},
 		{func(o *Options) { o.ShutdownTimeout = 0 }, "--shutdown-timeout"},

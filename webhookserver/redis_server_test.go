@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meterr/meterr-operator/test/redistest"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
@@ -61,10 +60,10 @@ func TestServerRedisFailClosed(t *testing.T) {
 	if w := f.do(req{key: unlimited}); w.Code != http.StatusOK {
 		t.Fatalf("unlimited key: %d", w.Code)
 	}
-	if got := testutil.ToFloat64(f.srv.metrics.decisions[codeByName(t, "rate_limit_unavailable")]); got != 2 {
+	if got := decisionCount(t, f.reg, "rate_limit_unavailable"); got != 2 {
 		t.Fatalf("decisions{code=rate_limit_unavailable} = %v, want 2", got)
 	}
-	if got := testutil.ToFloat64(f.srv.metrics.decisions[codeByName(t, "rate_limit_exceeded")]); got != 0 {
+	if got := decisionCount(t, f.reg, "rate_limit_exceeded"); got != 0 {
 		t.Fatalf("decisions{code=rate_limit_exceeded} = %v, want 0", got)
 	}
 	r.Restart()

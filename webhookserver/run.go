@@ -199,7 +199,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	watcher := records.NewWatcher(cs, o.RecordsNamespace, store)
 	go watcher.Run(watchCtx)
 
-	api, takeover := newAPIServer(srv, o.MaxHeaderBytes, o.KeepaliveTakeover)
+	api, takeover := newAPIServer(srv.Handler(), o.MaxHeaderBytes, o.KeepaliveTakeover)
 	if takeover != nil {
 		if err := registerTakeoverMetrics(reg, takeover); err != nil {
 			return err

@@ -29,6 +29,7 @@ import (
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 	"github.com/meterr/meterr-operator/webhookserver/records"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // eventually polls cond until it holds, for things that happen on other
@@ -167,12 +168,12 @@ func TestRun(t *testing.T) {
 
 	// Ready means loaded: the key works at once. Its window is that of
 	// o.Clock, the one clock of the decisions and the limiter.
-	if code, h, body := get(t, base+verifyPath, key); code != http.StatusOK ||
+	if code, h, body := get(t, base+request.VerifyPath, key); code != http.StatusOK ||
 		!strings.Contains(body, `"reset":"`+resetT0+`"`) || h.Get("X-RateLimit-Reset") != strconv.FormatInt(t0.Truncate(time.Hour).Add(time.Hour).Unix(), 10) {
 		t.Fatalf("verify: %d %v %s (want the window of o.Clock)", code, h, body)
 	}
 	// Records outside the records namespace are not read.
-	if code, _, _ := get(t, base+verifyPath, other); code != http.StatusUnauthorized {
+	if code, _, _ := get(t, base+request.VerifyPath, other); code != http.StatusUnauthorized {
 		t.Fatalf("record in another namespace accepted: %d", code)
 	}
 
@@ -182,12 +183,12 @@ func TestRun(t *testing.T) {
 	if _, err := secrets.Update(ctx, recordSecret(t, ns, rec), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "disabled key refused", func() bool { c, _, _ := get(t, base+verifyPath, key); return c == http.StatusUnauthorized })
+	eventually(t, "disabled key refused", func() bool { c, _, _ := get(t, base+request.VerifyPath, key); return c == http.StatusUnauthorized })
 	rec.Policy.Disabled = false
 	if _, err := secrets.Update(ctx, recordSecret(t, ns, rec), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "re-enabled key", func() bool { c, _, _ := get(t, base+verifyPath, key); return c == http.StatusOK })
+	eventually(t, "re-enabled key", func() bool { c, _, _ := get(t, base+request.VerifyPath, key); return c == http.StatusOK })
 
 	// A record that cannot be decoded is skipped and counted; its old
 	// entries go (fail closed).
@@ -196,18 +197,18 @@ func TestRun(t *testing.T) {
 	if _, err := secrets.Create(ctx, bs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "new record", func() bool { c, _, _ := get(t, base+verifyPath, broken); return c == http.StatusOK })
+	eventually(t, "new record", func() bool { c, _, _ := get(t, base+request.VerifyPath, broken); return c == http.StatusOK })
 	bs.Data[record.DataKey] = []byte(`{"formatVersion":99}`)
 	if _, err := secrets.Update(ctx, bs, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "undecodable record dropped", func() bool { c, _, _ := get(t, base+verifyPath, broken); return c == http.StatusUnauthorized })
+	eventually(t, "undecodable record dropped", func() bool { c, _, _ := get(t, base+request.VerifyPath, broken); return c == http.StatusUnauthorized })
 
 	// Deleting a record removes its keys.
 	if err := secrets.Delete(ctx, recordSecret(t, ns, rec).Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "deleted record", func() bool { c, _, _ := get(t, base+verifyPath, key); return c == http.StatusUnauthorized })
+	eventually(t, "deleted record", func() bool { c, _, _ := get(t, base+request.VerifyPath, key); return c == http.StatusUnauthorized })
 
 	code, _, metrics := get(t, metricsURL, "")
 	if code != http.StatusOK {
@@ -323,7 +324,7 @@ func TestHeaderLimit(t *testing.T) {
 			}
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 			defer client.CloseIdleConnections()
-			url := "http://" + ln.Addr().String() + verifyPath
+			url := "http://" + ln.Addr().String() + request.VerifyPath
 			do := func(pad int) int {
 				r, _ := http.NewRequest(http.MethodGet, url, nil)
 				r.Header.Set("X-Pad", strings.Repeat("a", pad))
@@ -367,7 +368,7 @@ func TestHeaderLimit(t *testing.T) {
 // TestRawHeaders sends bytes that are not UTF-8 in headers over a real
 // connection, as a hostile client would.
 func TestRawHeaders(t *testing.T) {
-	f := newFixture(t, func(c *ServerConfig) { c.Routes = []Route{{"*", "/", "read"}} })
+	f := newFixture(t, func(c *ServerConfig) { c.Routes = []Route{{Method: "*", Prefix: "/", Permission: "read"}} })
 	pol := standard()
 	pol.Domains = []string{"app.example.com"}
 	key := f.add("dom", pol)
@@ -380,10 +381,10 @@ func TestRawHeaders(t *testing.T) {
 		name, path, headers string
 		want                int
 	}{
-		{"authorization", checkPath + "/x", "Authorization: Bearer \xff\xfe\xfd" + key[3:] + "\r\n", 401},
-		{"origin", checkPath + "/x", "Authorization: Bearer " + key + "\r\nOrigin: https://app.example.com\xff\r\n", 403},
-		{"forwarded uri", checkPath, "Authorization: Bearer " + key + "\r\nOrigin: https://app.example.com\r\nX-Original-URI: /\xc3\x28\xff\r\n", 200},
-		{"xff", checkPath + "/x", "Authorization: Bearer " + key + "\r\nOrigin: https://app.example.com\r\nX-Forwarded-For: \xff\xfe\r\n", 200},
+		{"authorization", request.CheckPath + "/x", "Authorization: Bearer \xff\xfe\xfd" + key[3:] + "\r\n", 401},
+		{"origin", request.CheckPath + "/x", "Authorization: Bearer " + key + "\r\nOrigin: https://app.example.com\xff\r\n", 403},
+		{"forwarded uri", request.CheckPath, "Authorization: Bearer " + key + "\r\nOrigin: https://app.example.com\r\nX-Original-URI: /\xc3\x28\xff\r\n", 200},
+		{"xff", request.CheckPath + "/x", "Authorization: Bearer " + key + "\r\nOrigin: https://app.example.com\r\nX-Forwarded-For: \xff\xfe\r\n", 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := net.Dial("tcp", ln.Addr().String())

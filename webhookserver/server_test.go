@@ -12,14 +12,13 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/record"
-	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 func TestVerifyOK(t *testing.T) {
@@ -110,7 +109,7 @@ func TestAuthenticationFailures(t *testing.T) {
 		{"wrong prefix", []string{"Bearer mtr_prod_" + key[9:]}, ""},
 		{"unknown", []string{"Bearer " + unknown}, ""},
 		{"disabled", []string{"Bearer " + disabledKey}, ""},
-		{"key in query only", nil, verifyPath + "?api_key=" + key + "&access_token=" + key + "&key=" + key},
+		{"key in query only", nil, request.VerifyPath + "?api_key=" + key + "&access_token=" + key + "&key=" + key},
 		{"non-utf8", []string{"Bearer \xff\xfe" + key[2:]}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,14 +144,14 @@ func TestAuthenticationFailures(t *testing.T) {
 }
 
 func TestDisabledIsIdenticalToUnknown(t *testing.T) {
-	f := newFixture(t, func(c *ServerConfig) { c.Routes = []Route{{"*", "/", "read"}} })
+	f := newFixture(t, func(c *ServerConfig) { c.Routes = []Route{{Method: "*", Prefix: "/", Permission: "read"}} })
 	pol := standard()
 	pol.Disabled = true
 	pol.IPAllowlist = []string{"10.0.0.0/8"}
 	pol.ExpiresAt = mtime(t0.Add(-time.Hour)) // disabled wins over expired too
 	disabled := f.add("off", pol)
 	unknown := newKey(t, "production")
-	for _, target := range []string{verifyPath, checkPath + "/x", checkPath + "?permission=admin"} {
+	for _, target := range []string{request.VerifyPath, request.CheckPath + "/x", request.CheckPath + "?permission=admin"} {
 		a := f.do(req{key: disabled, target: target})
 		b := f.do(req{key: unknown, target: target})
 		if a.Code != b.Code || a.Body.String() != b.Body.String() || !maps.EqualFunc(a.Header(), b.Header(), func(x, y []string) bool {
@@ -471,20 +470,20 @@ func TestPermissions(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"verify needs nothing", readKey, verifyPath, 200, ""},
-		{"check without permission", readKey, checkPath, 200, ""},
-		{"check read", readKey, checkPath + "?permission=read", 200, ""},
-		{"check write refused", readKey, checkPath + "?permission=write", 403, "insufficient_permissions"},
-		{"check read and write", readKey, checkPath + "?permission=read,write", 403, "insufficient_permissions"},
-		{"check repeated", readKey, checkPath + "?permission=read&permission=admin", 403, "insufficient_permissions"},
-		{"admin grants write", adminKey, checkPath + "?permission=write", 200, ""},
-		{"admin grants all", adminKey, checkPath + "?permission=read%2Cwrite%2Cadmin", 200, ""},
-		{"unknown permission", readKey, checkPath + "?permission=billing", 400, "invalid_request"},
-		{"empty permission", readKey, checkPath + "?permission=", 400, "invalid_request"},
-		{"bad escape", readKey, checkPath + "?permission=%zz", 400, "invalid_request"},
-		{"other parameters ignored", readKey, checkPath + "?foo=bar&permission=read", 200, ""},
-		{"envoy mode ignores the client's query", readKey, checkPath + "/v1/usage?permission=admin", 200, ""},
-		{"envoy mode ignores unknown values too", readKey, checkPath + "/v1/usage?permission=nonsense", 200, ""},
+		{"verify needs nothing", readKey, request.VerifyPath, 200, ""},
+		{"check without permission", readKey, request.CheckPath, 200, ""},
+		{"check read", readKey, request.CheckPath + "?permission=read", 200, ""},
+		{"check write refused", readKey, request.CheckPath + "?permission=write", 403, "insufficient_permissions"},
+		{"check read and write", readKey, request.CheckPath + "?permission=read,write", 403, "insufficient_permissions"},
+		{"check repeated", readKey, request.CheckPath + "?permission=read&permission=admin", 403, "insufficient_permissions"},
+		{"admin grants write", adminKey, request.CheckPath + "?permission=write", 200, ""},
+		{"admin grants all", adminKey, request.CheckPath + "?permission=read%2Cwrite%2Cadmin", 200, ""},
+		{"unknown permission", readKey, request.CheckPath + "?permission=billing", 400, "invalid_request"},
+		{"empty permission", readKey, request.CheckPath + "?permission=", 400, "invalid_request"},
+		{"bad escape", readKey, request.CheckPath + "?permission=%zz", 400, "invalid_request"},
+		{"other parameters ignored", readKey, request.CheckPath + "?foo=bar&permission=read", 200, ""},
+		{"envoy mode ignores the client's query", readKey, request.CheckPath + "/v1/usage?permission=admin", 200, ""},
+		{"envoy mode ignores unknown values too", readKey, request.CheckPath + "/v1/usage?permission=nonsense", 200, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := f.do(req{key: tc.key, target: tc.target})
@@ -499,7 +498,7 @@ func TestPermissions(t *testing.T) {
 	}
 	// A permission denial is counted (it comes after the limiter).
 	before := f.do(req{key: readKey}).Header().Get("X-RateLimit-Remaining")
-	w := f.do(req{key: readKey, target: checkPath + "?permission=write"})
+	w := f.do(req{key: readKey, target: request.CheckPath + "?permission=write"})
 	after := f.do(req{key: readKey}).Header().Get("X-RateLimit-Remaining")
 	b, _ := strconv.Atoi(before)
 	a, _ := strconv.Atoi(after)
@@ -511,7 +510,7 @@ func TestPermissions(t *testing.T) {
 func TestCheckAllowedHeaders(t *testing.T) {
 	f := newFixture(t, nil)
 	key := f.add("web", standard())
-	w := f.do(req{key: key, target: checkPath, method: http.MethodPost})
+	w := f.do(req{key: key, target: request.CheckPath, method: http.MethodPost})
 	if w.Code != http.StatusOK {
 		t.Fatalf("status %d", w.Code)
 	}
@@ -531,7 +530,7 @@ func TestCheckAllowedHeaders(t *testing.T) {
 		t.Errorf("body %s", w.Body)
 	}
 	// Denials carry no upstream headers.
-	w = f.do(req{key: key, target: checkPath + "?permission=admin"})
+	w = f.do(req{key: key, target: request.CheckPath + "?permission=admin"})
 	if w.Code != http.StatusForbidden || w.Header().Get("X-Meterr-Key-Id") != "" {
 		t.Fatalf("denied check: %d %v", w.Code, w.Header())
 	}
@@ -539,11 +538,11 @@ func TestCheckAllowedHeaders(t *testing.T) {
 
 func TestForwardAuthStyles(t *testing.T) {
 	routes := []Route{
-		{"*", "/v1/", "read"},
-		{"POST", "/v1/usage", "write"},
-		{"*", "/v1/usage", "read"},
-		{"*", "/v1/billing", "admin"},
-		{"GET", "/v1/billing/invoices", "read"},
+		{Method: "*", Prefix: "/v1/", Permission: "read"},
+		{Method: "POST", Prefix: "/v1/usage", Permission: "write"},
+		{Method: "*", Prefix: "/v1/usage", Permission: "read"},
+		{Method: "*", Prefix: "/v1/billing", Permission: "admin"},
+		{Method: "GET", Prefix: "/v1/billing/invoices", Permission: "read"},
 	}
 	f := newFixture(t, func(c *ServerConfig) { c.Routes = routes })
 	reader := standard()
@@ -563,43 +562,43 @@ func TestForwardAuthStyles(t *testing.T) {
 	}
 	cases := []tc{
 		// Envoy ext_authz: the original path appended, the client's method.
-		{"envoy GET usage", "GET", checkPath + "/v1/usage", nil, key, 200},
-		{"envoy POST usage", "POST", checkPath + "/v1/usage/events", nil, key, 403},
-		{"envoy POST usage writer", "POST", checkPath + "/v1/usage/events", nil, wkey, 200},
-		{"envoy billing", "GET", checkPath + "/v1/billing", nil, key, 403},
-		{"envoy longer GET rule", "GET", checkPath + "/v1/billing/invoices/7", nil, key, 200},
-		{"envoy longer GET rule, other method", "DELETE", checkPath + "/v1/billing/invoices/7", nil, key, 403},
-		{"envoy unmatched path", "GET", checkPath + "/healthz", nil, key, 200},
-		{"envoy query ignored", "GET", checkPath + "/v1/usage?permission=admin", nil, key, 200},
-		{"envoy doubled slash", "GET", checkPath + "/v1//billing", nil, key, 403},
-		{"envoy dot segment", "GET", checkPath + "/v1/usage/../billing", nil, key, 403},
-		{"envoy encoded", "GET", checkPath + "/v1/%62illing", nil, key, 403},
-		{"envoy path parameter", "GET", checkPath + "/v1;x=1/billing", nil, key, 403},
-		{"envoy lower-case method", "post", checkPath + "/v1/usage", nil, key, 403},
+		{"envoy GET usage", "GET", request.CheckPath + "/v1/usage", nil, key, 200},
+		{"envoy POST usage", "POST", request.CheckPath + "/v1/usage/events", nil, key, 403},
+		{"envoy POST usage writer", "POST", request.CheckPath + "/v1/usage/events", nil, wkey, 200},
+		{"envoy billing", "GET", request.CheckPath + "/v1/billing", nil, key, 403},
+		{"envoy longer GET rule", "GET", request.CheckPath + "/v1/billing/invoices/7", nil, key, 200},
+		{"envoy longer GET rule, other method", "DELETE", request.CheckPath + "/v1/billing/invoices/7", nil, key, 403},
+		{"envoy unmatched path", "GET", request.CheckPath + "/healthz", nil, key, 200},
+		{"envoy query ignored", "GET", request.CheckPath + "/v1/usage?permission=admin", nil, key, 200},
+		{"envoy doubled slash", "GET", request.CheckPath + "/v1//billing", nil, key, 403},
+		{"envoy dot segment", "GET", request.CheckPath + "/v1/usage/../billing", nil, key, 403},
+		{"envoy encoded", "GET", request.CheckPath + "/v1/%62illing", nil, key, 403},
+		{"envoy path parameter", "GET", request.CheckPath + "/v1;x=1/billing", nil, key, 403},
+		{"envoy lower-case method", "post", request.CheckPath + "/v1/usage", nil, key, 403},
 		// Traefik, Caddy.
-		{"traefik GET", "GET", checkPath, http.Header{"X-Forwarded-Method": {"GET"}, "X-Forwarded-Uri": {"/v1/usage?x=1"}}, key, 200},
-		{"traefik POST", "GET", checkPath, http.Header{"X-Forwarded-Method": {"POST"}, "X-Forwarded-Uri": {"/v1/usage"}}, key, 403},
-		{"traefik no method uses request's", "POST", checkPath, http.Header{"X-Forwarded-Uri": {"/v1/usage"}}, key, 403},
+		{"traefik GET", "GET", request.CheckPath, http.Header{"X-Forwarded-Method": {"GET"}, "X-Forwarded-Uri": {"/v1/usage?x=1"}}, key, 200},
+		{"traefik POST", "GET", request.CheckPath, http.Header{"X-Forwarded-Method": {"POST"}, "X-Forwarded-Uri": {"/v1/usage"}}, key, 403},
+		{"traefik no method uses request's", "POST", request.CheckPath, http.Header{"X-Forwarded-Uri": {"/v1/usage"}}, key, 403},
 		// ingress-nginx.
-		{"ingress-nginx GET", "GET", checkPath, http.Header{"X-Original-Method": {"GET"}, "X-Original-Url": {"https://api.example.com/v1/usage?y=2"}}, key, 200},
-		{"ingress-nginx POST", "GET", checkPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Url": {"https://api.example.com/v1/usage"}}, key, 403},
-		{"ingress-nginx billing", "GET", checkPath, http.Header{"X-Original-Method": {"GET"}, "X-Original-Url": {"http://api.example.com:8080/v1/billing"}}, key, 403},
-		{"ingress-nginx root", "GET", checkPath, http.Header{"X-Original-Url": {"https://api.example.com"}}, key, 200},
+		{"ingress-nginx GET", "GET", request.CheckPath, http.Header{"X-Original-Method": {"GET"}, "X-Original-Url": {"https://api.example.com/v1/usage?y=2"}}, key, 200},
+		{"ingress-nginx POST", "GET", request.CheckPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Url": {"https://api.example.com/v1/usage"}}, key, 403},
+		{"ingress-nginx billing", "GET", request.CheckPath, http.Header{"X-Original-Method": {"GET"}, "X-Original-Url": {"http://api.example.com:8080/v1/billing"}}, key, 403},
+		{"ingress-nginx root", "GET", request.CheckPath, http.Header{"X-Original-Url": {"https://api.example.com"}}, key, 200},
 		// NGINX auth_request.
-		{"nginx GET", "GET", checkPath, http.Header{"X-Original-Uri": {"/v1/usage"}}, key, 200},
-		{"nginx request method", "POST", checkPath, http.Header{"X-Original-Uri": {"/v1/usage"}}, key, 403},
-		{"nginx X-Original-Method", "GET", checkPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Uri": {"/v1/usage"}}, key, 403},
+		{"nginx GET", "GET", request.CheckPath, http.Header{"X-Original-Uri": {"/v1/usage"}}, key, 200},
+		{"nginx request method", "POST", request.CheckPath, http.Header{"X-Original-Uri": {"/v1/usage"}}, key, 403},
+		{"nginx X-Original-Method", "GET", request.CheckPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Uri": {"/v1/usage"}}, key, 403},
 		// Every description must be satisfied: a client-added header can
 		// only add requirements.
-		{"spoofed extra header", "GET", checkPath, http.Header{"X-Forwarded-Uri": {"/public"}, "X-Original-Uri": {"/v1/billing"}}, key, 403},
-		{"spoofed header in envoy mode", "GET", checkPath + "/v1/billing", http.Header{"X-Forwarded-Uri": {"/public"}}, key, 403},
+		{"spoofed extra header", "GET", request.CheckPath, http.Header{"X-Forwarded-Uri": {"/public"}, "X-Original-Uri": {"/v1/billing"}}, key, 403},
+		{"spoofed header in envoy mode", "GET", request.CheckPath + "/v1/billing", http.Header{"X-Forwarded-Uri": {"/public"}}, key, 403},
 		// ?permission= on the bare URL replaces the rules.
-		{"explicit permission", "GET", checkPath + "?permission=read", http.Header{"X-Original-Uri": {"/v1/billing"}}, key, 200},
+		{"explicit permission", "GET", request.CheckPath + "?permission=read", http.Header{"X-Original-Uri": {"/v1/billing"}}, key, 200},
 		// Malformed or missing descriptions.
-		{"no original request", "GET", checkPath, nil, key, 400},
-		{"relative original", "GET", checkPath, http.Header{"X-Forwarded-Uri": {"v1/usage"}}, key, 400},
-		{"bad original URL", "GET", checkPath, http.Header{"X-Original-Url": {"::/x"}}, key, 400},
-		{"two original URIs", "GET", checkPath, http.Header{"X-Original-Uri": {"/a", "/b"}}, key, 400},
+		{"no original request", "GET", request.CheckPath, nil, key, 400},
+		{"relative original", "GET", request.CheckPath, http.Header{"X-Forwarded-Uri": {"v1/usage"}}, key, 400},
+		{"bad original URL", "GET", request.CheckPath, http.Header{"X-Original-Url": {"::/x"}}, key, 400},
+		{"two original URIs", "GET", request.CheckPath, http.Header{"X-Original-Uri": {"/a", "/b"}}, key, 400},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -624,10 +623,10 @@ func TestForwardAuthStyles(t *testing.T) {
 	// Without rules, any valid key is enough on every style.
 	g := newFixture(t, nil)
 	gk := g.add("x", reader)
-	if w := g.do(req{key: gk, target: checkPath}); w.Code != 200 {
+	if w := g.do(req{key: gk, target: request.CheckPath}); w.Code != 200 {
 		t.Fatalf("no rules, bare check: %d", w.Code)
 	}
-	if w := g.do(req{key: gk, target: checkPath + "/v1/billing", method: "DELETE"}); w.Code != 200 {
+	if w := g.do(req{key: gk, target: request.CheckPath + "/v1/billing", method: "DELETE"}); w.Code != 200 {
 		t.Fatalf("no rules, envoy check: %d", w.Code)
 	}
 }
@@ -638,13 +637,13 @@ func TestForwardAuthStyles(t *testing.T) {
 func TestRoutesHeadFollowsGet(t *testing.T) {
 	f := newFixture(t, func(c *ServerConfig) {
 		c.Routes = []Route{
-			{"*", "/v1/", "read"},
-			{"GET", "/v1/reports", "write"},
-			{"HEAD", "/v1/ping", "read"},
-			{"GET", "/v1/ping", "admin"},
-			{"HEAD", "/v1/open", "read"},
-			{"GET", "/v1/open", "read"},
-			{"POST", "/v1/reports", "admin"},
+			{Method: "*", Prefix: "/v1/", Permission: "read"},
+			{Method: "GET", Prefix: "/v1/reports", Permission: "write"},
+			{Method: "HEAD", Prefix: "/v1/ping", Permission: "read"},
+			{Method: "GET", Prefix: "/v1/ping", Permission: "admin"},
+			{Method: "HEAD", Prefix: "/v1/open", Permission: "read"},
+			{Method: "GET", Prefix: "/v1/open", Permission: "read"},
+			{Method: "POST", Prefix: "/v1/reports", Permission: "admin"},
 		}
 	})
 	reader := standard()
@@ -660,20 +659,20 @@ func TestRoutesHeadFollowsGet(t *testing.T) {
 		key    string
 		status int
 	}{
-		{"envoy GET rule, GET", "GET", checkPath + "/v1/reports/7", nil, rkey, 403},
-		{"envoy GET rule, HEAD", "HEAD", checkPath + "/v1/reports/7", nil, rkey, 403},
-		{"envoy GET rule, HEAD, lower case", "head", checkPath + "/v1/reports/7", nil, rkey, 403},
-		{"envoy GET rule, HEAD, enough", "HEAD", checkPath + "/v1/reports/7", nil, wkey, 200},
-		{"envoy HEAD rule weaker than GET rule", "HEAD", checkPath + "/v1/ping", nil, wkey, 403},
-		{"envoy HEAD and GET rules agree", "HEAD", checkPath + "/v1/open", nil, rkey, 200},
-		{"envoy other method unaffected", "POST", checkPath + "/v1/reports", nil, wkey, 403},
-		{"envoy HEAD elsewhere", "HEAD", checkPath + "/v1/other", nil, rkey, 200},
-		{"traefik HEAD", "GET", checkPath, http.Header{"X-Forwarded-Method": {"HEAD"}, "X-Forwarded-Uri": {"/v1/reports"}}, rkey, 403},
-		{"ingress-nginx HEAD", "GET", checkPath, http.Header{"X-Original-Method": {"HEAD"}, "X-Original-Url": {"https://h/v1/reports"}}, rkey, 403},
-		{"nginx HEAD request method", "HEAD", checkPath, http.Header{"X-Original-Uri": {"/v1/reports"}}, rkey, 403},
-		{"nginx X-Original-Method wins over the request's HEAD", "HEAD", checkPath, http.Header{"X-Original-Method": {"PUT"}, "X-Original-Uri": {"/v1/reports"}}, rkey, 200},
+		{"envoy GET rule, GET", "GET", request.CheckPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD", "HEAD", request.CheckPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD, lower case", "head", request.CheckPath + "/v1/reports/7", nil, rkey, 403},
+		{"envoy GET rule, HEAD, enough", "HEAD", request.CheckPath + "/v1/reports/7", nil, wkey, 200},
+		{"envoy HEAD rule weaker than GET rule", "HEAD", request.CheckPath + "/v1/ping", nil, wkey, 403},
+		{"envoy HEAD and GET rules agree", "HEAD", request.CheckPath + "/v1/open", nil, rkey, 200},
+		{"envoy other method unaffected", "POST", request.CheckPath + "/v1/reports", nil, wkey, 403},
+		{"envoy HEAD elsewhere", "HEAD", request.CheckPath + "/v1/other", nil, rkey, 200},
+		{"traefik HEAD", "GET", request.CheckPath, http.Header{"X-Forwarded-Method": {"HEAD"}, "X-Forwarded-Uri": {"/v1/reports"}}, rkey, 403},
+		{"ingress-nginx HEAD", "GET", request.CheckPath, http.Header{"X-Original-Method": {"HEAD"}, "X-Original-Url": {"https://h/v1/reports"}}, rkey, 403},
+		{"nginx HEAD request method", "HEAD", request.CheckPath, http.Header{"X-Original-Uri": {"/v1/reports"}}, rkey, 403},
+		{"nginx X-Original-Method wins over the request's HEAD", "HEAD", request.CheckPath, http.Header{"X-Original-Method": {"PUT"}, "X-Original-Uri": {"/v1/reports"}}, rkey, 200},
 		// Case-sensitive: /v1/Reports is not /v1/reports (only "* /v1/" applies).
-		{"path case as sent", "GET", checkPath + "/v1/Reports", nil, rkey, 200},
+		{"path case as sent", "GET", request.CheckPath + "/v1/Reports", nil, rkey, 200},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := f.do(req{method: c.method, target: c.target, header: c.header, key: c.key})
@@ -727,7 +726,7 @@ func TestNotLoaded(t *testing.T) {
 	if w := f.do(req{target: "/readyz"}); w.Code != http.StatusServiceUnavailable || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("readyz before sync: %d", w.Code)
 	}
-	for _, target := range []string{verifyPath, checkPath, checkPath + "/api/x"} {
+	for _, target := range []string{request.VerifyPath, request.CheckPath, request.CheckPath + "/api/x"} {
 		w := f.do(req{key: key, target: target})
 		// Not a denial: the one 5xx the server gives, and only before it is loaded.
 		if w.Header().Get("Content-Type") != "application/json" || w.Header().Get("Cache-Control") != "no-store" ||
@@ -757,17 +756,13 @@ func TestMetrics(t *testing.T) {
 	f.do(req{key: key})
 	f.do(req{key: key})
 	f.do(req{key: newKey(t, "production")})
-	f.do(req{key: key, target: checkPath + "?permission=admin"})
-	f.do(req{key: key, target: checkPath + "?permission=nope"})
+	f.do(req{key: key, target: request.CheckPath + "?permission=admin"})
+	f.do(req{key: key, target: request.CheckPath + "?permission=nope"})
 	f.do(req{target: "/healthz"}) // not a decision
 	for code, want := range map[string]float64{
 		"ok": 2, "invalid_api_key": 1, "insufficient_permissions": 1, "invalid_request": 1, "expired_api_key": 0,
 	} {
-		var m dto.Metric
-		if err := f.srv.metrics.decisions[codeByName(t, code)].Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		got := m.GetCounter().GetValue()
+		got := decisionCount(t, f.reg, code)
 		if got != want {
 			t.Errorf("decisions{code=%q} = %v, want %v", code, got, want)
 		}
@@ -793,23 +788,13 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-func codeByName(t *testing.T, name string) authz.Code {
-	for c := range authz.NumCodes {
-		if c.String() == name {
-			return c
-		}
-	}
-	t.Fatalf("no code %q", name)
-	return 0
-}
-
 func TestNewServerErrors(t *testing.T) {
 	idx := index.New()
 	for _, c := range []ServerConfig{
 		{},
 		{Index: idx, Environment: "prod"},
-		{Index: idx, Routes: []Route{{"GET", "/a", "read"}, {"get", "/a", "write"}}},
-		{Index: idx, Routes: []Route{{"GET", "a", "read"}}},
+		{Index: idx, Routes: []Route{{Method: "GET", Prefix: "/a", Permission: "read"}, {Method: "get", Prefix: "/a", Permission: "write"}}},
+		{Index: idx, Routes: []Route{{Method: "GET", Prefix: "a", Permission: "read"}}},
 	} {
 		if _, err := NewServer(c); err == nil {
 			t.Errorf("NewServer(%+v) succeeded", c)
@@ -828,7 +813,7 @@ func TestClassTextFirstUseConcurrent(t *testing.T) {
 	bodies := make([]string, 8)
 	for i := range bodies {
 		wg.Go(func() {
-			hr := httptest.NewRequest(http.MethodGet, checkPath, nil)
+			hr := httptest.NewRequest(http.MethodGet, request.CheckPath, nil)
 			hr.Header.Set("Authorization", "Bearer "+key)
 			hr.Header.Set("Origin", "https://app.example.com")
 			w := httptest.NewRecorder()

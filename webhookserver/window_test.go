@@ -16,6 +16,7 @@ import (
 	"github.com/meterr/meterr-operator/test/redistest"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // The window is data: a limit of 3 a day, a window length no record has
@@ -64,24 +65,23 @@ func TestWindowIsData(t *testing.T) {
 				t.Fatalf("X-RateLimit-Reset %s, want %s", w.Header().Get("X-RateLimit-Reset"), resetUnix)
 			}
 			// forward-auth: 1 left.
-			w = f.do(req{key: key, target: checkPath + "/v1/usage"})
+			w = f.do(req{key: key, target: request.CheckPath + "/v1/usage"})
 			checkDaily(t, "check", w.Code, 200, w.Header(), "1", "45000")
 			// gRPC: the last one.
 			gw := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}})
-			x := &extAuthz{s: f.srv}
-			resp, err := x.Check(gw, checkReq{key: key}.build())
+			resp, err := f.srv.authz.Check(gw, checkReq{key: key}.build())
 			if err != nil || resp.GetOkResponse() == nil {
 				t.Fatalf("gRPC: %v %v", resp, err)
 			}
 			checkDaily(t, "gRPC", 200, 200, grpcHeaders(headerMap(resp.GetOkResponse().GetHeaders())), "0", "45000")
 			// NGINX mode: over the limit, Retry-After is the rest of the day.
-			w = f.do(req{key: key, target: checkPath + "?mode=nginx"})
+			w = f.do(req{key: key, target: request.CheckPath + "?mode=nginx"})
 			checkDaily(t, "nginx", w.Code, 403, w.Header(), "0", "45000")
 			if w.Header().Get("X-Meterr-Status") != "429" || w.Header().Get("Retry-After") != "45000" {
 				t.Fatalf("nginx: %v", w.Header())
 			}
 			// gRPC over the limit.
-			resp, _ = x.Check(gw, checkReq{key: key}.build())
+			resp, _ = f.srv.authz.Check(gw, checkReq{key: key}.build())
 			hs := headerMap(resp.GetDeniedResponse().GetHeaders())
 			checkDaily(t, "gRPC denied", int(resp.GetDeniedResponse().GetStatus().GetCode()), 429, grpcHeaders(hs), "0", "45000")
 			if hs["retry-after"] != "45000" {

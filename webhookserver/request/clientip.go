@@ -1,4 +1,4 @@
-package webhookserver
+package request
 
 import (
 	"fmt"
@@ -8,7 +8,25 @@ import (
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
-// clientAddr is the one rule by which every front-end decides where a
+// Trust is the one trust rule's configuration: the peers whose
+// X-Forwarded-For is believed (--trusted-proxies) and, when positive, the
+// position from the right of X-Forwarded-For that is the client
+// (--trusted-hops).
+type Trust struct {
+	Proxies []netip.Prefix
+	Hops    int
+}
+
+// Vouches says whether a, a connection's peer, is a trusted proxy.
+func (t *Trust) Vouches(a netip.Addr) bool { return isTrusted(a, t.Proxies) }
+
+// Client returns the address r comes from, by the one trust rule.
+func (t *Trust) Client(r *Request) netip.Addr {
+	p := r.PeerAddr()
+	return t.ClientAddr(p, r.Vouched || t.Vouches(p), r.Claimed, r.Headers.ForwardedFor())
+}
+
+// ClientAddr is the one rule by which every front-end decides where a
 // request comes from. conn is the connection's own peer, the one address
 // nobody on the path can forge; vouched says that peer proved it may speak
 // for others: its address is in --trusted-proxies, or (gRPC) it presented a
@@ -20,7 +38,7 @@ import (
 // any pod could borrow an allowlisted address, and spend the quota of a key
 // allowlisted to it (issue 21). An invalid Addr means "unknown" and matches
 // no allowlist.
-func (s *Server) clientAddr(conn netip.Addr, vouched bool, claimed netip.Addr, xff []string) netip.Addr {
+func (t *Trust) ClientAddr(conn netip.Addr, vouched bool, claimed netip.Addr, xff []string) netip.Addr {
 	if !vouched {
 		return conn
 	}
@@ -28,7 +46,7 @@ func (s *Server) clientAddr(conn netip.Addr, vouched bool, claimed netip.Addr, x
 	if claimed.IsValid() {
 		from = claimed
 	}
-	return forwardedClient(from, xff, s.trusted, s.hops)
+	return forwardedClient(from, xff, t.Proxies, t.Hops)
 }
 
 // clientIP is forwardedClient from an http.Request.RemoteAddr, without

@@ -1,4 +1,11 @@
-package webhookserver
+// Package request holds the facts of a request to the auth server, whatever
+// protocol it came by (Request), and the rules that read them: the
+// credential (Credential), the one trust rule for the client address
+// (Trust), the origin host (Headers.OriginHost), the --route rules (Route,
+// Routes) and the original request a forward-auth request describes
+// (ForEachOriginal, ForOriginal). Every front-end converts into a Request;
+// nothing here decides or renders.
+package request
 
 import (
 	"net/http"
@@ -35,8 +42,8 @@ func (e Endpoint) String() string {
 }
 
 // Request is one request to decide, whatever protocol it came by: every
-// front-end converts its own request into a Request, Server.decide answers
-// it, and the front-end renders the Answer. Nothing in it is specific to a
+// front-end converts its own request into a Request, answer.Core.Decide
+// answers it, and the front-end renders the Answer. Nothing in it is specific to a
 // protocol but Headers, which keeps the headers in the form the protocol
 // delivered them so that the few the decision may need (X-Forwarded-For,
 // Origin, Referer) are read only when it needs them: for a key with
@@ -49,7 +56,7 @@ type Request struct {
 	// which authz.BearerToken reads); "" when there is none, or several.
 	Credential string
 
-	// The client, as the one trust rule (Server.clientAddr) reads it.
+	// The client, as the one trust rule (Trust.Client) reads it.
 	// Peer is the connection's own peer; a front-end that has only its
 	// text (net/http's RemoteAddr, "ip:port") sets RemoteAddr instead,
 	// which is parsed only when the address is needed.
@@ -68,17 +75,13 @@ type Request struct {
 
 	// Method and Path are the original request's, without query or
 	// fragment, as the decision log shows them; a front-end may leave them
-	// unset when decisions are not logged (Server.logsDecisions).
+	// unset when decisions are not logged (answer.Core.LogsDecisions).
 	Method, Path string
 	// Required is the permission the request needs.
 	Required authz.Permission
 	// Refusal, when set, is the answer body of a request the front-end
 	// could not read (invalid_request): it is refused without a lookup.
 	Refusal []byte
-
-	// known, set by Explain only, is what the index found for the
-	// credential.
-	known *authz.Entry
 }
 
 // Headers are a request's headers as its protocol delivered them: net/http's
@@ -125,51 +128,29 @@ func (h Headers) list(name, lower string) []string {
 	return nil
 }
 
-// joined returns the header's values joined with ", ", for the log.
-func (h Headers) joined(name, lower string) string {
+// Joined returns the header's values joined with ", ", for the log; name
+// is canonical, lower its lower-case form.
+func (h Headers) Joined(name, lower string) string {
 	if h.canonical != nil {
 		return strings.Join(h.canonical[name], ", ")
 	}
 	return h.lower[lower]
 }
 
-// forwardedFor returns the X-Forwarded-For values.
-func (h Headers) forwardedFor() []string { return h.list("X-Forwarded-For", "x-forwarded-for") }
+// ForwardedFor returns the X-Forwarded-For values.
+func (h Headers) ForwardedFor() []string { return h.list("X-Forwarded-For", "x-forwarded-for") }
 
-// originHost returns the host a browser request says it comes from: the host
-// of Origin or, without an Origin header, of Referer; without port or
-// trailing dot, not lower-cased (matching folds ASCII case). An Origin that is
-// present but opaque ("null"), not a URL, or repeated is the answer: it does
-// not fall back to Referer, so a sandboxed page cannot borrow its embedder's
-// domain. "" means none.
-//
-// Domain restrictions only bind browsers, which set these headers themselves;
-// any other client can send what it likes. They keep a key that leaked in a
-// web page from being used by other web sites.
-func (h Headers) originHost() string {
-	if v, n, ok := h.value("Origin", "origin"); ok {
-		if n != 1 {
-			return ""
-		}
-		return hostOfURL(v)
-	}
-	if v, n, ok := h.value("Referer", "referer"); ok && n == 1 {
-		return hostOfURL(v)
-	}
-	return ""
-}
-
-// peer returns the connection's own peer.
-func (r *Request) peer() netip.Addr {
+// PeerAddr returns the connection's own peer.
+func (r *Request) PeerAddr() netip.Addr {
 	if r.RemoteAddr != "" && !r.Peer.IsValid() {
 		return parsePeer(r.RemoteAddr)
 	}
 	return r.Peer
 }
 
-// peerText is the peer as the decision log shows it: as the front-end had
+// PeerText is the peer as the decision log shows it: as the front-end had
 // it.
-func (r *Request) peerText() string {
+func (r *Request) PeerText() string {
 	switch {
 	case r.RemoteAddr != "":
 		return r.RemoteAddr
@@ -177,10 +158,4 @@ func (r *Request) peerText() string {
 		return r.Peer.String()
 	}
 	return ""
-}
-
-// client returns the address r comes from, by the one trust rule.
-func (s *Server) client(r *Request) netip.Addr {
-	p := r.peer()
-	return s.clientAddr(p, r.Vouched || isTrusted(p, s.trusted), r.Claimed, r.Headers.forwardedFor())
 }

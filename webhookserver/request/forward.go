@@ -1,4 +1,4 @@
-package webhookserver
+package request
 
 import (
 	"net/http"
@@ -9,12 +9,13 @@ import (
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
 
+// The endpoints of the auth API.
 const (
-	verifyPath = "/v1/auth/verify"
-	checkPath  = "/v1/auth/check"
+	VerifyPath = "/v1/auth/verify"
+	CheckPath  = "/v1/auth/check"
 )
 
-// forEachOriginal calls fn with every method and path that a forward-auth
+// ForEachOriginal calls fn with every method and path that a forward-auth
 // request r says the client's original request has. found is false when r
 // describes no original request; ok is false when a description is malformed.
 //
@@ -38,25 +39,25 @@ const (
 // several spellings (as sent, with dot segments and doubled slashes resolved,
 // percent-decoded, without ;parameters): rules must match however the
 // upstream application reads the path.
-func forEachOriginal(r *http.Request, fn func(method, path string)) (found, ok bool) {
+func ForEachOriginal(r *http.Request, fn func(method, path string)) (found, ok bool) {
 	ok = true
 	source := func(method, raw string) {
-		p, valid := originalPath(raw)
+		p, valid := OriginalPath(raw)
 		if !valid {
 			found, ok = true, false
 			return
 		}
 		found = true
-		forOriginal(method, p, fn)
+		ForOriginal(method, p, fn)
 	}
 
-	if suffix, isEnvoy := strings.CutPrefix(r.URL.Path, checkPath); isEnvoy && suffix != "" {
+	if suffix, isEnvoy := strings.CutPrefix(r.URL.Path, CheckPath); isEnvoy && suffix != "" {
 		// Envoy: the original path (decoded by our URL parser) and, when
 		// the encoding differed, the raw form as sent.
 		found = true
-		forOriginal(r.Method, suffix, fn)
-		if raw, isRaw := strings.CutPrefix(r.URL.RawPath, checkPath); isRaw && strings.HasPrefix(raw, "/") {
-			forOriginal(r.Method, raw, fn)
+		ForOriginal(r.Method, suffix, fn)
+		if raw, isRaw := strings.CutPrefix(r.URL.RawPath, CheckPath); isRaw && strings.HasPrefix(raw, "/") {
+			ForOriginal(r.Method, raw, fn)
 		}
 	}
 	h := r.Header
@@ -81,13 +82,13 @@ func forEachOriginal(r *http.Request, fn func(method, path string)) (found, ok b
 	return found, ok
 }
 
-// forOriginal calls fn with every reading of one original request: each
+// ForOriginal calls fn with every reading of one original request: each
 // spelling of path (pathSpellings), with the method as sent and upper-cased,
 // and a HEAD request also as GET. An upstream serves HEAD as it serves GET (net/http,
 // and most servers, run the GET handler and drop the body), so GET's rules
 // govern a HEAD request too. Every front-end reads an original request this
-// way (forEachOriginal, Server.checkRequest).
-func forOriginal(method, path string, fn func(method, path string)) {
+// way (ForEachOriginal, extauthz's Check, Explain).
+func ForOriginal(method, path string, fn func(method, path string)) {
 	upper := strings.ToUpper(method)
 	head := upper == http.MethodHead
 	pathSpellings(path, func(p string) {
@@ -101,6 +102,31 @@ func forOriginal(method, path string, fn func(method, path string)) {
 	})
 }
 
+// OriginalForLog returns the method and path of the original request a
+// forward-auth request describes: the first description found, in the order
+// ForEachOriginal reads them, without query or fragment. "" when there is
+// none.
+func OriginalForLog(r *http.Request) (method, path string) {
+	if suffix, ok := strings.CutPrefix(r.URL.Path, CheckPath); ok && suffix != "" {
+		return r.Method, suffix
+	}
+	h := r.Header
+	for _, src := range [...]struct{ uri, method string }{
+		{"X-Forwarded-Uri", "X-Forwarded-Method"},
+		{"X-Original-Url", "X-Original-Method"},
+		{"X-Original-Uri", "X-Original-Method"},
+	} {
+		if v := h[src.uri]; len(v) > 0 {
+			p, ok := OriginalPath(v[0])
+			if !ok {
+				p = "(malformed)"
+			}
+			return methodOr(h[src.method], r.Method), p
+		}
+	}
+	return r.Method, ""
+}
+
 func methodOr(v []string, def string) string {
 	if len(v) == 1 && v[0] != "" {
 		return v[0]
@@ -108,9 +134,9 @@ func methodOr(v []string, def string) string {
 	return def
 }
 
-// originalPath returns the path of an original request target: origin form
+// OriginalPath returns the path of an original request target: origin form
 // ("/p?q") or absolute form ("https://host/p?q"), without query or fragment.
-func originalPath(target string) (string, bool) {
+func OriginalPath(target string) (string, bool) {
 	if i := strings.IndexAny(target, "?#"); i >= 0 {
 		target = target[:i]
 	}
@@ -195,10 +221,10 @@ func stripParams(p string) string {
 	return strings.Join(segs, "/")
 }
 
-// queryPermission reads ?permission= from a raw query: repeatable and
+// QueryPermission reads ?permission= from a raw query: repeatable and
 // comma-separated, every named permission required. present is false without
 // the parameter; ok is false when a value is empty or unknown.
-func queryPermission(rawQuery string) (need authz.Permission, present, ok bool) {
+func QueryPermission(rawQuery string) (need authz.Permission, present, ok bool) {
 	for rawQuery != "" {
 		var kv string
 		kv, rawQuery, _ = strings.Cut(rawQuery, "&")

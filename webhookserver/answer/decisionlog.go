@@ -1,8 +1,7 @@
-package webhookserver
+package answer
 
 import (
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/ascii"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // --log-decisions values.
@@ -22,18 +22,19 @@ const (
 	LogDecisionsAll    = "all"
 )
 
-// The decision log writes at most decisionLogRate lines a second, with bursts
-// of decisionLogBurst; the rest are counted in
+// The decision log writes at most DecisionLogRate lines a second, with bursts
+// of DecisionLogBurst; the rest are counted in
 // meterr_auth_decision_logs_dropped_total, and the next line written says how
 // many were dropped before it. A flood of requests cannot fill a disk.
 const (
-	decisionLogRate  = 100
-	decisionLogBurst = 200
+	DecisionLogRate  = 100
+	DecisionLogBurst = 200
 	// maxLoggedValue caps each client-supplied value in a line.
 	maxLoggedValue = 256
 )
 
-func validateLogDecisions(mode string) error {
+// ValidateLogDecisions checks a --log-decisions value.
+func ValidateLogDecisions(mode string) error {
 	switch mode {
 	case "", LogDecisionsOff, LogDecisionsDenied, LogDecisionsAll:
 		return nil
@@ -42,7 +43,7 @@ func validateLogDecisions(mode string) error {
 }
 
 // decisionLog explains decisions, one structured line each, never with the
-// key or the Authorization header. A Server has one only when the log is on:
+// key or the Authorization header. A Core has one only when the log is on:
 // off, the hot path pays one nil check.
 type decisionLog struct {
 	log     logr.Logger
@@ -60,7 +61,7 @@ func newDecisionLog(mode string, log logr.Logger, dropped prometheus.Counter, no
 	if mode == "" || mode == LogDecisionsOff {
 		return nil
 	}
-	return &decisionLog{log: log, all: mode == LogDecisionsAll, dropped: dropped, tokens: decisionLogBurst, last: now}
+	return &decisionLog{log: log, all: mode == LogDecisionsAll, dropped: dropped, tokens: DecisionLogBurst, last: now}
 }
 
 // take spends a token of the bucket. ok is false when the line must be
@@ -70,7 +71,7 @@ func (d *decisionLog) take(now time.Time) (droppedBefore uint64, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if elapsed := now.Sub(d.last); elapsed > 0 {
-		d.tokens = min(decisionLogBurst, d.tokens+elapsed.Seconds()*decisionLogRate)
+		d.tokens = min(DecisionLogBurst, d.tokens+elapsed.Seconds()*DecisionLogRate)
 		d.last = now
 	}
 	if d.tokens < 1 {
@@ -82,15 +83,15 @@ func (d *decisionLog) take(now time.Time) (droppedBefore uint64, ok bool) {
 	return droppedBefore, true
 }
 
-// logsDecisions says whether decisions are logged: a front-end works out
+// LogsDecisions says whether decisions are logged: a front-end works out
 // what only the log shows (the original method and path) only then.
-func (s *Server) logsDecisions() bool { return s.dlog != nil }
+func (s *Core) LogsDecisions() bool { return s.dlog != nil }
 
 // admitDecisionLine says whether a decision of code c gets a line: by the
 // mode, then by the rate (a dropped line is counted). The front-ends ask it
 // before working out the line, so a flood over the rate costs no more than
 // that.
-func (s *Server) admitDecisionLine(c authz.Code) (droppedBefore uint64, ok bool) {
+func (s *Core) admitDecisionLine(c authz.Code) (droppedBefore uint64, ok bool) {
 	d := s.dlog
 	if c == authz.OK && !d.all {
 		return 0, false
@@ -107,7 +108,7 @@ func (s *Server) admitDecisionLine(c authz.Code) (droppedBefore uint64, ok bool)
 // not need (the key's record for a request refused before the lookup, the
 // client address and origin of a key without restrictions) is worked out
 // here, so that with the log off the decision does no extra work.
-func (s *Server) logDecision(req *Request, a *Answer, in *authz.Input, looked bool) {
+func (s *Core) logDecision(req *request.Request, a *Answer, in *authz.Input, looked bool) {
 	droppedBefore, ok := s.admitDecisionLine(a.Code)
 	if !ok {
 		return
@@ -128,20 +129,20 @@ func (s *Server) logDecision(req *Request, a *Answer, in *authz.Input, looked bo
 		kv = append(kv, "keyId", strings.Clone(e.KeyID), "owner", strings.Clone(e.Policy.Owner()))
 	}
 	client, peer := "unknown", "unknown"
-	if c := s.client(req); c.IsValid() {
+	if c := s.trust.Client(req); c.IsValid() {
 		client = c.String()
 	}
-	if p := req.peerText(); p != "" {
+	if p := req.PeerText(); p != "" {
 		peer = p
 	}
 	kv = append(kv, "client", client, "peer", peer)
 	if req.Claimed.IsValid() {
 		kv = append(kv, "source", req.Claimed.String())
 	}
-	if xff := req.Headers.joined("X-Forwarded-For", "x-forwarded-for"); xff != "" {
+	if xff := req.Headers.Joined("X-Forwarded-For", "x-forwarded-for"); xff != "" {
 		kv = append(kv, "xForwardedFor", loggable(xff))
 	}
-	if host := req.Headers.originHost(); host != "" {
+	if host := req.Headers.OriginHost(); host != "" {
 		kv = append(kv, "originHost", host)
 	}
 	required := "none"
@@ -153,31 +154,6 @@ func (s *Server) logDecision(req *Request, a *Answer, in *authz.Input, looked bo
 		kv = append(kv, "droppedBefore", droppedBefore)
 	}
 	s.dlog.log.Info("decision", kv...)
-}
-
-// originalForLog returns the method and path of the original request a
-// forward-auth request describes: the first description found, in the order
-// forEachOriginal reads them, without query or fragment. "" when there is
-// none.
-func originalForLog(r *http.Request) (method, path string) {
-	if suffix, ok := strings.CutPrefix(r.URL.Path, checkPath); ok && suffix != "" {
-		return r.Method, suffix
-	}
-	h := r.Header
-	for _, src := range [...]struct{ uri, method string }{
-		{"X-Forwarded-Uri", "X-Forwarded-Method"},
-		{"X-Original-Url", "X-Original-Method"},
-		{"X-Original-Uri", "X-Original-Method"},
-	} {
-		if v := h[src.uri]; len(v) > 0 {
-			p, ok := originalPath(v[0])
-			if !ok {
-				p = "(malformed)"
-			}
-			return methodOr(h[src.method], r.Method), p
-		}
-	}
-	return r.Method, ""
 }
 
 // loggable shortens a client-supplied value to maxLoggedValue bytes and

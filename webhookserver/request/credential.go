@@ -1,11 +1,11 @@
-package webhookserver
+package request
 
 import "net/http"
 
-// credential returns the value of the request's only Authorization header
+// Credential returns the value of the request's only Authorization header
 // ("Bearer <token>", which authz.BearerToken reads), "" when there is none
 // or several: several are refused as ambiguous.
-func credential(h http.Header) string {
+func Credential(h http.Header) string {
 	if v := h["Authorization"]; len(v) == 1 {
 		return v[0]
 	}

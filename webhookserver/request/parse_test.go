@@ -1,7 +1,6 @@
-package webhookserver
+package request
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -33,7 +32,7 @@ func TestBearerToken(t *testing.T) {
 		{[]string{"Token abc"}, "", false},
 		{[]string{"Bearer\u00a0abc"}, "", false},
 	} {
-		got, ok := authz.BearerToken(credential(http.Header{"Authorization": tc.in}))
+		got, ok := authz.BearerToken(Credential(http.Header{"Authorization": tc.in}))
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("the token of %q = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
@@ -127,45 +126,8 @@ func TestRequestHost(t *testing.T) {
 		{http.Header{"Referer": {"/relative"}}, ""},
 		{http.Header{}, ""},
 	} {
-		if got := requestHost(tc.h); got != tc.want {
-			t.Errorf("requestHost(%v) = %q, want %q", tc.h, got, tc.want)
-		}
-	}
-}
-
-func TestAppendJSONString(t *testing.T) {
-	for _, s := range []string{"", "plain", `quo"te`, `back\slash`, "new\nline\r\t", "\x00\x01\x1f\x7f", "<a>&b", "\u2028\u2029",
-		"héllo wörld ✓ 🎉", "bad \xff\xfe utf8", "\xed\xa0\x80"} {
-		want, _ := json.Marshal(s)
-		got := appendJSONString(nil, s)
-		var back string
-		if err := json.Unmarshal(got, &back); err != nil {
-			t.Errorf("%q: invalid JSON %s: %v", s, got, err)
-			continue
-		}
-		var wantBack string
-		_ = json.Unmarshal(want, &wantBack)
-		if back != wantBack {
-			t.Errorf("%q: decodes to %q, encoding/json's to %q", s, back, wantBack)
-		}
-	}
-}
-
-func TestErrorBodies(t *testing.T) {
-	for c := authz.InvalidAPIKey; c < authz.NumCodes; c++ {
-		var body struct {
-			Error map[string]string `json:"error"`
-		}
-		if err := json.Unmarshal(errorBody(c, "m"), &body); err != nil {
-			t.Fatal(err)
-		}
-		if body.Error["code"] != c.String() || body.Error["type"] == "" || body.Error["message"] != "m" || len(body.Error) != 3 {
-			t.Errorf("%s: %v", c, body.Error)
-		}
-	}
-	for m := authz.Permission(1); m <= authz.Read|authz.Write|authz.Admin; m++ {
-		if !strings.Contains(string(bodyInsufficient[m]), m.String()) {
-			t.Errorf("insufficient body for %s: %s", m, bodyInsufficient[m])
+		if got := HTTPHeaders(tc.h).OriginHost(); got != tc.want {
+			t.Errorf("the origin host of %v = %q, want %q", tc.h, got, tc.want)
 		}
 	}
 }
@@ -192,7 +154,7 @@ func TestRoutes(t *testing.T) {
 		}
 	}
 
-	table, err := compileRoutes([]Route{
+	table, err := CompileRoutes([]Route{
 		{"*", "/v1/", "read"},
 		{"*", "/v1/usage", "read"},
 		{"POST", "/v1/usage", "write"},
@@ -218,7 +180,7 @@ func TestRoutes(t *testing.T) {
 		{"GET", "/v2", 0},
 		{"GET", "/", 0},
 	} {
-		if got := table.match(tc.method, tc.path); got != tc.want {
+		if got := table.Match(tc.method, tc.path); got != tc.want {
 			t.Errorf("%s %s requires %q, want %q", tc.method, tc.path, got, tc.want)
 		}
 	}
@@ -226,7 +188,7 @@ func TestRoutes(t *testing.T) {
 
 func TestForEachOriginal(t *testing.T) {
 	collect := func(r *http.Request) (got []string, found, ok bool) {
-		found, ok = forEachOriginal(r, func(m, p string) { got = append(got, m+" "+p) })
+		found, ok = ForEachOriginal(r, func(m, p string) { got = append(got, m+" "+p) })
 		slices.Sort(got)
 		return slices.Compact(got), found, ok
 	}
@@ -246,32 +208,32 @@ func TestForEachOriginal(t *testing.T) {
 		found bool
 		ok    bool
 	}{
-		{mk("GET", checkPath, nil), nil, false, true},
-		{mk("PUT", checkPath+"/a/b?x=1", nil), []string{"PUT /a/b"}, true, true},
-		{mk("GET", checkPath+"/", nil), []string{"GET /"}, true, true},
-		{mk("GET", checkPath+"/a//b/./c/", nil), []string{"GET /a//b/./c/", "GET /a/b/c/"}, true, true},
-		{mk("GET", checkPath+"/a%2Fb", nil), []string{"GET /a%2Fb", "GET /a/b"}, true, true},
-		{mk("GET", checkPath+"%2Fadmin", nil), []string{"GET /admin"}, true, true},
-		{mk("GET", checkPath+"/%2e%2e/x", nil), []string{"GET /%2e%2e/x", "GET /../x", "GET /x"}, true, true},
-		{mk("get", checkPath+"/a", nil), []string{"GET /a", "get /a"}, true, true},
-		{mk("GET", checkPath, http.Header{"X-Forwarded-Method": {"DELETE"}, "X-Forwarded-Uri": {"/x?y#z"}}), []string{"DELETE /x"}, true, true},
-		{mk("GET", checkPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Url": {"https://h:1/p/q?r"}}), []string{"POST /p/q"}, true, true},
-		{mk("GET", checkPath, http.Header{"X-Original-Url": {"https://h"}}), []string{"GET /"}, true, true},
-		{mk("HEAD", checkPath, http.Header{"X-Original-Uri": {"/n;jsessionid=1/m"}}), []string{"GET /n/m", "GET /n;jsessionid=1/m", "HEAD /n/m", "HEAD /n;jsessionid=1/m"}, true, true},
+		{mk("GET", CheckPath, nil), nil, false, true},
+		{mk("PUT", CheckPath+"/a/b?x=1", nil), []string{"PUT /a/b"}, true, true},
+		{mk("GET", CheckPath+"/", nil), []string{"GET /"}, true, true},
+		{mk("GET", CheckPath+"/a//b/./c/", nil), []string{"GET /a//b/./c/", "GET /a/b/c/"}, true, true},
+		{mk("GET", CheckPath+"/a%2Fb", nil), []string{"GET /a%2Fb", "GET /a/b"}, true, true},
+		{mk("GET", CheckPath+"%2Fadmin", nil), []string{"GET /admin"}, true, true},
+		{mk("GET", CheckPath+"/%2e%2e/x", nil), []string{"GET /%2e%2e/x", "GET /../x", "GET /x"}, true, true},
+		{mk("get", CheckPath+"/a", nil), []string{"GET /a", "get /a"}, true, true},
+		{mk("GET", CheckPath, http.Header{"X-Forwarded-Method": {"DELETE"}, "X-Forwarded-Uri": {"/x?y#z"}}), []string{"DELETE /x"}, true, true},
+		{mk("GET", CheckPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Url": {"https://h:1/p/q?r"}}), []string{"POST /p/q"}, true, true},
+		{mk("GET", CheckPath, http.Header{"X-Original-Url": {"https://h"}}), []string{"GET /"}, true, true},
+		{mk("HEAD", CheckPath, http.Header{"X-Original-Uri": {"/n;jsessionid=1/m"}}), []string{"GET /n/m", "GET /n;jsessionid=1/m", "HEAD /n/m", "HEAD /n;jsessionid=1/m"}, true, true},
 		// HEAD is served like GET: GET's rules govern it too.
-		{mk("HEAD", checkPath+"/a", nil), []string{"GET /a", "HEAD /a"}, true, true},
-		{mk("head", checkPath+"/a", nil), []string{"GET /a", "HEAD /a", "head /a"}, true, true},
-		{mk("GET", checkPath, http.Header{"X-Forwarded-Method": {"HEAD"}, "X-Forwarded-Uri": {"/x"}}), []string{"GET /x", "HEAD /x"}, true, true},
-		{mk("HEAD", checkPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Uri": {"/x"}}), []string{"POST /x"}, true, true},
+		{mk("HEAD", CheckPath+"/a", nil), []string{"GET /a", "HEAD /a"}, true, true},
+		{mk("head", CheckPath+"/a", nil), []string{"GET /a", "HEAD /a", "head /a"}, true, true},
+		{mk("GET", CheckPath, http.Header{"X-Forwarded-Method": {"HEAD"}, "X-Forwarded-Uri": {"/x"}}), []string{"GET /x", "HEAD /x"}, true, true},
+		{mk("HEAD", CheckPath, http.Header{"X-Original-Method": {"POST"}, "X-Original-Uri": {"/x"}}), []string{"POST /x"}, true, true},
 		// Paths are compared as sent: no case folding.
-		{mk("GET", checkPath+"/V1/Usage", nil), []string{"GET /V1/Usage"}, true, true},
-		{mk("GET", checkPath, http.Header{"X-Original-Uri": {`/a\b`}}), []string{"GET /a/b", `GET /a\b`}, true, true},
-		{mk("GET", checkPath, http.Header{"X-Original-Uri": {"http://h/abs"}}), []string{"GET /abs"}, true, true},
-		{mk("GET", checkPath, http.Header{"X-Original-Uri": {"rel"}}), nil, true, false},
-		{mk("GET", checkPath, http.Header{"X-Original-Uri": {""}}), nil, true, false},
-		{mk("GET", checkPath, http.Header{"X-Original-Uri": {"/a\x00"}}), nil, true, false},
-		{mk("GET", checkPath, http.Header{"X-Forwarded-Uri": {"/a"}, "X-Forwarded-Method": {"GET", "POST"}}), nil, true, false},
-		{mk("GET", checkPath+"/e", http.Header{"X-Forwarded-Uri": {"/f"}, "X-Original-Uri": {"/g"}}), []string{"GET /e", "GET /f", "GET /g"}, true, true},
+		{mk("GET", CheckPath+"/V1/Usage", nil), []string{"GET /V1/Usage"}, true, true},
+		{mk("GET", CheckPath, http.Header{"X-Original-Uri": {`/a\b`}}), []string{"GET /a/b", `GET /a\b`}, true, true},
+		{mk("GET", CheckPath, http.Header{"X-Original-Uri": {"http://h/abs"}}), []string{"GET /abs"}, true, true},
+		{mk("GET", CheckPath, http.Header{"X-Original-Uri": {"rel"}}), nil, true, false},
+		{mk("GET", CheckPath, http.Header{"X-Original-Uri": {""}}), nil, true, false},
+		{mk("GET", CheckPath, http.Header{"X-Original-Uri": {"/a\x00"}}), nil, true, false},
+		{mk("GET", CheckPath, http.Header{"X-Forwarded-Uri": {"/a"}, "X-Forwarded-Method": {"GET", "POST"}}), nil, true, false},
+		{mk("GET", CheckPath+"/e", http.Header{"X-Forwarded-Uri": {"/f"}, "X-Original-Uri": {"/g"}}), []string{"GET /e", "GET /f", "GET /g"}, true, true},
 	} {
 		got, found, ok := collect(tc.r)
 		if found != tc.found || ok != tc.ok || (ok && !slices.Equal(got, tc.want)) {
@@ -300,9 +262,9 @@ func TestQueryPermission(t *testing.T) {
 		{"permission=%zz", 0, true, false},
 		{"permissions=read", 0, false, true},
 	} {
-		need, present, ok := queryPermission(tc.q)
+		need, present, ok := QueryPermission(tc.q)
 		if need != tc.need || present != tc.present || ok != tc.correct {
-			t.Errorf("queryPermission(%q) = %v %v %v", tc.q, need, present, ok)
+			t.Errorf("QueryPermission(%q) = %v %v %v", tc.q, need, present, ok)
 		}
 	}
 }

@@ -1,73 +1,125 @@
-package webhookserver
+package answer
 
 import (
-	"bytes"
-	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
+	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 )
+
+// Answer is the one answer to a Request, which every front-end renders its
+// own way (HTTP: WriteHTTP; NGINX's auth_request: nginx.Write; Envoy's
+// Check: extauthz): the decision, its status and error code; the headers to
+// add (EachHeader) and to remove (Remove); the body (AppendBody); and the
+// rate-limit state. It holds strings of the index:
+// render it within the request and keep none of it.
+type Answer struct {
+	authz.Decision
+	// identity: an allowed answer carries the X-Meterr-* identity headers
+	// and asks the proxy to remove the key (forward-auth endpoints).
+	identity bool
+	// body is the error body, when it does not depend on the request
+	// (every refusal but ip_not_allowed), or the front-end's own refusal.
+	body []byte
+	// text is the rendering of the key's policy class, once it
+	// authenticated; win the window's end, once counted.
+	text *classText
+	win  *windowText
+	// vals backs this answer's own header values (counts, key id, owner).
+	vals *answerValues
+}
+
+// complete works out what a's renderings show of its decision: the body of
+// a refusal, the texts of the key's class and window, and the answer's own
+// header values, formatted once for every rendering.
+func (s *Core) complete(a *Answer, identity bool, refusal []byte) {
+	d := &a.Decision
+	a.identity = identity
+	if a.body = refusal; a.body == nil {
+		a.body = s.bodyOf(d)
+	}
+	if d.Authenticated() {
+		a.text = textOf(&d.Policy)
+	}
+	okIdentity := identity && d.Code == authz.OK
+	if d.Rate != authz.RateCounted && !okIdentity {
+		return
+	}
+	a.vals = new(answerValues)
+	if d.Rate == authz.RateCounted {
+		a.win = s.windows.of(d.Reset)
+		a.vals.counts(d.Policy.Limit().Window, d.Remaining, d.ResetIn)
+	}
+	if okIdentity {
+		a.vals.id = [2]string{d.KeyID, d.Policy.Owner()}
+	}
+}
+
+// answerValues backs an answer's own header values (rate-limit counters, a
+// forward-auth answer's key id and owner), so that they cost one
+// allocation; the header map keeps it alive until net/http has written the
+// answer. buf is written once, before any string is cut from it, and never
+// again.
+type answerValues struct {
+	// v is the RateLimit value `"<window>";r=<remaining>;t=<seconds>`
+	// ("hourly"), and the remaining count and the seconds cut from it.
+	v   [3]string
+	id  [2]string
+	buf [64]byte
+}
+
+// counts formats the remaining count and the seconds to the window's end
+// once, as one string the three values are cut from.
+func (a *answerValues) counts(w quota.Window, remaining, secs int64) {
+	b := append(a.buf[:0], '"')
+	b = append(b, w.Name()...)
+	b = append(b, `";r=`...)
+	i0 := len(b)
+	b = strconv.AppendInt(b, remaining, 10)
+	i1 := len(b)
+	b = append(b, ";t="...)
+	i2 := len(b)
+	b = strconv.AppendInt(b, secs, 10)
+	var s string
+	if len(b) <= len(a.buf) {
+		s = unsafe.String(&a.buf[0], len(b)) //nolint:gosec // b was appended within a.buf, which is never written again
+	} else {
+		s = string(b) // cannot happen with int64 values; stay correct anyway
+	}
+	a.v = [3]string{s, s[i0:i1], s[i2:]}
+}
 
 // Error answers, built once. None of them depends on the request, so none can
 // echo a key.
 var (
-	bodyInvalidAPIKey    = errorBody(authz.InvalidAPIKey, "Invalid API key provided")
-	bodyExpiredAPIKey    = errorBody(authz.ExpiredAPIKey, "API key has expired")
-	bodyDomainNotAllowed = errorBody(authz.DomainNotAllowed, "Requests from this domain are not allowed for this API key")
-	bodyRateLimited      = errorBody(authz.RateLimitExceeded, "Rate limit exceeded; retry after the time in Retry-After")
-	bodyLimitUnavailable = errorBody(authz.RateLimitUnavailable, "The rate limit could not be checked; retry after the time in Retry-After")
-	bodyUnknownPerm      = errorBody(authz.InvalidRequest, "Unknown permission in the permission parameter; use read, write or admin")
-	bodyBadOriginal      = errorBody(authz.InvalidRequest, "The original request URI forwarded by the proxy is malformed")
-	bodyNoOriginal       = errorBody(authz.InvalidRequest, "Route rules are configured but the request does not say which request it authorizes: "+
-		"append the original path to /v1/auth/check or send X-Forwarded-Uri, X-Original-URL or X-Original-URI")
-	bodyNotFound         = errorBody(authz.InvalidRequest, "Not found; the endpoints are /v1/auth/verify and /v1/auth/check")
-	bodyMethodNotAllowed = errorBody(authz.InvalidRequest, "Method not allowed; /v1/auth/verify takes GET or HEAD")
-	bodyNotLoaded        = errorBody(authz.NotReady, "The auth server has not loaded the key records yet; retry after the time in Retry-After")
+	bodyInvalidAPIKey    = ErrorBody(authz.InvalidAPIKey, "Invalid API key provided")
+	bodyExpiredAPIKey    = ErrorBody(authz.ExpiredAPIKey, "API key has expired")
+	bodyDomainNotAllowed = ErrorBody(authz.DomainNotAllowed, "Requests from this domain are not allowed for this API key")
+	bodyRateLimited      = ErrorBody(authz.RateLimitExceeded, "Rate limit exceeded; retry after the time in Retry-After")
+	bodyLimitUnavailable = ErrorBody(authz.RateLimitUnavailable, "The rate limit could not be checked; retry after the time in Retry-After")
+	bodyNotLoaded        = ErrorBody(authz.NotReady, "The auth server has not loaded the key records yet; retry after the time in Retry-After")
 	bodyInsufficient     = func() (b [authz.Admin << 1][]byte) {
 		for m := range b {
-			b[m] = errorBody(authz.InsufficientPermissions,
+			b[m] = ErrorBody(authz.InsufficientPermissions,
 				"API key lacks the required permission: "+authz.Permission(m).String())
 		}
 		return b
 	}()
-
-	bodyHealthy  = []byte(`{"status":"ok"}` + "\n")
-	bodyReady    = []byte(`{"status":"ready"}` + "\n")
-	bodyNotReady = []byte(`{"status":"not ready","message":"key records have not been loaded yet"}` + "\n")
 )
 
-// The ip_not_allowed answer names the address the allowlist was checked
-// against (see appendIPNotAllowed): its body is cut around that address.
-var bodyIPNotAllowedHead, bodyIPNotAllowedTail = func() ([]byte, []byte) {
-	const mark = "ADDRESS"
-	b := errorBody(authz.IPNotAllowed, "API key not allowed from "+mark)
-	i := bytes.Index(b, []byte(mark))
-	return b[:i:i], b[i+len(mark):]
-}()
-
-// appendIPNotAllowed appends the ip_not_allowed answer, saying which address
-// was seen. An address's text needs no JSON escaping.
-func appendIPNotAllowed(b []byte, a netip.Addr) []byte {
-	b = append(b, bodyIPNotAllowedHead...)
-	if a.IsValid() {
-		b = a.AppendTo(b)
-	} else {
-		b = append(b, "an unknown address"...)
-	}
-	return append(b, bodyIPNotAllowedTail...)
-}
-
 func environmentMismatchBody(env string) []byte {
-	return errorBody(authz.EnvironmentMismatch, "API key is not valid in this environment; this server accepts "+env+" keys")
+	return ErrorBody(authz.EnvironmentMismatch, "API key is not valid in this environment; this server accepts "+env+" keys")
 }
 
-func errorBody(c authz.Code, message string) []byte {
+// ErrorBody is the error answer of code c with message, in the seed's shape
+// {"error":{"type":...,"message":...,"code":...}}. A front-end makes the
+// bodies of its own refusals (invalid_request) with it, once.
+func ErrorBody(c authz.Code, message string) []byte {
 	b := append([]byte(nil), `{"error":{"type":`...)
 	b = appendJSONString(b, c.Type())
 	b = append(b, `,"message":`...)
@@ -79,7 +131,7 @@ func errorBody(c authz.Code, message string) []byte {
 
 // bodyOf returns the error answer of d's code; nil when allowed and for
 // ip_not_allowed.
-func (s *Server) bodyOf(d *authz.Decision) []byte {
+func (s *Core) bodyOf(d *authz.Decision) []byte {
 	switch d.Code {
 	case authz.InvalidAPIKey:
 		return bodyInvalidAPIKey
@@ -150,18 +202,6 @@ func appendOKTail(b []byte, p *authz.Policy) []byte {
 	return append(b, `,"rate_limit":`...)
 }
 
-// appendRateLimit appends the rate_limit object and closes the 200 answer;
-// the counts come as the header values already formatted.
-func appendRateLimit(b []byte, limit, remaining string, w *windowText) []byte {
-	b = append(b, `{"limit":`...)
-	b = append(b, limit...)
-	b = append(b, `,"remaining":`...)
-	b = append(b, remaining...)
-	b = append(b, `,"reset":"`...)
-	b = append(b, w.rfc3339...)
-	return append(b, "\"}}\n"...)
-}
-
 // windowText is the end of a rate-limit window in the two forms answers show
 // it; it changes once an hour, so it is formatted once an hour.
 type windowText struct {
@@ -222,27 +262,4 @@ func appendJSONString(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, '"')
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-// Header values shared by every answer; net/http never modifies them.
-var (
-	hvJSON           = []string{"application/json"}
-	hvNoStore        = []string{"no-store"}
-	hvNoSniff        = []string{"nosniff"}
-	hvBearer         = []string{"Bearer"}
-	hvAllowVerify    = []string{"GET, HEAD"}
-	hvRetryOneSecond = []string{"1"}
-	hvAuthorization  = []string{"authorization"}
-)
-
-// writeAnswer sets the headers every answer carries and writes body.
-func writeAnswer(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h["Content-Type"] = hvJSON
-	h["Cache-Control"] = hvNoStore
-	h["X-Content-Type-Options"] = hvNoSniff
-	w.WriteHeader(status)
-	_, _ = w.Write(body) //nolint:gosec // G705: a JSON answer with nosniff, never HTML; it never echoes the request
 }

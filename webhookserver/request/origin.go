@@ -1,4 +1,4 @@
-package webhookserver
+package request
 
 import (
 	"strings"
@@ -42,4 +42,27 @@ func hostOfURL(u string) string {
 		}
 	}
 	return rest
+}
+
+// OriginHost returns the host a browser request says it comes from: the host
+// of Origin or, without an Origin header, of Referer; without port or
+// trailing dot, not lower-cased (matching folds ASCII case). An Origin that is
+// present but opaque ("null"), not a URL, or repeated is the answer: it does
+// not fall back to Referer, so a sandboxed page cannot borrow its embedder's
+// domain. "" means none.
+//
+// Domain restrictions only bind browsers, which set these headers themselves;
+// any other client can send what it likes. They keep a key that leaked in a
+// web page from being used by other web sites.
+func (h Headers) OriginHost() string {
+	if v, n, ok := h.value("Origin", "origin"); ok {
+		if n != 1 {
+			return ""
+		}
+		return hostOfURL(v)
+	}
+	if v, n, ok := h.value("Referer", "referer"); ok && n == 1 {
+		return hostOfURL(v)
+	}
+	return ""
 }

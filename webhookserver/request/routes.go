@@ -1,4 +1,4 @@
-package webhookserver
+package request
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 // Permission: "write"}. Method "*" matches every method. Prefix is a plain
 // string prefix, compared case-sensitively: "/v1/billing" also matches
 // "/v1/billing-export" but not "/v1/Billing"; write "/v1/billing/" for the
-// subtree only. A GET rule governs HEAD too (see forEachOriginal).
+// subtree only. A GET rule governs HEAD too (see ForEachOriginal).
 type Route struct {
 	Method     string
 	Prefix     string
@@ -66,12 +66,13 @@ type compiledRoute struct {
 	perm   authz.Permission
 }
 
-// routeTable is sorted so that the first match is the best: longest prefix
+// Routes are compiled Route rules (CompileRoutes); routeTable is sorted so that the first match is the best: longest prefix
 // first, and at equal length a method-specific rule before "*".
-type routeTable []compiledRoute
+type Routes []compiledRoute
 
-func compileRoutes(routes []Route) (routeTable, error) {
-	t := make(routeTable, 0, len(routes))
+// CompileRoutes checks and compiles route rules.
+func CompileRoutes(routes []Route) (Routes, error) {
+	t := make(Routes, 0, len(routes))
 	seen := map[string]bool{}
 	for _, r := range routes {
 		// Accept rules built in code as well as parsed ones.
@@ -100,10 +101,10 @@ func compileRoutes(routes []Route) (routeTable, error) {
 	return t, nil
 }
 
-// match returns the permission the best rule for method and path requires, or
+// Match returns the permission the best rule for method and path requires, or
 // 0 when no rule matches. Methods compare exactly; callers try the upper-case
 // form too.
-func (t routeTable) match(method, path string) authz.Permission {
+func (t Routes) Match(method, path string) authz.Permission {
 	for _, r := range t {
 		if (r.method == "" || r.method == method) && strings.HasPrefix(path, r.prefix) {
 			return r.perm

@@ -1,10 +1,14 @@
-package webhookserver
+// Package nginx is the auth server's front-end for NGINX's auth_request
+// (NGINX mode, ?mode=nginx on the bare /v1/auth/check URL): the HTTP
+// front-end converts the request; this package renders the Answer.
+package nginx
 
 import (
 	"bytes"
 	"net/http"
 	"strconv"
-	"strings"
+
+	"github.com/meterr/meterr-operator/webhookserver/answer"
 )
 
 // NGINX's auth_request passes on only 2xx, 401 and 403 from the auth server
@@ -23,30 +27,18 @@ import (
 // besides Retry-After, WWW-Authenticate and the rate-limit headers of the
 // real answer. The body is the real answer's.
 
-// queryNginxMode reports whether a raw query asks for NGINX mode.
-func queryNginxMode(rawQuery string) bool {
-	for rawQuery != "" {
-		var kv string
-		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
-		if kv == "mode=nginx" {
-			return true
-		}
-	}
-	return false
-}
-
-// writeNginx renders a for NGINX's auth_request: the HTTP answer when
+// Write renders a for NGINX's auth_request: the HTTP answer when
 // allowed; a refusal as 401 or 403 with the real answer's headers and body,
 // and its status, code, type and message in X-Meterr-* headers.
-func (s *Server) writeNginx(w http.ResponseWriter, a *Answer) {
+func Write(w http.ResponseWriter, a *answer.Answer) {
 	if a.Allowed() {
-		s.writeHTTP(w, a)
+		answer.WriteHTTP(w, a)
 		return
 	}
 	h := w.Header()
-	a.eachHeader(func(name string, v []string) { h[name] = v })
+	a.EachHeader(func(name string, v []string) { h[name] = v })
 	status := a.Code.Status()
-	b := a.appendBody(nil)
+	b := a.AppendBody(nil)
 	h["X-Meterr-Status"] = []string{strconv.Itoa(status)}
 	h["X-Meterr-Error-Code"] = []string{a.Code.String()}
 	h["X-Meterr-Error-Type"] = []string{a.Code.Type()}
@@ -54,11 +46,11 @@ func (s *Server) writeNginx(w http.ResponseWriter, a *Answer) {
 	if status != http.StatusUnauthorized {
 		status = http.StatusForbidden
 	}
-	writeAnswer(w, status, b)
+	answer.Write(w, status, b)
 }
 
 // jsonMessage returns the message of an error body as it stands in the JSON,
-// escaped: errorBody escapes every control character, so it is a valid
+// escaped: answer.ErrorBody escapes every control character, so it is a valid
 // header value too.
 func jsonMessage(body []byte) string {
 	const start, end = `,"message":"`, `","code":`
