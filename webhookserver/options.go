@@ -57,6 +57,9 @@ type Options struct {
 	TrustedHops int
 	// Routes require permissions on forward-auth requests (--route).
 	Routes []Route
+	// CredentialSources are where a request may carry its key
+	// (--credential-sources); nil is Authorization: Bearer alone.
+	CredentialSources request.Sources
 	// TLSCertFile and TLSKeyFile, both or neither, serve the auth API over
 	// TLS (--tls-cert-file, --tls-key-file).
 	TLSCertFile string
@@ -133,6 +136,7 @@ func DefaultOptions() Options {
 		GCTuning:         true,
 		DeadlineSweep:    DefaultDeadlineSweep,
 
+		CredentialSources: request.DefaultSources,
 		KeepaliveTakeover: true,
 	}
 }
@@ -158,6 +162,12 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			"The longest matching prefix wins; at equal length a rule for the method beats *. Paths match case-sensitively; "+
 			"a HEAD request needs what both its HEAD and its GET rules require. "+
 			"A ?permission= on the bare /v1/auth/check URL takes precedence; with neither, any valid key is enough.")
+	o.CredentialSources = request.DefaultSources
+	fs.Var((*sourcesFlag)(&o.CredentialSources), "credential-sources",
+		`Where a request may carry its key, comma-separated: "authorization" (Authorization: Bearer <key>, the default), `+
+			`"header:<Name>" (the key itself in that header, e.g. header:X-API-Key) and "query:<name>" (a query parameter; `+
+			"read only from Envoy's gRPC Check, which removes it from the upstream's path: keys in URLs end up in access logs). "+
+			"A request must use exactly one; a key in two is refused. An allowed forward-auth answer asks the proxy to remove the one used.")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "",
 		"PEM certificate (chain) to serve the auth API over TLS; needs --tls-key-file. Empty serves plain HTTP.")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "",
@@ -345,6 +355,25 @@ func validateEnvironment(env string) error {
 		return nil
 	}
 	return fmt.Errorf("environment %q is not development, staging or production", env)
+}
+
+// sourcesFlag is the flag.Value of --credential-sources.
+type sourcesFlag request.Sources
+
+func (f *sourcesFlag) String() string {
+	if f == nil || *f == nil {
+		return request.DefaultSources.String()
+	}
+	return request.Sources(*f).String()
+}
+
+func (f *sourcesFlag) Set(v string) error {
+	ss, err := request.ParseSources(v)
+	if err != nil {
+		return err
+	}
+	*f = sourcesFlag(ss)
+	return nil
 }
 
 // RouteListFlag is a flag.Value for --route rules appended to *routes, as

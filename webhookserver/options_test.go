@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 func TestAddFlagsDefaults(t *testing.T) {
@@ -35,7 +36,7 @@ func TestAddFlagsDefaults(t *testing.T) {
 	})
 	for _, name := range []string{"listen", "metrics-bind-address", "records-namespace", "environment", "trusted-proxies",
 		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes",
-		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions", "gc-tuning", "deadline-sweep", "keepalive-takeover"} {
+		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions", "gc-tuning", "deadline-sweep", "keepalive-takeover", "credential-sources"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("no --%s", name)
 		}
@@ -53,6 +54,7 @@ func TestAddFlagsParse(t *testing.T) {
 		"--tls-cert-file=/c", "--tls-key-file=/k", "--shutdown-timeout=3s", "--max-header-bytes=32768",
 		"--redis-url=redis://redis:6379/2", "--redis-timeout=250ms", "--redis-failure-mode=closed",
 		"--log-decisions=denied", "--gc-tuning=false", "--deadline-sweep=250ms", "--keepalive-takeover=false",
+		"--credential-sources=authorization,header:X-API-Key",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +66,7 @@ func TestAddFlagsParse(t *testing.T) {
 		TLSCertFile:    "/c", TLSKeyFile: "/k", ShutdownTimeout: 3 * time.Second, MaxHeaderBytes: 32768,
 		RedisURL: "redis://redis:6379/2", RedisTimeout: 250 * time.Millisecond, RedisFailureMode: ratelimit.FailClosed,
 		LogDecisions: LogDecisionsDenied, GCTuning: false, DeadlineSweep: 250 * time.Millisecond,
+		CredentialSources: mustSources(t, "authorization,header:X-API-Key"),
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("parsed %+v\nwant %+v", o, want)
@@ -71,7 +74,8 @@ func TestAddFlagsParse(t *testing.T) {
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range [][]string{{"--trusted-proxies=10.0.0.1/8"}, {"--route=GET /x"}, {"--route=GET /x=owner"}} {
+	for _, bad := range [][]string{{"--trusted-proxies=10.0.0.1/8"}, {"--route=GET /x"}, {"--route=GET /x=owner"},
+		{"--credential-sources=header:"}, {"--credential-sources=cookie:a"}} {
 		fs := flag.NewFlagSet("x", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		var o Options
@@ -141,4 +145,13 @@ func TestBuildInfo(t *testing.T) {
 			t.Fatalf("labels %v, want version %q", labels, tc.want)
 		}
 	}
+}
+
+func mustSources(t *testing.T, s string) request.Sources {
+	t.Helper()
+	ss, err := request.ParseSources(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ss
 }

@@ -116,16 +116,17 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		lim = rl
 	}
 	srv, err := NewServer(ServerConfig{
-		Index:          idx,
-		Limiter:        lim,
-		Clock:          clk,
-		Environment:    o.Environment,
-		TrustedProxies: o.TrustedProxies,
-		TrustedHops:    o.TrustedHops,
-		Routes:         o.Routes,
-		Registerer:     reg,
-		LogDecisions:   o.LogDecisions,
-		Log:            log.WithName("decisions"),
+		Index:             idx,
+		Limiter:           lim,
+		Clock:             clk,
+		Environment:       o.Environment,
+		TrustedProxies:    o.TrustedProxies,
+		TrustedHops:       o.TrustedHops,
+		Routes:            o.Routes,
+		CredentialSources: o.CredentialSources,
+		Registerer:        reg,
+		LogDecisions:      o.LogDecisions,
+		Log:               log.WithName("decisions"),
 	})
 	if err != nil {
 		return err
@@ -260,7 +261,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		grpcAddr = gln.Addr().String()
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "grpc", grpcAddr, "tls", tlsConfig != nil, "grpcClientCA", o.GRPCClientCA != "", "metrics", o.MetricsAddr,
-		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes),
+		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes), "credentialSources", o.CredentialSources.String(),
 		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions,
 		"gcTuning", o.GCTuning, "deadlineSweep", o.DeadlineSweep.String(), "keepaliveTakeover", o.KeepaliveTakeover)
 

@@ -42,6 +42,9 @@ type ServerConfig struct {
 	TrustedHops int
 	// Routes require permissions on forward-auth requests.
 	Routes []Route
+	// CredentialSources are where a request may carry its key; nil is
+	// Authorization: Bearer alone.
+	CredentialSources request.Sources
 	// Registerer receives the handler's metrics; nil means a private
 	// registry (nothing is ever registered globally).
 	Registerer prometheus.Registerer
@@ -98,6 +101,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 		Environment:  c.Environment,
 		Trust:        request.Trust{Proxies: c.TrustedProxies, Hops: c.TrustedHops},
 		Routes:       routes,
+		Sources:      c.CredentialSources,
 		Registerer:   c.Registerer,
 		LogDecisions: c.LogDecisions,
 		Log:          c.Log,

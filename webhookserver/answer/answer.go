@@ -10,6 +10,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/quota"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // Answer is the one answer to a Request, which every front-end renders its
@@ -23,6 +24,9 @@ type Answer struct {
 	// identity: an allowed answer carries the X-Meterr-* identity headers
 	// and asks the proxy to remove the key (forward-auth endpoints).
 	identity bool
+	// from is the source the key came from (nil: Authorization): what an
+	// allowed forward-auth answer asks the proxy to remove.
+	from *request.Source
 	// body is the error body, when it does not depend on the request
 	// (every refusal but ip_not_allowed), or the front-end's own refusal.
 	body []byte

@@ -45,6 +45,9 @@ type Config struct {
 	// the front-ends apply when converting a request.
 	Trust  request.Trust
 	Routes request.Routes
+	// Sources are where a request may carry its key (--credential-sources);
+	// nil is request.DefaultSources.
+	Sources request.Sources
 	// Registerer receives the decision metrics.
 	Registerer prometheus.Registerer
 	// LogDecisions is LogDecisionsOff (or empty), LogDecisionsDenied or
@@ -63,6 +66,7 @@ type Core struct {
 	clock   clock.PassiveClock
 	trust   request.Trust
 	routes  request.Routes
+	sources request.Sources
 	metrics *metrics
 	// dlog is nil unless decisions are logged.
 	dlog  *decisionLog
@@ -80,6 +84,9 @@ func New(c Config) (*Core, error) {
 	if err := ValidateLogDecisions(c.LogDecisions); err != nil {
 		return nil, fmt.Errorf("auth server: decision log: %w", err)
 	}
+	if c.Sources == nil {
+		c.Sources = request.DefaultSources
+	}
 	m, err := newMetrics(c.Registerer)
 	if err != nil {
 		return nil, err
@@ -91,6 +98,7 @@ func New(c Config) (*Core, error) {
 		trust: request.Trust{Proxies: append([]netip.Prefix(nil), c.Trust.Proxies...),
 			Hops: c.Trust.Hops},
 		routes:          c.Routes,
+		sources:         c.Sources,
 		metrics:         m,
 		dlog:            newDecisionLog(c.LogDecisions, c.Log, m.decisionLogsDropped, c.Clock.Now()),
 		envMismatchBody: environmentMismatchBody(c.Environment),
@@ -121,6 +129,10 @@ func (s *Core) Now() time.Time { return s.clock.Now() }
 // Routes are the --route rules, which a front-end applies to the original
 // request when nothing else says which permission it requires.
 func (s *Core) Routes() request.Routes { return s.routes }
+
+// Sources are where a request may carry its key (--credential-sources):
+// a front-end reads the credential through them.
+func (s *Core) Sources() request.Sources { return s.sources }
 
 // Client returns the address req comes from, by the one trust rule.
 func (s *Core) Client(req *request.Request) netip.Addr { return s.trust.Client(req) }
@@ -153,7 +165,7 @@ func (s *Core) decide(ctx context.Context, req *request.Request, now time.Time, 
 		in = authz.Input{Required: req.Required, Now: now}
 		// Shape and checksum first: a malformed key costs no hash and no
 		// lookup.
-		if tok, ok := authz.BearerToken(req.Credential); ok && apikey.Parse(tok) == nil {
+		if tok, ok := req.Token(); ok && apikey.Parse(tok) == nil {
 			in.Entry, in.Found = s.index.Lookup(apikey.HashOf(tok))
 		} else if known != nil {
 			in.Entry, in.Found = *known, true
@@ -165,6 +177,7 @@ func (s *Core) decide(ctx context.Context, req *request.Request, now time.Time, 
 		}
 		a.Decision = s.decider.Decide(ctx, &in)
 	}
+	a.from = req.From
 	s.complete(&a, req.Endpoint != request.EndpointVerify, req.Refusal)
 	s.observe(req, &a, &in, looked, now)
 	return a

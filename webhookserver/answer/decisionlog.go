@@ -119,7 +119,7 @@ func (s *Core) logDecision(req *request.Request, a *Answer, in *authz.Input, loo
 	// itself is never logged.
 	e, found := in.Entry, in.Found
 	if !looked {
-		if tok, ok := authz.BearerToken(req.Credential); ok && apikey.Parse(tok) == nil {
+		if tok, ok := req.Token(); ok && apikey.Parse(tok) == nil {
 			e, found = s.index.Lookup(apikey.HashOf(tok))
 		}
 	}

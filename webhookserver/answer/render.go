@@ -49,10 +49,21 @@ func (a *Answer) EachHeader(set func(name string, v []string)) {
 }
 
 // Remove returns the request headers the proxy must remove before the
-// upstream: the key, from an allowed forward-auth request; else nil.
+// upstream: the key's (Authorization, or the --credential-sources header it
+// came in), from an allowed forward-auth request; else nil.
 func (a *Answer) Remove() []string {
 	if a.identity && a.Code == authz.OK {
-		return hvAuthorization
+		return a.from.Remove()
+	}
+	return nil
+}
+
+// RemoveQuery returns the query parameters the proxy must remove from the
+// upstream's path: the key's, when it came in one (only Envoy's gRPC
+// Check reads a key there); else nil.
+func (a *Answer) RemoveQuery() []string {
+	if a.identity && a.Code == authz.OK {
+		return a.from.RemoveQuery()
 	}
 	return nil
 }
@@ -123,7 +134,6 @@ var (
 	hvNoSniff        = []string{"nosniff"}
 	hvBearer         = []string{"Bearer"}
 	hvRetryOneSecond = []string{"1"}
-	hvAuthorization  = []string{"authorization"}
 )
 
 // Common are the headers every answer carries, as a rendering that lists

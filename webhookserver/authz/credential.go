@@ -26,3 +26,26 @@ func BearerToken(v string) (string, bool) {
 	}
 	return tok, true
 }
+
+// RawToken returns the token of a header or query value that holds the key
+// itself (X-API-Key: <token>): exactly one token, surrounding spaces
+// ignored.
+func RawToken(v string) (string, bool) {
+	i, j := 0, len(v)
+	for i < j && v[i] == ' ' {
+		i++
+	}
+	for j > i && v[j-1] == ' ' {
+		j--
+	}
+	tok := v[i:j]
+	if tok == "" {
+		return "", false
+	}
+	for k := 0; k < len(tok); k++ {
+		if c := tok[k]; c <= ' ' || c == 0x7f {
+			return "", false
+		}
+	}
+	return tok, true
+}

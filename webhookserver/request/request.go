@@ -1,6 +1,6 @@
 // Package request holds the facts of a request to the auth server, whatever
 // protocol it came by (Request), and the rules that read them: the
-// credential (Credential), the one trust rule for the client address
+// credential (Sources, Token), the one trust rule for the client address
 // (Trust), the origin host (Headers.OriginHost), the --route rules (Route,
 // Routes) and the original request a forward-auth request describes
 // (ForEachOriginal, ForOriginal). Every front-end converts into a Request;
@@ -52,9 +52,12 @@ type Request struct {
 	// Endpoint is the front-end; forward-auth endpoints (check, gRPC)
 	// answer an allowed request with the identity headers.
 	Endpoint Endpoint
-	// Credential is the request's only Authorization value ("Bearer <key>",
-	// which authz.BearerToken reads); "" when there is none, or several.
+	// Credential is the value of the one credential source the request
+	// used (Sources.FromHTTP, Sources.FromEnvoy): by default its only
+	// Authorization value ("Bearer <key>"); "" when there is none, or
+	// several. From is that source, nil for Authorization.
 	Credential string
+	From       *Source
 
 	// The client, as the one trust rule (Trust.Client) reads it.
 	// Peer is the connection's own peer; a front-end that has only its
@@ -159,3 +162,6 @@ func (r *Request) PeerText() string {
 	}
 	return ""
 }
+
+// Token returns the key the request presents (Token of its credential).
+func (r *Request) Token() (string, bool) { return Token(r.Credential, r.From) }

@@ -69,7 +69,8 @@ func (s *Server) Request(ctx context.Context, req *authv3.CheckRequest) request.
 		// Envoy sends header_map instead with encode_raw_headers.
 		h = rawHeaders(hr.GetHeaderMap())
 	}
-	r := request.Request{Endpoint: request.EndpointGRPC, Credential: h["authorization"], Headers: request.EnvoyHeaders(h), Method: hr.GetMethod()}
+	r := request.Request{Endpoint: request.EndpointGRPC, Headers: request.EnvoyHeaders(h), Method: hr.GetMethod()}
+	r.Credential, r.From = s.core.Sources().FromEnvoy(h, hr.GetPath())
 	r.Peer, r.Vouched = s.Caller(ctx)
 	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		if a, err := netip.ParseAddr(sa.GetAddress()); err == nil {

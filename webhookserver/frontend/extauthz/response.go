@@ -35,14 +35,15 @@ func CodeOf(status int) grpccodes.Code {
 
 // Response renders a as a CheckResponse: allowed, the identity and
 // rate-limit headers for the upstream (overwriting any the client sent),
-// the rate-limit headers for the client, and authorization removed;
+// the rate-limit headers for the client, and the key's header (or query
+// parameter) removed;
 // denied, the HTTP answer's status, headers and error body.
 func Response(a *answer.Answer) *authv3.CheckResponse {
 	hs := make([]header, 0, 12)
 	a.EachHeader(func(name string, v []string) { hs = append(hs, header{name, v[0]}) })
 	if a.Allowed() {
 		opts := headerOptions(hs, nil)
-		ok := &authv3.OkHttpResponse{HeadersToRemove: a.Remove(), Headers: opts}
+		ok := &authv3.OkHttpResponse{HeadersToRemove: a.Remove(), QueryParametersToRemove: a.RemoveQuery(), Headers: opts}
 		// The client gets the rate-limit headers, never the identity.
 		for _, o := range opts {
 			if !strings.HasPrefix(o.Header.Key, "x-meterr-") {

@@ -80,11 +80,13 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Request converts r into a request.Request of endpoint e: the credential,
+// Request converts r into a request.Request of endpoint e: the credential
+// (from --credential-sources; a query parameter is never read here),
 // the peer, the headers. The original method and path are worked out for
 // the decision log only. (check adds the permission required.)
 func (s *Handler) Request(r *http.Request, e request.Endpoint) request.Request {
-	req := request.Request{Endpoint: e, Credential: request.Credential(r.Header), RemoteAddr: r.RemoteAddr, Headers: request.HTTPHeaders(r.Header)}
+	req := request.Request{Endpoint: e, RemoteAddr: r.RemoteAddr, Headers: request.HTTPHeaders(r.Header)}
+	req.Credential, req.From = s.core.Sources().FromHTTP(r.Header)
 	if s.core.LogsDecisions() {
 		req.Method, req.Path = r.Method, r.URL.Path
 		if e == request.EndpointCheck {
