@@ -100,7 +100,7 @@ func New(c Config) (*Core, error) {
 		routes:          c.Routes,
 		sources:         c.Sources,
 		metrics:         m,
-		dlog:            newDecisionLog(c.LogDecisions, c.Log, m.decisionLogsDropped, c.Clock.Now()),
+		dlog:            newDecisionLog(c.LogDecisions, c.Log, m.decisionLogsDropped),
 		envMismatchBody: environmentMismatchBody(c.Environment),
 	}, nil
 }

@@ -3,11 +3,12 @@ package answer
 import (
 	"fmt"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/ascii"
@@ -50,37 +51,30 @@ type decisionLog struct {
 	all     bool
 	dropped prometheus.Counter
 
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
+	// limit is the token bucket (golang.org/x/time/rate), spent at the
+	// times the Core's clock gives, so tests drive it.
+	limit *rate.Limiter
 	// droppedSince counts the lines dropped since the last one written.
-	droppedSince uint64
+	droppedSince atomic.Uint64
 }
 
-func newDecisionLog(mode string, log logr.Logger, dropped prometheus.Counter, now time.Time) *decisionLog {
+func newDecisionLog(mode string, log logr.Logger, dropped prometheus.Counter) *decisionLog {
 	if mode == "" || mode == LogDecisionsOff {
 		return nil
 	}
-	return &decisionLog{log: log, all: mode == LogDecisionsAll, dropped: dropped, tokens: DecisionLogBurst, last: now}
+	return &decisionLog{log: log, all: mode == LogDecisionsAll, dropped: dropped,
+		limit: rate.NewLimiter(DecisionLogRate, DecisionLogBurst)}
 }
 
 // take spends a token of the bucket. ok is false when the line must be
 // dropped; otherwise droppedBefore is how many were dropped since the last
 // line written.
 func (d *decisionLog) take(now time.Time) (droppedBefore uint64, ok bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if elapsed := now.Sub(d.last); elapsed > 0 {
-		d.tokens = min(DecisionLogBurst, d.tokens+elapsed.Seconds()*DecisionLogRate)
-		d.last = now
-	}
-	if d.tokens < 1 {
-		d.droppedSince++
+	if !d.limit.AllowN(now, 1) {
+		d.droppedSince.Add(1)
 		return 0, false
 	}
-	d.tokens--
-	droppedBefore, d.droppedSince = d.droppedSince, 0
-	return droppedBefore, true
+	return d.droppedSince.Swap(0), true
 }
 
 // LogsDecisions says whether decisions are logged: a front-end works out
