@@ -86,7 +86,7 @@ type intakeServer struct {
 func (s *intakeServer) NeedLeaderElection() bool { return false }
 
 func (s *intakeServer) Start(ctx context.Context) error {
-	l, err := net.Listen("tcp", s.srv.Addr)
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.srv.Addr)
 	if err != nil {
 		return fmt.Errorf("leak intake: %w", err)
 	}

@@ -86,7 +86,7 @@ const (
 // GitLabTokenType is the token type the GitLab intake declares: GitLab's
 // secrets analyzer names a finding "gitleaks_rule_id_" + its rule id, and
 // docs/secret-scanning.md's ruleset gives our rule the id meterr_api_key.
-const GitLabTokenType = "gitleaks_rule_id_meterr_api_key"
+const GitLabTokenType = "gitleaks_rule_id_meterr_api_key" //nolint:gosec // a token type's name, not a credential
 
 // Paths of the intakes.
 const (

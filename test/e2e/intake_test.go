@@ -126,7 +126,7 @@ var _ = Describe("the manager's secret-scanning intakes", Ordered, func() {
 			"location": "https://gitlab.example/g/p/-/blob/abc/deploy.env"}})
 		code, _ = intakeCall(http.MethodPost, "/v1/revoke_tokens", body, "Authorization", "wrong")
 		Expect(code).To(Equal(http.StatusUnauthorized))
-		Consistently(func() int { return verify(leaked).status }).WithTimeout(500 * time.Millisecond).Should(Equal(http.StatusOK),
+		Consistently(func() int { return verify(leaked).status }).WithTimeout(500*time.Millisecond).Should(Equal(http.StatusOK),
 			"an unauthenticated report revokes nothing")
 
 		code, _ = intakeCall(http.MethodPost, "/v1/revoke_tokens", body, "Authorization", gitlabToken)
