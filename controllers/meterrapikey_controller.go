@@ -187,17 +187,6 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if wl.exists && !wl.owned {
-		msg := fmt.Sprintf("Secret %s/%s exists and is not owned by this MeterrAPIKey; it is never overwritten. Delete it or set spec.secretName", mak.Namespace, secretName(mak))
-		if !isReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict) {
-			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonSecretConflict, "Deliver", msg)
-		}
-		setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict, msg)
-		setCondition(mak, authv1alpha1.ConditionStalled, metav1.ConditionTrue, authv1alpha1.ReasonSecretConflict, msg)
-		meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
-		return ctrl.Result{RequeueAfter: conflictRetry}, nil
-	}
-
 	// A record deleted by hand is rebuilt from the key the workload still
 	// holds, but only from a key issued to this very resource: its status
 	// names the key, and the Secret's controller is this resource (UID
@@ -224,6 +213,23 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			}
 			break
 		}
+	}
+
+	if wl.exists && !wl.owned {
+		msg := fmt.Sprintf("Secret %s/%s exists and is not owned by this MeterrAPIKey; it is never overwritten. Delete it or set spec.secretName", mak.Namespace, secretName(mak))
+		if !isReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict) {
+			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonSecretConflict, "Deliver", msg)
+		}
+		setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict, msg)
+		setCondition(mak, authv1alpha1.ConditionStalled, metav1.ConditionTrue, authv1alpha1.ReasonSecretConflict, msg)
+		meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
+		// Revocations were recorded above; nothing can be delivered.
+		mak.Status.CompromisedKeys = compromisedStatus(mak.Status.CompromisedKeys, rec)
+		r.revocationEvents(mak, revocations, "")
+		if err := r.clearRevocationRequests(ctx, mak, revocations); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 
 	d := decideIssue(mak, rec, wl, now)

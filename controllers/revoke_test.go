@@ -128,6 +128,27 @@ var _ = Describe("revocation by the key itself", func() {
 			And(ContainSubstring(idOf(old)), ContainSubstring("previous"), ContainSubstring("x.env"))))
 	})
 
+	It("revokes even while the workload Secret is in conflict (nothing can be delivered)", func() {
+		ns := newNamespace()
+		mak := newKey(ns, "k")
+		settled(mak, ready)
+		leaked := secretKey(ns, "k")
+		// Someone takes the workload Secret over: it is no longer the key's.
+		s := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "k"}, s)).To(Succeed())
+		s.OwnerReferences = nil
+		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+		settled(mak, readyReason(authv1alpha1.ReasonSecretConflict))
+
+		revoke(mak, leaked, "cli", "")
+		Eventually(func(g Gomega) { g.Expect(requestsPending(getKey(mak))).To(BeFalse()) }).Should(Succeed())
+		Expect(revokedIn(mak, leaked)).To(BeTrue())
+		Expect(accepted(readRecord(mak), leaked, fakeClock.Now())).To(BeFalse())
+		Eventually(func() []string { return eventReasons(mak) }).Should(ContainElement(authv1alpha1.ReasonKeyCompromised))
+		Eventually(func() []authv1alpha1.CompromisedKeyStatus { return getKey(mak).Status.CompromisedKeys }).
+			Should(ContainElement(HaveField("ID", idOf(leaked))))
+	})
+
 	It("lets a tenant end only its own keys' validity, and never re-admits a revoked key", func() {
 		nsA, nsB := newNamespace(), newNamespace()
 		a := newKey(nsA, "a")
