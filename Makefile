@@ -44,6 +44,9 @@ IMAGE_DESCRIPTION := Declarative meterr API keys for Kubernetes: operator and au
 IMAGE_SOURCE := https://github.com/meterr/meterr-operator
 comma := ,
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+# gitleaks runs the published scanner rule (docs/secretscanning_test.go).
+GITLEAKS ?= $(LOCALBIN)/gitleaks
+export GITLEAKS
 GO_TEST_FLAGS ?= -count=1
 # The revision whose binaries `make bench` measures beside the current ones
 # (the report's before); empty for none. 2a397c1 is the last commit before the
@@ -101,7 +104,7 @@ envtest-assets: ## Build etcd, kube-apiserver and kubectl from Go modules into b
 	else ENVTEST_ASSETS_DIR="$(KUBEBUILDER_ASSETS)" K8S_VERSION=$(K8S_VERSION) hack/envtest-assets.sh; fi
 
 .PHONY: test
-test: verify-generated vet $(GOLANGCI_LINT) $(HELM) envtest-assets build ## Run every test: lint, unit, envtest, chart, install, fuzz smoke, bench smoke, e2e.
+test: verify-generated vet $(GOLANGCI_LINT) $(HELM) $(GITLEAKS) envtest-assets build ## Run every test: lint, unit, envtest, chart, install, fuzz smoke, bench smoke, e2e.
 	hack/test.sh
 
 .PHONY: test-unit
@@ -228,6 +231,12 @@ $(HELM): hack/helm/go.mod
 # mkimage (`make image`) is rebuilt only when hack/image changes.
 $(MKIMAGE): hack/image/go.mod hack/image/go.sum $(filter-out %_test.go,$(wildcard hack/image/*.go))
 	cd hack/image && CGO_ENABLED=0 go build -trimpath -o "$(MKIMAGE)" .
+
+.PHONY: gitleaks
+gitleaks: $(GITLEAKS) ## Build gitleaks (pinned in hack/gitleaks) into bin/gitleaks.
+
+$(GITLEAKS): hack/gitleaks/go.mod
+	cd hack/gitleaks && go build -o $(GITLEAKS) -ldflags "-X github.com/zricethezav/gitleaks/v8/version.Version=v8.30.1" github.com/zricethezav/gitleaks/v8
 
 $(GOLANGCI_LINT): hack/tools/go.mod
 	cd hack/tools && go build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint

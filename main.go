@@ -5,6 +5,7 @@
 //	meterr-operator dev          run everything on a local control plane
 //	meterr-operator webhook      sign and verify webhook payloads (X-Meterr-Signature)
 //	meterr-operator whois        who owns a key, its state, and what the auth server would answer
+//	meterr-operator revoke       revoke leaked keys (read from stdin), wherever they are issued
 package main
 
 import (
@@ -44,6 +45,7 @@ Usage:
   meterr-operator dev [flags]          run the whole system on a local control plane
   meterr-operator webhook sign|verify  sign or verify a webhook body (X-Meterr-Signature)
   meterr-operator whois [flags] < key  who owns a key, its state, and what the auth server would answer
+  meterr-operator revoke [flags] < keys  revoke leaked keys, one per line: refused at once, replaced if current
   meterr-operator version              print the version, commit and Go version
 
 Run "meterr-operator <command> --help" for a command's flags.
@@ -133,6 +135,13 @@ func run(ctx context.Context, command string, args []string) error {
 		start = func() error {
 			cfg := func() (*rest.Config, error) { return restConfig(*kubeconfig) }
 			return cmd.RunWhois(ctx, cfg, o, os.Stdin, os.Stdout, os.Stderr)
+		}
+	case "revoke":
+		var o cmd.RevokeOptions
+		o.AddFlags(fs)
+		start = func() error {
+			cfg := func() (*rest.Config, error) { return restConfig(*kubeconfig) }
+			return cmd.RunRevoke(ctx, cfg, o, os.Stdin, os.Stdout, os.Stderr)
 		}
 	case "version", "--version":
 		fmt.Println(versionString())

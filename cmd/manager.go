@@ -35,6 +35,7 @@ type ManagerOptions struct {
 	Burst                   int
 	MaxConcurrentReconciles int
 	MinRotationInterval     time.Duration
+	Intake                  IntakeOptions
 
 	// Version and Commit label meterr_build_info; main sets them from its
 	// build-time stamps. Not flags.
@@ -56,6 +57,7 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.QPS, "kube-api-qps", 500, "Requests per second to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.Burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "MeterrAPIKeys reconciled in parallel.")
+	o.Intake.AddFlags(fs)
 	fs.DurationVar(&o.MinRotationInterval, "min-rotation-interval", controllers.DefaultMinRotationInterval, "Least time between a key's last rotation and one requested by spec.rotation.requestedAt; a faster request waits, and the key's Ready condition says until when. 0 disables the minimum.")
 }
 
@@ -73,7 +75,7 @@ func (o *ManagerOptions) Validate() error {
 	case o.MinRotationInterval < 0:
 		return fmt.Errorf("--min-rotation-interval must not be negative")
 	}
-	return nil
+	return o.Intake.Validate()
 }
 
 // metricsOptions serves metrics as kubebuilder scaffolds them: over TLS
@@ -133,6 +135,9 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 	reaper := &controllers.RecordReaper{Client: mgr.GetClient(), RecordsNamespace: o.RecordsNamespace}
 	if err := reaper.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the record reaper: %w", err)
+	}
+	if err := addIntake(mgr, o.Intake, o.RecordsNamespace); err != nil {
+		return fmt.Errorf("setting up the leak intakes: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

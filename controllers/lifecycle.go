@@ -130,6 +130,10 @@ func decideIssue(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, wl workload
 	}
 	{
 		i := findVersion(rec, wl.hash.String())
+		if i >= 0 && rec.Keys[i].Revoked != nil {
+			return decision{issue: true, reason: authv1alpha1.ReasonKeyCompromised,
+				message: "the current key was reported leaked: issued a new key at once; the reported key is refused from now on"}
+		}
 		if i < 0 || rec.Keys[i].ExpiresAt != nil {
 			return decision{issue: true, reason: authv1alpha1.ReasonSecretModified, drift: true,
 				message: "the workload Secret holds a key that is not the current one: issued a new key"}

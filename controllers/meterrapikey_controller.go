@@ -187,17 +187,6 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if wl.exists && !wl.owned {
-		msg := fmt.Sprintf("Secret %s/%s exists and is not owned by this MeterrAPIKey; it is never overwritten. Delete it or set spec.secretName", mak.Namespace, secretName(mak))
-		if !isReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict) {
-			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonSecretConflict, "Deliver", msg)
-		}
-		setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict, msg)
-		setCondition(mak, authv1alpha1.ConditionStalled, metav1.ConditionTrue, authv1alpha1.ReasonSecretConflict, msg)
-		meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
-		return ctrl.Result{RequeueAfter: conflictRetry}, nil
-	}
-
 	// A record deleted by hand is rebuilt from the key the workload still
 	// holds, but only from a key issued to this very resource: its status
 	// names the key, and the Secret's controller is this resource (UID
@@ -209,14 +198,48 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			"the key record was missing: rebuilt it from the workload Secret; older key versions are no longer accepted")
 	}
 
+	// Revocations first: the record says "revoked" before anything else
+	// happens, so the auth servers refuse the reported versions even if
+	// this reconcile goes no further (a crash, an error delivering the
+	// replacement). The requests are removed only after the record is written.
+	revocations := applyRevocations(rec, revocationRequests(mak), now)
+	for i, d := range revocations {
+		if d.index >= 0 {
+			revocations[i].wasCurrent = wl.intact && rec.Keys[d.index].Hash == wl.hash.String()
+		}
+		if d.fresh {
+			if recSecret, err = r.writeRecord(ctx, mak, recSecret, rec); err != nil {
+				return ctrl.Result{}, err
+			}
+			break
+		}
+	}
+
+	if wl.exists && !wl.owned {
+		msg := fmt.Sprintf("Secret %s/%s exists and is not owned by this MeterrAPIKey; it is never overwritten. Delete it or set spec.secretName", mak.Namespace, secretName(mak))
+		if !isReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict) {
+			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonSecretConflict, "Deliver", msg)
+		}
+		setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict, msg)
+		setCondition(mak, authv1alpha1.ConditionStalled, metav1.ConditionTrue, authv1alpha1.ReasonSecretConflict, msg)
+		meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
+		// Revocations were recorded above; nothing can be delivered.
+		mak.Status.CompromisedKeys = compromisedStatus(mak.Status.CompromisedKeys, rec)
+		r.revocationEvents(mak, revocations, "")
+		if err := r.clearRevocationRequests(ctx, mak, revocations); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
+
 	d := decideIssue(mak, rec, wl, now)
 	var delayed gate
-	if d.issue && d.reason != authv1alpha1.ReasonIssued {
+	if d.issue && d.reason != authv1alpha1.ReasonIssued && d.reason != authv1alpha1.ReasonKeyCompromised {
 		if delayed = rotationGate(mak, rec, d.reason, r.MinRotationInterval, now); delayed.delayed() {
 			d.issue = false
 		}
 	}
-	currentHash := ""
+	currentHash, replacement := "", ""
 	if d.issue {
 		delivered := ""
 		if wl.intact {
@@ -227,7 +250,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		currentHash = v.Hash
+		currentHash, replacement = v.Hash, v.ID
 		keysIssued.WithLabelValues(d.reason).Inc()
 		log.Info("issued key", "reason", d.reason, "keyID", v.ID)
 		evType := corev1.EventTypeNormal
@@ -251,6 +274,12 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	if _, err := r.writeRecord(ctx, mak, recSecret, desired); err != nil {
 		return ctrl.Result{}, err
 	}
+	if len(revocations) > 0 {
+		r.revocationEvents(mak, revocations, replacement)
+		if err := r.clearRevocationRequests(ctx, mak, revocations); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if i := findVersion(desired, currentHash); i >= 0 && !d.issue { // issue has just applied it
 		if err := r.applyWorkload(ctx, mak, wlSecret, wl, desired.Keys[i].NotBefore.Time); err != nil {
 			return ctrl.Result{}, err
@@ -268,6 +297,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 		mak.Status.CurrentKey = cur
 	}
 	mak.Status.PreviousKeys = prev
+	mak.Status.CompromisedKeys = compromisedStatus(mak.Status.CompromisedKeys, desired)
 	meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionStalled)
 	meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
 	switch {
@@ -302,7 +332,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 // status names that very key as the one it was issued.
 func rebuildable(mak *authv1alpha1.MeterrAPIKey, wl workload) bool {
 	return wl.intact && wl.owned && mak.Status.CurrentKey != nil &&
-		mak.Status.CurrentKey.ID == wl.hash.ID()
+		mak.Status.CurrentKey.ID == wl.hash.ID() && !isCompromised(mak, wl.hash.ID())
 }
 
 // issue writes a new key: first to the record, then to the workload Secret,

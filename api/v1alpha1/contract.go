@@ -77,4 +77,29 @@ const (
 	ReasonSecretRenamed     = "SecretRenamed"
 	// ReasonRecordRebuilt is the event of a record rebuilt from the workload Secret.
 	ReasonRecordRebuilt = "RecordRebuilt"
+	// ReasonKeyCompromised is the Warning event of a key version reported
+	// leaked, and the reason of the emergency rotation that replaces a
+	// reported current key.
+	ReasonKeyCompromised = "KeyCompromised"
+	// ReasonRevocationIgnored is the Warning event of a revocation request
+	// that names no version of the key.
+	ReasonRevocationIgnored = "RevocationIgnored"
 )
+
+// Revocation requests. A request is an annotation on the MeterrAPIKey whose
+// key is AnnotationRevokePrefix followed by the key id, and whose value is a
+// RevocationRequest in JSON. It carries the key's SHA-256 (proof of holding
+// the key, since only the operator and the auth server can read the
+// records), never the key. The controller acts on it, then removes it.
+const AnnotationRevokePrefix = "auth.meterr.ai/revoke-"
+
+// RevocationRequest is the value of a revocation request annotation.
+type RevocationRequest struct {
+	// Hash is the hex SHA-256 of the reported key.
+	Hash string `json:"hash"`
+	// Source: cli, gitlab, github.
+	Source string `json:"source"`
+	// Location is where the key was found (a URL, a file path); shown in
+	// the Event, never stored in the record.
+	Location string `json:"location,omitempty"`
+}

@@ -266,6 +266,27 @@ type MeterrAPIKeyStatus struct {
 	// SecretName is the workload Secret that holds the current key.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
+
+	// CompromisedKeys lists the key versions reported leaked (by
+	// `meterr-operator revoke` or a secret-scanning intake), newest last.
+	// Each is refused from the moment it was reported and never accepted
+	// again; a reported current key was replaced at once. The source of
+	// truth is the key record, which only the operator writes: editing
+	// this list revokes nothing and re-admits nothing.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	CompromisedKeys []CompromisedKeyStatus `json:"compromisedKeys,omitempty"`
+}
+
+// CompromisedKeyStatus describes a key version reported leaked, without revealing it.
+type CompromisedKeyStatus struct {
+	// ID is the key version's identifier.
+	ID string `json:"id"`
+	// ReportedAt is when the report was acted on: the version is refused from then on.
+	ReportedAt metav1.Time `json:"reportedAt"`
+	// Source says who reported it: cli, gitlab, github.
+	Source string `json:"source"`
 }
 
 // CurrentKeyStatus describes the current key without revealing it.

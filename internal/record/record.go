@@ -73,6 +73,20 @@ type Version struct {
 	// ExpiresAt is nil for the current key (and for a key written to the
 	// record but not yet delivered); set when a newer key replaces it.
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// Revoked is set when the version was reported compromised (revoked by
+	// the key itself): the auth server refuses it as an unknown key
+	// (invalid_api_key), and ExpiresAt is set to the same moment, so an
+	// auth server that predates this field refuses it too (expired_api_key).
+	// Only the controller writes records, and it never clears this field.
+	Revoked *Revocation `json:"revoked,omitempty"`
+}
+
+// Revocation records that a key version was reported compromised.
+type Revocation struct {
+	// At is when the report was acted on.
+	At metav1.Time `json:"at"`
+	// Source names who reported it (e.g. "cli", "gitlab", "github").
+	Source string `json:"source"`
 }
 
 // Expired reports whether the version is a tombstone at now.

@@ -180,7 +180,10 @@ var _ = BeforeSuite(func() {
 		"--leader-elect", "--leader-election-namespace", "meterr-system",
 		// Specs request rotations seconds apart.
 		"--min-rotation-interval", "1s",
-		"--metrics-bind-address", managerMetrics, "--health-probe-bind-address", freeAddr())
+		"--metrics-bind-address", managerMetrics, "--health-probe-bind-address", freeAddr(),
+		// The secret-scanning intakes (intake_test.go).
+		"--leak-intake-listen", intakeListen(), "--gitlab-revocation-token-file", gitlabTokenFile(),
+		"--github-public-keys-file", githubKeysFile())
 	authListen, authMetrics = freeAddr(), freeAddr()
 	authURL = "http://" + authListen
 	authServer = startProc("auth-server", "auth-server", "--kubeconfig", authKC,

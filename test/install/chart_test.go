@@ -64,6 +64,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 		"Certificate/meterr-system/meterr-auth-server",
 		"ClusterRoleBinding//meterr-metrics-reader",
 		"Role/meterr-records/meterr-auth-server", "Role/meterr-records/meterr-manager-leader-election",
+		"Service/meterr-system/meterr-leak-intake",
 	} {
 		if on[k] == nil {
 			t.Errorf("all-on values: no %s", k)

@@ -120,17 +120,23 @@ func Compile(name string, r *record.Record, created time.Time) *authz.CompiledRe
 		IPAllowlist: r.Policy.IPAllowlist,
 		Domains:     r.Policy.Domains,
 		Disabled:    r.Policy.Disabled,
-		Versions:    make([]authz.VersionSpec, len(r.Keys)),
+		Versions:    make([]authz.VersionSpec, 0, len(r.Keys)),
 		Created:     created,
 	}
 	if t := r.Policy.ExpiresAt; t != nil {
 		s.ExpiresAt = t.Time
 	}
-	for i, v := range r.Keys {
-		s.Versions[i] = authz.VersionSpec{ID: v.ID, Hash: v.Hash}
-		if t := v.ExpiresAt; t != nil {
-			s.Versions[i].ExpiresAt = t.Time
+	for _, v := range r.Keys {
+		if v.Revoked != nil {
+			// Reported compromised: refused as an unknown key
+			// (invalid_api_key), never as a tombstone.
+			continue
 		}
+		vs := authz.VersionSpec{ID: v.ID, Hash: v.Hash}
+		if t := v.ExpiresAt; t != nil {
+			vs.ExpiresAt = t.Time
+		}
+		s.Versions = append(s.Versions, vs)
 	}
 	return authz.Compile(s)
 }

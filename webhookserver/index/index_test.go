@@ -412,3 +412,23 @@ func TestIndexUpsertLookupDelete(t *testing.T) {
 		t.Fatalf("Len after delete = %d, %d", recs, keys)
 	}
 }
+
+// A version the controller marked revoked is not in the index at all: its
+// callers get invalid_api_key, as for an unknown key, while the record's
+// other versions keep working.
+func TestIndexRevokedVersion(t *testing.T) {
+	leaked, cur := newKey(t, "production"), newKey(t, "production")
+	r := newRecord("owner", standard(), leaked, cur)
+	r.Keys[0].ExpiresAt = mtime(t0)
+	r.Keys[0].Revoked = &record.Revocation{At: *mtime(t0), Source: "cli"}
+	idx := New()
+	if err := idx.Upsert("rec", r, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(leaked)); ok {
+		t.Fatal("a revoked version is still in the index")
+	}
+	if _, ok := idx.Lookup(apikey.HashOf(cur)); !ok {
+		t.Fatal("the current version was dropped with the revoked one")
+	}
+}

@@ -27,6 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/internal/apikey"
+	"github.com/meterr/meterr-operator/internal/revocation"
 	"github.com/meterr/meterr-operator/test/testenv"
 )
 
@@ -341,6 +343,11 @@ func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetSta
 		}
 		h.logf("  create -> accepted p50 %s p99 %s (workload Secret seen p50 %s p99 %s)",
 			r.apply.pct(0.5), r.apply.pct(0.99), r.applySecret.pct(0.5), r.applySecret.pct(0.99))
+		h.logf("key reported leaked -> refused: %d samples", c.applySamples)
+		if err := h.revokePropagation(ctx, cp, cl, applyNS, auth.addr); err != nil {
+			return err
+		}
+		h.logf("  reported -> refused p50 %s p99 %s", r.revoke.pct(0.5), r.revoke.pct(0.99))
 		// The fleet test measures the controller and the API server alone.
 		auth.p.stop(20 * time.Second)
 	}
@@ -465,6 +472,31 @@ func (h *harness) applyPropagation(ctx context.Context, cp *controlPlane, cl cli
 		}
 		r.apply.add(d)
 		r.applySecret.add(s.at.Sub(start))
+	}
+	return nil
+}
+
+// revokePropagation measures a revocation request filed -> the key refused
+// (401), on the keys applyPropagation issued.
+func (h *harness) revokePropagation(ctx context.Context, cp *controlPlane, cl client.Client, ns, authAddr string) error {
+	v := newVerifier(authAddr)
+	const timeout = 30 * time.Second
+	for i := range h.cfg.applySamples {
+		name := fmt.Sprintf("apply-%04d", i)
+		s, err := cp.cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		key := string(s.Data[dataKeyAPIKey])
+		start := time.Now()
+		if err := revocation.Submit(ctx, cl, types.NamespacedName{Namespace: ns, Name: name}, apikey.HashOf(key), "bench", "bench"); err != nil {
+			return err
+		}
+		d, err := v.pollUntil(ctx, key, http.StatusUnauthorized, start, h.cfg.pollInterval, timeout)
+		if err != nil {
+			return fmt.Errorf("the revoked key of MeterrAPIKey %s/%s was still accepted: %w", ns, name, err)
+		}
+		h.res.revoke.add(d)
 	}
 	return nil
 }

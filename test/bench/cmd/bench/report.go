@@ -36,6 +36,8 @@ type results struct {
 	prop         map[string]*samples
 
 	apply, applySecret *samples
+	// revoke: revocation request filed -> the key refused (invalid_api_key).
+	revoke *samples
 
 	managerFlags     string
 	fleet, fleetBase fleetStats
@@ -69,7 +71,7 @@ type fleetStats struct {
 }
 
 func newResults(c config) *results {
-	r := &results{cfg: c, started: time.Now(), apply: &samples{}, applySecret: &samples{}, series: map[string]runs{}}
+	r := &results{cfg: c, started: time.Now(), apply: &samples{}, applySecret: &samples{}, revoke: &samples{}, series: map[string]runs{}}
 	if c.wrk != "" {
 		v := "wrk"
 		if out, _ := exec.Command(c.wrk, "-v").CombinedOutput(); len(out) > 0 {
@@ -328,6 +330,9 @@ func (r *results) rows() []row {
 		s, _ := ratio(float64(v), float64(b))
 		add(row{"MeterrAPIKey created → key accepted, p99", dur(v), "workload Secret seen " + dur(b), s, "< 250 ms", met(v < 250*time.Millisecond)})
 	}
+	if r.revoke.n() > 0 {
+		add(row{"Key reported leaked → refused, p50 / p99", dur(r.revoke.pct(0.5)) + " / " + dur(r.revoke.pct(0.99)), "—", "—", "p99 < 1 s", met(r.revoke.pct(0.99) < time.Second)})
+	}
 	rows = append(rows, r.fleetRows(r.fleet)...)
 	if g := r.goBench; len(g) > 0 {
 		bare, okBare := g["BenchmarkBareHandler"]
@@ -572,6 +577,11 @@ func (r *results) markdown() string {
 		w("  control plane (CRD installed with `kubectl apply --server-side`); the harness creates a MeterrAPIKey, reads its key from the\n")
 		w("  workload Secret through a watch, and polls verify. p50 %s, p99 %s; the workload Secret was seen after p50 %s, p99 %s.\n",
 			dur(r.apply.pct(0.5)), dur(r.apply.pct(0.99)), dur(r.applySecret.pct(0.5)), dur(r.applySecret.pct(0.99)))
+	}
+	if r.revoke.n() > 0 {
+		w("- **Key reported leaked → refused** (%d samples, sequential, on the same binaries): the harness files a revocation request as\n", r.revoke.n())
+		w("  `meterr-operator revoke` does (the annotation on the MeterrAPIKey) and polls verify with the key until `401 invalid_api_key`.\n")
+		w("  p50 %s, p99 %s.\n", dur(r.revoke.pct(0.5)), dur(r.revoke.pct(0.99)))
 	}
 	if f := r.fleet; f.ctrlKeys > 0 {
 		w("- **Fleet**: %s MeterrAPIKeys created by %d concurrent creates; Ready means condition Ready=True, a current key and\n", num(f.ctrlKeys), c.createWorkers)
