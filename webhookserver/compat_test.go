@@ -31,16 +31,16 @@ func (s *Server) client(r *request.Request) netip.Addr { return s.core.Client(r)
 
 // httpRequest is the HTTP front-end's conversion.
 func (s *Server) httpRequest(r *http.Request, e request.Endpoint) request.Request {
-	return s.http.Request(r, e)
+	return s.httpAPI.Request(r, e)
 }
 
 // checkRequest is the gRPC front-end's conversion.
 func (s *Server) checkRequest(ctx context.Context, req *authv3.CheckRequest) request.Request {
-	return s.authz.Request(ctx, req)
+	return s.extAuthz.Request(ctx, req)
 }
 
 // grpcCaller is the gRPC front-end's reading of its peer.
-func (s *Server) grpcCaller(ctx context.Context) (netip.Addr, bool) { return s.authz.Caller(ctx) }
+func (s *Server) grpcCaller(ctx context.Context) (netip.Addr, bool) { return s.extAuthz.Caller(ctx) }
 
 // decideCheckRequest converts and decides a CheckRequest; body is the
 // answer of a request the front-end cannot read (invalid_request), else nil.

@@ -155,7 +155,7 @@ func TestOneRequestEveryFrontEnd(t *testing.T) {
 			if g := facts(f.srv, &got); g != wantFacts {
 				t.Errorf("gRPC converts into\n%s\nwant\n%s", g, wantFacts)
 			}
-			resp, err := f.srv.authz.Check(ctx, cr)
+			resp, err := f.srv.extAuthz.Check(ctx, cr)
 			if err != nil {
 				t.Fatal(err)
 			}

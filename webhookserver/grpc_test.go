@@ -433,7 +433,7 @@ func TestGRPCNotLoaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := s.authz.Check(context.Background(), checkReq{key: newKey(t, "production")}.build())
+	resp, err := s.extAuthz.Check(context.Background(), checkReq{key: newKey(t, "production")}.build())
 	if err != nil {
 		t.Fatal(err)
 	}

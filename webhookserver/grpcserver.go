@@ -42,7 +42,7 @@ func NewGRPCServer(s *Server, maxHeaderBytes int, tlsConfig *tls.Config) (*grpc.
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
 	gs := grpc.NewServer(opts...)
-	s.authz.Register(gs)
+	s.extAuthz.Register(gs)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(authorizationService, healthpb.HealthCheckResponse_NOT_SERVING)

@@ -67,9 +67,9 @@ const (
 // front-ends. It is the HTTP handler (httpapi); NewGRPCServer serves its
 // ext_authz front-end (extauthz).
 type Server struct {
-	core  *answer.Core
-	http  *httpapi.Handler
-	authz *extauthz.Server
+	core     *answer.Core
+	httpAPI  *httpapi.Handler
+	extAuthz *extauthz.Server
 }
 
 // NewServer returns the server for c. It is not ready (/readyz answers 503)
@@ -109,7 +109,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{core: core, http: httpapi.New(core), authz: extauthz.New(core)}, nil
+	return &Server{core: core, httpAPI: httpapi.New(core), extAuthz: extauthz.New(core)}, nil
 }
 
 // SetReady sets what /readyz answers.
@@ -118,7 +118,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 func (s *Server) SetReady(ready bool) { s.core.SetReady(ready) }
 
 // ServeHTTP implements http.Handler: the HTTP front-end (httpapi.Handler).
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.http.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.httpAPI.ServeHTTP(w, r) }
 
 // Handler is the HTTP front-end itself, which Run serves.
-func (s *Server) Handler() http.Handler { return s.http }
+func (s *Server) Handler() http.Handler { return s.httpAPI }

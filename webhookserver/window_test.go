@@ -69,7 +69,7 @@ func TestWindowIsData(t *testing.T) {
 			checkDaily(t, "check", w.Code, 200, w.Header(), "1", "45000")
 			// gRPC: the last one.
 			gw := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}})
-			resp, err := f.srv.authz.Check(gw, checkReq{key: key}.build())
+			resp, err := f.srv.extAuthz.Check(gw, checkReq{key: key}.build())
 			if err != nil || resp.GetOkResponse() == nil {
 				t.Fatalf("gRPC: %v %v", resp, err)
 			}
@@ -81,7 +81,7 @@ func TestWindowIsData(t *testing.T) {
 				t.Fatalf("nginx: %v", w.Header())
 			}
 			// gRPC over the limit.
-			resp, _ = f.srv.authz.Check(gw, checkReq{key: key}.build())
+			resp, _ = f.srv.extAuthz.Check(gw, checkReq{key: key}.build())
 			hs := headerMap(resp.GetDeniedResponse().GetHeaders())
 			checkDaily(t, "gRPC denied", int(resp.GetDeniedResponse().GetStatus().GetCode()), 429, grpcHeaders(hs), "0", "45000")
 			if hs["retry-after"] != "45000" {
