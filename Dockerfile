@@ -1,13 +1,15 @@
 # syntax=docker/dockerfile:1
-# The meterr-operator image for those with Docker: one static binary with the
-# subcommands manager, auth-server and dev, on a distroless base (no shell, no
-# package manager), running as the unprivileged user 65532.
+# The meterr-operator image for those with Docker: the static binary
+# meterr-operator (the entrypoint, with the subcommands manager, auth-server
+# and dev) and meterr-auth-server (the auth server alone, which the
+# Deployments run: it maps a third of the pages), on a distroless base (no
+# shell, no package manager), running as the unprivileged user 65532.
 #
 #   make docker-build IMG=registry.example.com/meterr-operator:v0.1.0
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ... .
 #
 # `make image` builds the same image without Docker (hack/image). The two
-# share what can be shared: the binary comes from `make build` here too (the
+# share what can be shared: the binaries come from `make build` here too (the
 # Makefile's GO_BUILD is the one definition of the build), and the user,
 # entrypoint and labels below are the ones `make image` gives mkimage. What
 # cannot be shared is the base: here it is distroless static:nonroot, there
@@ -49,5 +51,6 @@ LABEL org.opencontainers.image.title="meterr-operator" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${COMMIT}"
 COPY --from=builder /out/meterr-operator /meterr-operator
+COPY --from=builder /out/meterr-auth-server /meterr-auth-server
 USER 65532:65532
 ENTRYPOINT ["/meterr-operator"]

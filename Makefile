@@ -27,8 +27,9 @@ IMAGE_REPOSITORY ?= meterr-operator
 # `make image`: the image built without Docker by bin/mkimage (hack/image),
 # as one tarball that is an OCI image layout and a docker-archive at once,
 # tagged IMG. PLATFORMS (os/arch, comma-separated) makes a multi-platform
-# index; the host's platform packs bin/meterr-operator itself, the others
-# are cross-compiled into bin/OS_ARCH/.
+# index; the host's platform packs bin/meterr-operator and
+# bin/meterr-auth-server themselves, the others are cross-compiled into
+# bin/OS_ARCH/.
 IMAGE_ARCHIVE ?= dist/meterr-operator-image.tar
 PLATFORMS ?= linux/amd64
 # The CA bundle the image carries: Debian's ca-certificates package.
@@ -117,21 +118,29 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 
 ##@ Build
 
+# The image's binaries: meterr-operator (every command) and meterr-auth-server
+# (the auth server alone, cmd/meterr-auth-server, which the Deployments run:
+# it maps a third of the pages; docs/architecture.md, "Memory of the auth
+# server"). One go build, so that the two links run side by side.
+BINARIES := meterr-operator meterr-auth-server
+
 .PHONY: build
-build: ## Build bin/meterr-operator (static, as the image carries it).
-	$(GO_BUILD) -o $(LOCALBIN)/meterr-operator .
+build: ## Build bin/meterr-operator and bin/meterr-auth-server (static, as the image carries them).
+	$(GO_BUILD) -o $(LOCALBIN)/ . ./cmd/meterr-auth-server
 
 .PHONY: image
 image: build $(MKIMAGE) ## Build the image without Docker: IMAGE_ARCHIVE (dist/meterr-operator-image.tar), tagged IMG; PLATFORMS=linux/amd64,linux/arm64 for several.
 	@host="$$(go env GOOS)/$$(go env GOARCH)"; args=(); \
 	for p in $(subst $(comma), ,$(PLATFORMS)); do \
-	  bin="$(LOCALBIN)/meterr-operator"; \
+	  dir="$(LOCALBIN)"; \
 	  if [ "$$p" != "$$host" ]; then \
-	    bin="$(LOCALBIN)/$${p//\//_}/meterr-operator"; \
-	    echo "image: building $$bin"; \
-	    GOOS="$${p%%/*}" GOARCH="$${p#*/}" $(GO_BUILD) -o "$$bin" .; \
+	    dir="$(LOCALBIN)/$${p//\//_}"; \
+	    echo "image: building $$dir/"; \
+	    mkdir -p "$$dir"; \
+	    GOOS="$${p%%/*}" GOARCH="$${p#*/}" $(GO_BUILD) -o "$$dir/" . ./cmd/meterr-auth-server; \
 	  fi; \
-	  args+=(--platform "$$p" --binary "$$p=$$bin:/meterr-operator"); \
+	  args+=(--platform "$$p"); \
+	  for b in $(BINARIES); do args+=(--binary "$$p=$$dir/$$b:/$$b"); done; \
 	done; \
 	SOURCE_DATE_EPOCH="$(SOURCE_DATE_EPOCH)" "$(MKIMAGE)" --out "$(IMAGE_ARCHIVE)" --tag "$(IMG)" "$${args[@]}" \
 	  --entrypoint /meterr-operator --user 65532:65532 --ca-bundle "$(CA_BUNDLE)" \

@@ -2,6 +2,7 @@
 //
 //	meterr-operator manager      reconcile MeterrAPIKeys into key records and workload Secrets
 //	meterr-operator auth-server  verify API keys for the meterr API and for proxies
+//	                             (also the binary meterr-auth-server, cmd/meterr-auth-server)
 //	meterr-operator dev          run everything on a local control plane
 //	meterr-operator webhook      sign and verify webhook payloads (X-Meterr-Signature)
 //	meterr-operator whois        who owns a key, its state, and what the auth server would answer
@@ -26,7 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/meterr/meterr-operator/cmd"
-	"github.com/meterr/meterr-operator/webhookserver"
+	"github.com/meterr/meterr-operator/cmd/authserver"
 )
 
 // version and commit are stamped at build time by the Makefile and the
@@ -79,6 +80,10 @@ func run(ctx context.Context, command string, args []string) error {
 		// A small tool with flags of its own, and no cluster.
 		return cmd.RunWebhook(args, os.Stdin, os.Stdout, os.Stderr, nil)
 	}
+	if command == "auth-server" {
+		// The same command as the slim binary meterr-auth-server.
+		return authserver.Main(ctx, "meterr-operator auth-server", args, version, commit)
+	}
 	fs := flag.NewFlagSet("meterr-operator "+command, flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig; default: $KUBECONFIG, the in-cluster config, then ~/.kube/config.")
 	zapOpts := zap.Options{}
@@ -97,18 +102,6 @@ func run(ctx context.Context, command string, args []string) error {
 			}
 			ctrl.Log.Info("starting manager", "version", version, "recordsNamespace", o.RecordsNamespace)
 			return cmd.RunManager(ctx, cfg, o)
-		}
-	case "auth-server":
-		var o webhookserver.Options
-		o.AddFlags(fs)
-		o.Version, o.Commit = version, commit
-		start = func() error {
-			cfg, err := restConfig(*kubeconfig)
-			if err != nil {
-				return err
-			}
-			ctrl.Log.Info("starting auth server", "version", version, "listen", o.Listen)
-			return webhookserver.Run(ctx, cfg, o, ctrl.Log.WithName("auth-server"))
 		}
 	case "dev":
 		var o cmd.DevOptions

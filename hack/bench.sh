@@ -72,7 +72,7 @@ cleanup() {
       [ -r "/proc/$pid/comm" ] || continue
       comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
       case "$comm" in
-        etcd|kube-apiserver|meterr-operator|bare|load|wrk|kubectl|taskset) kill -KILL "$pid" 2>/dev/null || true ;;
+        etcd|kube-apiserver|meterr-operator|meterr-auth-ser|bare|load|wrk|kubectl|taskset) kill -KILL "$pid" 2>/dev/null || true ;;
       esac
     done < "$work/pids"
   fi
@@ -101,15 +101,19 @@ fi
 [ -n "$wrk" ] || echo "bench: wrk not available; using the Go load generator test/bench/cmd/load" >&2
 
 echo "bench: building"
-# One go build for the four, so that their links run side by side.
-go build -o "$work/" . ./test/bench/cmd/bare ./test/bench/cmd/load ./test/bench/cmd/bench
+# One go build for the five, so that their links run side by side. The auth
+# servers of the after side run meterr-auth-server (the image's slim binary,
+# which the Deployments run); meterr-operator's auth-server is measured
+# beside it.
+go build -o "$work/" . ./cmd/meterr-auth-server ./test/bench/cmd/bare ./test/bench/cmd/load ./test/bench/cmd/bench
 mv "$work/meterr-operator" bin/meterr-operator
+mv "$work/meterr-auth-server" bin/meterr-auth-server
 # Both binaries run from copies written the same way just now: how a file got
 # into the page cache changes how much of it a process maps (a file freshly
 # written by the linker showed 7 MiB more file-backed RSS than one read back
 # from disk), which is not the code's doing and would skew before/after.
 mkdir -p "$work/after"
-cp bin/meterr-operator "$work/after/meterr-operator"
+cp bin/meterr-operator bin/meterr-auth-server "$work/after/"
 
 # The before side: the base revision's binary, from `git archive` (no
 # worktree to clean up), cached by commit. Only its own flags are passed to it.
@@ -172,7 +176,7 @@ if [ "$compare" -gt 0 ] && [ -n "$base" ] && [ "${#base_args[@]}" -gt 0 ] && [ "
   fi
 fi
 
-args=(-work "$work" -bin "$work/after/meterr-operator" -bare "$work/bare" -load "$work/load" -wrk "$wrk"
+args=(-work "$work" -bin "$work/after/meterr-operator" -auth-bin "$work/after/meterr-auth-server" -bare "$work/bare" -load "$work/load" -wrk "$wrk"
   -assets "$KUBEBUILDER_ASSETS" -crd-dir config/crd/bases -go-bench "$work/gobench.txt" "${base_args[@]}" "${compare_args[@]}")
 if [ "$smoke" = 1 ]; then
   out="${out:-$(mktemp "${TMPDIR:-/tmp}/meterr-bench-smoke.XXXXXX.md")}"

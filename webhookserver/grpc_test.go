@@ -460,7 +460,7 @@ func TestRunGRPC(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, o, testLogger(t, &keys), runDeps{client: cs, listener: ln, grpcListener: gln})
+		done <- run(ctx, o, testLogger(t, &keys), runDeps{secrets: fakeSecrets(cs, ns), listener: ln, grpcListener: gln})
 	}()
 	conn, err := grpc.NewClient(gln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

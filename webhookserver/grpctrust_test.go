@@ -221,7 +221,7 @@ func TestRunGRPCClientCA(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, o, testLogger(t, &keys), runDeps{client: cs, listener: ln, grpcListener: gln})
+		done <- run(ctx, o, testLogger(t, &keys), runDeps{secrets: fakeSecrets(cs, ns), listener: ln, grpcListener: gln})
 	}()
 	defer func() {
 		cancel()

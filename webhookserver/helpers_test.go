@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meterr/meterr-operator/internal/record"
@@ -18,7 +19,18 @@ import (
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
 	"github.com/meterr/meterr-operator/webhookserver/request"
+	"github.com/meterr/meterr-operator/webhookserver/records"
 )
+
+// fakeSecrets are the Secrets of namespace ns in a fake clientset, which
+// (unlike an API server) cannot stream a list as a watch.
+func fakeSecrets(cs *fake.Clientset, ns string) records.Secrets {
+	return noWatchList{cs.CoreV1().Secrets(ns)}
+}
+
+type noWatchList struct{ records.Secrets }
+
+func (noWatchList) IsWatchListSemanticsUnSupported() bool { return true }
 
 // t0 is half past an hour, so the window resets in 1800 seconds.
 var t0 = time.Date(2025, 1, 15, 11, 30, 0, 0, time.UTC)

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
@@ -59,9 +58,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 
 // runDeps are the cluster, and what tests substitute.
 type runDeps struct {
-	// config reaches the cluster, unless client is set.
+	// config reaches the cluster, unless secrets is set.
 	config *rest.Config
-	client kubernetes.Interface
+	// secrets, when set, are the Secrets of o.RecordsNamespace (tests: a
+	// fake clientset's).
+	secrets records.Secrets
 	// listener and metricsListener, when set, are used instead of binding
 	// o.Listen and o.MetricsAddr.
 	listener, metricsListener net.Listener
@@ -75,10 +76,10 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	cs := d.client
-	if cs == nil {
-		if cs, err = kubernetes.NewForConfig(d.config); err != nil {
-			return fmt.Errorf("building the Kubernetes client: %w", err)
+	secrets := d.secrets
+	if secrets == nil {
+		if secrets, err = records.NewSecrets(d.config, o.RecordsNamespace); err != nil {
+			return err
 		}
 	}
 	// The one clock of every decision and of the limiter's windows.
@@ -145,7 +146,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 
 	var tlsConfig *tls.Config
 	if o.TLSCertFile != "" {
-		certs, err := newCertWatcher(watchCtx, o.TLSCertFile, o.TLSKeyFile, log.WithName("tls"))
+		certs, err := newServingCert(o.TLSCertFile, o.TLSKeyFile, log.WithName("tls"))
 		if err != nil {
 			return err
 		}
@@ -197,7 +198,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		// returning: the process may go on (tests, dev).
 		defer func() { stopWatch(); <-tuned }()
 	}
-	watcher := records.NewWatcher(cs, o.RecordsNamespace, store)
+	watcher := records.NewWatcher(secrets, store)
 	go watcher.Run(watchCtx)
 
 	api, takeover := newAPIServer(srv.Handler(), o.MaxHeaderBytes, o.KeepaliveTakeover)

@@ -154,7 +154,7 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	logs := &logLines{}
 	go func() {
-		done <- run(ctx, o, logs.logger(t, &keys), runDeps{client: cs, listener: ln, metricsListener: mln})
+		done <- run(ctx, o, logs.logger(t, &keys), runDeps{secrets: fakeSecrets(cs, ns), listener: ln, metricsListener: mln})
 	}()
 
 	if code, _, _ := get(t, base+"/readyz", ""); code != http.StatusServiceUnavailable {
@@ -281,7 +281,7 @@ func TestRunBindError(t *testing.T) {
 	o := DefaultOptions()
 	o.Listen = taken.Addr().String()
 	o.MetricsAddr = "0"
-	err := run(context.Background(), o, logr.Discard(), runDeps{client: fake.NewClientset()})
+	err := run(context.Background(), o, logr.Discard(), runDeps{secrets: fakeSecrets(fake.NewClientset(), o.RecordsNamespace)})
 	if err == nil || !strings.Contains(err.Error(), "listening on "+o.Listen) {
 		t.Fatalf("binding a taken port: %v", err)
 	}
@@ -301,7 +301,7 @@ func TestRunBindError(t *testing.T) {
 	o = DefaultOptions()
 	o.Listen, o.MetricsAddr = "127.0.0.1:0", "0"
 	o.TLSCertFile, o.TLSKeyFile = "/nonexistent/cert", "/nonexistent/key"
-	if err := run(context.Background(), o, logr.Discard(), runDeps{client: fake.NewClientset()}); err == nil || !strings.Contains(err.Error(), "TLS") {
+	if err := run(context.Background(), o, logr.Discard(), runDeps{secrets: fakeSecrets(fake.NewClientset(), o.RecordsNamespace)}); err == nil || !strings.Contains(err.Error(), "TLS") {
 		t.Fatalf("missing TLS files: %v", err)
 	}
 }

@@ -47,6 +47,8 @@ func TestDockerfileDrift(t *testing.T) {
 		{"its own build flags", "make build LOCALBIN=/out", "go build -ldflags=-s -o /out/meterr-operator . && true"},
 		{"no version stamp", `VERSION="${VERSION}" COMMIT`, "COMMIT"},
 		{"a working directory", "USER 65532:65532", "USER 65532:65532\nWORKDIR /data"},
+		{"the auth server's binary missing", "COPY --from=builder /out/meterr-auth-server /meterr-auth-server\n", ""},
+		{"a binary from elsewhere", "COPY --from=builder /out/meterr-auth-server /meterr-auth-server", "COPY --from=builder /out/meterr-operator /meterr-auth-server"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			changed := strings.Replace(string(orig), c.old, c.new, 1)

@@ -21,6 +21,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
+// imageBinaries are the image's binaries, as `make image` packs them (the
+// Makefile's BINARIES at the image's root); the first is the entrypoint.
+var imageBinaries = []string{"/meterr-operator", "/meterr-auth-server"}
+
 // What TestMakeImage builds: the release's kind of tag, and stamps it can
 // look for.
 const (
@@ -89,27 +93,30 @@ func TestMakeImage(t *testing.T) {
 	}
 
 	files := flatten(t, img)
-	bin := files["/meterr-operator"]
-	if bin.hdr == nil || bin.hdr.FileInfo().Mode() != 0o755 || bin.hdr.Uid != 0 {
-		t.Fatalf("/meterr-operator missing, or not 0755 root's")
-	}
-	if got, want := sha256Hex(bin.body), fileSHA256(t, binaries[0]); got != want {
-		t.Errorf("the image's binary is sha256 %s, make build's %s", got, want)
-	}
-	if bytes.Contains(bin.body, []byte(root)) {
-		t.Errorf("the binary holds the checkout's path %s (built without -trimpath?)", root)
-	}
-	if f, err := elf.NewFile(bytes.NewReader(bin.body)); err != nil {
-		t.Error(err)
-	} else {
-		for _, p := range f.Progs {
-			if p.Type == elf.PT_INTERP {
-				t.Error("the binary is dynamically linked")
+	for _, path := range imageBinaries {
+		bin := files[path]
+		if bin.hdr == nil || bin.hdr.FileInfo().Mode() != 0o755 || bin.hdr.Uid != 0 {
+			t.Fatalf("%s missing, or not 0755 root's", path)
+		}
+		built := filepath.Join(filepath.Dir(binaries[0]), filepath.Base(path))
+		if got, want := sha256Hex(bin.body), fileSHA256(t, built); got != want {
+			t.Errorf("the image's %s is sha256 %s, make build's %s", path, got, want)
+		}
+		if bytes.Contains(bin.body, []byte(root)) {
+			t.Errorf("%s holds the checkout's path %s (built without -trimpath?)", path, root)
+		}
+		if f, err := elf.NewFile(bytes.NewReader(bin.body)); err != nil {
+			t.Error(err)
+		} else {
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					t.Errorf("%s is dynamically linked", path)
+				}
 			}
 		}
-	}
-	if out := runExtracted(t, bin.body, "version"); !strings.Contains(out, testVersion) || !strings.Contains(out, testCommit) {
-		t.Errorf("`meterr-operator version` from the image says %q", out)
+		if out := runExtracted(t, bin.body, "version"); !strings.Contains(out, testVersion) || !strings.Contains(out, testCommit) {
+			t.Errorf("`%s version` from the image says %q", path, out)
+		}
 	}
 	caBundle := os.Getenv("CA_BUNDLE") // as make reads it
 	if caBundle == "" {
@@ -207,9 +214,22 @@ func dockerfileProblems(t *testing.T, path string, want v1.Config) []string {
 	if e := final.all("ENTRYPOINT"); len(e) != 1 || json.Unmarshal([]byte(e[0]), &entrypoint) != nil || !reflect.DeepEqual(entrypoint, want.Entrypoint) {
 		fail("ENTRYPOINT %v, make image's %q", e, want.Entrypoint)
 	}
-	copies := final.all("COPY")
-	if len(copies) != 1 || !strings.HasPrefix(copies[0], "--from=builder ") || len(want.Entrypoint) == 0 || !strings.HasSuffix(copies[0], " "+want.Entrypoint[0]) {
-		fail("COPY %v: want only the builder's binary, copied to the entrypoint %q", copies, want.Entrypoint)
+	// The builder's binaries, each from make build's output to the path
+	// make image packs it at; the entrypoint among them.
+	var copied []string
+	for _, c := range final.all("COPY") {
+		f := strings.Fields(c)
+		if len(f) != 3 || f[0] != "--from=builder" || f[1] != "/out"+f[2] {
+			fail("COPY %s: want a binary of the builder's make build output, /out/NAME to /NAME", c)
+			continue
+		}
+		copied = append(copied, f[2])
+	}
+	if !slices.Equal(copied, imageBinaries) {
+		fail("COPY %v: want the builder's binaries %v", copied, imageBinaries)
+	}
+	if len(want.Entrypoint) == 0 || !slices.Contains(copied, want.Entrypoint[0]) {
+		fail("the entrypoint %q is not a binary the Dockerfile copies", want.Entrypoint)
 	}
 
 	// The labels, with the build arguments `make docker-build` passes set

@@ -18,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 	"github.com/meterr/meterr-operator/internal/apikey"
 )
 
@@ -30,8 +29,21 @@ const (
 	DataKey = "record.json"
 )
 
+// The labels of a key record: api/v1alpha1's LabelRecord, LabelFormat,
+// LabelManagedBy and ManagedByValue, spelled again here (contract_test.go
+// holds them equal). Importing api/v1alpha1 builds its Scheme, of every
+// built-in API group, at start-up, and the auth server, which links this
+// package, must not pay for that (docs/architecture.md, "Memory of the auth
+// server").
+const (
+	labelRecord    = "auth.meterr.ai/key-record"
+	labelFormat    = "auth.meterr.ai/record-format"
+	labelManagedBy = "app.kubernetes.io/managed-by"
+	managedByValue = "meterr-operator"
+)
+
 // Selector is the label selector that matches every key record.
-const Selector = authv1alpha1.LabelRecord + "=true"
+const Selector = labelRecord + "=true"
 
 // Record is the decoded content of a key record.
 type Record struct {
@@ -122,7 +134,7 @@ func Encode(r *Record) ([]byte, error) {
 // Decode reads a record from a Secret. It refuses Secrets that are not
 // records and formats newer than it understands.
 func Decode(s *corev1.Secret) (*Record, error) {
-	if s.Labels[authv1alpha1.LabelRecord] != "true" {
+	if s.Labels[labelRecord] != "true" {
 		return nil, fmt.Errorf("secret %s/%s is not a key record", s.Namespace, s.Name)
 	}
 	raw, ok := s.Data[DataKey]
@@ -143,8 +155,8 @@ func Decode(s *corev1.Secret) (*Record, error) {
 // Labels returns the labels every record carries.
 func Labels() map[string]string {
 	return map[string]string{
-		authv1alpha1.LabelRecord:    "true",
-		authv1alpha1.LabelFormat:    fmt.Sprintf("v%d", FormatVersion),
-		authv1alpha1.LabelManagedBy: authv1alpha1.ManagedByValue,
+		labelRecord:    "true",
+		labelFormat:    fmt.Sprintf("v%d", FormatVersion),
+		labelManagedBy: managedByValue,
 	}
 }

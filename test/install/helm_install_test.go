@@ -41,6 +41,7 @@ func TestHelmInstallUninstall(t *testing.T) {
 
 	type container struct {
 		Image     string
+		Command   []string
 		Args      []string
 		Resources struct{ Requests, Limits map[string]string }
 		Env       []struct{ Name string }
@@ -78,7 +79,9 @@ func TestHelmInstallUninstall(t *testing.T) {
 	if auth.Spec.Replicas != 4 {
 		t.Errorf("auth server replicas %d, want 4", auth.Spec.Replicas)
 	}
-	has("auth server args", ac.Args, "auth-server", "--records-namespace=meterr-system", "--environment=staging",
+	// The image's slim binary, the auth server alone.
+	has("auth server command", ac.Command, "/meterr-auth-server")
+	has("auth server args", ac.Args, "--records-namespace=meterr-system", "--environment=staging",
 		"--trusted-proxies=10.0.0.0/8", "--log-decisions=all", "--zap-log-level=debug")
 	if ac.Image != "registry.example.com/meterr-operator:v1.2.3" {
 		t.Errorf("auth server image %q", ac.Image)

@@ -29,6 +29,14 @@ func TestVersionStamp(t *testing.T) {
 		}
 	}
 
+	// The slim auth server binary, from the same build and stamps.
+	got = run(t, filepath.Join(bin, "meterr-auth-server"), "version")
+	for _, want := range []string{"meterr-auth-server " + describe + " ", "commit " + commit, runtime.Version()} {
+		if !strings.Contains(got, want) {
+			t.Errorf("meterr-auth-server version %q lacks %q", got, want)
+		}
+	}
+
 	plain := filepath.Join(bin, "plain")
 	run(t, "go", "build", "-o", plain, ".")
 	if got := run(t, plain, "version"); !strings.HasPrefix(got, "meterr-operator dev (commit unknown, "+runtime.Version()) {

@@ -13,25 +13,28 @@ import (
 
 // The garbage collector's headroom: how far the heap may grow past the live
 // heap before the next collection. Go's default (GOGC=100) makes it the live
-// heap itself, which is too little for a small index (a collection every few
-// thousand requests, each marking client-go's type registry) and too much for
-// a large one (100,000 keys would double a ~35 MiB heap). The key table holds
-// no pointers, so collecting more often costs little when the index is large.
+// heap itself, which is too little for a tiny index (a collection every few
+// thousand requests) and too much for a large one (100,000 keys would double
+// a ~35 MiB heap). The key table holds no pointers, and since the auth server
+// links no scheme of every API group (docs/architecture.md, "Memory of the
+// auth server") there is little else to mark, so collecting more often costs
+// little at any size: a quarter of the live heap, at least 4 MiB, keeps the
+// heap near its live size (the resident memory is what every replica pays).
 const (
-	minHeadroom   = 16 << 20
-	minGCPercent  = 50
+	minHeadroom   = 4 << 20
+	minGCPercent  = 25
 	maxGCPercent  = 400
 	liveHeapGauge = "/gc/heap/live:bytes"
 	gogcGauge     = "/gc/gogc:percent"
 )
 
 // gcPercentFor returns the GOGC that gives a heap of live bytes a headroom of
-// max(live/2, minHeadroom), within [minGCPercent, maxGCPercent].
+// max(live/4, minHeadroom), within [minGCPercent, maxGCPercent].
 func gcPercentFor(live uint64) int {
 	if live == 0 {
 		return maxGCPercent
 	}
-	headroom := max(live/2, minHeadroom)
+	headroom := max(live/4, minHeadroom)
 	return int(min(max(headroom*100/live, minGCPercent), maxGCPercent))
 }
 

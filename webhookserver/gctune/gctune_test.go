@@ -15,11 +15,11 @@ func TestGCPercentFor(t *testing.T) {
 		want int
 	}{
 		{0, maxGCPercent},
-		{1 << 20, maxGCPercent},  // a tiny heap: 400%, not 1600%
-		{8 << 20, 200},           // 16 MiB of headroom
-		{16 << 20, 100},          // Go's default
-		{24 << 20, 66},           // still 16 MiB
-		{32 << 20, minGCPercent}, // from here on, half the live heap
+		{256 << 10, maxGCPercent}, // a tiny heap: 400%, not 1600%
+		{2 << 20, 200},            // 4 MiB of headroom
+		{4 << 20, 100},            // Go's default
+		{8 << 20, 50},             // still 4 MiB
+		{16 << 20, minGCPercent},  // from here on, a quarter of the live heap
 		{1 << 30, minGCPercent},
 	} {
 		if got := gcPercentFor(tc.live); got != tc.want {

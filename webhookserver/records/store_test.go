@@ -273,7 +273,7 @@ func TestWatcher(t *testing.T) {
 	})
 	snk := newSink()
 	st := newStore(t, snk, ratelimit.NewMemory(), logr.Discard())
-	w := NewWatcher(cs, ns, st)
+	w := NewWatcher(noWatchList{cs.CoreV1().Secrets(ns)}, st)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go w.Run(ctx)
@@ -301,3 +301,9 @@ func TestWatcher(t *testing.T) {
 		}
 	}
 }
+
+// noWatchList are a fake clientset's Secrets, which (unlike an API server)
+// cannot stream a list as a watch.
+type noWatchList struct{ Secrets }
+
+func (noWatchList) IsWatchListSemanticsUnSupported() bool { return true }

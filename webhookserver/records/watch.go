@@ -8,7 +8,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/meterr/meterr-operator/internal/record"
@@ -20,20 +19,21 @@ type Watcher struct {
 	reflector *cache.Reflector
 }
 
-// NewWatcher watches only key records (record.Selector), only in namespace.
-// A reflector feeds the store directly: no informer store keeps a copy of
-// every Secret (for 100,000 records that copy alone is about 200 MB of heap).
-func NewWatcher(cs kubernetes.Interface, namespace string, store *Store) *Watcher {
+// NewWatcher watches only key records (record.Selector) among secrets (those
+// of one namespace: NewSecrets). A reflector feeds the store directly: no
+// informer store keeps a copy of every Secret (for 100,000 records that copy
+// alone is about 200 MB of heap).
+func NewWatcher(secrets Secrets, store *Store) *Watcher {
 	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
 			lo.LabelSelector = record.Selector
-			return cs.CoreV1().Secrets(namespace).List(ctx, lo)
+			return secrets.List(ctx, lo)
 		},
 		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
 			lo.LabelSelector = record.Selector
-			return cs.CoreV1().Secrets(namespace).Watch(ctx, lo)
+			return secrets.Watch(ctx, lo)
 		},
-	}, cs)
+	}, secrets)
 	return &Watcher{store: store,
 		reflector: cache.NewReflectorWithOptions(lw, &corev1.Secret{}, store, cache.ReflectorOptions{Name: "key-records"})}
 }

@@ -43,6 +43,10 @@ type config struct {
 	out          string
 	work         string
 	bin, bareBin string
+	// authBin is the slim auth server binary (cmd/meterr-auth-server) the
+	// Deployments run; the "after" auth servers run it when set, and the
+	// full binary's `auth-server` is measured beside it.
+	authBin      string
 	loadBin, wrk string
 	kubectl      string
 	assets       string
@@ -106,6 +110,7 @@ func main() {
 	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "Markdown report to write.")
 	flag.StringVar(&c.work, "work", "", "Private temporary directory for logs, kubeconfigs and key files (required).")
 	flag.StringVar(&c.bin, "bin", "bin/meterr-operator", "The meterr-operator binary.")
+	flag.StringVar(&c.authBin, "auth-bin", "", "The meterr-auth-server binary (the auth server alone); the after side's auth servers run it, and -bin's auth-server beside it. Empty: -bin's auth-server.")
 	flag.StringVar(&c.bareBin, "bare", "", "The bare baseline server binary (test/bench/cmd/bare).")
 	flag.StringVar(&c.loadBin, "load", "", "The Go load generator binary (test/bench/cmd/load), used when -wrk is empty.")
 	flag.StringVar(&c.wrk, "wrk", "", "wrk binary; empty uses the Go load generator.")
@@ -114,7 +119,7 @@ func main() {
 	flag.StringVar(&c.crdDir, "crd-dir", "config/crd/bases", "CRDs to install.")
 	flag.StringVar(&c.goBench, "go-bench", "", "Output of the Go benchmarks to include.")
 	flag.StringVar(&c.goCompare, "go-compare", "", "Output of hack/bench-compare.sh (benchstat, base vs now) to include.")
-	flag.IntVar(&c.smallKeys, "keys-small", 100, "Keys of the small index.")
+	flag.IntVar(&c.smallKeys, "keys-small", 1000, "Keys of the small index.")
 	flag.IntVar(&c.largeKeys, "keys-large", 100_000, "Keys of the large index.")
 	flag.IntVar(&c.probeKeys, "probe-keys", 1000, "Distinct keys each load run cycles through.")
 	flag.DurationVar(&c.duration, "duration", 4*time.Second, "Length of each load run.")
@@ -285,6 +290,9 @@ func (a *authServer) heapInuse(ctx context.Context) int64 {
 // the wrapper is built from the current code).
 func (h *harness) binary(bin, sub string) ([]string, string, error) {
 	if h.cfg.pprofBin == "" || bin != h.cfg.bin {
+		if bin == h.cfg.authBin && sub == "auth-server" {
+			return []string{bin}, "", nil
+		}
 		return []string{bin, sub}, "", nil
 	}
 	addr, err := freeAddr()
@@ -368,7 +376,10 @@ const (
 	sUBareTH                             = "u-bare+timeouts+headers"
 	// The binary under test with --keepalive-takeover=false: net/http
 	// serves every request.
-	sAfterNH, sUAfterNH           = "after-net/http", "u-after-net/http"
+	sAfterNH, sUAfterNH = "after-net/http", "u-after-net/http"
+	// The full binary's `auth-server` (-bin) beside the slim binary
+	// (-auth-bin), which is "after".
+	sAfterFull                    = "after-full-binary"
 	sLBare, sLAfterSmall, sLAfter = "L-bare", "L-after-small", "L-after"
 	sLBeforeSmall, sLBefore       = "L-before-small", "L-before"
 )
@@ -486,13 +497,21 @@ func (h *harness) authPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	auth, err := h.startAuthServer(ctx, "auth-server-small", c.bin, cp.kubeconfig, smallNS, c.serverCPUs)
+	auth, err := h.startAuthServer(ctx, "auth-server-small", c.authBinary(), cp.kubeconfig, smallNS, c.serverCPUs)
 	if err != nil {
 		return err
 	}
+	// The full binary's auth-server beside the slim one: what the slim
+	// binary alone saves.
+	var full *authServer
+	if c.authBin != "" {
+		if full, err = h.startAuthServer(ctx, "auth-server-small-full-binary", c.bin, cp.kubeconfig, smallNS, c.serverCPUs); err != nil {
+			return err
+		}
+	}
 	r.after.readySmall = auth.ready
 	h.logf("auth server ready with %d records after %s", small, auth.ready.Round(time.Millisecond))
-	authNH, err := h.startAuthServer(ctx, "auth-server-small-net-http", c.bin, cp.kubeconfig, smallNS, c.serverCPUs, "--keepalive-takeover=false")
+	authNH, err := h.startAuthServer(ctx, "auth-server-small-net-http", c.authBinary(), cp.kubeconfig, smallNS, c.serverCPUs, "--keepalive-takeover=false")
 	if err != nil {
 		return err
 	}
@@ -517,12 +536,12 @@ func (h *harness) authPhase(ctx context.Context) error {
 		if uBareTH, uBareTHAddr, err = startBare("bare-timeouts-headers-unpinned", "", "-timeouts", "-headers"); err != nil {
 			return err
 		}
-		a, err := h.startAuthServer(ctx, "auth-server-small-unpinned", c.bin, cp.kubeconfig, smallNS, "")
+		a, err := h.startAuthServer(ctx, "auth-server-small-unpinned", c.authBinary(), cp.kubeconfig, smallNS, "")
 		if err != nil {
 			return err
 		}
 		uAuth, uAuthAddr = a.p, a.addr
-		if a, err = h.startAuthServer(ctx, "auth-server-small-net-http-unpinned", c.bin, cp.kubeconfig, smallNS, "", "--keepalive-takeover=false"); err != nil {
+		if a, err = h.startAuthServer(ctx, "auth-server-small-net-http-unpinned", c.authBinary(), cp.kubeconfig, smallNS, "", "--keepalive-takeover=false"); err != nil {
 			return err
 		}
 		uAuthNH, uAuthNHAddr = a.p, a.addr
@@ -550,7 +569,7 @@ func (h *harness) authPhase(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, addr := range []string{auth.addr, authNH.addr, uAuthAddr, uAuthNHAddr, baseAddr(base), uBaseAddr} {
+	for _, addr := range []string{auth.addr, baseAddr(full), authNH.addr, uAuthAddr, uAuthNHAddr, baseAddr(base), uBaseAddr} {
 		if addr == "" {
 			continue
 		}
@@ -569,6 +588,10 @@ func (h *harness) authPhase(ctx context.Context) error {
 		{sAfterUnknown, auth.p, auth.addr, ks["unknown"], "non2xx", auth.pprof, true},
 		{sAfterMalform, auth.p, auth.addr, ks["malformed"], "non2xx", auth.pprof, true},
 		{sAfterNH, authNH.p, authNH.addr, vs, "2xx", "", true},
+	}
+	if full != nil {
+		targets = append(targets, loadTarget{sAfterFull, full.p, full.addr, vs, "2xx", "", true})
+		order += ", after's full binary (`meterr-operator auth-server`)"
 	}
 	if hasBase {
 		targets = append(targets, loadTarget{sBefore, base.p, base.addr, vs, "2xx", "", true})
@@ -590,15 +613,27 @@ func (h *harness) authPhase(ctx context.Context) error {
 	if err := h.measure(ctx, targets); err != nil {
 		return err
 	}
-	r.after.rssSmall, err = rssBytes(auth.p.pid())
-	if err != nil {
+	// Memory after the load runs, each split into anonymous and
+	// file-backed pages, beside the bare handler's.
+	if r.after.memSmall, err = memOf(auth.p); err != nil {
 		return err
 	}
+	r.after.rssSmall = r.after.memSmall.rss
 	r.after.heapSmall = auth.heapInuse(ctx)
-	if hasBase {
-		if r.before.rssSmall, err = rssBytes(base.p.pid()); err != nil {
+	if r.bareSmall, err = memOf(bare); err != nil {
+		return err
+	}
+	if full != nil {
+		if r.fullSmall, err = memOf(full.p); err != nil {
 			return err
 		}
+		full.p.stop(5 * time.Second)
+	}
+	if hasBase {
+		if r.before.memSmall, err = memOf(base.p); err != nil {
+			return err
+		}
+		r.before.rssSmall = r.before.memSmall.rss
 		r.before.heapSmall = base.heapInuse(ctx)
 	}
 	for _, p := range []*proc{bareT, bareTH, authNH.p, uBare, uAuth, uAuthNH, uBase} {
@@ -627,7 +662,7 @@ func (h *harness) authPhase(ctx context.Context) error {
 	h.logf("listed %d records in %s", n, r.listLarge.Round(time.Millisecond))
 
 	authSmall, baseSmall := auth, base
-	auth, err = h.startAuthServer(ctx, "auth-server-large", c.bin, cp.kubeconfig, ns, c.serverCPUs)
+	auth, err = h.startAuthServer(ctx, "auth-server-large", c.authBinary(), cp.kubeconfig, ns, c.serverCPUs)
 	if err != nil {
 		return err
 	}
@@ -677,6 +712,9 @@ func (h *harness) authPhase(ctx context.Context) error {
 		baseSmall.p.stop(20 * time.Second)
 	}
 	h.largeLoaded(ctx, auth, &r.after)
+	if r.bareLarge, err = memOf(bare); err != nil {
+		return err
+	}
 	h.profile(ctx, auth.pprof, "heap?gc=1", auth.p.name+"-heap-loaded")
 	if hasBase {
 		h.largeLoaded(ctx, base, &r.before)
@@ -701,6 +739,15 @@ func baseAddr(a *authServer) string {
 		return ""
 	}
 	return a.addr
+}
+
+// authBinary is the after side's auth server binary: the slim one when
+// given.
+func (c config) authBinary() string {
+	if c.authBin != "" {
+		return c.authBin
+	}
+	return c.bin
 }
 
 // largeReady records a large-index server's start-up and memory at ready.

@@ -304,3 +304,20 @@ func waitHTTP(ctx context.Context, url string, p *proc, timeout time.Duration) e
 	}
 	return err
 }
+
+// mem is a process's resident memory, split as the kernel counts it:
+// anonymous (heap, stacks) and file-backed (the binary's pages).
+type mem struct{ rss, anon, file int64 }
+
+func memOf(p *proc) (mem, error) {
+	m, err := procStatus(p.pid())
+	if err != nil {
+		return mem{}, err
+	}
+	return mem{rss: m["VmRSS"], anon: m["RssAnon"], file: m["RssFile"]}, nil
+}
+
+// String is "30.1 MiB (12.0 anonymous + 18.1 file-backed)".
+func (m mem) String() string {
+	return fmt.Sprintf("%s (%.1f anonymous + %.1f file-backed)", mib(m.rss), float64(m.anon)/(1<<20), float64(m.file)/(1<<20))
+}

@@ -82,9 +82,18 @@ func (r *results) beforeAfter() []baRow {
 	relative("Verify throughput ÷ bare handler's, pinned, "+large+" keys", sLBefore, sLBare, sLAfter, sLBare, rpsOf, "reported", nil)
 	relative("p50 latency, "+large+" ÷ "+small+" keys", sLBefore, sLBeforeSmall, sLAfter, sLAfterSmall, p50Of, "after ≤ 1.10", atMost(1.10))
 	relative("p99 latency, "+large+" ÷ "+small+" keys", sLBefore, sLBeforeSmall, sLAfter, sLAfterSmall, p99Of, "after ≤ 1.10", atMost(1.10))
+	direct("Server CPU per request, valid keys, "+small+" keys, the full binary (`meterr-operator auth-server`) as after", sBefore, sAfterFull, cpuReq, showDur, "reported", nil)
+	if b, a := r.before.memSmall, r.after.memSmall; b.rss > 0 && a.rss > 0 {
+		s, _ := ratio(float64(a.rss), float64(b.rss))
+		add(baRow{"**Auth server RSS**, " + small + " keys", b.String(), a.String(), s, "after ≤ 30 MiB", met(a.rss <= 30<<20)})
+	}
 	if b, a := r.before, r.after; b.rssLarge > 0 && a.rssLarge > 0 {
 		s, _ := ratio(float64(a.rssLarge), float64(b.rssLarge))
-		add(baRow{"Auth server RSS, " + large + " keys", mib(b.rssLarge), mib(a.rssLarge), s, "after < 100 MiB", met(a.rssLarge < 100<<20)})
+		add(baRow{"**Auth server RSS**, " + large + " keys", mib(b.rssLarge), mib(a.rssLarge), s, "after ≤ 60 MiB", met(a.rssLarge <= 60<<20)})
+		s, _ = ratio(float64(a.rssLargeAnon), float64(b.rssLargeAnon))
+		add(baRow{"Auth server RSS, " + large + " keys, anonymous (after the load runs)", mib(b.rssLargeAnon), mib(a.rssLargeAnon), s, "reported", "—"})
+		s, _ = ratio(float64(a.rssLargeFile), float64(b.rssLargeFile))
+		add(baRow{"Auth server RSS, " + large + " keys, file-backed (after the load runs)", mib(b.rssLargeFile), mib(a.rssLargeFile), s, "reported", "—"})
 		s, _ = ratio(float64(a.heapLarge), float64(b.heapLarge))
 		add(baRow{"Go heap in use, " + large + " keys", mib(b.heapLarge), mib(a.heapLarge), s, "reported", "—"})
 		s, _ = ratio(float64(a.readyLarge), float64(b.readyLarge))
