@@ -82,7 +82,10 @@ func codeRegisters(t *testing.T, metric string) bool {
 	found := false
 	for _, dir := range []string{"controllers", "webhookserver", "internal"} {
 		_ = filepath.WalkDir(filepath.Join(root, dir), func(p string, d os.DirEntry, err error) error {
-			if err != nil || found || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			if err != nil {
+				return err
+			}
+			if found || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
 				return nil
 			}
 			b, _ := os.ReadFile(p)
