@@ -276,3 +276,53 @@ func TestChartDefaultsUnchanged(t *testing.T) {
 		t.Errorf("ServiceAccounts %v, want %v", names, want)
 	}
 }
+
+// renderNotes renders the chart's NOTES.txt, which helm template leaves
+// out: a copy of the chart carries it inside a ConfigMap.
+func renderNotes(t *testing.T, args ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "chart")
+	if out, err := runErr("cp", "-r", filepath.Join(root, chartDir), dir); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	notes, err := os.ReadFile(filepath.Join(dir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := "{{- define \"test.notes\" -}}\n" + string(notes) + "\n{{- end -}}\n"
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ include \"test.notes\" . | toJson }}\n"
+	for name, text := range map[string]string{"_test_notes.tpl": tpl, "zz-test-notes.yaml": cm} {
+		if err := os.WriteFile(filepath.Join(dir, "templates", name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := run(t, helmBin(t), append([]string{"template", "meterr", dir, "--namespace", "meterr-system", "--show-only", "templates/zz-test-notes.yaml"}, args...)...)
+	objs := decode(t, out)
+	if len(objs) != 1 {
+		t.Fatalf("notes: %s", out)
+	}
+	return get(objs[0], "data", "notes").(string)
+}
+
+// TestChartNotes: NOTES.txt names the HTTP and gRPC addresses (and how the
+// gRPC port is secured) and shows the first key.
+func TestChartNotes(t *testing.T) {
+	def := renderNotes(t)
+	for _, want := range []string{
+		"http://meterr-auth-server.meterr-system.svc.cluster.local:80/v1/auth/verify",
+		"meterr-auth-server.meterr-system.svc.cluster.local:9001 (plaintext HTTP/2)",
+		"kind: MeterrAPIKey", "kubectl -n team-a wait meterrapikey/first-key --for=condition=Ready",
+		"`helm upgrade` upgrades it", "docs/integrations/",
+	} {
+		if !strings.Contains(def, want) {
+			t.Errorf("NOTES.txt lacks %q:\n%s", want, def)
+		}
+	}
+	tls := renderNotes(t, "--set", "authServer.tls.enabled=true", "--set", "authServer.grpc.clientCA.enabled=true", "--set", "authServer.grpc.port=9443")
+	for _, want := range []string{"https://meterr-auth-server.meterr-system.svc.cluster.local:443/v1/auth/verify",
+		"meterr-auth-server.meterr-system.svc.cluster.local:9443 (TLS, client certificates required)"} {
+		if !strings.Contains(tls, want) {
+			t.Errorf("NOTES.txt with TLS lacks %q:\n%s", want, tls)
+		}
+	}
+}
