@@ -21,6 +21,7 @@ export KUBEBUILDER_ASSETS
 KUBECTL ?= $(KUBEBUILDER_ASSETS)/kubectl
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 HELM ?= $(LOCALBIN)/helm
+PROMTOOL ?= $(LOCALBIN)/promtool
 export HELM
 # The image `make release` pins in dist/install.yaml and the chart's values.
 IMAGE_REPOSITORY ?= meterr-operator
@@ -105,7 +106,7 @@ envtest-assets: ## Build etcd, kube-apiserver and kubectl from Go modules into b
 	else ENVTEST_ASSETS_DIR="$(KUBEBUILDER_ASSETS)" K8S_VERSION=$(K8S_VERSION) hack/envtest-assets.sh; fi
 
 .PHONY: test
-test: verify-generated vet $(GOLANGCI_LINT) $(HELM) $(GITLEAKS) envtest-assets build ## Run every test: lint, unit, envtest, chart, install, fuzz smoke, bench smoke, e2e.
+test: verify-generated vet $(GOLANGCI_LINT) $(HELM) $(GITLEAKS) $(PROMTOOL) envtest-assets build ## Run every test: lint, unit, envtest, chart, install, fuzz smoke, bench smoke, e2e.
 	hack/test.sh
 
 .PHONY: test-unit
@@ -236,6 +237,12 @@ helm: $(HELM) ## Build helm from Go modules into bin/helm (once; a few minutes).
 
 $(HELM): hack/helm/go.mod
 	HELM=$(HELM) hack/helm.sh
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## Build promtool from Go modules (hack/promtool pins it) into bin/promtool, for test/install's rule checks.
+
+$(PROMTOOL): hack/promtool/go.mod
+	cd hack/promtool && CGO_ENABLED=0 go build -trimpath -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
 
 # mkimage (`make image`) is rebuilt only when hack/image changes.
 $(MKIMAGE): hack/image/go.mod hack/image/go.sum $(filter-out %_test.go,$(wildcard hack/image/*.go))

@@ -46,14 +46,23 @@ var (
 	untilRotationDesc = prometheus.NewDesc("meterr_key_rotation_due_seconds",
 		"Time until each Ready MeterrAPIKey's next scheduled rotation (status.currentKey.rotatesAt).", nil, nil)
 	// Buckets from an hour to a quarter: a rotation wave shows as a spike
-	// in the low buckets.
-	rotationBuckets = []float64{3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 60 * 86400, 90 * 86400, 180 * 86400}
+	// in the low buckets. The first, 0, holds the keys whose rotation is
+	// due now or overdue (the time is never negative): one that stays there
+	// is a rotation that does not happen (the MeterrAPIKeyRotationOverdue
+	// alert of the chart).
+	rotationBuckets = []float64{0, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 60 * 86400, 90 * 86400, 180 * 86400}
+	expiryDesc      = prometheus.NewDesc("meterr_key_expiry_seconds",
+		"Time until spec.expiresAt of each MeterrAPIKey that has one and has not expired yet.", nil, nil)
+	// A day, a week (the MeterrAPIKeyExpiringSoon alert), a month, a
+	// quarter, a year.
+	expiryBuckets = []float64{86400, 7 * 86400, 30 * 86400, 90 * 86400, 365 * 86400}
 )
 
 // Describe implements prometheus.Collector.
 func (c *KeyStateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- keysDesc
 	ch <- untilRotationDesc
+	ch <- expiryDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -69,6 +78,17 @@ func (c *KeyStateCollector) Collect(ch chan<- prometheus.Metric) {
 	buckets := make(map[float64]uint64, len(rotationBuckets))
 	var count uint64
 	var sum float64
+	expiry := make(map[float64]uint64, len(expiryBuckets))
+	// Every bucket, also an empty one, so that alerts on a bucket find a
+	// series.
+	for _, b := range rotationBuckets {
+		buckets[b] = 0
+	}
+	for _, b := range expiryBuckets {
+		expiry[b] = 0
+	}
+	var expiryCount uint64
+	var expirySum float64
 	for i := range list.Items {
 		m := &list.Items[i]
 		state := "Pending"
@@ -76,6 +96,16 @@ func (c *KeyStateCollector) Collect(ch chan<- prometheus.Metric) {
 			state = cond.Reason
 		}
 		states[state]++
+		if e := m.Spec.ExpiresAt; e != nil && e.After(now) {
+			d := e.Sub(now).Seconds()
+			expiryCount++
+			expirySum += d
+			for _, b := range expiryBuckets {
+				if d <= b {
+					expiry[b]++
+				}
+			}
+		}
 		if k := m.Status.CurrentKey; k != nil && k.RotatesAt != nil && meta.IsStatusConditionTrue(m.Status.Conditions, authv1alpha1.ConditionReady) {
 			d := max(k.RotatesAt.Sub(now).Seconds(), 0)
 			count++
@@ -91,4 +121,5 @@ func (c *KeyStateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, n, state)
 	}
 	ch <- prometheus.MustNewConstHistogram(untilRotationDesc, count, sum, buckets)
+	ch <- prometheus.MustNewConstHistogram(expiryDesc, expiryCount, expirySum, expiry)
 }

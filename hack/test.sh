@@ -29,6 +29,11 @@ export MTR_REQUIRE_REDIS=1
 export MTR_REQUIRE_HELM=1
 HELM="${HELM:-$PWD/bin/helm}"
 export HELM
+# test/install checks the chart's PrometheusRule with promtool: bin/promtool
+# (make promtool).
+export MTR_REQUIRE_PROMTOOL=1
+PROMTOOL="${PROMTOOL:-$PWD/bin/promtool}"
+export PROMTOOL
 
 # node (>= 18) and python3 with requests run the client recipes of
 # docs/clients.md (docs/clients and the end-to-end suite), and fail rather

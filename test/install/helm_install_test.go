@@ -10,8 +10,8 @@ import (
 
 // TestHelmInstallUninstall installs the chart into a local control plane
 // with values set, checks that the Deployments as stored carry them, and
-// that `helm uninstall` removes everything but the CRD (crds/ is never
-// deleted by helm). No pods run: the control plane has no scheduler or
+// that `helm uninstall` removes everything but the CRD (crds.keep puts
+// helm.sh/resource-policy: keep on it). No pods run: the control plane has no scheduler or
 // kubelet.
 func TestHelmInstallUninstall(t *testing.T) {
 	t.Parallel()
@@ -196,6 +196,7 @@ func TestHelmInstallUninstall(t *testing.T) {
 			t.Errorf("ClusterRole %s left behind after helm uninstall", n)
 		}
 	}
-	// Kept, as README.md says: deleting it would delete every MeterrAPIKey.
+	// Kept (crds.keep), as README.md says: deleting it would delete every
+	// MeterrAPIKey.
 	k("get", "crd", "meterrapikeys.auth.meterr.ai")
 }

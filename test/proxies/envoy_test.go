@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -13,6 +14,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
@@ -97,6 +99,7 @@ func TestEnvoyGuideConfigs(t *testing.T) {
 	if err := authz.ValidateAll(); err != nil {
 		t.Fatal(err)
 	}
+	failsClosed(t, "the gRPC filter", authz, authz.GetGrpcService().GetTimeout().AsDuration())
 	found := false
 	for _, c := range b.GetStaticResources().GetClusters() {
 		if c.GetName() == "meterr-auth-grpc" {
@@ -130,6 +133,7 @@ func TestEnvoyGuideConfigs(t *testing.T) {
 			if err := a.ValidateAll(); err != nil {
 				t.Fatal(err)
 			}
+			failsClosed(t, "the HTTP filter", &a, a.GetHttpService().GetServerUri().GetTimeout().AsDuration())
 			if a.GetHttpService().GetPathPrefix() != "/v1/auth/check" {
 				t.Errorf("path_prefix %q", a.GetHttpService().GetPathPrefix())
 			}
@@ -160,5 +164,21 @@ func TestEnvoyGuideConfigs(t *testing.T) {
 	if c.GetName() != "meterr-auth-grpc" || len(ctx.GetTlsCertificates()) != 1 || ctx.GetValidationContext().GetTrustedCa() == nil ||
 		!slices.Contains(ctx.GetAlpnProtocols(), "h2") {
 		t.Errorf("the mutual TLS cluster lacks a client certificate, the CA or h2: %v", &up)
+	}
+}
+
+// failsClosed checks what the guide promises when the auth server fails:
+// closed, 503 instead of Envoy's default 403, and a timeout of about a
+// second (Envoy's default is 200 ms).
+func failsClosed(t *testing.T, what string, a *extauthzv3.ExtAuthz, timeout time.Duration) {
+	t.Helper()
+	if a.GetFailureModeAllow() {
+		t.Errorf("%s: failure_mode_allow is true: the guide must fail closed", what)
+	}
+	if got := a.GetStatusOnError().GetCode(); got != typev3.StatusCode_ServiceUnavailable {
+		t.Errorf("%s: status_on_error %v, want ServiceUnavailable (503)", what, got)
+	}
+	if timeout < 500*time.Millisecond || timeout > 2*time.Second {
+		t.Errorf("%s: timeout %v, want about 1s", what, timeout)
 	}
 }

@@ -56,6 +56,13 @@ func newKey(t *testing.T) string {
 // (--keepalive-takeover); ka counts those.
 func startAuth(t *testing.T) (addr string, k keys, ka *keepalive.Server) {
 	t.Helper()
+	return startAuthReady(t, true)
+}
+
+// startAuthReady is startAuth; with ready false the auth server has not
+// loaded its records yet and answers every check 503 not_ready.
+func startAuthReady(t *testing.T, ready bool) (addr string, k keys, ka *keepalive.Server) {
+	t.Helper()
 	idx := index.New()
 	add := func(name string, perms []string, limit int64, allow []string) string {
 		key := newKey(t)
@@ -86,7 +93,7 @@ func startAuth(t *testing.T) (addr string, k keys, ka *keepalive.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.SetReady(true)
+	srv.SetReady(ready)
 	ka = keepalive.New(keepalive.Config{Handler: srv, MaxHeaderBytes: webhookserver.DefaultMaxHeaderBytes,
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, WriteTimeout: 10 * time.Second})
 	ts := httptest.NewServer(ka.Handler())
@@ -213,9 +220,22 @@ func start(t *testing.T, cmd *exec.Cmd, port string) {
 }
 
 func TestNginx(t *testing.T) {
-	bin := need(t, "nginx")
 	auth, k, ka := startAuth(t)
-	upstream := startUpstream(t)
+	base := startNginx(t, auth, startUpstream(t))
+	exercise(t, base, k, true)
+	// The guide keeps HTTP/1.1 connections to the auth server (keepalive,
+	// proxy_http_version 1.1): they are taken over after their first
+	// request.
+	if ka.TakenOver() == 0 {
+		t.Error("NGINX's connections to the auth server were never taken over")
+	}
+}
+
+// startNginx runs the shipped nginx.conf in front of upstream, asking the
+// auth server at auth, and returns its base URL.
+func startNginx(t *testing.T, auth, upstream string) string {
+	t.Helper()
+	bin := need(t, "nginx")
 	port := freePort(t)
 	dir := t.TempDir()
 	// Workers may run as another user when the test runs as root.
@@ -229,19 +249,25 @@ func TestNginx(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "-p", dir+"/", "-c", conf, "-g", "daemon off; pid "+filepath.Join(dir, "nginx.pid")+"; error_log stderr;")
 	start(t, cmd, port)
-	exercise(t, "http://127.0.0.1:"+port, k, true)
-	// The guide keeps HTTP/1.1 connections to the auth server (keepalive,
-	// proxy_http_version 1.1): they are taken over after their first
-	// request.
-	if ka.TakenOver() == 0 {
-		t.Error("NGINX's connections to the auth server were never taken over")
-	}
+	return "http://127.0.0.1:" + port
 }
 
 func TestCaddy(t *testing.T) {
-	bin := need(t, "caddy")
 	auth, k, ka := startAuth(t)
-	upstream := startUpstream(t)
+	base := startCaddy(t, auth, startUpstream(t))
+	exercise(t, base, k, false)
+	// Caddy keeps its connections to the auth server: most of the
+	// answers above came from connections taken over.
+	if ka.TakenOver() == 0 {
+		t.Error("Caddy's connections to the auth server were never taken over")
+	}
+}
+
+// startCaddy runs the shipped Caddyfile in front of upstream, asking the
+// auth server at auth, and returns its base URL.
+func startCaddy(t *testing.T, auth, upstream string) string {
+	t.Helper()
+	bin := need(t, "caddy")
 	port := freePort(t)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "Caddyfile")
@@ -252,12 +278,7 @@ func TestCaddy(t *testing.T) {
 	cmd := exec.Command(bin, "run", "--config", conf, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	start(t, cmd, port)
-	exercise(t, "http://127.0.0.1:"+port, k, false)
-	// Caddy keeps its connections to the auth server: most of the
-	// answers above came from connections taken over.
-	if ka.TakenOver() == 0 {
-		t.Error("Caddy's connections to the auth server were never taken over")
-	}
+	return "http://127.0.0.1:" + port
 }
 
 type answer struct {

@@ -125,15 +125,20 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = DefaultRedisProbeInterval
 	}
-	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = o.Timeout, o.Timeout, o.Timeout
+	// The URL's own options (read_timeout=..., pool_size=...) win; what it
+	// leaves unset comes from --redis-timeout and these defaults.
+	setDefault(&opts.ReadTimeout, o.Timeout)
+	setDefault(&opts.WriteTimeout, o.Timeout)
+	setDefault(&opts.PoolTimeout, o.Timeout)
 	// Dialling (with a TLS handshake for rediss://) gets more than a command.
-	opts.DialTimeout = max(o.Timeout, time.Second)
+	setDefault(&opts.DialTimeout, max(o.Timeout, time.Second))
+	setDefault(&opts.PoolSize, 64)
+	setDefault(&opts.MinIdleConns, 4)
+	// Never from the URL (parseRedisURL refuses them):
 	opts.MaxRetries = -1 // a retry would double the wait; the next request tries again
 	// One dial per attempt: go-redis would otherwise dial five times, with
 	// pauses, before a request may follow the failure mode.
 	opts.DialerRetries = 1
-	opts.PoolSize = max(opts.PoolSize, 64)
-	opts.MinIdleConns = 4
 	switch o.FailureMode {
 	case "", FailOpen, FailClosed:
 	default:
@@ -377,3 +382,11 @@ func (g goRedisLog) Printf(_ context.Context, format string, v ...any) {
 
 // goRedisLogOnce: go-redis has one logger per process.
 var goRedisLogOnce sync.Once
+
+// setDefault sets *v to d when it is the zero value.
+func setDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}

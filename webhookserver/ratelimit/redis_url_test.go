@@ -1,9 +1,13 @@
 package ratelimit
 
 import (
+	"crypto/tls"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestParseRedisURL(t *testing.T) {
@@ -121,4 +125,81 @@ func FuzzParseRedisURL(f *testing.F) {
 			t.Fatalf("%q accepted without an address", u)
 		}
 	})
+}
+
+// go-redis's query options (timeouts, pool, TLS) are read by go-redis's own
+// URL parsers under every form, and reach the options.
+func TestParseRedisURLOptions(t *testing.T) {
+	o, err := parseRedisURL("rediss://:hunter2@r:6380/1?dial_timeout=2s&read_timeout=300ms&write_timeout=1&pool_size=20&min_idle_conns=2&client_name=meterr&skip_verify=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.DialTimeout != 2*time.Second || o.ReadTimeout != 300*time.Millisecond || o.WriteTimeout != time.Second || o.PoolSize != 20 ||
+		o.MinIdleConns != 2 || o.ClientName != "meterr" || o.TLSConfig == nil || !o.TLSConfig.InsecureSkipVerify || o.DB != 1 || o.Password != "hunter2" {
+		t.Errorf("redis:// options: %+v", o)
+	}
+	o, err = parseRedisURL("redis-sentinel://:hunter2@s1,s2/m?db=1&sentinel_password=x&dial_timeout=2s&pool_size=10&pool_timeout=250ms&conn_max_idle_time=5m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.DialTimeout != 2*time.Second || o.PoolSize != 10 || o.PoolTimeout != 250*time.Millisecond || o.ConnMaxIdleTime != 5*time.Minute ||
+		o.DB != 1 || o.SentinelPassword != "x" || o.Password != "hunter2" || o.MasterName != "m" || len(o.Addrs) != 2 {
+		t.Errorf("sentinel options: %+v", o)
+	}
+	o, err = parseRedisURL("rediss-cluster://:hunter2@c1,c2:7001?max_redirects=5&read_timeout=1s&skip_verify=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.MaxRedirects != 5 || o.ReadTimeout != time.Second || !o.IsClusterMode ||
+		o.TLSConfig == nil || !o.TLSConfig.InsecureSkipVerify || o.TLSConfig.MinVersion != tls.VersionTLS12 || o.Password != "hunter2" {
+		t.Errorf("cluster options: %+v", o)
+	}
+	// Without skip_verify, certificates are checked.
+	if o, err := parseRedisURL("rediss-cluster://c1"); err != nil || o.TLSConfig.InsecureSkipVerify {
+		t.Errorf("rediss-cluster without skip_verify: %+v %v", o, err)
+	}
+	// Refused: what the auth server sets itself, what bypasses the form, a
+	// malformed value; the parameter is named, the password never.
+	for _, tc := range []struct{ url, want string }{
+		{"redis://:hunter2@r/0?max_retries=3", `"max_retries": the auth server makes one attempt`},
+		{"redis-sentinel://:hunter2@s1/m?dialer_retries=5", `"dialer_retries"`},
+		{"redis-sentinel://:hunter2@s1/m?addr=s2:26379", `"addr"`},
+		{"redis-sentinel://:hunter2@s1/m?master_name=other", `"master_name"`},
+		{"redis-cluster://:hunter2@c1?password=hunter3", `"password"`},
+		{"redis://:hunter2@r/0?dial_timeout=soon", "dial_timeout"},
+		{"redis-cluster://:hunter2@c1?pool_size=many", "pool_size"},
+		{"redis-sentinel://:hunter2@s1/m?route_by_latency=true", `"route_by_latency": the counts are read and written on the masters`},
+		{"redis-cluster://:hunter2@c1?read_only=true", `"read_only"`},
+		{"redis-sentinel://:hunter2@s1/m?cluster_only_option=1", `does not take the query parameter "cluster_only_option"`},
+		{"redis://:hunter2@r/0?pasword=hunter2", `does not take the query parameter "pasword"`},
+	} {
+		err := ValidateRedisURL(tc.url)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one about %q", tc.url, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter") {
+			t.Errorf("%s: the error repeats a secret: %v", tc.url, err)
+		}
+	}
+}
+
+// The URL's options win over --redis-timeout and the auth server's
+// defaults; what it leaves unset gets them.
+func TestNewRedisURLOptionsWin(t *testing.T) {
+	l, err := NewRedis(RedisOptions{URL: "redis://127.0.0.1:1/0?read_timeout=2s&pool_size=8", Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, ok := l.client.(*redis.Client)
+	if !ok {
+		t.Fatalf("client %T", l.client)
+	}
+	o := c.Options()
+	if o.ReadTimeout != 2*time.Second || o.PoolSize != 8 {
+		t.Errorf("the URL's options lost: read timeout %v, pool size %d", o.ReadTimeout, o.PoolSize)
+	}
+	if o.WriteTimeout != 50*time.Millisecond || o.DialTimeout != time.Second || o.MinIdleConns != 4 || o.MaxRetries > 0 { // go-redis stores -1 (no retries) as 0
+		t.Errorf("defaults not applied: write %v dial %v min idle %d retries %d", o.WriteTimeout, o.DialTimeout, o.MinIdleConns, o.MaxRetries)
+	}
 }

@@ -3,8 +3,13 @@
 {{- default .Release.Namespace .Values.recordsNamespace -}}
 {{- end -}}
 
+{{/* The image: repository@digest when image.digest is set, else repository:tag. */}}
 {{- define "meterr.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Labels of every object; "component" is set by the caller. */}}
@@ -18,38 +23,59 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
-{{/* Selector labels: the same as config/ uses. */}}
+{{/* Selector labels: config/'s, and the release (app.kubernetes.io/instance). */}}
 {{- define "meterr.selectorLabels" -}}
 app.kubernetes.io/name: meterr-operator
 app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{/*
+A Deployment's spec.selector.matchLabels. A selector cannot change, and
+releases of chart 0.1.0 selected without app.kubernetes.io/instance: when
+the Deployment exists (helm upgrade), its selector is kept as it is; the
+pods carry both sets of labels. New installs, and renders without a cluster
+(helm template), select by meterr.selectorLabels.
+*/}}
+{{- define "meterr.deploymentSelector" -}}
+{{- $d := lookup "apps/v1" "Deployment" .root.Release.Namespace .name -}}
+{{- $old := dig "spec" "selector" "matchLabels" dict $d -}}
+{{- if $old -}}
+{{- toYaml $old -}}
+{{- else -}}
+{{- include "meterr.selectorLabels" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A component's ServiceAccount: its own name unless serviceAccount.name is set. */}}
+{{- define "meterr.serviceAccountName" -}}
+{{- $sa := index .root.Values .key "serviceAccount" -}}
+{{- default (printf "%s-%s" .root.Values.namePrefix .component) $sa.name -}}
 {{- end -}}
 
 {{- define "meterr.authServer.tlsSecret" -}}
 {{- default (printf "%s-auth-server-tls" .Values.namePrefix) .Values.authServer.tls.secretName -}}
 {{- end -}}
 
-{{/* Pod security context and container security context, as in config/. */}}
+{{/*
+Pod and container security contexts: podSecurityContext and
+securityContext, each merged over by the component's own (.key: manager or
+authServer). The defaults are config/'s. A key set to null is left out
+(e.g. runAsUser on OpenShift, whose restricted SCC assigns one).
+*/}}
 {{- define "meterr.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-seccompProfile:
-  type: RuntimeDefault
+{{- $c := index .root.Values .key -}}
+{{- toYaml (mergeOverwrite (deepCopy (.root.Values.podSecurityContext | default dict)) ($c.podSecurityContext | default dict)) -}}
 {{- end -}}
 
 {{- define "meterr.securityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-capabilities:
-  drop:
-    - ALL
-seccompProfile:
-  type: RuntimeDefault
+{{- $c := index .root.Values .key -}}
+{{- toYaml (mergeOverwrite (deepCopy (.root.Values.securityContext | default dict)) ($c.securityContext | default dict)) -}}
 {{- end -}}
 
 {{/* Values the chart refuses, with what to set instead. */}}
