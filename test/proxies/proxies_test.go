@@ -63,6 +63,13 @@ func startAuth(t *testing.T) (addr string, k keys, ka *keepalive.Server) {
 // loaded its records yet and answers every check 503 not_ready.
 func startAuthReady(t *testing.T, ready bool) (addr string, k keys, ka *keepalive.Server) {
 	t.Helper()
+	return startAuthWith(t, ready, nil)
+}
+
+// startAuthWith is startAuthReady with the server's configuration changed
+// by mut.
+func startAuthWith(t *testing.T, ready bool, mut func(*webhookserver.ServerConfig)) (addr string, k keys, ka *keepalive.Server) {
+	t.Helper()
 	idx := index.New()
 	add := func(name string, perms []string, limit int64, allow []string) string {
 		key := newKey(t)
@@ -84,12 +91,16 @@ func startAuthReady(t *testing.T, ready bool) (addr string, k keys, ka *keepaliv
 		ipLocal:  add("ip-local", []string{"read"}, 1000, []string{"127.0.0.1"}),
 		ipForged: add("ip-forged", []string{"read"}, 1000, []string{"203.0.113.9"}),
 	}
-	srv, err := webhookserver.NewServer(webhookserver.ServerConfig{
+	cfg := webhookserver.ServerConfig{
 		Index:          idx,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")},
 		Routes:         []webhookserver.Route{{Method: "*", Prefix: "/v1/", Permission: "read"}, {Method: "POST", Prefix: "/v1/usage", Permission: "write"}},
 		Registerer:     prometheus.NewRegistry(),
-	})
+	}
+	if mut != nil {
+		mut(&cfg)
+	}
+	srv, err := webhookserver.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
