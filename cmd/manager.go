@@ -9,9 +9,11 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"net/http"
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -20,6 +22,7 @@ import (
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/buildinfo"
+	"github.com/meterr/meterr-operator/internal/usage"
 )
 
 // ManagerOptions are the manager's flags.
@@ -35,6 +38,12 @@ type ManagerOptions struct {
 	Burst                   int
 	MaxConcurrentReconciles int
 	MinRotationInterval     time.Duration
+	// Last used (controllers/usage.go): off unless UsageTokenFile is set.
+	UsageTokenFile          string
+	UsageService            string
+	UsagePort               string
+	LastUsedInterval        time.Duration
+	LastUsedWritesPerSecond float64
 
 	// Version and Commit label meterr_build_info; main sets them from its
 	// build-time stamps. Not flags.
@@ -56,6 +65,11 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.QPS, "kube-api-qps", 500, "Requests per second to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.Burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "MeterrAPIKeys reconciled in parallel.")
+	fs.StringVar(&o.UsageTokenFile, "usage-token-file", "", "File holding the bearer token of the auth server's usage report (its --usage-token-file): with it, the manager pulls every replica and writes status.currentKey.lastUsedAt and status.previousKeys[].lastUsedAt. Empty turns last-used off.")
+	fs.StringVar(&o.UsageService, "usage-service", "meterr-auth-server-metrics", "The auth server's metrics Service, in --records-namespace: its EndpointSlices list the replicas to pull.")
+	fs.StringVar(&o.UsagePort, "usage-port", "http-metrics", "The name of that Service's metrics port.")
+	fs.DurationVar(&o.LastUsedInterval, "last-used-interval", controllers.DefaultLastUsedInterval, "Least time between two lastUsedAt writes of one key; a write happens only when the value moved.")
+	fs.Float64Var(&o.LastUsedWritesPerSecond, "last-used-writes-per-second", controllers.DefaultLastUsedWritesPerSecond, "Cap on lastUsedAt status writes of all keys together; with more active keys than the cap allows, every key's lag grows alike.")
 	fs.DurationVar(&o.MinRotationInterval, "min-rotation-interval", controllers.DefaultMinRotationInterval, "Least time between a key's last rotation and one requested by spec.rotation.requestedAt; a faster request waits, and the key's Ready condition says until when. 0 disables the minimum.")
 }
 
@@ -72,6 +86,10 @@ func (o *ManagerOptions) Validate() error {
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1")
 	case o.MinRotationInterval < 0:
 		return fmt.Errorf("--min-rotation-interval must not be negative")
+	case o.LastUsedInterval < time.Second:
+		return fmt.Errorf("--last-used-interval must be at least 1s")
+	case o.LastUsedWritesPerSecond <= 0:
+		return fmt.Errorf("--last-used-writes-per-second must be positive")
 	}
 	return nil
 }
@@ -133,6 +151,26 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 	reaper := &controllers.RecordReaper{Client: mgr.GetClient(), RecordsNamespace: o.RecordsNamespace}
 	if err := reaper.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the record reaper: %w", err)
+	}
+	if o.UsageTokenFile != "" {
+		token, err := usage.ReadToken(o.UsageTokenFile)
+		if err != nil {
+			return fmt.Errorf("--usage-token-file: %w", err)
+		}
+		w := &controllers.UsageWriter{
+			Client: mgr.GetClient(),
+			Source: &controllers.EndpointSliceSource{Reader: mgr.GetAPIReader(), Namespace: o.RecordsNamespace,
+				Service: o.UsageService, PortName: o.UsagePort, Token: token,
+				HTTP: &http.Client{Timeout: 10 * time.Second}},
+			Clock:           clock.RealClock{},
+			Interval:        o.LastUsedInterval,
+			PullInterval:    controllers.DefaultUsagePullInterval,
+			WritesPerSecond: o.LastUsedWritesPerSecond,
+			Log:             ctrl.Log.WithName("last-used"),
+		}
+		if err := mgr.Add(w); err != nil {
+			return fmt.Errorf("setting up last-used: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

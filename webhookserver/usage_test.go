@@ -4,11 +4,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	rbacv1 "k8s.io/api/rbac/v1"
 	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/yaml"
 
 	"github.com/meterr/meterr-operator/internal/apikey"
 	"github.com/meterr/meterr-operator/internal/usage"
@@ -83,3 +88,21 @@ func TestUsageReport(t *testing.T) {
 }
 
 func itoa(v int64) string { b, _ := json.Marshal(v); return string(b) }
+
+// The data plane stays read-only: the usage report adds no Kubernetes
+// permission to the auth server (the generated Role is get, list and watch
+// on Secrets in one namespace, nothing else).
+func TestAuthServerRoleReadOnly(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "config", "rbac", "auth-server", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.Role
+	if err := yaml.UnmarshalStrict(b, &role); err != nil {
+		t.Fatal(err)
+	}
+	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}}}
+	if role.Kind != "Role" || role.Namespace == "" || !reflect.DeepEqual(role.Rules, want) {
+		t.Errorf("the auth server's role changed: %s %s/%s %+v", role.Kind, role.Namespace, role.Name, role.Rules)
+	}
+}

@@ -1,0 +1,309 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/internal/usage"
+)
+
+// Last used: the manager pulls each auth server replica's usage report
+// (internal/usage), keeps the latest use of each key version across
+// replicas (a maximum, so lastUsedAt never moves back, whichever replica
+// restarts), and writes status.currentKey.lastUsedAt and
+// status.previousKeys[].lastUsedAt: at most once an Interval per key, only
+// when the value moved, and no more than WritesPerSecond in all, first
+// come first served, so that when more keys are active than the cap allows
+// every key's lag grows alike. See docs/architecture.md, "Last used".
+
+// The replicas' endpoint slices are read in one namespace only.
+// +kubebuilder:rbac:groups=discovery.k8s.io,namespace=meterr-system,resources=endpointslices,verbs=list
+
+// Defaults of the manager's last-used flags.
+const (
+	DefaultLastUsedInterval        = time.Minute
+	DefaultLastUsedWritesPerSecond = 20
+	// DefaultUsagePullInterval: how often each replica is asked.
+	DefaultUsagePullInterval = 10 * time.Second
+)
+
+// UsageSource gives the uses reported since its previous call.
+type UsageSource interface {
+	Pull(ctx context.Context) ([]usage.Version, error)
+}
+
+// EndpointSliceSource pulls every ready endpoint of the auth server's
+// metrics Service, found by its EndpointSlices, with the bearer token; it
+// keeps a cursor per endpoint (the replica's own clock, so no clock skew
+// matters), and a replica it has not seen, or a restarted one, reports in
+// full.
+type EndpointSliceSource struct {
+	// Reader lists EndpointSlices; the uncached API reader, so that the
+	// manager keeps no informer over the cluster's slices.
+	Reader    client.Reader
+	Namespace string
+	// Service names the auth server's metrics Service; PortName its port.
+	Service  string
+	PortName string
+	Token    []byte
+	HTTP     *http.Client
+
+	since map[string]int64
+}
+
+// Pull implements UsageSource. An endpoint that fails is reported in the
+// error and asked again, from the same cursor, next time.
+func (s *EndpointSliceSource) Pull(ctx context.Context) ([]usage.Version, error) {
+	var slices discoveryv1.EndpointSliceList
+	if err := s.Reader.List(ctx, &slices, client.InNamespace(s.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: s.Service}); err != nil {
+		return nil, err
+	}
+	if s.since == nil {
+		s.since = map[string]int64{}
+	}
+	seen := map[string]bool{}
+	var out []usage.Version
+	var errs []error
+	for i := range slices.Items {
+		sl := &slices.Items[i]
+		port := int32(0)
+		for _, p := range sl.Ports {
+			if p.Port != nil && (s.PortName == "" || (p.Name != nil && *p.Name == s.PortName)) {
+				port = *p.Port
+				break
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			// Serving, not only ready: a replica draining still has
+			// uses to report.
+			if ep.Conditions.Serving != nil && !*ep.Conditions.Serving {
+				continue
+			}
+			for _, addr := range ep.Addresses {
+				base := "http://" + net.JoinHostPort(addr, strconv.Itoa(int(port)))
+				seen[base] = true
+				rep, err := usage.Fetch(ctx, s.HTTP, base, s.Token, s.since[base])
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				s.since[base] = rep.Now
+				out = append(out, rep.Versions...)
+			}
+		}
+	}
+	for base := range s.since {
+		if !seen[base] {
+			delete(s.since, base)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+var (
+	lastUsedWrites = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meterr_last_used_status_writes_total",
+		Help: "Status writes of lastUsedAt (at most one per key per --last-used-interval, capped by --last-used-writes-per-second).",
+	})
+	lastUsedPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "meterr_last_used_pending_keys",
+		Help: "MeterrAPIKeys whose lastUsedAt has moved and waits to be written; a queue that keeps growing means more active keys than --last-used-writes-per-second allows.",
+	})
+	lastUsedLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "meterr_last_used_lag_seconds",
+		Help:    "Time from a use reaching the manager to its write in status.",
+		Buckets: []float64{1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600},
+	})
+	usagePullErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meterr_usage_pull_errors_total",
+		Help: "Failed pulls of an auth server replica's usage report.",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(lastUsedWrites, lastUsedPending, lastUsedLag, usagePullErrors)
+}
+
+// UsageWriter writes lastUsedAt from a UsageSource. It runs on the leader
+// only.
+type UsageWriter struct {
+	Client client.Client
+	Source UsageSource
+	Clock  clock.Clock
+	// Interval is the least time between two writes of one key
+	// (--last-used-interval); PullInterval how often Source is pulled.
+	Interval     time.Duration
+	PullInterval time.Duration
+	// WritesPerSecond caps the writes of all keys
+	// (--last-used-writes-per-second).
+	WritesPerSecond float64
+	Log             logr.Logger
+
+	limiter *rate.Limiter
+	keys    map[types.NamespacedName]*keyUse
+	queue   []types.NamespacedName
+}
+
+// keyUse is what the writer knows of one MeterrAPIKey's versions.
+type keyUse struct {
+	uid string
+	// used is each version's latest use, Unix seconds.
+	used      map[string]int64
+	lastWrite time.Time
+	queued    bool
+	// since is when the oldest unwritten use reached the manager.
+	since time.Time
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: one writer.
+func (w *UsageWriter) NeedLeaderElection() bool { return true }
+
+// Start implements manager.Runnable.
+func (w *UsageWriter) Start(ctx context.Context) error {
+	for {
+		w.Step(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.Clock.After(w.PullInterval):
+		}
+	}
+}
+
+// Step pulls once and writes what is due and within the cap. Tests call it
+// on a fake clock.
+func (w *UsageWriter) Step(ctx context.Context) {
+	now := w.Clock.Now()
+	if w.limiter == nil {
+		burst := max(1, int(w.WritesPerSecond))
+		w.limiter = rate.NewLimiter(rate.Limit(w.WritesPerSecond), burst)
+		w.keys = map[types.NamespacedName]*keyUse{}
+	}
+	vs, err := w.Source.Pull(ctx)
+	if err != nil {
+		usagePullErrors.Inc()
+		w.Log.Error(err, "pulling usage from the auth server")
+	}
+	w.merge(vs, now)
+	w.writeDue(ctx, now)
+	lastUsedPending.Set(float64(len(w.queue)))
+}
+
+func (w *UsageWriter) merge(vs []usage.Version, now time.Time) {
+	for _, v := range vs {
+		k := types.NamespacedName{Namespace: v.Namespace, Name: v.Name}
+		ku := w.keys[k]
+		if ku == nil || ku.uid != v.UID {
+			// A key deleted and created again is a new key.
+			if ku == nil {
+				ku = &keyUse{}
+				w.keys[k] = ku
+			}
+			ku.uid, ku.used = v.UID, map[string]int64{}
+		}
+		if v.LastUsed > ku.used[v.KeyID] {
+			ku.used[v.KeyID] = v.LastUsed
+			if !ku.queued {
+				ku.queued, ku.since = true, now
+				w.queue = append(w.queue, k)
+			}
+		}
+	}
+}
+
+// writeDue writes the queued keys whose interval has passed, in the order
+// their uses arrived, while the cap allows.
+func (w *UsageWriter) writeDue(ctx context.Context, now time.Time) {
+	var waiting, rest []types.NamespacedName
+	for i, k := range w.queue {
+		ku := w.keys[k]
+		if ku == nil {
+			continue
+		}
+		if !ku.lastWrite.IsZero() && now.Sub(ku.lastWrite) < w.Interval {
+			waiting = append(waiting, k)
+			continue
+		}
+		if !w.limiter.AllowN(now, 1) {
+			rest = w.queue[i:]
+			break
+		}
+		switch err := w.write(ctx, k, ku); {
+		case err == nil:
+			lastUsedLag.Observe(now.Sub(ku.since).Seconds())
+			ku.queued, ku.lastWrite = false, now
+		case apierrors.IsNotFound(err):
+			delete(w.keys, k)
+		default:
+			// A conflict (the reconciler wrote meanwhile) or an error:
+			// again on the next step, behind the others.
+			w.Log.V(1).Info("writing lastUsedAt", "key", k, "error", err.Error())
+			waiting = append(waiting, k)
+		}
+	}
+	w.queue = append(rest[:len(rest):len(rest)], waiting...)
+}
+
+// errGone: the key was deleted, or created again with another UID.
+var errGone = apierrors.NewNotFound(authv1alpha1.GroupVersion.WithResource("meterrapikeys").GroupResource(), "")
+
+// write patches the key's status with the versions' latest uses, where
+// they moved. It reads the key from the cache; the patch carries the
+// resourceVersion, so it never overwrites a rotation it has not seen.
+func (w *UsageWriter) write(ctx context.Context, k types.NamespacedName, ku *keyUse) error {
+	mak := &authv1alpha1.MeterrAPIKey{}
+	if err := w.Client.Get(ctx, k, mak); err != nil {
+		return err
+	}
+	if string(mak.UID) != ku.uid {
+		return errGone
+	}
+	orig := mak.DeepCopy()
+	if !applyLastUsed(&mak.Status, ku.used) {
+		return nil
+	}
+	if err := w.Client.Status().Patch(ctx, mak, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	lastUsedWrites.Inc()
+	return nil
+}
+
+// applyLastUsed sets each listed version's lastUsedAt to its latest use
+// where that is later; it reports whether anything moved.
+func applyLastUsed(st *authv1alpha1.MeterrAPIKeyStatus, used map[string]int64) bool {
+	moved := false
+	set := func(id string, at **metav1.Time) {
+		if sec, ok := used[id]; ok && sec > 0 && (*at == nil || (*at).Unix() < sec) {
+			t := metav1.NewTime(usage.Time(sec))
+			*at, moved = &t, true
+		}
+	}
+	if c := st.CurrentKey; c != nil {
+		set(c.ID, &c.LastUsedAt)
+	}
+	for i := range st.PreviousKeys {
+		set(st.PreviousKeys[i].ID, &st.PreviousKeys[i].LastUsedAt)
+	}
+	return moved
+}

@@ -1,0 +1,131 @@
+package controllers_test
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/controllers"
+	"github.com/meterr/meterr-operator/internal/usage"
+)
+
+// fakeUsage is a UsageSource a test fills.
+type fakeUsage struct {
+	mu sync.Mutex
+	vs []usage.Version
+}
+
+func (f *fakeUsage) add(vs ...usage.Version) { f.mu.Lock(); f.vs = append(f.vs, vs...); f.mu.Unlock() }
+
+func (f *fakeUsage) Pull(context.Context) ([]usage.Version, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.vs
+	f.vs = nil
+	return out, nil
+}
+
+func usedAt(m *authv1alpha1.MeterrAPIKey, id string) *time.Time {
+	if c := m.Status.CurrentKey; c != nil && c.ID == id && c.LastUsedAt != nil {
+		t := c.LastUsedAt.Time
+		return &t
+	}
+	for _, p := range m.Status.PreviousKeys {
+		if p.ID == id && p.LastUsedAt != nil {
+			t := p.LastUsedAt.Time
+			return &t
+		}
+	}
+	return nil
+}
+
+var _ = Describe("Last used", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	use := func(m *authv1alpha1.MeterrAPIKey, id string, at time.Time) usage.Version {
+		return usage.Version{Namespace: m.Namespace, Name: m.Name, UID: string(m.UID), KeyID: id, LastUsed: at.Unix()}
+	}
+
+	It("writes the latest use of every replica, at most once an interval, never backwards, and keeps it across a rotation", func() {
+		mak := newKey(ns, "used")
+		got := settled(mak, ready)
+		never := settled(newKey(ns, "never"), ready)
+		id := got.Status.CurrentKey.ID
+		clk := clocktesting.NewFakeClock(time.Unix(2_000_000_000, 0))
+		src := &fakeUsage{}
+		w := &controllers.UsageWriter{Client: k8sClient, Source: src, Clock: clk, Interval: time.Minute,
+			WritesPerSecond: 20, Log: logr.Discard()}
+
+		t1 := clk.Now().Add(-5 * time.Second)
+		// Two replicas: the later use wins.
+		src.add(use(got, id, t1.Add(-time.Minute)), use(got, id, t1))
+		w.Step(ctx)
+		got = getKey(mak)
+		Expect(usedAt(got, id)).To(HaveValue(BeTemporally("==", t1)))
+		Expect(getKey(never).Status.CurrentKey.LastUsedAt).To(BeNil(), "a key never used shows no lastUsedAt")
+
+		// A later use within the interval waits; an older one (a
+		// restarted replica) never moves it back.
+		rv := got.ResourceVersion
+		clk.Step(10 * time.Second)
+		src.add(use(got, id, clk.Now()), use(got, id, t1.Add(-time.Hour)))
+		w.Step(ctx)
+		Expect(getKey(mak).ResourceVersion).To(Equal(rv), "a second write within --last-used-interval")
+		clk.Step(time.Minute)
+		w.Step(ctx)
+		Expect(usedAt(getKey(mak), id)).To(HaveValue(BeTemporally("==", clk.Now().Add(-time.Minute))))
+
+		// Nothing moved: no write.
+		rv = getKey(mak).ResourceVersion
+		clk.Step(2 * time.Minute)
+		src.add(use(got, id, t1))
+		w.Step(ctx)
+		Expect(getKey(mak).ResourceVersion).To(Equal(rv), "a write although nothing moved")
+
+		// A rotation moves the version to previousKeys with its last use.
+		fakeClock.Step(minRotationInterval)
+		at := metav1.NewTime(fakeClock.Now())
+		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = &at })
+		rotated := settled(mak, notCurrentID(id))
+		Expect(rotated.Status.PreviousKeys).To(HaveLen(1))
+		Expect(rotated.Status.PreviousKeys[0].LastUsedAt).NotTo(BeNil(), "the rotation dropped the previous key's lastUsedAt")
+		Expect(rotated.Status.CurrentKey.LastUsedAt).To(BeNil(), "the new key inherited a use")
+	})
+
+	It("caps the writes, first come first served", func() {
+		clk := clocktesting.NewFakeClock(time.Unix(2_000_000_000, 0))
+		src := &fakeUsage{}
+		w := &controllers.UsageWriter{Client: k8sClient, Source: src, Clock: clk, Interval: time.Minute,
+			WritesPerSecond: 1, Log: logr.Discard()}
+		var keys []*authv1alpha1.MeterrAPIKey
+		for _, name := range []string{"a", "b", "c"} {
+			m := settled(newKey(ns, name), ready)
+			keys = append(keys, m)
+			src.add(use(m, m.Status.CurrentKey.ID, clk.Now()))
+		}
+		written := func() (n []string) {
+			for _, m := range keys {
+				if getKey(m).Status.CurrentKey.LastUsedAt != nil {
+					n = append(n, m.Name)
+				}
+			}
+			return n
+		}
+		w.Step(ctx)
+		Expect(written()).To(Equal([]string{"a"}))
+		clk.Step(time.Second)
+		w.Step(ctx)
+		Expect(written()).To(Equal([]string{"a", "b"}))
+		clk.Step(time.Second)
+		w.Step(ctx)
+		Expect(written()).To(Equal([]string{"a", "b", "c"}))
+	})
+})
