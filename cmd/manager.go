@@ -44,6 +44,7 @@ type ManagerOptions struct {
 	UsagePort               string
 	LastUsedInterval        time.Duration
 	LastUsedWritesPerSecond float64
+	OverlapWarningWindow    time.Duration
 
 	// Version and Commit label meterr_build_info; main sets them from its
 	// build-time stamps. Not flags.
@@ -70,6 +71,7 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.UsagePort, "usage-port", "http-metrics", "The name of that Service's metrics port.")
 	fs.DurationVar(&o.LastUsedInterval, "last-used-interval", controllers.DefaultLastUsedInterval, "Least time between two lastUsedAt writes of one key; a write happens only when the value moved.")
 	fs.Float64Var(&o.LastUsedWritesPerSecond, "last-used-writes-per-second", controllers.DefaultLastUsedWritesPerSecond, "Cap on lastUsedAt status writes of all keys together; with more active keys than the cap allows, every key's lag grows alike.")
+	fs.DurationVar(&o.OverlapWarningWindow, "overlap-warning-window", 0, "A previous key version used within this long before its overlap ends makes the key PreviousKeyInUse (a Warning Event PreviousKeyStillInUse, a condition, a metric). 0: the last tenth of each key's overlap, at most 24h. Needs --usage-token-file.")
 	fs.DurationVar(&o.MinRotationInterval, "min-rotation-interval", controllers.DefaultMinRotationInterval, "Least time between a key's last rotation and one requested by spec.rotation.requestedAt; a faster request waits, and the key's Ready condition says until when. 0 disables the minimum.")
 }
 
@@ -88,6 +90,8 @@ func (o *ManagerOptions) Validate() error {
 		return fmt.Errorf("--min-rotation-interval must not be negative")
 	case o.LastUsedInterval < time.Second:
 		return fmt.Errorf("--last-used-interval must be at least 1s")
+	case o.OverlapWarningWindow < 0:
+		return fmt.Errorf("--overlap-warning-window must not be negative")
 	case o.LastUsedWritesPerSecond <= 0:
 		return fmt.Errorf("--last-used-writes-per-second must be positive")
 	}
@@ -166,6 +170,8 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 			Interval:        o.LastUsedInterval,
 			PullInterval:    controllers.DefaultUsagePullInterval,
 			WritesPerSecond: o.LastUsedWritesPerSecond,
+			WarningWindow:   o.OverlapWarningWindow,
+			Recorder:        mgr.GetEventRecorder("meterr-operator"),
 			Log:             ctrl.Log.WithName("last-used"),
 		}
 		if err := mgr.Add(w); err != nil {

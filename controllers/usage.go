@@ -11,10 +11,14 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -134,6 +138,10 @@ var (
 		Help:    "Time from a use reaching the manager to its write in status.",
 		Buckets: []float64{1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600},
 	})
+	previousKeyInUse = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "meterr_previous_key_in_use_keys",
+		Help: "MeterrAPIKeys whose PreviousKeyInUse condition is True: a previous key version was used within --overlap-warning-window before its overlap ends.",
+	})
 	usagePullErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "meterr_usage_pull_errors_total",
 		Help: "Failed pulls of an auth server replica's usage report.",
@@ -141,7 +149,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(lastUsedWrites, lastUsedPending, lastUsedLag, usagePullErrors)
+	metrics.Registry.MustRegister(previousKeyInUse, lastUsedWrites, lastUsedPending, lastUsedLag, usagePullErrors)
 }
 
 // UsageWriter writes lastUsedAt from a UsageSource. It runs on the leader
@@ -157,11 +165,20 @@ type UsageWriter struct {
 	// WritesPerSecond caps the writes of all keys
 	// (--last-used-writes-per-second).
 	WritesPerSecond float64
-	Log             logr.Logger
+	// WarningWindow is --overlap-warning-window: a previous version used
+	// within this long before its overlap ends makes the key
+	// PreviousKeyInUse. 0: the last tenth of the key's overlap, at most 24h.
+	WarningWindow time.Duration
+	// Recorder receives the PreviousKeyStillInUse Warning Events.
+	Recorder events.EventRecorder
+	Log      logr.Logger
 
 	limiter *rate.Limiter
 	keys    map[types.NamespacedName]*keyUse
 	queue   []types.NamespacedName
+	// warned are the keys whose PreviousKeyInUse is True: looked at on
+	// every step until it clears.
+	warned map[types.NamespacedName]bool
 }
 
 // keyUse is what the writer knows of one MeterrAPIKey's versions.
@@ -198,6 +215,7 @@ func (w *UsageWriter) Step(ctx context.Context) {
 		burst := max(1, int(w.WritesPerSecond))
 		w.limiter = rate.NewLimiter(rate.Limit(w.WritesPerSecond), burst)
 		w.keys = map[types.NamespacedName]*keyUse{}
+		w.warned = map[types.NamespacedName]bool{}
 	}
 	vs, err := w.Source.Pull(ctx)
 	if err != nil {
@@ -206,7 +224,28 @@ func (w *UsageWriter) Step(ctx context.Context) {
 	}
 	w.merge(vs, now)
 	w.writeDue(ctx, now)
+	w.clearWarnings(ctx, now)
 	lastUsedPending.Set(float64(len(w.queue)))
+	previousKeyInUse.Set(float64(len(w.warned)))
+}
+
+// clearWarnings looks again at the keys warned about, whose warning clears
+// with time alone (the version unused for a window, or its overlap over),
+// and writes them outside the cap: at most one write per warned key, and
+// the cap is for usage.
+func (w *UsageWriter) clearWarnings(ctx context.Context, now time.Time) {
+	for k := range w.warned {
+		ku := w.keys[k]
+		if ku == nil {
+			ku = &keyUse{}
+		}
+		if ku.queued {
+			continue // written (and looked at) with its usage
+		}
+		if err := w.write(ctx, k, ku, now, false); apierrors.IsNotFound(err) {
+			delete(w.warned, k)
+		}
+	}
 }
 
 func (w *UsageWriter) merge(vs []usage.Version, now time.Time) {
@@ -248,7 +287,7 @@ func (w *UsageWriter) writeDue(ctx context.Context, now time.Time) {
 			rest = w.queue[i:]
 			break
 		}
-		switch err := w.write(ctx, k, ku); {
+		switch err := w.write(ctx, k, ku, now, true); {
 		case err == nil:
 			lastUsedLag.Observe(now.Sub(ku.since).Seconds())
 			ku.queued, ku.lastWrite = false, now
@@ -268,25 +307,78 @@ func (w *UsageWriter) writeDue(ctx context.Context, now time.Time) {
 var errGone = apierrors.NewNotFound(authv1alpha1.GroupVersion.WithResource("meterrapikeys").GroupResource(), "")
 
 // write patches the key's status with the versions' latest uses, where
-// they moved. It reads the key from the cache; the patch carries the
-// resourceVersion, so it never overwrites a rotation it has not seen.
-func (w *UsageWriter) write(ctx context.Context, k types.NamespacedName, ku *keyUse) error {
+// they moved (when usage is set), and its PreviousKeyInUse condition. It
+// reads the key from the cache; the patch carries the resourceVersion, so
+// it never overwrites a rotation it has not seen.
+func (w *UsageWriter) write(ctx context.Context, k types.NamespacedName, ku *keyUse, now time.Time, withUsage bool) error {
 	mak := &authv1alpha1.MeterrAPIKey{}
 	if err := w.Client.Get(ctx, k, mak); err != nil {
 		return err
 	}
-	if string(mak.UID) != ku.uid {
+	if ku.uid != "" && string(mak.UID) != ku.uid {
 		return errGone
 	}
 	orig := mak.DeepCopy()
-	if !applyLastUsed(&mak.Status, ku.used) {
+	moved := withUsage && applyLastUsed(&mak.Status, ku.used)
+	warn := w.warning(mak, ku, now)
+	if warn != nil && !meta.IsStatusConditionTrue(mak.Status.Conditions, authv1alpha1.ConditionPreviousKeyInUse) {
+		msg := "previous key version " + warn.ID + " is still in use; its overlap ends at " + warn.ExpiresAt.UTC().Format(time.RFC3339) +
+			", and its callers then fail"
+		setCondition(mak, authv1alpha1.ConditionPreviousKeyInUse, metav1.ConditionTrue, authv1alpha1.ReasonPreviousKeyStillInUse, msg)
+		if w.Recorder != nil {
+			w.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, authv1alpha1.ReasonPreviousKeyStillInUse, "Warn", "%s", msg)
+		}
+	} else if warn == nil && meta.IsStatusConditionTrue(mak.Status.Conditions, authv1alpha1.ConditionPreviousKeyInUse) {
+		setCondition(mak, authv1alpha1.ConditionPreviousKeyInUse, metav1.ConditionFalse, authv1alpha1.ReasonPreviousKeyUnused,
+			"no previous key version was used within the warning window before its overlap ends")
+	}
+	if warn != nil {
+		w.warned[k] = true
+	} else {
+		delete(w.warned, k)
+	}
+	if equality.Semantic.DeepEqual(orig.Status, mak.Status) {
 		return nil
 	}
 	if err := w.Client.Status().Patch(ctx, mak, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return err
 	}
-	lastUsedWrites.Inc()
+	if moved {
+		lastUsedWrites.Inc()
+	}
 	return nil
+}
+
+// warning returns the previous version that makes the key
+// PreviousKeyInUse at now, or nil: one used within the warning window
+// while its overlap ends within that window. Its use is the latest the
+// writer knows (ku) or the status holds.
+func (w *UsageWriter) warning(mak *authv1alpha1.MeterrAPIKey, ku *keyUse, now time.Time) *authv1alpha1.PreviousKeyStatus {
+	win := WarningWindow(w.WarningWindow, overlap(mak))
+	for i := range mak.Status.PreviousKeys {
+		p := &mak.Status.PreviousKeys[i]
+		end := p.ExpiresAt.Time
+		if !now.Before(end) || now.Before(end.Add(-win)) {
+			continue
+		}
+		last := ku.used[p.ID]
+		if p.LastUsedAt != nil && p.LastUsedAt.Unix() > last {
+			last = p.LastUsedAt.Unix()
+		}
+		if last > 0 && now.Sub(usage.Time(last)) < win {
+			return p
+		}
+	}
+	return nil
+}
+
+// WarningWindow is --overlap-warning-window for a key whose overlap is
+// overlap: flag when set, else the last tenth of the overlap, at most 24h.
+func WarningWindow(flag, overlap time.Duration) time.Duration {
+	if flag > 0 {
+		return flag
+	}
+	return min(overlap/10, 24*time.Hour)
 }
 
 // applyLastUsed sets each listed version's lastUsedAt to its latest use

@@ -2,13 +2,16 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
@@ -128,4 +131,71 @@ var _ = Describe("Last used", func() {
 		w.Step(ctx)
 		Expect(written()).To(Equal([]string{"a", "b", "c"}))
 	})
+
+	It("warns while a previous version is still used near the end of its overlap, and clears", func() {
+		mak := newKey(ns, "rotating", func(m *authv1alpha1.MeterrAPIKey) {
+			m.Spec.Rotation.Overlap = &metav1.Duration{Duration: 10 * time.Minute}
+		})
+		old := settled(mak, ready).Status.CurrentKey.ID
+		fakeClock.Step(minRotationInterval)
+		at := metav1.NewTime(fakeClock.Now())
+		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = &at })
+		got := settled(mak, notCurrentID(old))
+		Expect(got.Status.PreviousKeys).To(HaveLen(1))
+		end := got.Status.PreviousKeys[0].ExpiresAt.Time
+
+		clk := clocktesting.NewFakeClock(end.Add(-110 * time.Second))
+		src := &fakeUsage{}
+		rec := &recordedEvents{}
+		w := &controllers.UsageWriter{Client: k8sClient, Source: src, Clock: clk, Interval: time.Minute,
+			WritesPerSecond: 20, WarningWindow: 2 * time.Minute, Recorder: rec, Log: logr.Discard()}
+		cond := func() *metav1.Condition {
+			return meta.FindStatusCondition(getKey(mak).Status.Conditions, authv1alpha1.ConditionPreviousKeyInUse)
+		}
+
+		src.add(use(got, old, end.Add(-150*time.Second)))
+		w.Step(ctx)
+		Expect(cond()).To(HaveField("Status", metav1.ConditionTrue))
+		Expect(cond().Reason).To(Equal(authv1alpha1.ReasonPreviousKeyStillInUse))
+		Expect(cond().Message).To(ContainSubstring(old))
+		Expect(cond().Message).To(ContainSubstring(end.UTC().Format(time.RFC3339)))
+		Expect(rec.reasons()).To(Equal([]string{authv1alpha1.ReasonPreviousKeyStillInUse}))
+		Expect(rec.notes[0]).To(ContainSubstring(old))
+
+		// Unused for a window: clears, before the overlap ends.
+		clk.SetTime(end.Add(-20 * time.Second))
+		w.Step(ctx)
+		Expect(cond()).To(HaveField("Status", metav1.ConditionFalse))
+		Expect(cond().Reason).To(Equal(authv1alpha1.ReasonPreviousKeyUnused))
+
+		// Used again: warns again; the overlap's end clears it.
+		clk.SetTime(end.Add(-5 * time.Second))
+		src.add(use(got, old, end.Add(-10*time.Second)))
+		w.Step(ctx)
+		Expect(cond()).To(HaveField("Status", metav1.ConditionTrue))
+		Expect(rec.reasons()).To(HaveLen(2))
+		clk.SetTime(end.Add(time.Second))
+		w.Step(ctx)
+		Expect(cond()).To(HaveField("Status", metav1.ConditionFalse))
+	})
 })
+
+// recordedEvents is an events.EventRecorder that keeps what it is given.
+type recordedEvents struct {
+	mu    sync.Mutex
+	rs    []string
+	notes []string
+}
+
+func (r *recordedEvents) Eventf(_ runtime.Object, _ runtime.Object, _, reason, _, note string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rs = append(r.rs, reason)
+	r.notes = append(r.notes, fmt.Sprintf(note, args...))
+}
+
+func (r *recordedEvents) reasons() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.rs...)
+}
