@@ -5,6 +5,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"flag"
@@ -41,6 +42,7 @@ type ManagerOptions struct {
 	// Last used (controllers/usage.go): off unless UsageTokenFile is set.
 	UsageTokenFile          string
 	UsageService            string
+	UsageNamespace          string
 	UsagePort               string
 	LastUsedInterval        time.Duration
 	LastUsedWritesPerSecond float64
@@ -67,7 +69,8 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "MeterrAPIKeys reconciled in parallel.")
 	fs.StringVar(&o.UsageTokenFile, "usage-token-file", "", "File holding the bearer token of the auth server's usage report (its --usage-token-file): with it, the manager pulls every replica and writes status.currentKey.lastUsedAt and status.previousKeys[].lastUsedAt. Empty turns last-used off.")
-	fs.StringVar(&o.UsageService, "usage-service", "meterr-auth-server-metrics", "The auth server's metrics Service, in --records-namespace: its EndpointSlices list the replicas to pull.")
+	fs.StringVar(&o.UsageService, "usage-service", "meterr-auth-server-metrics", "The auth server's metrics Service, in --usage-namespace: its EndpointSlices list the replicas to pull.")
+	fs.StringVar(&o.UsageNamespace, "usage-namespace", "", "Namespace of --usage-service (default: --records-namespace).")
 	fs.StringVar(&o.UsagePort, "usage-port", "http-metrics", "The name of that Service's metrics port.")
 	fs.DurationVar(&o.LastUsedInterval, "last-used-interval", controllers.DefaultLastUsedInterval, "Least time between two lastUsedAt writes of one key; a write happens only when the value moved.")
 	fs.Float64Var(&o.LastUsedWritesPerSecond, "last-used-writes-per-second", controllers.DefaultLastUsedWritesPerSecond, "Cap on lastUsedAt status writes of all keys together; with more active keys than the cap allows, every key's lag grows alike.")
@@ -163,7 +166,7 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 		}
 		w := &controllers.UsageWriter{
 			Client: mgr.GetClient(),
-			Source: &controllers.EndpointSliceSource{Reader: mgr.GetAPIReader(), Namespace: o.RecordsNamespace,
+			Source: &controllers.EndpointSliceSource{Reader: mgr.GetAPIReader(), Namespace: cmp.Or(o.UsageNamespace, o.RecordsNamespace),
 				Service: o.UsageService, PortName: o.UsagePort, Token: token,
 				HTTP: &http.Client{Timeout: 10 * time.Second}},
 			Clock:           clock.RealClock{},

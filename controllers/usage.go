@@ -36,8 +36,10 @@ import (
 // come first served, so that when more keys are active than the cap allows
 // every key's lag grows alike. See docs/architecture.md, "Last used".
 
-// The replicas' endpoint slices are read in one namespace only.
-// +kubebuilder:rbac:groups=discovery.k8s.io,namespace=meterr-system,resources=endpointslices,verbs=list
+// The replicas' EndpointSlices are listed in the auth server's namespace
+// only: a Role the Helm chart adds with lastUsed.enabled
+// (templates/usage.yaml), not a marker, because config/ does not turn
+// last-used on (it would need a generated token).
 
 // Defaults of the manager's last-used flags.
 const (
