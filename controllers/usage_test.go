@@ -2,13 +2,20 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -177,6 +184,71 @@ var _ = Describe("Last used", func() {
 		clk.SetTime(end.Add(time.Second))
 		w.Step(ctx)
 		Expect(cond()).To(HaveField("Status", metav1.ConditionFalse))
+	})
+})
+
+// A replica on loopback, found by its EndpointSlice: the token is sent, the
+// cursor is the replica's now, and a replica gone is forgotten.
+var _ = Describe("EndpointSliceSource", func() {
+	It("pulls every serving endpoint with the token, from each one's cursor", func() {
+		ns := newNamespace()
+		var mu sync.Mutex
+		var sinces, dialed []string
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != usage.Path || !usage.Authorized(r, []byte("tok")) {
+				http.Error(w, "no", http.StatusUnauthorized)
+				return
+			}
+			mu.Lock()
+			sinces = append(sinces, r.URL.Query().Get("since"))
+			mu.Unlock()
+			_ = json.NewEncoder(w).Encode(usage.Report{Now: 1234, Versions: []usage.Version{
+				{Namespace: "team-a", Name: "k", UID: "u", KeyID: "id1", LastUsed: 1200}}})
+		}))
+		DeferCleanup(srv.Close)
+		_, portStr, err := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+		Expect(err).NotTo(HaveOccurred())
+		// The API server refuses loopback addresses in a slice: the slice
+		// names a documentation address (TEST-NET-1), and the client dials
+		// the loopback server whatever the address.
+		port, err := strconv.Atoi(portStr)
+		Expect(err).NotTo(HaveOccurred())
+		name, p32, no := "http-metrics", int32(port), false
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-metrics-1",
+				Labels: map[string]string{discoveryv1.LabelServiceName: "auth-metrics"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &p32}},
+			Endpoints: []discoveryv1.Endpoint{
+				{Addresses: []string{"192.0.2.10"}},
+				// Not serving: not asked.
+				{Addresses: []string{"192.0.2.11"}, Conditions: discoveryv1.EndpointConditions{Serving: &no}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, slice)).To(Succeed())
+		src := &controllers.EndpointSliceSource{Reader: k8sClient, Namespace: ns, Service: "auth-metrics",
+			PortName: "http-metrics", Token: []byte("tok"), HTTP: &http.Client{Transport: &http.Transport{
+				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					mu.Lock()
+					dialed = append(dialed, addr)
+					mu.Unlock()
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp", srv.Listener.Addr().String())
+				}}}}
+		vs, err := src.Pull(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(vs).To(ConsistOf(usage.Version{Namespace: "team-a", Name: "k", UID: "u", KeyID: "id1", LastUsed: 1200}))
+		_, err = src.Pull(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		mu.Lock()
+		Expect(sinces).To(Equal([]string{"0", "1234"}))
+		Expect(dialed).To(HaveEach("192.0.2.10:" + portStr))
+		mu.Unlock()
+
+		// A wrong token is an error, not an empty report.
+		src.Token = []byte("nope")
+		_, err = src.Pull(ctx)
+		Expect(err).To(MatchError(ContainSubstring("HTTP 401")))
 	})
 })
 
