@@ -175,9 +175,10 @@ type UsageWriter struct {
 	Recorder events.EventRecorder
 	Log      logr.Logger
 
-	limiter *rate.Limiter
-	keys    map[types.NamespacedName]*keyUse
-	queue   []types.NamespacedName
+	limiter  *rate.Limiter
+	lastPull time.Time
+	keys     map[types.NamespacedName]*keyUse
+	queue    []types.NamespacedName
 	// warned are the keys whose PreviousKeyInUse is True: looked at on
 	// every step until it clears.
 	warned map[types.NamespacedName]bool
@@ -197,6 +198,11 @@ type keyUse struct {
 // NeedLeaderElection implements manager.LeaderElectionRunnable: one writer.
 func (w *UsageWriter) NeedLeaderElection() bool { return true }
 
+// usageTick is how often the writer spends its tokens: the bucket holds a
+// second's worth (the cap), so writes are spread over each second rather
+// than sent in a burst per pull.
+const usageTick = time.Second
+
 // Start implements manager.Runnable.
 func (w *UsageWriter) Start(ctx context.Context) error {
 	for {
@@ -204,13 +210,14 @@ func (w *UsageWriter) Start(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-w.Clock.After(w.PullInterval):
+		case <-w.Clock.After(usageTick):
 		}
 	}
 }
 
-// Step pulls once and writes what is due and within the cap. Tests call it
-// on a fake clock.
+// Step pulls when PullInterval has passed since the last pull, and writes
+// what is due and within the cap. Start calls it every second; tests call
+// it on a fake clock.
 func (w *UsageWriter) Step(ctx context.Context) {
 	now := w.Clock.Now()
 	if w.limiter == nil {
@@ -219,14 +226,17 @@ func (w *UsageWriter) Step(ctx context.Context) {
 		w.keys = map[types.NamespacedName]*keyUse{}
 		w.warned = map[types.NamespacedName]bool{}
 	}
-	vs, err := w.Source.Pull(ctx)
-	if err != nil {
-		usagePullErrors.Inc()
-		w.Log.Error(err, "pulling usage from the auth server")
+	if w.lastPull.IsZero() || now.Sub(w.lastPull) >= w.PullInterval {
+		w.lastPull = now
+		vs, err := w.Source.Pull(ctx)
+		if err != nil {
+			usagePullErrors.Inc()
+			w.Log.Error(err, "pulling usage from the auth server")
+		}
+		w.merge(vs, now)
+		w.clearWarnings(ctx, now)
 	}
-	w.merge(vs, now)
 	w.writeDue(ctx, now)
-	w.clearWarnings(ctx, now)
 	lastUsedPending.Set(float64(len(w.queue)))
 	previousKeyInUse.Set(float64(len(w.warned)))
 }
