@@ -201,7 +201,7 @@ func (s *Core) decide(ctx context.Context, req *request.Request, now time.Time, 
 // without allocation or lock (authz.Use.Mark); by hash under the index's
 // read lock only when the version's record was reloaded since the lookup.
 func (s *Core) markUsed(a *Answer, in *authz.Input, h apikey.Hash, now time.Time) {
-	if !in.Found || !a.Decision.Allowed() {
+	if !in.Found || !a.Allowed() {
 		return
 	}
 	if sec := now.Unix(); !in.Entry.Use.Mark(sec) {
