@@ -10,7 +10,9 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -43,6 +45,7 @@ type ManagerOptions struct {
 	UsageTokenFile          string
 	UsageService            string
 	UsageNamespace          string
+	UsageEndpoints          []string
 	UsagePort               string
 	LastUsedInterval        time.Duration
 	LastUsedWritesPerSecond float64
@@ -71,6 +74,19 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.UsageTokenFile, "usage-token-file", "", "File holding the bearer token of the auth server's usage report (its --usage-token-file): with it, the manager pulls every replica and writes status.currentKey.lastUsedAt and status.previousKeys[].lastUsedAt. Empty turns last-used off.")
 	fs.StringVar(&o.UsageService, "usage-service", "meterr-auth-server-metrics", "The auth server's metrics Service, in --usage-namespace: its EndpointSlices list the replicas to pull.")
 	fs.StringVar(&o.UsageNamespace, "usage-namespace", "", "Namespace of --usage-service (default: --records-namespace).")
+	fs.Func("usage-endpoints", "Comma-separated host:port of the auth server replicas' metrics ports, instead of --usage-service's EndpointSlices (development and tests).", func(v string) error {
+		o.UsageEndpoints = nil
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(e); err != nil {
+				return err
+			}
+			o.UsageEndpoints = append(o.UsageEndpoints, e)
+		}
+		return nil
+	})
 	fs.StringVar(&o.UsagePort, "usage-port", "http-metrics", "The name of that Service's metrics port.")
 	fs.DurationVar(&o.LastUsedInterval, "last-used-interval", controllers.DefaultLastUsedInterval, "Least time between two lastUsedAt writes of one key; a write happens only when the value moved.")
 	fs.Float64Var(&o.LastUsedWritesPerSecond, "last-used-writes-per-second", controllers.DefaultLastUsedWritesPerSecond, "Cap on lastUsedAt status writes of all keys together; with more active keys than the cap allows, every key's lag grows alike.")
@@ -167,7 +183,7 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 		w := &controllers.UsageWriter{
 			Client: mgr.GetClient(),
 			Source: &controllers.EndpointSliceSource{Reader: mgr.GetAPIReader(), Namespace: cmp.Or(o.UsageNamespace, o.RecordsNamespace),
-				Service: o.UsageService, PortName: o.UsagePort, Token: token,
+				Service: o.UsageService, PortName: o.UsagePort, Token: token, Static: o.UsageEndpoints,
 				HTTP: &http.Client{Timeout: 10 * time.Second}},
 			Clock:           clock.RealClock{},
 			Interval:        o.LastUsedInterval,
