@@ -155,7 +155,7 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 	// The versions' last uses carry over a reload of the record, by hash.
 	var used map[apikey.Hash]uint64
 	if old, ok := x.records[keyOfName(name)]; ok {
-		secs := x.usage.reset(old, nil)
+		secs := x.usage.reset(old, nil, nil)
 		op := x.policyAt(old)
 		for i := range min(op.NKeys(), usageStride) {
 			if secs[i] != 0 {
@@ -182,12 +182,19 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 	}
 	slot := x.slots[rec]
 	x.records[keyOfName(name)] = rec
-	created := x.slots[rec].created
-	var secs [usageStride]uint64
-	for i := range min(len(c.Keys), usageStride) {
-		secs[i] = used[c.Keys[i].Hash]
+	if slot.class > classMask {
+		// A bucket keeps its version's place above the class index
+		// (usage.go): 8 million classes, one per restricted record at
+		// most, are more than a namespace's Secrets can hold. Fail closed.
+		x.removeLocked(name)
+		return errors.New("key record " + name + ": more than 8,388,607 policy classes in the index; the record is refused")
 	}
-	x.usage.reset(rec, &secs)
+	created := x.slots[rec].created
+	var tags, secs [usageStride]uint64
+	for i := range min(len(c.Keys), usageStride) {
+		tags[i], secs[i] = tagOf(&c.Keys[i].Hash), used[c.Keys[i].Hash]
+	}
+	x.usage.reset(rec, &tags, &secs)
 	for i, k := range c.Keys {
 		if other := x.keys.find(&k.Hash); other != nil {
 			// Two records claiming one key: one key, one owner. The
@@ -254,7 +261,7 @@ func (x *Index) removeLocked(name string) {
 			x.keys.remove(&h)
 		}
 	}
-	x.usage.reset(rec, nil)
+	x.usage.reset(rec, nil, nil)
 	x.text.release(x.slots[rec].text)
 	x.classes.unref(x.slots[rec].class)
 	x.slots[rec] = recSlot{}

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"encoding/binary"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -26,17 +27,26 @@ import (
 // keys); a hand-written record's versions after the 4th are not tracked.
 //
 // The table is made of chunks that never move, so a word a lookup returned
-// stays valid after the lock is released; a word given to another version
-// gets a new generation (see authz.Use), and a mark kept across that is
-// redone by hash (MarkUsed).
+// stays valid after the lock is released. A word carries the tag of its
+// version's hash (see authz.Use): a mark kept across a change of the word's
+// version (a rotation moves the version to another place, its record goes)
+// finds another tag and is redone by hash (MarkUsed). Two versions share a
+// tag with a probability of 2^-24, and a mark could go to the wrong one
+// only if, in the microseconds between its lookup and its decision, the
+// word passed to a version with the same tag.
 const (
 	usageStride = 4
 	usageChunk  = 4096 // words: 1,024 records, 32 KiB
 	classBits   = 23   // a class index is below 1<<23; the version above
 	classMask   = 1<<classBits - 1
 	versionMask = 0xff
-	genMask     = 1<<(64-authz.UseGenShift) - 1
 )
+
+// tagOf is the usage tag of the version whose hash is h: 24 bits of the
+// hash (not those the key table's home is taken from), never 0.
+func tagOf(h *apikey.Hash) uint64 {
+	return (uint64(binary.LittleEndian.Uint32(h[8:12])) & authz.UseTagMask) | 1
+}
 
 type usageTable struct {
 	chunks []*[usageChunk]atomic.Uint64
@@ -58,21 +68,22 @@ func (u *usageTable) at(rec uint32, i int) *atomic.Uint64 {
 	return &u.chunks[w/usageChunk][w%usageChunk]
 }
 
-// reset gives every word of slot rec a new generation and the seconds in
-// secs (nil: never used), returning what the words held. A mark made
-// before the swap is in the returned value; one made after it fails its
-// generation check and is redone by hash (MarkUsed), which waits for the
-// write lock the caller holds.
-func (u *usageTable) reset(rec uint32, secs *[usageStride]uint64) (old [usageStride]uint64) {
+// reset gives the words of slot rec the tags in tags and the seconds in
+// secs (nil: no version, never used), returning the seconds the words
+// held. A mark made before the swap is in the returned value; one made
+// after it by a version that moved finds another tag and is redone by hash
+// (MarkUsed), which waits for the write lock the caller holds.
+func (u *usageTable) reset(rec uint32, tags, secs *[usageStride]uint64) (old [usageStride]uint64) {
 	for i := range usageStride {
 		w := u.word(rec, i)
-		v := w.Load()
-		gen := (v>>authz.UseGenShift + 1) & genMask
-		var s uint64
-		if secs != nil {
-			s = secs[i]
+		var v uint64
+		if tags != nil && tags[i] != 0 {
+			v = tags[i] << authz.UseTagShift
+			if secs != nil {
+				v |= secs[i]
+			}
 		}
-		old[i] = w.Swap(gen<<authz.UseGenShift|s) & authz.UseSecondsMask
+		old[i] = w.Swap(v) & authz.UseSecondsMask
 	}
 	return old
 }
@@ -84,8 +95,7 @@ func (x *Index) use(b *bucket) authz.Use {
 	if i >= usageStride {
 		return authz.Use{}
 	}
-	w := x.usage.at(b.rec-1, i)
-	return authz.NewUse(w, w.Load()>>authz.UseGenShift)
+	return authz.NewUse(x.usage.at(b.rec-1, i), tagOf(&b.hash))
 }
 
 // MarkUsed records an accepted use at sec (Unix seconds) of the version

@@ -47,15 +47,26 @@ func TestIndexUsage(t *testing.T) {
 		t.Errorf("since 1001 lists %v", got)
 	}
 
+	// A reload that leaves the version in place (a policy change) keeps
+	// its Use valid.
+	pol := standard()
+	pol.RequestsPerHour = 7
+	if err := idx.Upsert("k", newRecord("k", pol, prev), t0); err != nil {
+		t.Fatal(err)
+	}
+	if !e.Use.Mark(1100) {
+		t.Error("a Use of a version left in place went stale")
+	}
+
 	// Rotation: prev becomes the record's second version.
 	if err := idx.Upsert("k", newRecord("k", standard(), cur, prev), t0); err != nil {
 		t.Fatal(err)
 	}
-	if got := lastUsed(t, idx, 0); got[idPrev] != 1000 || len(got) != 1 {
-		t.Fatalf("after the reload: %v, want only %s at 1000", got, idPrev)
+	if got := lastUsed(t, idx, 0); got[idPrev] != 1100 || len(got) != 1 {
+		t.Fatalf("after the reload: %v, want only %s at 1100", got, idPrev)
 	}
 	if e.Use.Mark(2000) {
-		t.Error("a Use kept across a reload must report stale")
+		t.Error("a Use of a version that moved must report stale")
 	}
 	if !idx.MarkUsed(apikey.HashOf(prev), 2000) {
 		t.Fatal("MarkUsed: not found")
