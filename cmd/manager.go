@@ -5,13 +5,18 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -20,6 +25,7 @@ import (
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 	"github.com/meterr/meterr-operator/controllers"
 	"github.com/meterr/meterr-operator/internal/buildinfo"
+	"github.com/meterr/meterr-operator/internal/usage"
 )
 
 // ManagerOptions are the manager's flags.
@@ -36,6 +42,15 @@ type ManagerOptions struct {
 	MaxConcurrentReconciles int
 	MinRotationInterval     time.Duration
 	Intake                  IntakeOptions
+	// Last used (controllers/usage.go): off unless UsageTokenFile is set.
+	UsageTokenFile          string
+	UsageService            string
+	UsageNamespace          string
+	UsageEndpoints          []string
+	UsagePort               string
+	LastUsedInterval        time.Duration
+	LastUsedWritesPerSecond float64
+	OverlapWarningWindow    time.Duration
 
 	// Version and Commit label meterr_build_info; main sets them from its
 	// build-time stamps. Not flags.
@@ -58,6 +73,26 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "MeterrAPIKeys reconciled in parallel.")
 	o.Intake.AddFlags(fs)
+	fs.StringVar(&o.UsageTokenFile, "usage-token-file", "", "File holding the bearer token of the auth server's usage report (its --usage-token-file): with it, the manager pulls every replica and writes status.currentKey.lastUsedAt and status.previousKeys[].lastUsedAt. Empty turns last-used off.")
+	fs.StringVar(&o.UsageService, "usage-service", "meterr-auth-server-metrics", "The auth server's metrics Service, in --usage-namespace: its EndpointSlices list the replicas to pull.")
+	fs.StringVar(&o.UsageNamespace, "usage-namespace", "", "Namespace of --usage-service (default: --records-namespace).")
+	fs.Func("usage-endpoints", "Comma-separated host:port of the auth server replicas' metrics ports, instead of --usage-service's EndpointSlices (development and tests).", func(v string) error {
+		o.UsageEndpoints = nil
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(e); err != nil {
+				return err
+			}
+			o.UsageEndpoints = append(o.UsageEndpoints, e)
+		}
+		return nil
+	})
+	fs.StringVar(&o.UsagePort, "usage-port", "http-metrics", "The name of that Service's metrics port.")
+	fs.DurationVar(&o.LastUsedInterval, "last-used-interval", controllers.DefaultLastUsedInterval, "Least time between two lastUsedAt writes of one key; a write happens only when the value moved.")
+	fs.Float64Var(&o.LastUsedWritesPerSecond, "last-used-writes-per-second", controllers.DefaultLastUsedWritesPerSecond, "Cap on lastUsedAt status writes of all keys together; with more active keys than the cap allows, every key's lag grows alike.")
+	fs.DurationVar(&o.OverlapWarningWindow, "overlap-warning-window", 0, "A previous key version used within this long before its overlap ends makes the key PreviousKeyInUse (a Warning Event PreviousKeyStillInUse, a condition, a metric). 0: the last tenth of each key's overlap, at most 24h. Needs --usage-token-file.")
 	fs.DurationVar(&o.MinRotationInterval, "min-rotation-interval", controllers.DefaultMinRotationInterval, "Least time between a key's last rotation and one requested by spec.rotation.requestedAt; a faster request waits, and the key's Ready condition says until when. 0 disables the minimum.")
 }
 
@@ -74,6 +109,12 @@ func (o *ManagerOptions) Validate() error {
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1")
 	case o.MinRotationInterval < 0:
 		return fmt.Errorf("--min-rotation-interval must not be negative")
+	case o.LastUsedInterval < time.Second:
+		return fmt.Errorf("--last-used-interval must be at least 1s")
+	case o.OverlapWarningWindow < 0:
+		return fmt.Errorf("--overlap-warning-window must not be negative")
+	case o.LastUsedWritesPerSecond <= 0:
+		return fmt.Errorf("--last-used-writes-per-second must be positive")
 	}
 	return o.Intake.Validate()
 }
@@ -138,6 +179,28 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 	}
 	if err := addIntake(mgr, o.Intake, o.RecordsNamespace); err != nil {
 		return fmt.Errorf("setting up the leak intakes: %w", err)
+	}
+	if o.UsageTokenFile != "" {
+		token, err := usage.ReadToken(o.UsageTokenFile)
+		if err != nil {
+			return fmt.Errorf("--usage-token-file: %w", err)
+		}
+		w := &controllers.UsageWriter{
+			Client: mgr.GetClient(),
+			Source: &controllers.EndpointSliceSource{Reader: mgr.GetAPIReader(), Namespace: cmp.Or(o.UsageNamespace, o.RecordsNamespace),
+				Service: o.UsageService, PortName: o.UsagePort, Token: token, Static: o.UsageEndpoints,
+				HTTP: &http.Client{Timeout: 10 * time.Second}},
+			Clock:           clock.RealClock{},
+			Interval:        o.LastUsedInterval,
+			PullInterval:    controllers.DefaultUsagePullInterval,
+			WritesPerSecond: o.LastUsedWritesPerSecond,
+			WarningWindow:   o.OverlapWarningWindow,
+			Recorder:        mgr.GetEventRecorder("meterr-operator"),
+			Log:             ctrl.Log.WithName("last-used"),
+		}
+		if err := mgr.Add(w); err != nil {
+			return fmt.Errorf("setting up last-used: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -224,6 +225,16 @@ type WhoisResource struct {
 	Ready *WhoisCondition `json:"ready,omitempty"`
 	// CurrentKeyID is status.currentKey.id: the key in the workload Secret.
 	CurrentKeyID string `json:"currentKeyId,omitempty"`
+	// LastUsed is each version's status lastUsedAt, the current key first
+	// (nil At: never used, or last-used is off).
+	LastUsed []WhoisLastUsed `json:"lastUsed,omitempty"`
+}
+
+// WhoisLastUsed is a version's last accepted use, as its status says.
+type WhoisLastUsed struct {
+	ID    string     `json:"id"`
+	State string     `json:"state"`
+	At    *time.Time `json:"at,omitempty"`
 }
 
 // WhoisCondition is a condition's status, reason and message.
@@ -497,8 +508,20 @@ func readResource(ctx context.Context, c client.Reader, owner record.Owner) *Who
 	if owner.UID != "" && mak.UID != owner.UID {
 		r.Error = "a MeterrAPIKey of this name exists, but not the one this key was issued to (different uid): it was deleted and re-created"
 	}
+	lastUsed := func(id, state string, at *metav1.Time) {
+		u := WhoisLastUsed{ID: id, State: state}
+		if at != nil {
+			t := at.UTC()
+			u.At = &t
+		}
+		r.LastUsed = append(r.LastUsed, u)
+	}
 	if k := mak.Status.CurrentKey; k != nil {
 		r.CurrentKeyID = k.ID
+		lastUsed(k.ID, StateCurrent, k.LastUsedAt)
+	}
+	for _, k := range mak.Status.PreviousKeys {
+		lastUsed(k.ID, StatePrevious, k.LastUsedAt)
 	}
 	if cond := meta.FindStatusCondition(mak.Status.Conditions, authv1alpha1.ConditionReady); cond != nil {
 		r.Ready = &WhoisCondition{Status: string(cond.Status), Reason: cond.Reason, Message: cond.Message}
@@ -658,6 +681,15 @@ func (res *WhoisResult) write(out io.Writer, format string) error {
 		}
 		if r != nil && r.Found && r.Error != "" {
 			line("", r.Error)
+		}
+		if r != nil && r.Found {
+			for _, u := range r.LastUsed {
+				when := "never"
+				if u.At != nil {
+					when = ts(*u.At) + " (" + res.now.Sub(*u.At).Round(time.Second).String() + " ago)"
+				}
+				line("last used", u.ID+" ("+u.State+"): "+when)
+			}
 		}
 		p := res.Policy
 		line("environment", p.Environment)

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -75,10 +76,12 @@ func newWhoisFixture(t *testing.T, pol record.Policy) *whoisFixture {
 		},
 		&authv1alpha1.MeterrAPIKey{
 			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a", UID: "uid-web"},
-			Status: authv1alpha1.MeterrAPIKeyStatus{CurrentKey: &authv1alpha1.CurrentKeyStatus{ID: apikey.HashOf(f.current).ID()}, Conditions: []metav1.Condition{{
-				Type: "Ready", Status: metav1.ConditionTrue, Reason: "KeyReady", Message: "the current key is issued and delivered",
-				LastTransitionTime: metav1.NewTime(whoisNow),
-			}}},
+			Status: authv1alpha1.MeterrAPIKeyStatus{
+				CurrentKey:   &authv1alpha1.CurrentKeyStatus{ID: apikey.HashOf(f.current).ID(), LastUsedAt: ptr.To(metav1.NewTime(whoisNow.Add(-3 * time.Minute)))},
+				PreviousKeys: []authv1alpha1.PreviousKeyStatus{{ID: apikey.HashOf(f.previous).ID()}}, Conditions: []metav1.Condition{{
+					Type: "Ready", Status: metav1.ConditionTrue, Reason: "KeyReady", Message: "the current key is issued and delivered",
+					LastTransitionTime: metav1.NewTime(whoisNow),
+				}}},
 		},
 	)
 	return f
@@ -148,6 +151,8 @@ func TestWhoisVersionStates(t *testing.T) {
 				"owner        team-a/web",
 				"record       meterr-system/"+record.Name("team-a", "web", "uid-web"),
 				"ready        True (KeyReady): the current key is issued and delivered",
+				"last used    "+apikey.HashOf(f.current).ID()+" (current): "+whoisNow.Add(-3*time.Minute).UTC().Format(time.RFC3339)+" (3m0s ago)",
+				"last used    "+apikey.HashOf(f.previous).ID()+" (previous): never",
 				"environment  production", "permissions  read", "limit        1000 requests per hour",
 				"ip allowlist any", "domains      any", "disabled     no", "expires      never") {
 				if !contains(out, want) {

@@ -303,16 +303,32 @@ func statusFor(mak *authv1alpha1.MeterrAPIKey, rec *record.Record, currentHash s
 	for _, v := range rec.Keys {
 		switch {
 		case v.Hash == currentHash:
-			cur = &authv1alpha1.CurrentKeyStatus{ID: v.ID, Hint: v.Hint, IssuedAt: v.NotBefore}
+			cur = &authv1alpha1.CurrentKeyStatus{ID: v.ID, Hint: v.Hint, IssuedAt: v.NotBefore, LastUsedAt: lastUsedOf(mak, v.ID)}
 			if r := rotationSchedule(mak, v.NotBefore.Time, now); !r.at.IsZero() {
 				at := metav1.NewTime(r.at)
 				cur.RotatesAt = &at
 			}
 		case v.ExpiresAt != nil && now.Before(v.ExpiresAt.Time):
-			prev = append(prev, authv1alpha1.PreviousKeyStatus{ID: v.ID, Hint: v.Hint, ExpiresAt: *v.ExpiresAt})
+			prev = append(prev, authv1alpha1.PreviousKeyStatus{ID: v.ID, Hint: v.Hint, ExpiresAt: *v.ExpiresAt,
+				LastUsedAt: lastUsedOf(mak, v.ID)})
 		}
 	}
 	return cur, prev
+}
+
+// lastUsedOf is the lastUsedAt the status holds for version id, wherever it
+// is listed: a version keeps its last use when it goes from current to
+// previous (the usage writer, usage.go, owns the value).
+func lastUsedOf(mak *authv1alpha1.MeterrAPIKey, id string) *metav1.Time {
+	if c := mak.Status.CurrentKey; c != nil && c.ID == id && c.LastUsedAt != nil {
+		return c.LastUsedAt.DeepCopy()
+	}
+	for i := range mak.Status.PreviousKeys {
+		if p := &mak.Status.PreviousKeys[i]; p.ID == id && p.LastUsedAt != nil {
+			return p.LastUsedAt.DeepCopy()
+		}
+	}
+	return nil
 }
 
 // nextDeadline is the earliest future moment at which something about this

@@ -144,10 +144,12 @@ fi
 
 # The Go benchmarks: the hot path in-process, beside a bare handler; the gRPC
 # ext_authz Check over loopback, beside a bare gRPC server (test/bench/gobench).
-# Those of ./internal/... ./webhookserver/... ./test/bench/... that have
+# Those of ./internal/... ./webhookserver/... ./controllers/... (the lastUsedAt
+# writer's writes per second and lag at 10,000 active keys, on a fake clock)
+# ./test/bench/... that have
 # benchmarks: go test would link a test binary for each of the others too,
 # to run nothing.
-mapfile -t pkgs < <(grep -rlE --include='*_test.go' '^func Benchmark' internal webhookserver test/bench | xargs -n1 dirname | sort -u | sed 's|^|./|')
+mapfile -t pkgs < <(grep -rlE --include='*_test.go' '^func Benchmark' internal webhookserver controllers test/bench | xargs -n1 dirname | sort -u | sed 's|^|./|')
 if [ -n "$benchtime_flag" ]; then
   benchtime=(-benchtime="$benchtime_flag")
 elif [ "$smoke" = 1 ]; then

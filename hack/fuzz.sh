@@ -43,7 +43,7 @@ deadline_only() {
 }
 
 # Every target, as "directory name", and the directories that have one.
-mapfile -t targets < <(grep -rEo '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' cmd internal pkg webhookserver controllers api 2>/dev/null |
+mapfile -t targets < <(grep -rEo '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' cmd intake internal pkg webhookserver controllers api 2>/dev/null |
   sed -E 's|^(.*)/[^/]*_test\.go:func (Fuzz[A-Za-z0-9_]+)$|\1 \2|' | sort)
 [ "${#targets[@]}" -gt 0 ] || { echo "fuzz: no fuzz targets found" >&2; exit 1; }
 mapfile -t dirs < <(printf '%s\n' "${targets[@]}" | cut -d' ' -f1 | sort -u)

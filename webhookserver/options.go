@@ -44,6 +44,11 @@ type Options struct {
 	// MetricsAddr serves Prometheus metrics on /metrics; "0" turns it off
 	// (--metrics-bind-address).
 	MetricsAddr string
+	// UsageTokenFile, when set, serves the usage report (GET /v1/usage,
+	// internal/usage) on the metrics port to callers bearing the token
+	// the file holds: how the manager learns each key version's last use
+	// (--usage-token-file).
+	UsageTokenFile string
 	// RecordsNamespace holds the key records (--records-namespace).
 	RecordsNamespace string
 	// Environment, when set, refuses keys of any other environment
@@ -151,6 +156,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			"empty turns gRPC off. Served over TLS with --tls-cert-file.")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", DefaultMetricsAddr,
 		`Address the Prometheus metrics endpoint (/metrics) listens on; "0" turns it off.`)
+	fs.StringVar(&o.UsageTokenFile, "usage-token-file", "",
+		"File holding the bearer token the manager presents to read each key version's last use (GET /v1/usage on the metrics port); "+
+			"empty turns the report off. Must match the manager's --usage-token-file.")
 	fs.StringVar(&o.RecordsNamespace, "records-namespace", DefaultRecordsNamespace,
 		"Namespace holding the key-record Secrets; must match the manager's --records-namespace.")
 	fs.StringVar(&o.Environment, "environment", "",
@@ -233,6 +241,8 @@ func (o *Options) Validate() error {
 		} else if o.MetricsAddr == o.Listen {
 			bad("metrics-bind-address", "%q is also the --listen address", o.MetricsAddr)
 		}
+	} else if o.UsageTokenFile != "" {
+		bad("usage-token-file", "the usage report is served on the metrics port, which --metrics-bind-address=0 turns off")
 	}
 	if o.GRPCListen != "" {
 		if err := validateAddr(o.GRPCListen); err != nil {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
+	"github.com/meterr/meterr-operator/internal/usage"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
 	"github.com/meterr/meterr-operator/webhookserver/gctune"
 	"github.com/meterr/meterr-operator/webhookserver/index"
@@ -229,6 +230,13 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	if mln != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		if o.UsageTokenFile != "" {
+			token, err := usage.ReadToken(o.UsageTokenFile)
+			if err != nil {
+				return fmt.Errorf("--usage-token-file: %w", err)
+			}
+			mux.Handle(usage.Path, usageHandler(idx, token, clk))
+		}
 		metrics := newHTTPServer(mux, DefaultMaxHeaderBytes)
 		metrics.ErrorLog = api.ErrorLog
 		comps = append(comps, httpComponent(metrics, func() error { return metrics.Serve(mln) }, o.ShutdownTimeout, log))

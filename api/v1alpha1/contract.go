@@ -50,6 +50,19 @@ const (
 	ConditionStalled     = "Stalled"
 )
 
+// Last used (issue 26): a previous key version still called near the end of
+// its overlap.
+const (
+	// ConditionPreviousKeyInUse is True, with reason
+	// ReasonPreviousKeyStillInUse, while a previous version was used within
+	// the last --overlap-warning-window before its overlap ends; False, with
+	// reason ReasonPreviousKeyUnused, once it was True and no longer holds.
+	ConditionPreviousKeyInUse = "PreviousKeyInUse"
+	// ReasonPreviousKeyStillInUse is also the Warning Event's reason.
+	ReasonPreviousKeyStillInUse = "PreviousKeyStillInUse"
+	ReasonPreviousKeyUnused     = "PreviousKeyUnused"
+)
+
 // Reasons of the Ready condition.
 const (
 	ReasonReady          = "KeyReady"

@@ -301,6 +301,13 @@ type CurrentKeyStatus struct {
 	// RotatesAt is when the key is next rotated automatically.
 	// +optional
 	RotatesAt *metav1.Time `json:"rotatesAt,omitempty"`
+	// LastUsedAt is when an auth server last accepted a request with this
+	// version, to the second, reported by every replica and written at most
+	// once a --last-used-interval (default 1m) while it moves; absent: never
+	// used since the operator started recording (refused requests do not
+	// count). It never moves back.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 
 // PreviousKeyStatus describes an older key still accepted.
@@ -311,6 +318,13 @@ type PreviousKeyStatus struct {
 	Hint string `json:"hint"`
 	// ExpiresAt is when the key stops working.
 	ExpiresAt metav1.Time `json:"expiresAt"`
+	// LastUsedAt is when an auth server last accepted a request with this
+	// version, to the second, reported by every replica and written at most
+	// once a --last-used-interval (default 1m) while it moves; absent: never
+	// used since the operator started recording (refused requests do not
+	// count). It never moves back.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 
 // MeterrAPIKey declares an API key for the meterr API. The operator issues the
@@ -325,6 +339,7 @@ type PreviousKeyStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Key",type=string,JSONPath=`.status.currentKey.hint`,priority=1
 // +kubebuilder:printcolumn:name="Next Rotation",type=string,JSONPath=`.status.currentKey.rotatesAt`
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.currentKey.lastUsedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MeterrAPIKey struct {
 	metav1.TypeMeta   `json:",inline"`

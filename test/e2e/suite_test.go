@@ -32,8 +32,11 @@ var (
 	adminKC, managerKC, authKC string
 	authURL                    string
 	authListen, authMetrics    string
-	managerMetrics             string
-	manager, authServer        *proc
+	// The second auth server replica (last used).
+	authListen2, authMetrics2 string
+	authServer2               *proc
+	managerMetrics            string
+	manager, authServer       *proc
 	// keysSeen collects every plaintext key the tests read, for the final leak check.
 	keysSeen   []string
 	keysSeenMu sync.Mutex
@@ -175,6 +178,14 @@ var _ = BeforeSuite(func() {
 	authKC = writeKubeconfig("auth-server", serviceAccount("meterr-auth-server"))
 
 	By("starting the manager and the auth server as separate processes, each as its own service account")
+	// Last used (lastused_test.go): a second auth server replica, both
+	// serving the usage report with a token the manager presents; the
+	// manager is given their metrics ports (an EndpointSlice may not hold
+	// a loopback address).
+	usageToken := filepath.Join(workDir, "usage-token")
+	Expect(os.WriteFile(usageToken, []byte("e2e-usage-token\n"), 0o600)).To(Succeed())
+	authListen, authMetrics = freeAddr(), freeAddr()
+	authListen2, authMetrics2 = freeAddr(), freeAddr()
 	managerMetrics = freeAddr()
 	manager = startProc("manager", "manager", "--kubeconfig", managerKC,
 		"--leader-elect", "--leader-election-namespace", "meterr-system",
@@ -183,18 +194,22 @@ var _ = BeforeSuite(func() {
 		"--metrics-bind-address", managerMetrics, "--health-probe-bind-address", freeAddr(),
 		// The secret-scanning intakes (intake_test.go).
 		"--leak-intake-listen", intakeListen(), "--gitlab-revocation-token-file", gitlabTokenFile(),
-		"--github-public-keys-file", githubKeysFile())
-	authListen, authMetrics = freeAddr(), freeAddr()
+		"--github-public-keys-file", githubKeysFile(),
+		// Last used (lastused_test.go).
+		"--usage-token-file", usageToken, "--usage-endpoints", authMetrics+","+authMetrics2, "--last-used-interval", "5s")
 	authURL = "http://" + authListen
 	authServer = startProc("auth-server", "auth-server", "--kubeconfig", authKC,
 		"--listen", authListen, "--metrics-bind-address", authMetrics,
 		// Refusals are explained in the log (whois_test.go checks a line).
-		"--log-decisions=denied")
+		"--log-decisions=denied", "--usage-token-file", usageToken)
+	authServer2 = startProc("auth-server-2", "auth-server", "--kubeconfig", authKC,
+		"--listen", authListen2, "--metrics-bind-address", authMetrics2, "--usage-token-file", usageToken)
 	waitHTTPReady(authURL + "/readyz")
+	waitHTTPReady("http://" + authListen2 + "/readyz")
 })
 
 var _ = AfterSuite(func() {
-	for _, p := range []*proc{manager, authServer} {
+	for _, p := range []*proc{manager, authServer, authServer2} {
 		if p != nil {
 			p.stop()
 		}
@@ -210,7 +225,7 @@ var _ = ReportAfterSuite("process logs on failure", func(r Report) {
 		return
 	}
 	fmt.Fprintf(GinkgoWriter, "logs and kubeconfigs kept in %s\n", workDir)
-	for _, p := range []*proc{manager, authServer} {
+	for _, p := range []*proc{manager, authServer, authServer2} {
 		if p != nil {
 			fmt.Fprintf(GinkgoWriter, "---- %s log (tail) ----\n%s\n", p.name, tail(p.logs(), 4000))
 		}

@@ -69,6 +69,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 		"ClusterRoleBinding//meterr-metrics-reader",
 		"Role/meterr-records/meterr-auth-server", "Role/meterr-records/meterr-manager-leader-election",
 		"Service/meterr-system/meterr-leak-intake",
+		"Secret/meterr-system/meterr-usage-token", "Role/meterr-system/meterr-manager-usage",
 	} {
 		if on[k] == nil {
 			t.Errorf("all-on values: no %s", k)
@@ -91,6 +92,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 		"--tls-cert-file=/etc/meterr/tls/tls.crt", "--tls-key-file=/etc/meterr/tls/tls.key", "--grpc-listen=:9000",
 		"--zap-log-level=debug", "--max-header-bytes=32768", "--shutdown-delay=10s",
 		"--grpc-client-ca=/etc/meterr/grpc-client-ca/bundle.pem", "--grpc-client-san=envoy.envoy-gateway-system.svc",
+		"--usage-token-file=/etc/meterr/usage/token",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("auth server args %q lack %q", args, want)
@@ -111,7 +113,9 @@ func TestChartLintAndTemplate(t *testing.T) {
 	}
 	mgr := get(on["Deployment/meterr-system/meterr-manager"], "spec", "template", "spec", "containers").([]any)[0]
 	margs := strings.Join(toStrings(get(mgr, "args")), " ")
-	for _, want := range []string{"--min-rotation-interval=30m", "--zap-log-level=debug", "--max-concurrent-reconciles=32", "--records-namespace=meterr-records"} {
+	for _, want := range []string{"--min-rotation-interval=30m", "--zap-log-level=debug", "--max-concurrent-reconciles=32", "--records-namespace=meterr-records",
+		"--usage-token-file=/etc/meterr/usage/token", "--usage-namespace=meterr-system", "--usage-service=meterr-auth-server-metrics",
+		"--last-used-interval=2m", "--last-used-writes-per-second=50", "--overlap-warning-window=6h"} {
 		if !strings.Contains(margs, want) {
 			t.Errorf("manager args %q lack %q", margs, want)
 		}

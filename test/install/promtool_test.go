@@ -53,7 +53,7 @@ func TestPrometheusRulePromtool(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := run(t, promtool, "check", "rules", file)
-		if !strings.Contains(out, "SUCCESS: 7 rules found") {
+		if !strings.Contains(out, "SUCCESS: 8 rules found") {
 			t.Errorf("%s: promtool check rules:\n%s", name, out)
 		}
 	}

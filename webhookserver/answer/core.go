@@ -34,6 +34,14 @@ type Index interface {
 	Lookup(h apikey.Hash) (authz.Entry, bool)
 }
 
+// UsageMarker is implemented by an Index that keeps each version's last
+// accepted use: MarkUsed records a use by hash when the Entry's own
+// authz.Use went stale between the lookup and the decision (the record was
+// reloaded meanwhile). index.Index implements it.
+type UsageMarker interface {
+	MarkUsed(h apikey.Hash, sec int64) bool
+}
+
 // Config configures a Core. Every field but Environment, LogDecisions and
 // Log is required; the process (webhookserver.NewServer) fills in defaults.
 type Config struct {
@@ -153,7 +161,8 @@ func (s *Core) DecideKnown(ctx context.Context, req *request.Request, now time.T
 
 func (s *Core) decide(ctx context.Context, req *request.Request, now time.Time, known *authz.Entry) (a Answer) {
 	var in authz.Input
-	looked := false
+	var h apikey.Hash
+	looked, byToken := false, false
 	switch {
 	case req.Refusal != nil:
 		a.Decision = authz.Decision{Code: authz.InvalidRequest}
@@ -166,7 +175,8 @@ func (s *Core) decide(ctx context.Context, req *request.Request, now time.Time, 
 		// Shape and checksum first: a malformed key costs no hash and no
 		// lookup.
 		if tok, ok := req.Token(); ok && apikey.Parse(tok) == nil {
-			in.Entry, in.Found = s.index.Lookup(apikey.HashOf(tok))
+			h, byToken = apikey.HashOf(tok), true
+			in.Entry, in.Found = s.index.Lookup(h)
 		} else if known != nil {
 			in.Entry, in.Found = *known, true
 		}
@@ -176,11 +186,29 @@ func (s *Core) decide(ctx context.Context, req *request.Request, now time.Time, 
 			in.OriginHost = req.Headers.OriginHost()
 		}
 		a.Decision = s.decider.Decide(ctx, &in)
+		if byToken {
+			s.markUsed(&a, &in, h, now)
+		}
 	}
 	a.from = req.From
 	s.complete(&a, req.Endpoint != request.EndpointVerify, req.Refusal)
 	s.observe(req, &a, &in, looked, now)
 	return a
+}
+
+// markUsed records an accepted request's use of its key version (and
+// nothing for a refused one): a store at most once a second per version,
+// without allocation or lock (authz.Use.Mark); by hash under the index's
+// read lock only when the version's record was reloaded since the lookup.
+func (s *Core) markUsed(a *Answer, in *authz.Input, h apikey.Hash, now time.Time) {
+	if !in.Found || !a.Allowed() {
+		return
+	}
+	if sec := now.Unix(); !in.Entry.Use.Mark(sec) {
+		if m, ok := s.index.(UsageMarker); ok {
+			m.MarkUsed(h, sec)
+		}
+	}
 }
 
 // AnswerOf is the Answer of a decision made elsewhere: identity for a

@@ -261,6 +261,9 @@ type Entry struct {
 	// (a tombstone from then on) or the whole key's, whichever comes first
 	// (see CompiledKey); zero for never.
 	ExpiresAt time.Time
+	// Use records the version's last accepted use (Use.Mark); empty
+	// when the index keeps no usage.
+	Use Use
 }
 
 // expired reports whether the version, or the whole key, has expired at now.

@@ -43,6 +43,8 @@ type Index struct {
 	text    textArena
 	// conflicts counts the key hashes found claimed by two records.
 	conflicts atomic.Uint64
+	// usage holds each version's last accepted use (usage.go).
+	usage usageTable
 }
 
 // recSlot is a record: its Policy without pointers (see policyAt) and when
@@ -71,10 +73,11 @@ func (x *Index) Lookup(h apikey.Hash) (authz.Entry, bool) {
 		x.mu.RUnlock()
 		return authz.Entry{}, false
 	}
-	c, text := x.classes.c[b.class&^customID], x.text.string(b.text.ref())
+	c, text := x.classes.c[b.class&classMask], x.text.string(b.text.ref())
 	key, expires, custom := b.quota, b.expires, b.class&customID != 0
+	use := x.use(b)
 	x.mu.RUnlock()
-	e := authz.Entry{Policy: authz.NewPolicy(c, text, key)}
+	e := authz.Entry{Policy: authz.NewPolicy(c, text, key), Use: use}
 	// The id is the hash's, but for records written by hand: taking it
 	// from the hash, a 12-byte string, spares reading the text.
 	if custom {
@@ -155,6 +158,20 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 	class, text, key := p.Parts()
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	// The versions' last uses carry over a reload of the record, by hash.
+	var used map[apikey.Hash]uint64
+	if old, ok := x.records[keyOfName(name)]; ok {
+		secs := x.usage.reset(old, nil, nil)
+		op := x.policyAt(old)
+		for i := range min(op.NKeys(), usageStride) {
+			if secs[i] != 0 {
+				if used == nil {
+					used = map[apikey.Hash]uint64{}
+				}
+				used[op.KeyHash(i)] = secs[i]
+			}
+		}
+	}
 	x.removeLocked(name)
 	var rec uint32
 	if n := len(x.free); n > 0 {
@@ -171,8 +188,20 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 	}
 	slot := x.slots[rec]
 	x.records[keyOfName(name)] = rec
+	if slot.class > classMask {
+		// A bucket keeps its version's place above the class index
+		// (usage.go): 8 million classes, one per restricted record at
+		// most, are more than a namespace's Secrets can hold. Fail closed.
+		x.removeLocked(name)
+		return errors.New("key record " + name + ": more than 8,388,607 policy classes in the index; the record is refused")
+	}
 	created := x.slots[rec].created
-	for _, k := range c.Keys {
+	var tags, secs [usageStride]uint64
+	for i := range min(len(c.Keys), usageStride) {
+		tags[i], secs[i] = tagOf(&c.Keys[i].Hash), used[c.Keys[i].Hash]
+	}
+	x.usage.reset(rec, &tags, &secs)
+	for i, k := range c.Keys {
 		if other := x.keys.find(&k.Hash); other != nil {
 			// Two records claiming one key: one key, one owner. The
 			// first claimant keeps it: the record whose Secret was
@@ -199,6 +228,7 @@ func (x *Index) Install(c *authz.CompiledRecord) error {
 		if k.KeyID != k.Hash.ID() {
 			b.class |= customID
 		}
+		b.class |= uint32(min(i, versionMask)) << classBits
 		x.keys.put(b)
 	}
 	if x.text.wasteful() {
@@ -237,6 +267,7 @@ func (x *Index) removeLocked(name string) {
 			x.keys.remove(&h)
 		}
 	}
+	x.usage.reset(rec, nil, nil)
 	x.text.release(x.slots[rec].text)
 	x.classes.unref(x.slots[rec].class)
 	x.slots[rec] = recSlot{}
