@@ -109,11 +109,13 @@ func (o *ManagerOptions) Validate() error {
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1")
 	case o.MinRotationInterval < 0:
 		return fmt.Errorf("--min-rotation-interval must not be negative")
-	case o.LastUsedInterval < time.Second:
+	// The last-used settings count only with --usage-token-file (a caller
+	// building options in code, as dev does, may leave them zero).
+	case o.UsageTokenFile != "" && o.LastUsedInterval < time.Second:
 		return fmt.Errorf("--last-used-interval must be at least 1s")
-	case o.OverlapWarningWindow < 0:
+	case o.UsageTokenFile != "" && o.OverlapWarningWindow < 0:
 		return fmt.Errorf("--overlap-warning-window must not be negative")
-	case o.LastUsedWritesPerSecond <= 0:
+	case o.UsageTokenFile != "" && o.LastUsedWritesPerSecond <= 0:
 		return fmt.Errorf("--last-used-writes-per-second must be positive")
 	}
 	return o.Intake.Validate()

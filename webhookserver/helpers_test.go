@@ -18,8 +18,8 @@ import (
 	"github.com/meterr/meterr-operator/internal/record/recordtest"
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/ratelimit"
-	"github.com/meterr/meterr-operator/webhookserver/request"
 	"github.com/meterr/meterr-operator/webhookserver/records"
+	"github.com/meterr/meterr-operator/webhookserver/request"
 )
 
 // fakeSecrets are the Secrets of namespace ns in a fake clientset, which
