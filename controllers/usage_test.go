@@ -147,8 +147,12 @@ var _ = Describe("Last used", func() {
 		fakeClock.Step(minRotationInterval)
 		at := metav1.NewTime(fakeClock.Now())
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Rotation.RequestedAt = &at })
-		got := settled(mak, notCurrentID(old))
-		Expect(got.Status.PreviousKeys).To(HaveLen(1))
+		// The previous version's expiry is written only once the new key is
+		// delivered (the crash-safety order): wait for it.
+		got := settled(mak, notCurrentID(old), func(g Gomega, m *authv1alpha1.MeterrAPIKey) {
+			g.Expect(m.Status.PreviousKeys).To(HaveLen(1))
+			g.Expect(m.Status.PreviousKeys[0].ExpiresAt).NotTo(BeNil())
+		})
 		end := got.Status.PreviousKeys[0].ExpiresAt.Time
 
 		clk := clocktesting.NewFakeClock(end.Add(-110 * time.Second))
