@@ -65,6 +65,10 @@ type Options struct {
 	// CredentialSources are where a request may carry its key
 	// (--credential-sources); nil is Authorization: Bearer alone.
 	CredentialSources request.Sources
+	// KeyHeaders are header names besides Authorization: Bearer that may
+	// carry the key (--key-headers, DESIGN.md's contract): each adds a
+	// header:<Name> source to CredentialSources.
+	KeyHeaders []string
 	// TLSCertFile and TLSKeyFile, both or neither, serve the auth API over
 	// TLS (--tls-cert-file, --tls-key-file).
 	TLSCertFile string
@@ -176,6 +180,16 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			`"header:<Name>" (the key itself in that header, e.g. header:X-API-Key) and "query:<name>" (a query parameter; `+
 			"read only from Envoy's gRPC Check, which removes it from the upstream's path: keys in URLs end up in access logs). "+
 			"A request must use exactly one; a key in two is refused. An allowed forward-auth answer asks the proxy to remove the one used.")
+	o.KeyHeaders = nil
+	fs.Func("key-headers", `Header names besides "Authorization: Bearer" that may carry the key itself, comma-separated (e.g. X-API-Key); none by default. `+
+		`The same as adding header:<Name> to --credential-sources.`, func(v string) error {
+		for n := range strings.SplitSeq(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				o.KeyHeaders = append(o.KeyHeaders, n)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "",
 		"PEM certificate (chain) to serve the auth API over TLS; needs --tls-key-file. Empty serves plain HTTP.")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "",
@@ -262,6 +276,9 @@ func (o *Options) Validate() error {
 	}
 	if _, err := request.CompileRoutes(o.Routes); err != nil {
 		bad("route", "%v", err)
+	}
+	if _, err := o.CredentialSources.WithHeaders(o.KeyHeaders); err != nil {
+		bad("key-headers", "%v", err)
 	}
 	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
 		bad("tls-cert-file", "--tls-cert-file and --tls-key-file go together; give both or neither")
@@ -459,4 +476,17 @@ func (f *stringListFlag) Set(v string) error {
 		}
 	}
 	return nil
+}
+
+// credentialSources are --credential-sources with a header source for each
+// of --key-headers (Validate has checked they combine).
+func (o *Options) credentialSources() request.Sources {
+	ss := o.CredentialSources
+	if ss == nil {
+		ss = request.DefaultSources
+	}
+	if out, err := ss.WithHeaders(o.KeyHeaders); err == nil {
+		return out
+	}
+	return ss
 }

@@ -36,7 +36,7 @@ func TestAddFlagsDefaults(t *testing.T) {
 	})
 	for _, name := range []string{"listen", "metrics-bind-address", "records-namespace", "environment", "trusted-proxies",
 		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes",
-		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions", "gc-tuning", "deadline-sweep", "keepalive-takeover", "credential-sources"} {
+		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions", "gc-tuning", "deadline-sweep", "keepalive-takeover", "credential-sources", "key-headers"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("no --%s", name)
 		}
@@ -154,4 +154,25 @@ func mustSources(t *testing.T, s string) request.Sources {
 		t.Fatal(err)
 	}
 	return ss
+}
+
+// --key-headers (DESIGN.md's flag) adds header sources beside
+// Authorization; a name that cannot hold a key is refused naming the flag.
+func TestKeyHeaders(t *testing.T) {
+	var o Options
+	fs := flag.NewFlagSet("auth-server", flag.ContinueOnError)
+	o.AddFlags(fs)
+	if err := fs.Parse([]string{"--key-headers=X-API-Key, X-Token", "--key-headers=x-api-key"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := o.credentialSources().String(); got != "authorization,header:X-Api-Key,header:X-Token" {
+		t.Fatalf("sources %q", got)
+	}
+	o.KeyHeaders = []string{"Cookie"}
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--key-headers") {
+		t.Fatalf("Validate = %v, want a --key-headers error", err)
+	}
 }

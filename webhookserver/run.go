@@ -117,6 +117,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		}()
 		lim = rl
 	}
+	sources := o.credentialSources()
 	srv, err := NewServer(ServerConfig{
 		Index:             idx,
 		Limiter:           lim,
@@ -125,7 +126,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		TrustedProxies:    o.TrustedProxies,
 		TrustedHops:       o.TrustedHops,
 		Routes:            o.Routes,
-		CredentialSources: o.CredentialSources,
+		CredentialSources: sources,
 		Registerer:        reg,
 		LogDecisions:      o.LogDecisions,
 		Log:               log.WithName("decisions"),
@@ -270,7 +271,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		grpcAddr = gln.Addr().String()
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "grpc", grpcAddr, "tls", tlsConfig != nil, "grpcClientCA", o.GRPCClientCA != "", "metrics", o.MetricsAddr,
-		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes), "credentialSources", o.CredentialSources.String(),
+		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes), "credentialSources", o.credentialSources().String(),
 		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions,
 		"gcTuning", o.GCTuning, "deadlineSweep", o.DeadlineSweep.String(), "keepaliveTakeover", o.KeepaliveTakeover)
 

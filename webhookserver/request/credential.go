@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/meterr/meterr-operator/webhookserver/authz"
@@ -117,6 +118,26 @@ func validToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// WithHeaders returns ss with a header source for each of names (the
+// --key-headers contract: header names besides Authorization that may
+// carry the key), those already listed kept once.
+func (ss Sources) WithHeaders(names []string) (Sources, error) {
+	if len(names) == 0 {
+		return ss, nil
+	}
+	out := append(Sources(nil), ss...)
+	for _, n := range names {
+		add, err := ParseSources("header:" + strings.TrimSpace(n))
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(out, func(s Source) bool { return s.Kind == SourceHeader && s.Name == add[0].Name }) {
+			out = append(out, add[0])
+		}
+	}
+	return out, nil
 }
 
 // String is the flag's form of s.
