@@ -93,16 +93,19 @@ func (s *EndpointSliceSource) Pull(ctx context.Context) ([]usage.Version, error)
 			return nil, err
 		}
 	}
-	for _, hostPort := range s.Static {
-		base := "http://" + hostPort
+	// pull reads one replica's report since its cursor.
+	pull := func(base string) {
 		seen[base] = true
 		rep, err := usage.Fetch(ctx, s.HTTP, base, s.Token, s.since[base])
 		if err != nil {
 			errs = append(errs, err)
-			continue
+			return
 		}
 		s.since[base] = rep.Now
 		out = append(out, rep.Versions...)
+	}
+	for _, hostPort := range s.Static {
+		pull("http://" + hostPort)
 	}
 	for i := range slices.Items {
 		sl := &slices.Items[i]
@@ -123,15 +126,7 @@ func (s *EndpointSliceSource) Pull(ctx context.Context) ([]usage.Version, error)
 				continue
 			}
 			for _, addr := range ep.Addresses {
-				base := "http://" + net.JoinHostPort(addr, strconv.Itoa(int(port)))
-				seen[base] = true
-				rep, err := usage.Fetch(ctx, s.HTTP, base, s.Token, s.since[base])
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				s.since[base] = rep.Now
-				out = append(out, rep.Versions...)
+				pull("http://" + net.JoinHostPort(addr, strconv.Itoa(int(port))))
 			}
 		}
 	}

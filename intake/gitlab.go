@@ -69,33 +69,33 @@ func (s *Server) gitlabAuthorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
-func (s *Server) gitlabTypes(w http.ResponseWriter, r *http.Request) {
+// gitlabAdmit answers a request GitLab's API refuses before reading it (rate,
+// method, token) and says whether to go on.
+func (s *Server) gitlabAdmit(w http.ResponseWriter, r *http.Request, method string) bool {
 	if !s.allow(w, sourceGitLab) {
-		return
+		return false
 	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		s.fail(w, sourceGitLab, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
-		return
+	if r.Method != method {
+		w.Header().Set("Allow", method)
+		s.fail(w, sourceGitLab, http.StatusMethodNotAllowed, "method_not_allowed", "use "+method)
+		return false
 	}
 	if !s.gitlabAuthorized(r) {
 		s.fail(w, sourceGitLab, http.StatusUnauthorized, "unauthorized", "missing or wrong token in Authorization")
+		return false
+	}
+	return true
+}
+
+func (s *Server) gitlabTypes(w http.ResponseWriter, r *http.Request) {
+	if !s.gitlabAdmit(w, r, http.MethodGet) {
 		return
 	}
 	s.writeJSON(w, sourceGitLab, http.StatusOK, map[string][]string{"types": {GitLabTokenType}})
 }
 
 func (s *Server) gitlabRevoke(w http.ResponseWriter, r *http.Request) {
-	if !s.allow(w, sourceGitLab) {
-		return
-	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		s.fail(w, sourceGitLab, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
-		return
-	}
-	if !s.gitlabAuthorized(r) {
-		s.fail(w, sourceGitLab, http.StatusUnauthorized, "unauthorized", "missing or wrong token in Authorization")
+	if !s.gitlabAdmit(w, r, http.MethodPost) {
 		return
 	}
 	body, err := s.readBody(w, r)
