@@ -41,6 +41,7 @@ type ManagerOptions struct {
 	Burst                   int
 	MaxConcurrentReconciles int
 	MinRotationInterval     time.Duration
+	RoutineEvents           bool
 	Intake                  IntakeOptions
 	// Last used (controllers/usage.go): off unless UsageTokenFile is set.
 	UsageTokenFile          string
@@ -66,12 +67,13 @@ func (o *ManagerOptions) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: --records-namespace).")
 	fs.DurationVar(&o.TombstoneRetention, "tombstone-retention", 720*time.Hour, "How long an expired key version stays in its record, so its callers get expired_api_key rather than invalid_api_key.")
-	// A rotation costs about ten API requests per key: at 50 QPS a wave of
-	// 10,000 keys would take half an hour. The API server's priority and
-	// fairness still protects it from this client.
+	// A rotation costs four API requests per key (docs/architecture.md): at
+	// 50 QPS a wave of 10,000 keys would take over ten minutes. The API
+	// server's priority and fairness still protects it from this client.
 	fs.Float64Var(&o.QPS, "kube-api-qps", 500, "Requests per second to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.Burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API (client-side limit).")
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "MeterrAPIKeys reconciled in parallel.")
+	fs.BoolVar(&o.RoutineEvents, "routine-events", false, "Also record a Normal event for every routine key issue (the first key, a scheduled or requested rotation): one more API request per key and rotation. Warnings (drift, conflicts, leaked keys) are always recorded.")
 	o.Intake.AddFlags(fs)
 	fs.StringVar(&o.UsageTokenFile, "usage-token-file", "", "File holding the bearer token of the auth server's usage report (its --usage-token-file): with it, the manager pulls every replica and writes status.currentKey.lastUsedAt and status.previousKeys[].lastUsedAt. Empty turns last-used off.")
 	fs.StringVar(&o.UsageService, "usage-service", "meterr-auth-server-metrics", "The auth server's metrics Service, in --usage-namespace: its EndpointSlices list the replicas to pull.")
@@ -170,6 +172,7 @@ func RunManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 			TombstoneRetention:      o.TombstoneRetention,
 			MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 			MinRotationInterval:     o.MinRotationInterval,
+			RoutineEvents:           o.RoutineEvents,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

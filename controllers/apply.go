@@ -32,31 +32,43 @@ func sameKeys(owned map[string]bool, want map[string]string) bool {
 	return true
 }
 
-// ownedMetadata returns the label and annotation keys that manager's apply
-// owns on s, read from managedFields. A key the spec's template no longer
-// lists is still owned until the next apply leaves it out, which is how a
-// removed template entry is noticed without remembering the old template.
+// ownedMetadata returns the label and annotation keys that manager owns on
+// s, read from managedFields: its apply, and the create that made the
+// Secret (an Update entry; see foldCreateOwnership). A key the spec's
+// template no longer lists is still owned until the next apply leaves it
+// out, which is how a removed template entry is noticed without remembering
+// the old template.
 func ownedMetadata(s *corev1.Secret, manager string) (labels, annotations map[string]bool, applied bool) {
-	labels, annotations = map[string]bool{}, map[string]bool{}
+	owned := ownedKeys{labels: map[string]bool{}, annotations: map[string]bool{}}
 	for _, mf := range s.ManagedFields {
-		if mf.Manager != manager || mf.Operation != metav1.ManagedFieldsOperationApply || mf.FieldsV1 == nil {
+		if mf.Manager != manager || mf.FieldsV1 == nil ||
+			(mf.Operation != metav1.ManagedFieldsOperationApply && mf.Operation != metav1.ManagedFieldsOperationUpdate) {
 			continue
 		}
 		applied = true
-		var fields struct {
-			Metadata struct {
-				Labels      map[string]json.RawMessage `json:"f:labels"`
-				Annotations map[string]json.RawMessage `json:"f:annotations"`
-			} `json:"f:metadata"`
-		}
-		if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields); err != nil {
+		if !readOwned(mf, owned) {
 			// Unreadable: say nothing is owned, so the caller applies.
 			return map[string]bool{}, map[string]bool{}, false
 		}
-		addFieldKeys(labels, fields.Metadata.Labels)
-		addFieldKeys(annotations, fields.Metadata.Annotations)
 	}
-	return labels, annotations, applied
+	return owned.labels, owned.annotations, applied
+}
+
+// readOwned adds the label and annotation keys mf owns; false when its
+// fields cannot be read.
+func readOwned(mf metav1.ManagedFieldsEntry, into ownedKeys) bool {
+	var fields struct {
+		Metadata struct {
+			Labels      map[string]json.RawMessage `json:"f:labels"`
+			Annotations map[string]json.RawMessage `json:"f:annotations"`
+		} `json:"f:metadata"`
+	}
+	if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields); err != nil {
+		return false
+	}
+	addFieldKeys(into.labels, fields.Metadata.Labels)
+	addFieldKeys(into.annotations, fields.Metadata.Annotations)
+	return true
 }
 
 func addFieldKeys(into map[string]bool, fields map[string]json.RawMessage) {
@@ -65,4 +77,51 @@ func addFieldKeys(into map[string]bool, fields map[string]json.RawMessage) {
 			into[name] = true
 		}
 	}
+}
+
+// appliedEntry is the managed-fields entry an apply of these labels and
+// annotations leaves for FieldManager, as far as ownedMetadata reads it: the
+// reconciler keeps it with a Secret it remembers writing, since an apply's
+// response does not carry managed fields.
+func appliedEntry(labels, annotations map[string]string) metav1.ManagedFieldsEntry {
+	set := func(m map[string]string) map[string]struct{} {
+		out := make(map[string]struct{}, len(m))
+		for k := range m {
+			out["f:"+k] = struct{}{}
+		}
+		return out
+	}
+	raw, _ := json.Marshal(map[string]any{"f:metadata": map[string]any{"f:labels": set(labels), "f:annotations": set(annotations)}})
+	return metav1.ManagedFieldsEntry{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationApply,
+		APIVersion: "v1", FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(raw))}
+}
+
+// ownedKeys are label and annotation keys a managed-fields entry owns.
+type ownedKeys struct{ labels, annotations map[string]bool }
+
+// createdMetadata returns what manager's create (an Update entry, as a
+// create leaves) owns on s, and whether there is such an entry.
+func createdMetadata(s *corev1.Secret, manager string) (ownedKeys, bool) {
+	out := ownedKeys{labels: map[string]bool{}, annotations: map[string]bool{}}
+	found := false
+	for _, mf := range s.ManagedFields {
+		if mf.Manager != manager || mf.Operation != metav1.ManagedFieldsOperationUpdate || mf.FieldsV1 == nil {
+			continue
+		}
+		found = true
+		if !readOwned(mf, out) {
+			return out, true
+		}
+	}
+	return out, found
+}
+
+// subsetOf reports whether every key of owned is in want.
+func subsetOf(owned map[string]bool, want map[string]string) bool {
+	for k := range owned {
+		if _, ok := want[k]; !ok {
+			return false
+		}
+	}
+	return true
 }

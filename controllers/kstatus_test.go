@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
 )
@@ -27,13 +28,22 @@ func kstatusOf(m *authv1alpha1.MeterrAPIKey) status.Status {
 var _ = Describe("kstatus of a MeterrAPIKey", func() {
 	It("is InProgress while issuing, Current when Ready, Failed on SecretConflict", func() {
 		ns := newNamespace()
-		fresh := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "k", Generation: 1},
+		// A new key as the API server returns it before the operator has
+		// written anything (the suite's manager leaves manual keys alone):
+		// the CRD's default status.observedGeneration 0 makes it InProgress.
+		fresh := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fresh", Labels: map[string]string{manualLabel: "true"}},
 			Spec: authv1alpha1.MeterrAPIKeySpec{Permissions: []authv1alpha1.Permission{authv1alpha1.PermissionRead}}}
-		// What the operator writes first, before it issues the key.
-		fresh.Status.Conditions = []metav1.Condition{
-			{Type: authv1alpha1.ConditionReady, Status: metav1.ConditionUnknown, Reason: authv1alpha1.ReasonIssuing},
-			{Type: authv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: authv1alpha1.ReasonIssuing}}
-		Expect(kstatusOf(fresh)).To(Equal(status.InProgressStatus), "still issuing")
+		Expect(k8sClient.Create(ctx, fresh)).To(Succeed())
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(authv1alpha1.GroupVersion.WithKind("MeterrAPIKey"))
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(fresh), u)).To(Succeed())
+		og, found, err := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(found).To(BeTrue(), "status.observedGeneration is defaulted")
+		Expect(og).To(BeZero())
+		res, err := status.Compute(u)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Status).To(Equal(status.InProgressStatus), "still issuing")
 
 		mak := newKey(ns, "k")
 		Expect(kstatusOf(settled(mak, ready))).To(Equal(status.CurrentStatus))

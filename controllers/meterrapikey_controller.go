@@ -18,9 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
 	applymetav1 "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/csaupgrade"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -62,6 +64,12 @@ type Options struct {
 	// and a rotation requested by spec.rotation.requestedAt; a faster request
 	// waits. Zero means no minimum.
 	MinRotationInterval time.Duration
+	// RoutineEvents also records Normal events for the routine issues (the
+	// first key, a scheduled or requested rotation). Off by default: each is
+	// one more API request per key, and a rotation wave would write one per
+	// key; the status, the log and meterr_keys_issued_total say the same.
+	// Warnings (drift, conflicts, leaks) are always recorded.
+	RoutineEvents bool
 }
 
 // MeterrAPIKeyReconciler issues, delivers, rotates and retires API keys.
@@ -74,6 +82,10 @@ type MeterrAPIKeyReconciler struct {
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
 	Options
+
+	// mem remembers this manager's own writes (memo.go), so the reconciles
+	// they trigger read nothing from the API server.
+	mem memory
 }
 
 // +kubebuilder:rbac:groups=auth.meterr.ai,resources=meterrapikeys,verbs=get;list;watch;patch
@@ -86,19 +98,30 @@ type MeterrAPIKeyReconciler struct {
 
 // Reconcile brings one MeterrAPIKey's record, Secret and status in line.
 func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	mak := &authv1alpha1.MeterrAPIKey{}
-	if err := r.Get(ctx, req.NamespacedName, mak); err != nil {
+	cached := &authv1alpha1.MeterrAPIKey{}
+	if err := r.Get(ctx, req.NamespacedName, cached); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.mem.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	memo := r.mem.get(req.NamespacedName, cached.UID)
+	// The cache may not have our last finalizer or status patch yet: work
+	// on what that patch returned, or this reconcile writes it again.
+	mak := memo.latest(cached)
 	if !mak.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, mak)
+		if err := r.finalize(ctx, mak); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.mem.forget(req.NamespacedName)
+		return ctrl.Result{}, nil
 	}
 
 	if mak.Namespace != r.RecordsNamespace {
-		if err := r.addFinalizer(ctx, mak); err != nil {
-			return ctrl.Result{}, err
-		}
-		if err := r.markIssuing(ctx, mak); err != nil {
+		// No "issuing" status write before the first key: the CRD defaults
+		// status.observedGeneration to 0, which kstatus reads as InProgress
+		// until the first reconcile's status says otherwise.
+		if err := r.addFinalizer(ctx, mak, memo); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -118,7 +141,13 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		meta.RemoveStatusCondition(&mak.Status.Conditions, authv1alpha1.ConditionReconciling)
 		mak.Status.ObservedGeneration = mak.Generation
 	} else {
-		res, err = r.reconcile(ctx, mak)
+		res, err = r.reconcile(ctx, mak, memo)
+		if errors.Is(err, errStale) {
+			// Decided on a view that has changed since: read again,
+			// leaving the status as it is.
+			memo.stale()
+			return ctrl.Result{}, err
+		}
 		if err != nil {
 			setReady(mak, metav1.ConditionFalse, authv1alpha1.ReasonReconcileError, err.Error())
 			setCondition(mak, authv1alpha1.ConditionReconciling, metav1.ConditionTrue, authv1alpha1.ReasonReconcileError, "retrying after an error: "+err.Error())
@@ -126,7 +155,7 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			mak.Status.ObservedGeneration = mak.Generation
 		}
 	}
-	if perr := r.patchStatus(ctx, orig, mak); perr != nil {
+	if perr := r.patchStatus(ctx, orig, mak, memo); perr != nil {
 		return ctrl.Result{}, errors.Join(err, perr)
 	}
 	return res, err
@@ -134,56 +163,41 @@ func (r *MeterrAPIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 // patchStatus writes mak's status when it differs from orig's: the one way
 // this controller writes status.
-func (r *MeterrAPIKeyReconciler) patchStatus(ctx context.Context, orig, mak *authv1alpha1.MeterrAPIKey) error {
+func (r *MeterrAPIKeyReconciler) patchStatus(ctx context.Context, orig, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo) error {
 	if equality.Semantic.DeepEqual(orig.Status, mak.Status) {
 		return nil
 	}
+	before := mak.ResourceVersion
 	if err := r.Status().Patch(ctx, mak, client.MergeFrom(orig)); err != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}
+	memo.rememberKey(mak, before)
 	return nil
 }
 
 // addFinalizer adds the finalizer with a patch of the finalizer list alone:
 // an Update would send back the whole object, re-serialised (720h becomes
 // 720h0m0s), and take ownership of the spec from whoever applied it.
-func (r *MeterrAPIKeyReconciler) addFinalizer(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) error {
+func (r *MeterrAPIKeyReconciler) addFinalizer(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo) error {
 	if controllerutil.ContainsFinalizer(mak, authv1alpha1.Finalizer) {
 		return nil
 	}
+	before := mak.ResourceVersion
 	patch := client.MergeFromWithOptions(mak.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.AddFinalizer(mak, authv1alpha1.Finalizer)
 	if err := r.Patch(ctx, mak, patch); err != nil {
 		return fmt.Errorf("adding finalizer: %w", err)
 	}
+	memo.rememberKey(mak, before)
 	return nil
 }
 
-// markIssuing says Reconciling before the first key is issued: a resource
-// without any condition is Current to kstatus (Flux, kubectl wait), which
-// would report a key that is still being issued, or about to be refused, as
-// done. Only the first reconcile of a key pays this write.
-func (r *MeterrAPIKeyReconciler) markIssuing(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) error {
-	if len(mak.Status.Conditions) > 0 {
-		return nil
-	}
-	orig := mak.DeepCopy()
-	const msg = "issuing the first key"
-	setReady(mak, metav1.ConditionUnknown, authv1alpha1.ReasonIssuing, msg)
-	setCondition(mak, authv1alpha1.ConditionReconciling, metav1.ConditionTrue, authv1alpha1.ReasonIssuing, msg)
-	return r.patchStatus(ctx, orig, mak)
-}
-
 // reconcile does the work and fills mak.Status; the caller writes it.
-func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) (ctrl.Result, error) {
+func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo) (ctrl.Result, error) {
 	log := logr.FromContextOrDiscard(ctx)
 	now := r.Clock.Now()
 
-	recSecret, rec, err := r.readRecord(ctx, mak)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	wlSecret, wl, err := r.readWorkload(ctx, mak)
+	recSecret, rec, wlSecret, wl, err := r.load(ctx, mak, memo)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -208,7 +222,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			revocations[i].wasCurrent = wl.intact && rec.Keys[d.index].Hash == wl.hash.String()
 		}
 		if d.fresh {
-			if recSecret, err = r.writeRecord(ctx, mak, recSecret, rec); err != nil {
+			if recSecret, err = r.writeRecord(ctx, mak, memo, recSecret, rec); err != nil {
 				return ctrl.Result{}, err
 			}
 			break
@@ -229,6 +243,16 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 		if err := r.clearRevocationRequests(ctx, mak, revocations); err != nil {
 			return ctrl.Result{}, err
 		}
+		// A version written for a Secret that turned out to be foreign
+		// (created when the cache showed none) never reached a workload.
+		if rec != nil {
+			if kept := dropUndelivered(rec.Keys, "", mak.Status.CurrentKey); len(kept) != len(rec.Keys) {
+				rec.Keys = kept
+				if _, err := r.writeRecord(ctx, mak, memo, recSecret, rec); err != nil {
+					return ctrl.Result{}, err
+				}
+			}
+		}
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 
@@ -246,18 +270,19 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 			delivered = wl.hash.String()
 		}
 		var v record.Version
-		v, rec, recSecret, wlSecret, wl, err = r.issue(ctx, mak, recSecret, rec, wlSecret, delivered, now)
+		v, rec, recSecret, wlSecret, wl, err = r.issue(ctx, mak, memo, recSecret, rec, wlSecret, delivered, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		currentHash, replacement = v.Hash, v.ID
 		keysIssued.WithLabelValues(d.reason).Inc()
 		log.Info("issued key", "reason", d.reason, "keyID", v.ID)
-		evType := corev1.EventTypeNormal
-		if d.drift {
-			evType = corev1.EventTypeWarning
+		switch {
+		case d.drift:
+			r.Recorder.Eventf(mak, nil, corev1.EventTypeWarning, d.reason, "Issue", "%s (key %s)", d.message, v.ID)
+		case r.RoutineEvents || !routineIssue(d.reason):
+			r.Recorder.Eventf(mak, nil, corev1.EventTypeNormal, d.reason, "Issue", "%s (key %s)", d.message, v.ID)
 		}
-		r.Recorder.Eventf(mak, nil, evType, d.reason, "Issue", "%s (key %s)", d.message, v.ID)
 		// The settle step below works on what issue wrote: no read, no decode.
 	} else if wl.intact {
 		currentHash = wl.hash.String()
@@ -271,7 +296,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 	}
 	desired := &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak),
 		Keys: settleVersions(rec.Keys, findVersion(rec, currentHash), overlap(mak), r.TombstoneRetention, now)}
-	if _, err := r.writeRecord(ctx, mak, recSecret, desired); err != nil {
+	if _, err := r.writeRecord(ctx, mak, memo, recSecret, desired); err != nil {
 		return ctrl.Result{}, err
 	}
 	if len(revocations) > 0 {
@@ -281,7 +306,7 @@ func (r *MeterrAPIKeyReconciler) reconcile(ctx context.Context, mak *authv1alpha
 		}
 	}
 	if i := findVersion(desired, currentHash); i >= 0 && !d.issue { // issue has just applied it
-		if err := r.applyWorkload(ctx, mak, wlSecret, wl, desired.Keys[i].NotBefore.Time); err != nil {
+		if err := r.applyWorkload(ctx, mak, memo, wlSecret, wl, desired.Keys[i].NotBefore.Time); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -340,7 +365,7 @@ func rebuildable(mak *authv1alpha1.MeterrAPIKey, wl workload) bool {
 // new version, the record it wrote, both Secrets as written and the
 // workload as it now stands; the plaintext leaves this function only in the
 // workload Secret and its workload.
-func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.MeterrAPIKey,
+func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo,
 	recSecret *corev1.Secret, rec *record.Record, wlSecret *corev1.Secret, deliveredHash string, now time.Time,
 ) (record.Version, *record.Record, *corev1.Secret, *corev1.Secret, workload, error) {
 	key, err := apikey.Generate(environment(mak))
@@ -356,14 +381,15 @@ func (r *MeterrAPIKeyReconciler) issue(ctx context.Context, mak *authv1alpha1.Me
 		next.Keys = dropUndelivered(rec.Keys, deliveredHash, mak.Status.CurrentKey)
 	}
 	next.Keys = append(next.Keys, v)
-	if recSecret, err = r.writeRecord(ctx, mak, recSecret, next); err != nil {
+	if recSecret, err = r.writeRecord(ctx, mak, memo, recSecret, next); err != nil {
 		return record.Version{}, nil, nil, nil, workload{}, err
 	}
-	s, err := r.writeWorkload(ctx, mak, wlSecret, key, v.ID, issuedAt)
+	wl := workload{exists: true, owned: true, intact: true, key: key, hash: h}
+	s, err := r.writeWorkload(ctx, mak, memo, wlSecret, wl, issuedAt)
 	if err != nil {
 		return record.Version{}, nil, nil, nil, workload{}, err
 	}
-	return v, next, recSecret, s, workload{exists: true, owned: true, intact: true, key: key, hash: h}, nil
+	return v, next, recSecret, s, wl, nil
 }
 
 func (r *MeterrAPIKeyReconciler) rebuildRecord(mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, wl workload, now time.Time) *record.Record {
@@ -376,8 +402,58 @@ func (r *MeterrAPIKeyReconciler) rebuildRecord(mak *authv1alpha1.MeterrAPIKey, s
 	return &record.Record{Owner: ownerOf(mak), Policy: policyFor(mak), Keys: []record.Version{record.NewVersionOf(wl.key, wl.hash, issuedAt)}}
 }
 
+// load returns the key record and the workload Secret: from the memory of
+// this manager's own writes when the cache shows them unchanged since
+// (memo.go), as absent when neither the memory nor the cache knows either
+// (a new key: the creates that follow fail if the cache was wrong), and
+// otherwise as read uncached.
+func (r *MeterrAPIKeyReconciler) load(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo) (
+	*corev1.Secret, *record.Record, *corev1.Secret, workload, error) {
+	recMeta, err := r.cachedMeta(ctx, r.RecordsNamespace, record.Name(mak.Namespace, mak.Name, mak.UID))
+	if err != nil {
+		return nil, nil, nil, workload{}, err
+	}
+	wlMeta, err := r.cachedMeta(ctx, mak.Namespace, secretName(mak))
+	if err != nil {
+		return nil, nil, nil, workload{}, err
+	}
+	if recTrusted, wlTrusted := memo.record.trusted(recMeta), memo.workload.trusted(wlMeta); recTrusted && wlTrusted {
+		if rec, err := record.Decode(memo.record.secret); err == nil {
+			return memo.record.secret.DeepCopy(), rec, memo.workload.secret.DeepCopy(), memo.wl, nil
+		}
+	}
+	if !memo.mustRead && memo.record == nil && memo.workload == nil && recMeta == nil && wlMeta == nil {
+		return nil, nil, nil, workload{}, nil
+	}
+	memo.mustRead = false
+	recSecret, rec, err := r.readRecord(ctx, mak, memo)
+	if err != nil {
+		return nil, nil, nil, workload{}, err
+	}
+	wlSecret, wl, err := r.readWorkload(ctx, mak, memo)
+	if err != nil {
+		return nil, nil, nil, workload{}, err
+	}
+	return recSecret, rec, wlSecret, wl, nil
+}
+
+// cachedMeta is the cache's metadata of a Secret, nil when it shows none
+// (the cache holds only Secrets labelled as the operator's).
+func (r *MeterrAPIKeyReconciler) cachedMeta(ctx context.Context, namespace, name string) (*metav1.PartialObjectMetadata, error) {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, m); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading Secret %s/%s from the cache: %w", namespace, name, err)
+	}
+	return m, nil
+}
+
 // readRecord reads the key record uncached; a missing record is (nil, nil, nil).
-func (r *MeterrAPIKeyReconciler) readRecord(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) (*corev1.Secret, *record.Record, error) {
+func (r *MeterrAPIKeyReconciler) readRecord(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo) (*corev1.Secret, *record.Record, error) {
+	memo.record = nil
 	s := &corev1.Secret{}
 	name := record.Name(mak.Namespace, mak.Name, mak.UID)
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.RecordsNamespace, Name: name}, s); err != nil {
@@ -393,13 +469,15 @@ func (r *MeterrAPIKeyReconciler) readRecord(ctx context.Context, mak *authv1alph
 		logr.FromContextOrDiscard(ctx).Error(err, "discarding unreadable key record")
 		return s, nil, nil
 	}
+	memo.record = memo.record.remember(s.DeepCopy(), false)
 	return s, rec, nil
 }
 
 // readWorkload reads the workload Secret uncached (a foreign Secret of that
 // name carries none of our labels, so the cache would not show it; and the
 // cache holds no Secret data at all).
-func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey) (*corev1.Secret, workload, error) {
+func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo) (*corev1.Secret, workload, error) {
+	memo.workload = nil
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: mak.Namespace, Name: secretName(mak)}, s); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -413,13 +491,28 @@ func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1al
 		apikey.IsLive(key) == (environment(mak) == apikey.EnvProduction) {
 		wl.key, wl.hash, wl.intact = key, apikey.HashOf(key), true
 	}
+	if wl.owned {
+		r.rememberWorkload(memo, s, wl, false)
+	}
 	return s, wl, nil
 }
 
-// writeRecord applies the record when its content differs, and returns the
-// record Secret as written. Only the operator writes the records namespace;
-// server-side apply still keeps it to its own fields.
-func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, existing *corev1.Secret, rec *record.Record) (*corev1.Secret, error) {
+// rememberWorkload keeps s without its data, and wl without its key.
+func (r *MeterrAPIKeyReconciler) rememberWorkload(memo *keyMemo, s *corev1.Secret, wl workload, created bool) {
+	kept := s.DeepCopy()
+	kept.Data, kept.StringData = nil, nil
+	memo.workload = memo.workload.remember(kept, created)
+	wl.key = ""
+	memo.wl = wl
+}
+
+// writeRecord writes the record when its content differs, and returns the
+// record Secret as written. A new record is created, so a record the cache
+// had not shown yet is never overwritten blind; an existing one is applied
+// (server-side apply, under FieldManager) at the resource version it was
+// read or last written at. Only the operator writes the records namespace.
+func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo,
+	existing *corev1.Secret, rec *record.Record) (*corev1.Secret, error) {
 	data, err := record.Encode(rec)
 	if err != nil {
 		return nil, fmt.Errorf("encoding key record %s: %w", record.Name(mak.Namespace, mak.Name, mak.UID), err)
@@ -433,25 +526,54 @@ func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alp
 		return existing, nil
 	}
 	name := record.Name(mak.Namespace, mak.Name, mak.UID)
+	if existing == nil {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: r.RecordsNamespace, Name: name, Labels: record.Labels(),
+				Annotations: map[string]string{authv1alpha1.AnnotationOwner: owner}},
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{record.DataKey: data},
+		}
+		if err := r.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return nil, fmt.Errorf("key record %s/%s exists although it was not seen: %w", r.RecordsNamespace, name, errStale)
+			}
+			return nil, fmt.Errorf("writing key record %s/%s: %w", r.RecordsNamespace, name, err)
+		}
+		s.ManagedFields = nil
+		memo.record = memo.record.remember(s.DeepCopy(), true)
+		return s, nil
+	}
 	ac := applycorev1.Secret(name, r.RecordsNamespace).
 		WithType(corev1.SecretTypeOpaque).
 		WithLabels(record.Labels()).
 		WithAnnotations(map[string]string{authv1alpha1.AnnotationOwner: owner}).
 		WithData(map[string][]byte{record.DataKey: data})
+	if existing.ResourceVersion != "" {
+		ac.WithResourceVersion(existing.ResourceVersion)
+	}
 	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		if apierrors.IsConflict(err) {
+			return nil, fmt.Errorf("key record %s/%s changed since it was read: %w", r.RecordsNamespace, name, errStale)
+		}
 		return nil, fmt.Errorf("writing key record %s/%s: %w", r.RecordsNamespace, name, err)
 	}
-	return &corev1.Secret{
+	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.RecordsNamespace, Name: name, Labels: record.Labels(),
 			Annotations: map[string]string{authv1alpha1.AnnotationOwner: owner}},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{record.DataKey: data},
-	}, nil
+	}
+	if ac.ResourceVersion != nil && ac.UID != nil {
+		s.ResourceVersion, s.UID = *ac.ResourceVersion, *ac.UID
+		memo.record = memo.record.remember(s.DeepCopy(), false)
+	}
+	return s, nil
 }
 
 // applyWorkload keeps the workload Secret's key, labels and annotations in
 // line with the spec, writing only when something the operator owns differs.
-func (r *MeterrAPIKeyReconciler) applyWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, s *corev1.Secret, wl workload, issuedAt time.Time) error {
+func (r *MeterrAPIKeyReconciler) applyWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo,
+	s *corev1.Secret, wl workload, issuedAt time.Time) error {
 	keyID := wl.hash.ID()
 	labels, annotations := workloadMeta(mak, keyID, issuedAt)
 	if hasAll(s.Labels, labels) && hasAll(s.Annotations, annotations) && s.Type == corev1.SecretTypeOpaque {
@@ -460,21 +582,56 @@ func (r *MeterrAPIKeyReconciler) applyWorkload(ctx context.Context, mak *authv1a
 			return nil
 		}
 	}
-	_, err := r.writeWorkload(ctx, mak, s, wl.key, keyID, issuedAt)
+	if wl.key == "" {
+		// Remembered without its key: read it, and write only if it is
+		// still the key this decision was made on.
+		var err error
+		if s, wl, err = r.readWorkload(ctx, mak, memo); err != nil {
+			return err
+		}
+		if !wl.owned || !wl.intact || wl.hash.ID() != keyID {
+			return fmt.Errorf("workload Secret %s/%s changed since it was read: %w", mak.Namespace, secretName(mak), errStale)
+		}
+	}
+	_, err := r.writeWorkload(ctx, mak, memo, s, wl, issuedAt)
 	return err
 }
 
-// writeWorkload applies the workload Secret: the key under both data keys,
+// writeWorkload writes the workload Secret: the key under both data keys,
 // the operator's and the template's labels and annotations, and the
-// controller reference. Server-side apply under FieldManager owns exactly
-// these: labels and annotations others add survive, and template entries
-// removed from the spec disappear. It returns the Secret as written.
-func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, existing *corev1.Secret,
-	key, keyID string, issuedAt time.Time) (*corev1.Secret, error) {
+// controller reference. A new Secret is created, which fails if any Secret
+// of that name exists (the cache shows only ours); an existing one is
+// applied (server-side apply under FieldManager, which owns exactly these:
+// labels and annotations others add survive, and template entries removed
+// from the spec disappear), at the UID and resource version it was read or
+// last written at. It returns the Secret as written.
+func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1alpha1.MeterrAPIKey, memo *keyMemo,
+	existing *corev1.Secret, wl workload, issuedAt time.Time) (*corev1.Secret, error) {
+	keyID := wl.hash.ID()
 	labels, annotations := workloadMeta(mak, keyID, issuedAt)
-	data := map[string][]byte{authv1alpha1.DataKeyAPIKey: []byte(key), authv1alpha1.DataKeyEnv: []byte(key)}
+	data := map[string][]byte{authv1alpha1.DataKeyAPIKey: []byte(wl.key), authv1alpha1.DataKeyEnv: []byte(wl.key)}
 	gvk := authv1alpha1.GroupVersion.WithKind("MeterrAPIKey")
-	ac := applycorev1.Secret(secretName(mak), mak.Namespace).
+	name := secretName(mak)
+	if existing == nil {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: mak.Namespace, Name: name, Labels: labels, Annotations: annotations,
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(mak, gvk)}},
+			Type: corev1.SecretTypeOpaque,
+			Data: data,
+		}
+		if err := r.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return nil, fmt.Errorf("a Secret %s/%s exists although none was seen: %w", mak.Namespace, name, errStale)
+			}
+			return nil, fmt.Errorf("writing workload Secret %s/%s: %w", mak.Namespace, name, err)
+		}
+		r.rememberWorkload(memo, s, wl, true)
+		return s, nil
+	}
+	if err := r.foldCreateOwnership(ctx, existing, labels, annotations); err != nil {
+		return nil, err
+	}
+	ac := applycorev1.Secret(name, mak.Namespace).
 		WithType(corev1.SecretTypeOpaque).
 		WithLabels(labels).
 		WithAnnotations(annotations).
@@ -483,20 +640,73 @@ func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1a
 			WithAPIVersion(gvk.GroupVersion().String()).WithKind(gvk.Kind).
 			WithName(mak.Name).WithUID(mak.UID).
 			WithController(true).WithBlockOwnerDeletion(true))
-	if existing != nil {
-		// A precondition: the Secret this reconcile read and found ours,
-		// not one deleted and re-created by someone else meanwhile.
+	// Preconditions: the Secret this reconcile read and found ours (not one
+	// deleted and re-created by someone else meanwhile), unchanged since.
+	if existing.UID != "" {
 		ac.WithUID(existing.UID)
 	}
-	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-		return nil, fmt.Errorf("writing workload Secret %s/%s: %w", mak.Namespace, secretName(mak), err)
+	if existing.ResourceVersion != "" {
+		ac.WithResourceVersion(existing.ResourceVersion)
 	}
-	out := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: mak.Namespace, Name: secretName(mak),
+	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("workload Secret %s/%s changed since it was read: %w", mak.Namespace, name, errStale)
+		}
+		return nil, fmt.Errorf("writing workload Secret %s/%s: %w", mak.Namespace, name, err)
+	}
+	out := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: mak.Namespace, Name: name,
 		Labels: labels, Annotations: annotations}, Type: corev1.SecretTypeOpaque, Data: data}
-	if ac.UID != nil {
-		out.UID = *ac.UID
+	if ac.UID != nil && ac.ResourceVersion != nil {
+		out.UID, out.ResourceVersion = *ac.UID, *ac.ResourceVersion
+		// The response's labels and annotations include others'; ours are
+		// exactly what was applied.
+		out.Labels, out.Annotations = ac.Labels, ac.Annotations
+		out.ManagedFields = []metav1.ManagedFieldsEntry{appliedEntry(labels, annotations)}
+		r.rememberWorkload(memo, out, wl, false)
 	}
 	return out, nil
+}
+
+// foldCreateOwnership hands the fields of the create that made the Secret
+// (an Update entry of FieldManager) to FieldManager's apply, when that
+// create owns a label or annotation the apply is about to leave out: an
+// apply never removes fields another entry owns, so a template entry
+// removed from the spec would otherwise stay on the Secret for good.
+// client-go's csaupgrade does the folding; it costs a read and a patch, once.
+func (r *MeterrAPIKeyReconciler) foldCreateOwnership(ctx context.Context, existing *corev1.Secret, labels, annotations map[string]string) error {
+	created, ok := createdMetadata(existing, FieldManager)
+	if !ok || (subsetOf(created.labels, labels) && subsetOf(created.annotations, annotations)) {
+		return nil
+	}
+	live := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(existing), live); err != nil {
+		return fmt.Errorf("reading workload Secret %s/%s: %w", existing.Namespace, existing.Name, err)
+	}
+	if live.UID != existing.UID {
+		return fmt.Errorf("workload Secret %s/%s was replaced: %w", existing.Namespace, existing.Name, errStale)
+	}
+	patch, err := csaupgrade.UpgradeManagedFieldsPatch(live, sets.New(FieldManager), FieldManager)
+	if err != nil || patch == nil {
+		return err
+	}
+	if err := r.Patch(ctx, live, client.RawPatch(types.JSONPatchType, patch)); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsInvalid(err) {
+			return fmt.Errorf("workload Secret %s/%s changed since it was read: %w", existing.Namespace, existing.Name, errStale)
+		}
+		return fmt.Errorf("handing the workload Secret's created fields to the apply: %w", err)
+	}
+	existing.ResourceVersion = live.ResourceVersion
+	return nil
+}
+
+// routineIssue reports the reasons whose Normal event is recorded only
+// with Options.RoutineEvents.
+func routineIssue(reason string) bool {
+	switch reason {
+	case authv1alpha1.ReasonIssued, authv1alpha1.ReasonRotationDue, authv1alpha1.ReasonRotationRequested:
+		return true
+	}
+	return false
 }
 
 // deleteOldSecret removes the Secret a previous spec.secretName named, if we own it.

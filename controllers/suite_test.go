@@ -74,7 +74,10 @@ var _ = BeforeSuite(func() {
 	notManual, err := labels.NewRequirement(manualLabel, selection.DoesNotExist, nil)
 	Expect(err).NotTo(HaveOccurred())
 	cacheOpts.ByObject[&authv1alpha1.MeterrAPIKey{}] = cache.ByObject{Label: labels.NewSelector().Add(*notManual)}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	// The manager's requests are counted (requests_test.go).
+	mgrCfg := rest.CopyConfig(cfg)
+	mgrCfg.Wrap(apiRequests.wrap)
+	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
 		Scheme:  authv1alpha1.Scheme,
 		Cache:   cacheOpts,
 		Metrics: metricsserver.Options{BindAddress: "0"},
@@ -89,6 +92,8 @@ var _ = BeforeSuite(func() {
 			TombstoneRetention:      retention,
 			MaxConcurrentReconciles: 8,
 			MinRotationInterval:     minRotationInterval,
+			// The lifecycle specs read the routine events too.
+			RoutineEvents: true,
 		},
 	}
 	Expect(r.SetupWithManager(mgr)).To(Succeed())

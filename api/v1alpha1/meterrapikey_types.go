@@ -347,6 +347,11 @@ type MeterrAPIKey struct {
 
 	// +required
 	Spec MeterrAPIKeySpec `json:"spec"`
+	// Status is the observed state of the key; it never holds a plaintext
+	// key. A new key's status reads observedGeneration 0 (a default) until
+	// the operator's first reconcile, so kstatus users (Flux, kubectl wait,
+	// the Argo CD check in docs/argocd.md) see it as in progress.
+	// +kubebuilder:default={observedGeneration: 0}
 	// +optional
 	Status MeterrAPIKeyStatus `json:"status,omitempty"`
 }

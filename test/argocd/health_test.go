@@ -68,7 +68,8 @@ func TestHealth(t *testing.T) {
 		name, manifest, want string
 	}{
 		{"no status yet", "metadata: {generation: 1}\n", "Progressing"},
-		{"issuing", cond(0, `[{type: Reconciling, status: "True", reason: Issuing}, {type: Ready, status: Unknown, reason: Issuing}]`), "Progressing"},
+		{"new: the CRD's default status", "metadata: {generation: 1}\nstatus: {observedGeneration: 0}\n", "Progressing"},
+		{"issuing (operators before issue 27 wrote this first)", cond(0, `[{type: Reconciling, status: "True", reason: Issuing}, {type: Ready, status: Unknown, reason: Issuing}]`), "Progressing"},
 		{"spec not observed yet", cond(1, `[{type: Ready, status: "True", reason: KeyReady}]`), "Progressing"},
 		{"ready", cond(2, `[{type: Ready, status: "True", reason: KeyReady, message: delivered}]`), "Healthy"},
 		{"rotation delayed, still usable", cond(2, `[{type: Ready, status: "True", reason: RotationDelayed}]`), "Healthy"},
