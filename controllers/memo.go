@@ -157,6 +157,8 @@ func (k *keyMemo) rememberKey(mak *authv1alpha1.MeterrAPIKey, before string) {
 	}
 	k.makVersions = appendVersion(appendVersion(k.makVersions, before), mak.ResourceVersion)
 	k.mak = mak.DeepCopy()
+	// The cache drops managed fields too; only the rest is ever read.
+	k.mak.ManagedFields = nil
 }
 
 // latest returns the MeterrAPIKey to reconcile: the cached one, or the one

@@ -81,3 +81,32 @@ func TestKeyMemoLatest(t *testing.T) {
 		t.Error("another object of the same name is never replaced")
 	}
 }
+
+// A tenant may hang anything on its workload Secret: the memory keeps only
+// what the operator applied, never the data.
+func TestRememberWorkloadKeepsOnlyOurs(t *testing.T) {
+	ours := appliedEntry(map[string]string{"app.kubernetes.io/managed-by": "x"}, map[string]string{"auth.meterr.ai/key-id": "y"})
+	theirs := metav1.ManagedFieldsEntry{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate,
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:annotations":{"f:big":{}}}}`)}
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "w", Namespace: "t", UID: "u", ResourceVersion: "5",
+			Labels:        map[string]string{"app.kubernetes.io/managed-by": "x", "team": "a"},
+			Annotations:   map[string]string{"auth.meterr.ai/key-id": "y", "big": string(make([]byte, 1<<16))},
+			ManagedFields: []metav1.ManagedFieldsEntry{ours, theirs}},
+		Data: map[string][]byte{"api-key": []byte("secret")},
+	}
+	var r MeterrAPIKeyReconciler
+	var k keyMemo
+	r.rememberWorkload(&k, s, workload{exists: true, owned: true, intact: true, key: "plaintext"}, false)
+	got := k.workload.secret
+	switch {
+	case got.Data != nil || k.wl.key != "":
+		t.Error("the memory holds a key")
+	case len(got.Labels) != 1 || len(got.Annotations) != 1 || got.Annotations["big"] != "":
+		t.Errorf("kept labels %v and %d annotations, want only the operator's", got.Labels, len(got.Annotations))
+	case len(got.ManagedFields) != 1 || got.ManagedFields[0].Manager != FieldManager:
+		t.Errorf("kept managed fields %v, want only the operator's", got.ManagedFields)
+	case got.UID != "u" || got.ResourceVersion != "5":
+		t.Error("the preconditions are lost")
+	}
+}

@@ -469,7 +469,9 @@ func (r *MeterrAPIKeyReconciler) readRecord(ctx context.Context, mak *authv1alph
 		logr.FromContextOrDiscard(ctx).Error(err, "discarding unreadable key record")
 		return s, nil, nil
 	}
-	memo.record = memo.record.remember(s.DeepCopy(), false)
+	kept := s.DeepCopy()
+	kept.ManagedFields = nil
+	memo.record = memo.record.remember(kept, false)
 	return s, rec, nil
 }
 
@@ -497,13 +499,36 @@ func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1al
 	return s, wl, nil
 }
 
-// rememberWorkload keeps s without its data, and wl without its key.
+// rememberWorkload keeps of s what applyWorkload and writeWorkload look at:
+// never its data, and of its labels, annotations and managed fields only
+// the operator's (a tenant may hang anything on its Secret, and the memory
+// must not grow with it); and wl without its key.
 func (r *MeterrAPIKeyReconciler) rememberWorkload(memo *keyMemo, s *corev1.Secret, wl workload, created bool) {
-	kept := s.DeepCopy()
-	kept.Data, kept.StringData = nil, nil
+	ownedLabels, ownedAnnotations, _ := ownedMetadata(s, FieldManager)
+	kept := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID, ResourceVersion: s.ResourceVersion,
+			Labels: onlyKeys(s.Labels, ownedLabels), Annotations: onlyKeys(s.Annotations, ownedAnnotations)},
+		Type: s.Type,
+	}
+	for _, mf := range s.ManagedFields {
+		if mf.Manager == FieldManager {
+			kept.ManagedFields = append(kept.ManagedFields, mf)
+		}
+	}
 	memo.workload = memo.workload.remember(kept, created)
 	wl.key = ""
 	memo.wl = wl
+}
+
+// onlyKeys returns the entries of m whose keys are in keep.
+func onlyKeys(m map[string]string, keep map[string]bool) map[string]string {
+	out := make(map[string]string, len(keep))
+	for k := range keep {
+		if v, ok := m[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // writeRecord writes the record when its content differs, and returns the
@@ -658,9 +683,8 @@ func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1a
 		Labels: labels, Annotations: annotations}, Type: corev1.SecretTypeOpaque, Data: data}
 	if ac.UID != nil && ac.ResourceVersion != nil {
 		out.UID, out.ResourceVersion = *ac.UID, *ac.ResourceVersion
-		// The response's labels and annotations include others'; ours are
-		// exactly what was applied.
-		out.Labels, out.Annotations = ac.Labels, ac.Annotations
+		// Ours are exactly what was applied (the response's labels and
+		// annotations also hold others', which are not kept).
 		out.ManagedFields = []metav1.ManagedFieldsEntry{appliedEntry(labels, annotations)}
 		r.rememberWorkload(memo, out, wl, false)
 	}
