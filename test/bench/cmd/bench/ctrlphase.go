@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -183,6 +184,22 @@ func apiRequests(ctx context.Context, rc rest.Interface) (map[string]float64, er
 	return out, nil
 }
 
+// apiServerCPU is the API server process's CPU time so far, in seconds
+// (process_cpu_seconds_total): what a wave costs it, per key, holds across
+// machines of a kind better than how long the wave took.
+func apiServerCPU(ctx context.Context, rc rest.Interface) (float64, error) {
+	body, err := rc.Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for l := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(l, "process_cpu_seconds_total "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, errors.New("the API server's /metrics has no process_cpu_seconds_total")
+}
+
 // tracker follows every MeterrAPIKey of a namespace through an informer.
 type tracker struct {
 	mu          sync.Mutex
@@ -295,7 +312,7 @@ func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetSta
 	if err != nil {
 		return err
 	}
-	if err := h.writeRate(ctx, cl, writeNS, st); err != nil {
+	if err := h.writeRate(ctx, cl, cp.cs.CoreV1().RESTClient(), writeNS, st); err != nil {
 		return fmt.Errorf("API server write rate: %w", err)
 	}
 
@@ -359,13 +376,17 @@ func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetSta
 // as the fleet has, with the same concurrency, then merge-patches each once as
 // the rotation wave does, then deletes them. A fleet time over this time is a
 // figure of the manager, not of how fast this machine's API server writes.
-func (h *harness) writeRate(ctx context.Context, cl client.Client, ns string, st *fleetStats) error {
+func (h *harness) writeRate(ctx context.Context, cl client.Client, rc rest.Interface, ns string, st *fleetStats) error {
 	c := h.cfg
 	n := c.ctrlKeys
 	h.logf("API server write rate: %d MeterrAPIKeys created, then patched, by the harness alone", n)
 	// The client's first request of a kind discovers its REST mapping; not
 	// part of the rate.
 	if err := cl.List(ctx, &authv1alpha1.MeterrAPIKeyList{}, client.InNamespace(ns), client.Limit(1)); err != nil {
+		return err
+	}
+	cpu0, err := apiServerCPU(ctx, rc)
+	if err != nil {
 		return err
 	}
 	start := time.Now()
@@ -379,6 +400,11 @@ func (h *harness) writeRate(ctx context.Context, cl client.Client, ns string, st
 		return err
 	}
 	st.writeCreate = time.Since(start)
+	cpu1, err := apiServerCPU(ctx, rc)
+	if err != nil {
+		return err
+	}
+	st.writeCreateCPU = (cpu1 - cpu0) / float64(n)
 	patch := []byte(fmt.Sprintf(`{"spec":{"rotation":{"requestedAt":%q}}}`, time.Now().UTC().Format(time.RFC3339)))
 	start = time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
@@ -388,6 +414,11 @@ func (h *harness) writeRate(ctx context.Context, cl client.Client, ns string, st
 		return err
 	}
 	st.writePatch = time.Since(start)
+	cpu2, err := apiServerCPU(ctx, rc)
+	if err != nil {
+		return err
+	}
+	st.writePatchCPU = (cpu2 - cpu1) / float64(n)
 	h.logf("  created in %s, patched in %s", st.writeCreate.Round(time.Millisecond), st.writePatch.Round(time.Millisecond))
 	// No manager has seen them, so no finalizer holds them.
 	return cl.DeleteAllOf(ctx, &authv1alpha1.MeterrAPIKey{}, client.InNamespace(ns))
@@ -544,6 +575,10 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 	if err != nil {
 		return err
 	}
+	cpu0, err := apiServerCPU(ctx, cp.cs.CoreV1().RESTClient())
+	if err != nil {
+		return err
+	}
 
 	h.logf("fleet: creating %d MeterrAPIKeys (%d concurrent creates); manager %s", n, c.createWorkers, h.res.managerFlags)
 	var profiling sync.WaitGroup
@@ -586,6 +621,11 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 	r.reconcilesCreate = (rec1 - rec0) / float64(n)
 	r.reconcileErrorsCreate = err1 - err0
 	r.apiCreate = perKey(api0, api1, n)
+	cpu1, err := apiServerCPU(ctx, cp.cs.CoreV1().RESTClient())
+	if err != nil {
+		return err
+	}
+	r.createCPU = (cpu1 - cpu0) / float64(n)
 	time.Sleep(2 * time.Second)
 	idle, _, err := mgr.reconciles(ctx)
 	if err != nil {
@@ -636,6 +676,11 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 	r.reconcilesRotate = (rec2 - rec1) / float64(n)
 	r.reconcileErrorsRotate = err2 - err1
 	r.apiRotate = perKey(api1, api2, n)
+	cpu2, err := apiServerCPU(ctx, cp.cs.CoreV1().RESTClient())
+	if err != nil {
+		return err
+	}
+	r.rotateCPU = (cpu2 - cpu1) / float64(n)
 	time.Sleep(2 * time.Second)
 	idle2, _, err := mgr.reconciles(ctx)
 	if err != nil {

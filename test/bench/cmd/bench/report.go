@@ -74,6 +74,10 @@ type fleetStats struct {
 	idleReconciles                               float64
 	apiCreate, apiRotate                         map[string]float64
 	managerRSS                                   int64
+	// API server CPU seconds per key: the harness's own create and patch
+	// (the baseline), and the fleet's creation and rotation waves (the
+	// manager's requests and the harness's together).
+	writeCreateCPU, writePatchCPU, createCPU, rotateCPU float64
 }
 
 func newResults(c config) *results {

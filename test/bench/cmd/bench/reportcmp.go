@@ -37,6 +37,16 @@ func (r *results) fleetRows(f fleetStats) []row {
 		s, _ = ratio(float64(f.rotateAll), float64(f.writePatch))
 		add(row{"**Rotation wave of " + n + " → all rotated**", dur(f.rotateAll), patchBase, s, "≤ 4", waveMet(f.rotateAll, f.writePatch)})
 	}
+	if f.writeCreateCPU > 0 && f.createCPU > 0 {
+		cpuRow := func(what string, v, base float64, baseWhat string) {
+			s, _ := ratio(v, base)
+			add(row{"API server CPU per key, " + what, fmt.Sprintf("%.2f ms", v*1e3), fmt.Sprintf("%s: %.2f ms", baseWhat, base*1e3), s, "reported", "—"})
+		}
+		cpuRow("creation wave", f.createCPU, f.writeCreateCPU, "the harness's create alone")
+		if f.rotateCPU > 0 {
+			cpuRow("rotation wave", f.rotateCPU, f.writePatchCPU, "the harness's patch alone")
+		}
+	}
 	add(row{"Reconciles per key per rotation", fmt.Sprintf("%.2f", f.reconcilesRotate), "—", "—", "reported", "—"})
 	if len(f.apiCreate) > 0 {
 		base := func(m map[string]float64) string {
