@@ -195,8 +195,10 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		gsrv, grpcHealth = NewGRPCServer(srv, o.MaxHeaderBytes, grpcTLS)
 	}
 
+	// Closed once the records are loaded and the server is ready.
+	serving := make(chan struct{})
 	if o.GCTuning {
-		tuned := gctune.Start(watchCtx)
+		tuned := gctune.Start(watchCtx, serving)
 		// Stop the tuner, and wait for it to put GOGC back, before
 		// returning: the process may go on (tests, dev).
 		defer func() { stopWatch(); <-tuned }()
@@ -266,6 +268,7 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 			}
 		}
 		setReady(comps, true)
+		close(serving)
 		if d.ready != nil {
 			d.ready(srv)
 		}
