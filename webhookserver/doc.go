@@ -48,7 +48,9 @@
 // instead of a timer per deadline (--deadline-sweep); keepalive serves an
 // HTTP/1.1 keep-alive connection after net/http has answered its first
 // request, without net/http's per-request work (--keepalive-takeover);
-// gctune sizes GOGC to the live heap (--gc-tuning). The TLS certificate is
+// gctune sizes GOGC to the live heap (--gc-tuning); exepages gives back,
+// once the records are loaded, the pages of the executable that start-up
+// touched (--release-startup-pages). The TLS certificate is
 // read again when its files change, checked at each handshake (tls.go).
 //
 // Run wires them and starts the whole server against a cluster; NewServer and

@@ -118,6 +118,11 @@ type Options struct {
 	// API port, after its first request, with package keepalive's loop
 	// instead of net/http's (--keepalive-takeover).
 	KeepaliveTakeover bool
+	// ReleaseStartupPages gives back, once the records are loaded, the
+	// pages of the executable that start-up touched; those serving needs
+	// come back at their first use (--release-startup-pages, see package
+	// exepages).
+	ReleaseStartupPages bool
 
 	// Version is the binary's version, shown in meterr_build_info; main
 	// sets it from its -ldflags "-X main.version=..." stamp. Not a flag.
@@ -145,8 +150,9 @@ func DefaultOptions() Options {
 		GCTuning:         true,
 		DeadlineSweep:    DefaultDeadlineSweep,
 
-		CredentialSources: request.DefaultSources,
-		KeepaliveTakeover: true,
+		CredentialSources:   request.DefaultSources,
+		KeepaliveTakeover:   true,
+		ReleaseStartupPages: true,
 	}
 }
 
@@ -228,8 +234,11 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			"the Origin/Referer host, the (original) method and path and the required permission; never the key. "+
 			"At most 100 lines a second (bursts of 200); the rest are counted in meterr_auth_decision_logs_dropped_total.")
 	fs.BoolVar(&o.GCTuning, "gc-tuning", true,
-		"Set the garbage collector's headroom (GOGC) from the live heap after every collection: half the live heap, "+
-			"at least 16 MiB (GOGC between 50 and 400). An explicit GOGC in the environment wins. false keeps Go's default.")
+		"Set the garbage collector's headroom (GOGC) from the live heap after every collection: a quarter of the live heap, "+
+			"at least 4 MiB (GOGC between 25 and 400). An explicit GOGC in the environment wins. false keeps Go's default.")
+	fs.BoolVar(&o.ReleaseStartupPages, "release-startup-pages", true,
+		"Once the key records are loaded, give back the pages of the executable that start-up touched (package initialisation, "+
+			"the first list): the kernel maps again, at their first use, those that serving needs. Linux only. false keeps them.")
 	fs.DurationVar(&o.DeadlineSweep, "deadline-sweep", DefaultDeadlineSweep,
 		"Enforce the auth API's connection timeouts by one sweep at this interval instead of a timer per deadline "+
 			"(cheaper; a timeout fires at most this late). 0 uses a timer per deadline. At most 1s.")

@@ -36,7 +36,7 @@ func TestAddFlagsDefaults(t *testing.T) {
 	})
 	for _, name := range []string{"listen", "metrics-bind-address", "records-namespace", "environment", "trusted-proxies",
 		"route", "tls-cert-file", "tls-key-file", "shutdown-timeout", "max-header-bytes",
-		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions", "gc-tuning", "deadline-sweep", "keepalive-takeover", "credential-sources", "key-headers"} {
+		"redis-url", "redis-timeout", "redis-failure-mode", "log-decisions", "gc-tuning", "deadline-sweep", "keepalive-takeover", "release-startup-pages", "credential-sources", "key-headers"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("no --%s", name)
 		}
@@ -54,7 +54,7 @@ func TestAddFlagsParse(t *testing.T) {
 		"--tls-cert-file=/c", "--tls-key-file=/k", "--shutdown-timeout=3s", "--max-header-bytes=32768",
 		"--redis-url=redis://redis:6379/2", "--redis-timeout=250ms", "--redis-failure-mode=closed",
 		"--log-decisions=denied", "--gc-tuning=false", "--deadline-sweep=250ms", "--keepalive-takeover=false",
-		"--credential-sources=authorization,header:X-API-Key",
+		"--release-startup-pages=false", "--credential-sources=authorization,header:X-API-Key",
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/meterr/meterr-operator/internal/usage"
 	"github.com/meterr/meterr-operator/webhookserver/authz"
+	"github.com/meterr/meterr-operator/webhookserver/exepages"
 	"github.com/meterr/meterr-operator/webhookserver/gctune"
 	"github.com/meterr/meterr-operator/webhookserver/index"
 	"github.com/meterr/meterr-operator/webhookserver/keepalive"
@@ -194,8 +195,10 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		gsrv, grpcHealth = NewGRPCServer(srv, o.MaxHeaderBytes, grpcTLS)
 	}
 
+	// Closed once the records are loaded and the server is ready.
+	serving := make(chan struct{})
 	if o.GCTuning {
-		tuned := gctune.Start(watchCtx)
+		tuned := gctune.Start(watchCtx, serving)
 		// Stop the tuner, and wait for it to put GOGC back, before
 		// returning: the process may go on (tests, dev).
 		defer func() { stopWatch(); <-tuned }()
@@ -254,7 +257,18 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 		debug.FreeOSMemory()
 		records, keys := idx.Len()
 		log.Info("key records loaded; ready", "namespace", o.RecordsNamespace, "records", records, "keys", keys)
+		if o.ReleaseStartupPages {
+			// Start-up is over: the executable's pages it touched
+			// go back; those serving needs return at first use.
+			before, after, err := exepages.Release()
+			if err != nil {
+				log.Error(err, "releasing the start-up pages of the executable")
+			} else {
+				log.Info("released the start-up pages of the executable", "residentFileBefore", before, "residentFileAfter", after)
+			}
+		}
 		setReady(comps, true)
+		close(serving)
 		if d.ready != nil {
 			d.ready(srv)
 		}
@@ -273,7 +287,8 @@ func run(ctx context.Context, o Options, log logr.Logger, d runDeps) (err error)
 	log.Info("serving", "listen", ln.Addr().String(), "grpc", grpcAddr, "tls", tlsConfig != nil, "grpcClientCA", o.GRPCClientCA != "", "metrics", o.MetricsAddr,
 		"namespace", o.RecordsNamespace, "environment", o.Environment, "routes", len(o.Routes), "credentialSources", o.credentialSources().String(),
 		"sharedRateLimits", o.RedisURL != "", "logDecisions", o.LogDecisions,
-		"gcTuning", o.GCTuning, "deadlineSweep", o.DeadlineSweep.String(), "keepaliveTakeover", o.KeepaliveTakeover)
+		"gcTuning", o.GCTuning, "deadlineSweep", o.DeadlineSweep.String(), "keepaliveTakeover", o.KeepaliveTakeover,
+		"releaseStartupPages", o.ReleaseStartupPages)
 
 	select {
 	case <-ctx.Done():

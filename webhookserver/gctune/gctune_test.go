@@ -11,19 +11,22 @@ import (
 
 func TestGCPercentFor(t *testing.T) {
 	for _, tc := range []struct {
-		live uint64
-		want int
+		live, share uint64
+		want        int
 	}{
-		{0, maxGCPercent},
-		{256 << 10, maxGCPercent}, // a tiny heap: 400%, not 1600%
-		{2 << 20, 200},            // 4 MiB of headroom
-		{4 << 20, 100},            // Go's default
-		{8 << 20, 50},             // still 4 MiB
-		{16 << 20, minGCPercent},  // from here on, a quarter of the live heap
-		{1 << 30, minGCPercent},
+		{0, servingShare, maxGCPercent},
+		{256 << 10, servingShare, maxGCPercent}, // a tiny heap: 400%, not 1600%
+		{2 << 20, servingShare, 200},            // 4 MiB of headroom
+		{4 << 20, servingShare, 100},            // Go's default
+		{8 << 20, servingShare, 50},             // still 4 MiB
+		{32 << 20, servingShare, 12},            // from here on, an eighth of the live heap
+		{1 << 30, servingShare, 12},
+		{8 << 20, loadingShare, 50},  // loading: the same 4 MiB at least,
+		{16 << 20, loadingShare, 25}, // then a quarter
+		{1 << 30, loadingShare, 25},
 	} {
-		if got := gcPercentFor(tc.live); got != tc.want {
-			t.Errorf("gcPercentFor(%d MiB) = %d, want %d", tc.live>>20, got, tc.want)
+		if got := gcPercentFor(tc.live, tc.share); got != tc.want {
+			t.Errorf("gcPercentFor(%d MiB, 1/%d) = %d, want %d", tc.live>>20, tc.share, got, tc.want)
 		}
 	}
 }
@@ -35,7 +38,7 @@ func TestStartLeavesAnExplicitGOGC(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	select {
-	case <-Start(ctx):
+	case <-Start(ctx, nil):
 	case <-time.After(5 * time.Second):
 		t.Fatal("the tuner took over although GOGC is set")
 	}
@@ -50,20 +53,20 @@ func TestStartLeavesAnExplicitGOGC(t *testing.T) {
 func TestStartTunesAndRestores(t *testing.T) {
 	t.Setenv("GOGC", "")
 	_ = os.Unsetenv("GOGC") // t.Setenv restores it afterwards
-	const outside = 1234    // outside [minGCPercent, maxGCPercent]: no tuning gives it
+	const outside = 1234    // outside [100/servingShare, maxGCPercent]: no tuning gives it
 	before := debug.SetGCPercent(outside)
 	defer debug.SetGCPercent(before)
 
-	tuned := func() bool { p := currentGCPercent(); return p >= minGCPercent && p <= maxGCPercent }
+	tuned := func() bool { p := currentGCPercent(); return p >= 100/servingShare && p <= maxGCPercent }
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	defer cancel1()
-	done1 := Start(ctx1)
+	done1 := Start(ctx1, nil)
 	if !tuned() {
-		t.Fatalf("GOGC %d after Start, want one in [%d, %d]", currentGCPercent(), minGCPercent, maxGCPercent)
+		t.Fatalf("GOGC %d after Start, want one in [%d, %d]", currentGCPercent(), 100/servingShare, maxGCPercent)
 	}
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
-	done2 := Start(ctx2)
+	done2 := Start(ctx2, nil)
 
 	// Someone else sets GOGC; the next collection's finalizer tunes again.
 	debug.SetGCPercent(999)
@@ -90,5 +93,40 @@ func TestStartTunesAndRestores(t *testing.T) {
 	runtime.GC()
 	if got := currentGCPercent(); got != outside {
 		t.Fatalf("GOGC %d after collections with every tuner stopped", got)
+	}
+}
+
+// Until serving is closed the headroom is the loading one (a quarter of the
+// live heap), then the serving one (an eighth).
+func TestStartServingTightensTheHeadroom(t *testing.T) {
+	t.Setenv("GOGC", "")
+	_ = os.Unsetenv("GOGC")
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	// 64 MiB live, without pointers: both headrooms are a share of it.
+	ballast := make([]byte, 64<<20)
+	defer runtime.KeepAlive(ballast)
+	runtime.GC()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	serving := make(chan struct{})
+	done := Start(ctx, serving)
+	runtime.GC()
+	if got, want := currentGCPercent(), 100/loadingShare; got != want {
+		t.Fatalf("GOGC %d while loading, want %d", got, want)
+	}
+	close(serving)
+	for deadline := time.Now().Add(10 * time.Second); currentGCPercent() != 100/servingShare; {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC %d once serving, want %d", currentGCPercent(), 100/servingShare)
+		}
+		runtime.GC()
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	if got := currentGCPercent(); got != 100 {
+		t.Fatalf("GOGC %d after the tuner stopped, want the 100 it found", got)
 	}
 }
