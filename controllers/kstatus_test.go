@@ -55,7 +55,7 @@ var _ = Describe("kstatus of a MeterrAPIKey", func() {
 
 		// Disabled keeps Ready=False (DESIGN.md's contract), which kstatus's
 		// fallback on Ready reads as InProgress, never Failed; the Argo CD
-		// health check (docs/argocd-health.lua) calls it Suspended.
+		// health check (docs/argocd/health.lua) calls it Suspended.
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = true })
 		Expect(kstatusOf(settled(mak, readyReason(authv1alpha1.ReasonDisabled)))).To(Equal(status.InProgressStatus))
 		update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.Disabled = false })
