@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	authv1alpha1 "github.com/meterr/meterr-operator/api/v1alpha1"
+	"github.com/meterr/meterr-operator/internal/record"
 )
 
 // memoVersions is how many resource versions of one object are remembered:
@@ -44,11 +45,18 @@ const memoVersions = 4
 // is left alone, since nothing is wrong with the key.
 var errStale = errors.New("the object changed since it was read")
 
-// objMemo is one Secret as this manager last wrote or read it.
+// objMemo is one Secret as this manager last wrote or read it, kept small:
+// a manager holds one per key for its lifetime.
 type objMemo struct {
-	// secret is the object as written or read; a workload Secret's data is
-	// never kept.
-	secret *corev1.Secret
+	namespace, name string
+	uid             types.UID
+	typ             corev1.SecretType
+	// labels and annotations are the operator's own (a workload Secret's
+	// others are never kept), as key, value, key, value...: a slice costs a
+	// fraction of a map, and these are never looked up.
+	labels, annotations []string
+	// data is a record's content; a workload Secret's data is never kept.
+	data []byte
 	// versions are the resource versions this manager wrote or read,
 	// oldest first. The cache showing any of them means nobody else has
 	// written since (the newest one here is at least as new).
@@ -121,29 +129,77 @@ func appendVersion(versions []string, rv string) []string {
 }
 
 // remember records s as written (created tells whether by a create) or
-// read; s is kept as is, so the caller passes a copy it no longer changes.
+// read: its identity, type, labels, annotations and record data.
 func (o *objMemo) remember(s *corev1.Secret, created bool) *objMemo {
-	if o == nil || (o.secret != nil && o.secret.UID != s.UID && s.UID != "") {
+	if o == nil || (o.uid != s.UID && s.UID != "") {
 		o = &objMemo{}
 	}
-	o.secret = s
+	o.namespace, o.name, o.uid, o.typ = s.Namespace, s.Name, s.UID, s.Type
+	o.labels, o.annotations = flatten(s.Labels), flatten(s.Annotations)
+	o.data = nil
+	if d, ok := s.Data[record.DataKey]; ok {
+		o.data = slices.Clone(d)
+	}
 	o.versions = appendVersion(o.versions, s.ResourceVersion)
 	o.created = o.created || created
 	return o
+}
+
+// secret returns the remembered Secret at its newest version. A workload
+// Secret comes with the managed-fields entry of the operator's apply (what
+// ownedMetadata reads): the labels and annotations remembered are exactly
+// the ones it owns.
+func (o *objMemo) secret() *corev1.Secret {
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: o.namespace, Name: o.name, UID: o.uid,
+			Labels: unflatten(o.labels), Annotations: unflatten(o.annotations)},
+		Type: o.typ,
+	}
+	if n := len(o.versions); n > 0 {
+		s.ResourceVersion = o.versions[n-1]
+	}
+	if o.data != nil {
+		s.Data = map[string][]byte{record.DataKey: slices.Clone(o.data)}
+	} else {
+		s.ManagedFields = []metav1.ManagedFieldsEntry{appliedEntry(s.Labels, s.Annotations)}
+	}
+	return s
+}
+
+func flatten(m map[string]string) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]string, 0, 2*len(m))
+	for k, v := range m {
+		out = append(out, k, v)
+	}
+	return out
+}
+
+func unflatten(kv []string) map[string]string {
+	if len(kv) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
 }
 
 // trusted reports whether the remembered object is what the API server
 // holds, as far as the cache can tell: cached is the cache's metadata of it,
 // nil when the cache does not show it.
 func (o *objMemo) trusted(cached *metav1.PartialObjectMetadata) bool {
-	if o == nil || o.secret == nil {
+	if o == nil || o.uid == "" {
 		return false
 	}
 	if cached == nil {
 		// Not seen yet after our create; once seen, gone means deleted.
 		return o.created && !o.confirmed
 	}
-	if cached.UID != o.secret.UID || !slices.Contains(o.versions, cached.ResourceVersion) {
+	if cached.UID != o.uid || !slices.Contains(o.versions, cached.ResourceVersion) {
 		return false
 	}
 	o.confirmed = true

@@ -98,14 +98,14 @@ func TestRememberWorkloadKeepsOnlyOurs(t *testing.T) {
 	var r MeterrAPIKeyReconciler
 	var k keyMemo
 	r.rememberWorkload(&k, s, workload{exists: true, owned: true, intact: true, key: "plaintext"}, false)
-	got := k.workload.secret
+	got := k.workload.secret()
 	switch {
 	case got.Data != nil || k.wl.key != "":
 		t.Error("the memory holds a key")
 	case len(got.Labels) != 1 || len(got.Annotations) != 1 || got.Annotations["big"] != "":
 		t.Errorf("kept labels %v and %d annotations, want only the operator's", got.Labels, len(got.Annotations))
 	case len(got.ManagedFields) != 1 || got.ManagedFields[0].Manager != FieldManager:
-		t.Errorf("kept managed fields %v, want only the operator's", got.ManagedFields)
+		t.Errorf("managed fields %v, want only the operator's", got.ManagedFields)
 	case got.UID != "u" || got.ResourceVersion != "5":
 		t.Error("the preconditions are lost")
 	}

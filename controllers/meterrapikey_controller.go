@@ -418,8 +418,9 @@ func (r *MeterrAPIKeyReconciler) load(ctx context.Context, mak *authv1alpha1.Met
 		return nil, nil, nil, workload{}, err
 	}
 	if recTrusted, wlTrusted := memo.record.trusted(recMeta), memo.workload.trusted(wlMeta); recTrusted && wlTrusted {
-		if rec, err := record.Decode(memo.record.secret); err == nil {
-			return memo.record.secret.DeepCopy(), rec, memo.workload.secret.DeepCopy(), memo.wl, nil
+		recSecret := memo.record.secret()
+		if rec, err := record.Decode(recSecret); err == nil {
+			return recSecret, rec, memo.workload.secret(), memo.wl, nil
 		}
 	}
 	if !memo.mustRead && memo.record == nil && memo.workload == nil && recMeta == nil && wlMeta == nil {
@@ -469,9 +470,7 @@ func (r *MeterrAPIKeyReconciler) readRecord(ctx context.Context, mak *authv1alph
 		logr.FromContextOrDiscard(ctx).Error(err, "discarding unreadable key record")
 		return s, nil, nil
 	}
-	kept := s.DeepCopy()
-	kept.ManagedFields = nil
-	memo.record = memo.record.remember(kept, false)
+	memo.record = memo.record.remember(s, false)
 	return s, rec, nil
 }
 
@@ -509,11 +508,6 @@ func (r *MeterrAPIKeyReconciler) rememberWorkload(memo *keyMemo, s *corev1.Secre
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID, ResourceVersion: s.ResourceVersion,
 			Labels: onlyKeys(s.Labels, ownedLabels), Annotations: onlyKeys(s.Annotations, ownedAnnotations)},
 		Type: s.Type,
-	}
-	for _, mf := range s.ManagedFields {
-		if mf.Manager == FieldManager {
-			kept.ManagedFields = append(kept.ManagedFields, mf)
-		}
 	}
 	memo.workload = memo.workload.remember(kept, created)
 	wl.key = ""
@@ -565,7 +559,7 @@ func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alp
 			return nil, fmt.Errorf("writing key record %s/%s: %w", r.RecordsNamespace, name, err)
 		}
 		s.ManagedFields = nil
-		memo.record = memo.record.remember(s.DeepCopy(), true)
+		memo.record = memo.record.remember(s, true)
 		return s, nil
 	}
 	ac := applycorev1.Secret(name, r.RecordsNamespace).
@@ -590,7 +584,7 @@ func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alp
 	}
 	if ac.ResourceVersion != nil && ac.UID != nil {
 		s.ResourceVersion, s.UID = *ac.ResourceVersion, *ac.UID
-		memo.record = memo.record.remember(s.DeepCopy(), false)
+		memo.record = memo.record.remember(s, false)
 	}
 	return s, nil
 }
