@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,19 +40,32 @@ func sameKeys(owned map[string]bool, want map[string]string) bool {
 // out, which is how a removed template entry is noticed without remembering
 // the old template.
 func ownedMetadata(s *corev1.Secret, manager string) (labels, annotations map[string]bool, applied bool) {
-	owned := ownedKeys{labels: map[string]bool{}, annotations: map[string]bool{}}
+	owned, found, readable := ownedBy(s, manager, metav1.ManagedFieldsOperationApply, metav1.ManagedFieldsOperationUpdate)
+	if !readable {
+		// Unreadable: say nothing is owned, so the caller applies.
+		return map[string]bool{}, map[string]bool{}, false
+	}
+	return owned.labels, owned.annotations, found
+}
+
+// ownedKeys are label and annotation keys a managed-fields entry owns.
+type ownedKeys struct{ labels, annotations map[string]bool }
+
+// ownedBy reads the label and annotation keys owned by manager's entries of
+// the given operations: found says whether there is such an entry, readable
+// whether every one of them could be read.
+func ownedBy(s *corev1.Secret, manager string, ops ...metav1.ManagedFieldsOperationType) (owned ownedKeys, found, readable bool) {
+	owned = ownedKeys{labels: map[string]bool{}, annotations: map[string]bool{}}
 	for _, mf := range s.ManagedFields {
-		if mf.Manager != manager || mf.FieldsV1 == nil ||
-			(mf.Operation != metav1.ManagedFieldsOperationApply && mf.Operation != metav1.ManagedFieldsOperationUpdate) {
+		if mf.Manager != manager || mf.FieldsV1 == nil || !slices.Contains(ops, mf.Operation) {
 			continue
 		}
-		applied = true
+		found = true
 		if !readOwned(mf, owned) {
-			// Unreadable: say nothing is owned, so the caller applies.
-			return map[string]bool{}, map[string]bool{}, false
+			return owned, true, false
 		}
 	}
-	return owned.labels, owned.annotations, applied
+	return owned, found, true
 }
 
 // readOwned adds the label and annotation keys mf owns; false when its
@@ -94,26 +108,6 @@ func appliedEntry(labels, annotations map[string]string) metav1.ManagedFieldsEnt
 	raw, _ := json.Marshal(map[string]any{"f:metadata": map[string]any{"f:labels": set(labels), "f:annotations": set(annotations)}})
 	return metav1.ManagedFieldsEntry{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationApply,
 		APIVersion: "v1", FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(raw))}
-}
-
-// ownedKeys are label and annotation keys a managed-fields entry owns.
-type ownedKeys struct{ labels, annotations map[string]bool }
-
-// createdMetadata returns what manager's create (an Update entry, as a
-// create leaves) owns on s, and whether there is such an entry.
-func createdMetadata(s *corev1.Secret, manager string) (ownedKeys, bool) {
-	out := ownedKeys{labels: map[string]bool{}, annotations: map[string]bool{}}
-	found := false
-	for _, mf := range s.ManagedFields {
-		if mf.Manager != manager || mf.Operation != metav1.ManagedFieldsOperationUpdate || mf.FieldsV1 == nil {
-			continue
-		}
-		found = true
-		if !readOwned(mf, out) {
-			return out, true
-		}
-	}
-	return out, found
 }
 
 // subsetOf reports whether every key of owned is in want.

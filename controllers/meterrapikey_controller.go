@@ -554,7 +554,7 @@ func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alp
 		}
 		if err := r.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
 			if apierrors.IsAlreadyExists(err) {
-				return nil, fmt.Errorf("key record %s/%s exists although it was not seen: %w", r.RecordsNamespace, name, errStale)
+				return nil, fmt.Errorf("key record %s/%s exists although it was not seen: %w: %w", r.RecordsNamespace, name, errStale, err)
 			}
 			return nil, fmt.Errorf("writing key record %s/%s: %w", r.RecordsNamespace, name, err)
 		}
@@ -572,7 +572,7 @@ func (r *MeterrAPIKeyReconciler) writeRecord(ctx context.Context, mak *authv1alp
 	}
 	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		if apierrors.IsConflict(err) {
-			return nil, fmt.Errorf("key record %s/%s changed since it was read: %w", r.RecordsNamespace, name, errStale)
+			return nil, fmt.Errorf("key record %s/%s changed since it was read: %w: %w", r.RecordsNamespace, name, errStale, err)
 		}
 		return nil, fmt.Errorf("writing key record %s/%s: %w", r.RecordsNamespace, name, err)
 	}
@@ -640,7 +640,7 @@ func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1a
 		}
 		if err := r.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
 			if apierrors.IsAlreadyExists(err) {
-				return nil, fmt.Errorf("a Secret %s/%s exists although none was seen: %w", mak.Namespace, name, errStale)
+				return nil, fmt.Errorf("a Secret %s/%s exists although none was seen: %w: %w", mak.Namespace, name, errStale, err)
 			}
 			return nil, fmt.Errorf("writing workload Secret %s/%s: %w", mak.Namespace, name, err)
 		}
@@ -669,7 +669,7 @@ func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1a
 	}
 	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("workload Secret %s/%s changed since it was read: %w", mak.Namespace, name, errStale)
+			return nil, fmt.Errorf("workload Secret %s/%s changed since it was read: %w: %w", mak.Namespace, name, errStale, err)
 		}
 		return nil, fmt.Errorf("writing workload Secret %s/%s: %w", mak.Namespace, name, err)
 	}
@@ -692,8 +692,8 @@ func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1a
 // removed from the spec would otherwise stay on the Secret for good.
 // client-go's csaupgrade does the folding; it costs a read and a patch, once.
 func (r *MeterrAPIKeyReconciler) foldCreateOwnership(ctx context.Context, existing *corev1.Secret, labels, annotations map[string]string) error {
-	created, ok := createdMetadata(existing, FieldManager)
-	if !ok || (subsetOf(created.labels, labels) && subsetOf(created.annotations, annotations)) {
+	created, found, readable := ownedBy(existing, FieldManager, metav1.ManagedFieldsOperationUpdate)
+	if !found || (readable && subsetOf(created.labels, labels) && subsetOf(created.annotations, annotations)) {
 		return nil
 	}
 	live := &corev1.Secret{}
@@ -709,7 +709,7 @@ func (r *MeterrAPIKeyReconciler) foldCreateOwnership(ctx context.Context, existi
 	}
 	if err := r.Patch(ctx, live, client.RawPatch(types.JSONPatchType, patch)); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsInvalid(err) {
-			return fmt.Errorf("workload Secret %s/%s changed since it was read: %w", existing.Namespace, existing.Name, errStale)
+			return fmt.Errorf("workload Secret %s/%s changed since it was read: %w: %w", existing.Namespace, existing.Name, errStale, err)
 		}
 		return fmt.Errorf("handing the workload Secret's created fields to the apply: %w", err)
 	}
