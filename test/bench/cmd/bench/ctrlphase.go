@@ -297,7 +297,8 @@ func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetSta
 		return err
 	}
 	const recordsNS, applyNS, scaleNS, writeNS = "meterr-system", "bench-apply", "bench-scale", "bench-write-rate"
-	for _, ns := range []string{recordsNS, applyNS, scaleNS, writeNS} {
+	const replayNS, replayRecordsNS = "bench-replay", "bench-replay-records"
+	for _, ns := range []string{recordsNS, applyNS, scaleNS, writeNS, replayNS, replayRecordsNS} {
 		if err := ensureNamespace(ctx, cp.cs, ns); err != nil {
 			return err
 		}
@@ -314,6 +315,11 @@ func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetSta
 	}
 	if err := h.writeRate(ctx, cl, cp.cs.CoreV1().RESTClient(), writeNS, st); err != nil {
 		return fmt.Errorf("API server write rate: %w", err)
+	}
+	if c.fleetFloor {
+		if err := h.replayWrites(ctx, jsonCfg, cl, replayNS, replayRecordsNS, st); err != nil {
+			return fmt.Errorf("the fleet's floor: %w", err)
+		}
 	}
 
 	maddr, err := freeAddr()
@@ -389,6 +395,7 @@ func (h *harness) writeRate(ctx context.Context, cl client.Client, rc rest.Inter
 	if err != nil {
 		return err
 	}
+	split0 := h.cpuNow(0)
 	start := time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
 		mak := &authv1alpha1.MeterrAPIKey{
@@ -405,6 +412,8 @@ func (h *harness) writeRate(ctx context.Context, cl client.Client, rc rest.Inter
 		return err
 	}
 	st.writeCreateCPU = (cpu1 - cpu0) / float64(n)
+	split1 := h.cpuNow(0)
+	st.writeCreateSplit = split1.sub(split0).perKey(n)
 	patch := []byte(fmt.Sprintf(`{"spec":{"rotation":{"requestedAt":%q}}}`, time.Now().UTC().Format(time.RFC3339)))
 	start = time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
@@ -419,6 +428,7 @@ func (h *harness) writeRate(ctx context.Context, cl client.Client, rc rest.Inter
 		return err
 	}
 	st.writePatchCPU = (cpu2 - cpu1) / float64(n)
+	st.writePatchSplit = h.cpuNow(0).sub(split1).perKey(n)
 	h.logf("  created in %s, patched in %s", st.writeCreate.Round(time.Millisecond), st.writePatch.Round(time.Millisecond))
 	// No manager has seen them, so no finalizer holds them.
 	return cl.DeleteAllOf(ctx, &authv1alpha1.MeterrAPIKey{}, client.InNamespace(ns))
@@ -585,6 +595,7 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 	defer profiling.Wait()
 	profSecs := "profile?seconds=" + strconv.Itoa(min(60, max(5, n/200)))
 	profiling.Go(func() { h.profile(ctx, mgr.pprof, profSecs, "manager-create-cpu") })
+	split0 := h.cpuNow(mgr.p.pid())
 	start := time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
 		mak := &authv1alpha1.MeterrAPIKey{
@@ -599,6 +610,7 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 	h.logf("  created in %s; waiting for all Ready", r.createSubmit.Round(time.Millisecond))
 	var ok bool
 	r.readyAll, r.readyDone, ok = h.waitCount(ctx, "Ready", n, start, func() int { a, _ := tr.counts(); return a })
+	r.fleetCreateCPU = h.cpuNow(mgr.p.pid()).sub(split0).perKey(n)
 	if !ok {
 		if c.smoke {
 			return fmt.Errorf("only %d of %d MeterrAPIKeys became Ready within %s; the manager's log ends with:\n%s",
@@ -644,6 +656,7 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 	h.logf("fleet: rotation wave, requestedAt %s on all %d", ra.UTC().Format(time.RFC3339), n)
 	profiling.Wait()
 	profiling.Go(func() { h.profile(ctx, mgr.pprof, profSecs, "manager-rotate-cpu") })
+	split1 := h.cpuNow(mgr.p.pid())
 	start = time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
 		mak := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)}}
@@ -662,6 +675,7 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 		r.rotateTimedOut = true
 		h.logf("  only %d/%d rotated within %s", r.rotatedDone, n, c.ctrlTimeout)
 	} else {
+		r.fleetRotateCPU = h.cpuNow(mgr.p.pid()).sub(split1).perKey(n)
 		h.logf("  all %d rotated after %s", n, r.rotateAll.Round(time.Millisecond))
 	}
 	rec2, err := mgr.settle(ctx, 3*time.Second, time.Minute)

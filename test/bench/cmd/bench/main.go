@@ -74,6 +74,9 @@ type config struct {
 	unpinned bool
 	// fleetBase runs the fleet again with the base revision's manager.
 	fleetBase bool
+	// fleetFloor replays the manager's writes with the harness alone before
+	// the fleet: the fastest the fleet could be with those writes.
+	fleetFloor bool
 
 	managerQPS, managerBurst, managerConcurrency int
 	skipController                               bool
@@ -129,6 +132,7 @@ func main() {
 	flag.StringVar(&c.baseRev, "base-rev", "", "The base revision's name in the report.")
 	flag.BoolVar(&c.unpinned, "unpinned", true, "Also measure throughput unpinned (no taskset, GOMAXPROCS the machine's).")
 	flag.BoolVar(&c.fleetBase, "fleet-base", false, "Run the fleet (10,000 keys Ready, rotation wave) with the base revision's manager too, on a control plane of its own (doubles the controller phase).")
+	flag.BoolVar(&c.fleetFloor, "fleet-floor", true, "Before the fleet, replay the manager's writes for as many keys with the harness alone (the fleet's floor; adds about 4 minutes).")
 	flag.IntVar(&c.createWorkers, "create-workers", 64, "Concurrent creates when loading records and keys.")
 	flag.IntVar(&c.propSamples, "prop-samples", 300, "Samples of each record-change propagation.")
 	flag.IntVar(&c.applySamples, "apply-samples", 100, "Samples of MeterrAPIKey create -> key accepted.")

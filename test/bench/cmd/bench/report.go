@@ -78,6 +78,12 @@ type fleetStats struct {
 	// (the baseline), and the fleet's creation and rotation waves (the
 	// manager's requests and the harness's together).
 	writeCreateCPU, writePatchCPU, createCPU, rotateCPU float64
+	// The floor: the manager's writes replayed by the harness alone, and
+	// each process's CPU per key of the replay and of the fleet's waves.
+	replayCreate, replayRotate        time.Duration
+	replayCreateCPU, replayRotateCPU  cpuSplit
+	fleetCreateCPU, fleetRotateCPU    cpuSplit
+	writeCreateSplit, writePatchSplit cpuSplit
 }
 
 func newResults(c config) *results {
@@ -643,6 +649,15 @@ func (r *results) markdown() string {
 		w("  its API server. During the waves themselves the harness's creates took %s and its patches %s (sharing the API server\n",
 			dur(f.createSubmit), dur(f.rotateSubmit))
 		w("  with the manager).\n")
+		if f.replayCreate > 0 {
+			w("  **The fleet's floor**: on the same control plane, before the manager starts, the harness alone makes for %s keys, with\n", num(f.ctrlKeys))
+			w("  the same concurrency, the writes the manager makes (of the same kinds and sizes, in its order, each at the resource\n")
+			w("  version of the one before): create, finalizer patch, record create, workload Secret create, status patch (%s); then the\n", dur(f.replayCreate))
+			w("  harness's patch, record apply, workload Secret apply, record apply, status patch (%s), while informers like the manager's\n", dur(f.replayRotate))
+			w("  and the harness's watch. Nothing is reconciled, generated or hashed per key. The fleet over its floor is what the manager\n")
+			w("  adds to its writes; the floor over the write rate is what those writes cost this API server. Machine CPU per key is\n")
+			w("  utime+stime from `/proc/<pid>/stat` of the API server, etcd, the manager and the harness over each wave, divided by the keys.\n")
+		}
 		if b := r.fleetBase; b.ctrlKeys > 0 {
 			w("  The base revision's manager ran the same fleet on a control plane of its own (write rate there: create %s, patch %s):\n",
 				dur(b.writeCreate), dur(b.writePatch))

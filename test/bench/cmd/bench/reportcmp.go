@@ -47,6 +47,35 @@ func (r *results) fleetRows(f fleetStats) []row {
 			cpuRow("rotation wave", f.rotateCPU, f.writePatchCPU, "the harness's patch alone")
 		}
 	}
+	if f.replayCreate > 0 {
+		// The floor: the same writes without the manager. What the fleet
+		// takes over it is the manager's; what it takes over the write
+		// rate is the writes'.
+		floorRow := func(what string, floor, base, fleet time.Duration, baseWhat string) {
+			s, _ := ratio(float64(floor), float64(base))
+			add(row{"The fleet's floor, " + what + ": the manager's writes for " + n + " keys replayed by the harness alone",
+				dur(floor), baseWhat, s, "reported", "—"})
+			if fleet > 0 {
+				s, _ = ratio(float64(fleet), float64(floor))
+				add(row{"The fleet's " + what + " ÷ its floor (what the manager adds to its writes)", dur(fleet), "the floor " + dur(floor), s, "reported", "—"})
+			}
+		}
+		floorRow("creation", f.replayCreate, f.writeCreate, f.readyAll, createBase)
+		if !f.rotateTimedOut {
+			floorRow("rotation", f.replayRotate, f.writePatch, f.rotateAll, patchBase)
+		}
+		splitRow := func(what string, v, base cpuSplit, baseWhat string) {
+			if v.total() <= 0 || base.total() <= 0 {
+				return
+			}
+			s, _ := ratio(v.total(), base.total())
+			add(row{"Machine CPU per key, " + what, fmt.Sprintf("%.2f ms (%s)", v.total()*1e3, v), fmt.Sprintf("%s: %.2f ms (%s)", baseWhat, base.total()*1e3, base), s, "reported", "—"})
+		}
+		splitRow("creation wave", f.fleetCreateCPU, f.writeCreateSplit, "the harness's create alone")
+		splitRow("the floor's creation", f.replayCreateCPU, f.writeCreateSplit, "the harness's create alone")
+		splitRow("rotation wave", f.fleetRotateCPU, f.writePatchSplit, "the harness's patch alone")
+		splitRow("the floor's rotation", f.replayRotateCPU, f.writePatchSplit, "the harness's patch alone")
+	}
 	add(row{"Reconciles per key per rotation", fmt.Sprintf("%.2f", f.reconcilesRotate), "—", "—", "reported", "—"})
 	if len(f.apiCreate) > 0 {
 		base := func(m map[string]float64) string {
