@@ -316,7 +316,8 @@ func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetSta
 	if err := h.writeRate(ctx, cl, cp.cs.CoreV1().RESTClient(), writeNS, st); err != nil {
 		return fmt.Errorf("API server write rate: %w", err)
 	}
-	if c.fleetFloor {
+	// The floor is of this revision's writes: once, on the side under test.
+	if c.fleetFloor && st == &r.fleet {
 		if err := h.replayWrites(ctx, jsonCfg, cl, replayNS, replayRecordsNS, st); err != nil {
 			return fmt.Errorf("the fleet's floor: %w", err)
 		}
