@@ -78,8 +78,9 @@ func (h *harness) cpuNow(managerPID int) cpuSplit {
 }
 
 // replayWrites is the fleet's floor: before the manager starts, the harness
-// itself makes, for each of as many keys as the fleet has and with the same
-// concurrency, the writes the manager makes (of the same kinds, shapes and
+// itself makes, for each of as many keys as the fleet has, with as many
+// workers as it creates the fleet with (each takes one key through all its
+// writes; the manager runs its own number of reconciles), the writes the manager makes (of the same kinds, shapes and
 // sizes, in the same order, each at the resource version of the one
 // before), while informers like the manager's and the harness's own watch.
 // Nothing is reconciled, generated or hashed per key. The fleet's time over

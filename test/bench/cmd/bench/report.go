@@ -651,9 +651,10 @@ func (r *results) markdown() string {
 		w("  with the manager).\n")
 		if f.replayCreate > 0 {
 			w("  **The fleet's floor**: on the same control plane, before the manager starts, the harness alone makes for %s keys, with\n", num(f.ctrlKeys))
-			w("  the same concurrency, the writes the manager makes (of the same kinds and sizes, in its order, each at the resource\n")
-			w("  version of the one before): create, finalizer patch, record create, workload Secret create, status patch (%s); then the\n", dur(f.replayCreate))
-			w("  harness's patch, record apply, workload Secret apply, record apply, status patch (%s), while informers like the manager's\n", dur(f.replayRotate))
+			w("  %d workers (each takes one key through all its writes), the writes the manager makes (of the same kinds and sizes, in\n", c.createWorkers)
+			w("  its order, each at the resource version of the one before): create, finalizer patch, record create, workload Secret\n")
+			w("  create, status patch (%s); then the harness's patch, record apply, workload Secret apply, record apply, status patch\n", dur(f.replayCreate))
+			w("  (%s), while informers like the manager's\n", dur(f.replayRotate))
 			w("  and the harness's watch. Nothing is reconciled, generated or hashed per key. The fleet over its floor is what the manager\n")
 			w("  adds to its writes; the floor over the write rate is what those writes cost this API server. Machine CPU per key is\n")
 			w("  utime+stime from `/proc/<pid>/stat` of the API server, etcd, the manager and the harness over each wave, divided by the keys.\n")
