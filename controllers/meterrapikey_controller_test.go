@@ -346,6 +346,21 @@ var _ = Describe("MeterrAPIKey lifecycle", func() {
 			Expect(foreign.Data).To(Equal(map[string][]byte{"password": []byte("theirs")}))
 			Expect(foreign.OwnerReferences).To(BeEmpty())
 			Eventually(func() []string { return eventReasons(got) }).Should(ContainElement(authv1alpha1.ReasonSecretConflict))
+			// The cache cannot show the foreign Secret (it carries none of
+			// our labels), so the first issue writes a version and then
+			// fails to create the Secret: that version reached no
+			// workload, and no record may keep accepting it.
+			Eventually(func(g Gomega) {
+				s := &corev1.Secret{}
+				err := k8sClient.Get(ctx, types.NamespacedName{Namespace: recordsNamespace, Name: record.Name(ns, "taken", got.UID)}, s)
+				if apierrors.IsNotFound(err) {
+					return
+				}
+				g.Expect(err).NotTo(HaveOccurred())
+				rec, err := record.Decode(s)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(rec.Keys).To(BeEmpty(), "a version never delivered is dropped")
+			}).Should(Succeed())
 
 			// Pointing the key at a free name resolves it.
 			update(mak, func(m *authv1alpha1.MeterrAPIKey) { m.Spec.SecretName = "taken-key" })
