@@ -22,15 +22,7 @@ func hasAll(have, want map[string]string) bool {
 
 // sameKeys reports whether the set owned equals want's keys.
 func sameKeys(owned map[string]bool, want map[string]string) bool {
-	if len(owned) != len(want) {
-		return false
-	}
-	for k := range want {
-		if !owned[k] {
-			return false
-		}
-	}
-	return true
+	return len(owned) == len(want) && subsetOf(owned, want)
 }
 
 // ownedMetadata returns the label and annotation keys that manager owns on

@@ -206,6 +206,22 @@ func (o *objMemo) trusted(cached *metav1.PartialObjectMetadata) bool {
 	return true
 }
 
+// rememberWorkload keeps of s what applyWorkload and writeWorkload look at:
+// never its data, and of its labels, annotations and managed fields only
+// the operator's (a tenant may hang anything on its Secret, and the memory
+// must not grow with it); and wl without its key.
+func (k *keyMemo) rememberWorkload(s *corev1.Secret, wl workload, created bool) {
+	ownedLabels, ownedAnnotations, _ := ownedMetadata(s, FieldManager)
+	kept := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID, ResourceVersion: s.ResourceVersion,
+			Labels: onlyKeys(s.Labels, ownedLabels), Annotations: onlyKeys(s.Annotations, ownedAnnotations)},
+		Type: s.Type,
+	}
+	k.workload = k.workload.remember(kept, created)
+	wl.key = ""
+	k.wl = wl
+}
+
 // rememberKey records mak as a write of this manager returned it.
 func (k *keyMemo) rememberKey(mak *authv1alpha1.MeterrAPIKey, before string) {
 	if k.mak != nil && k.mak.UID != mak.UID {

@@ -95,9 +95,8 @@ func TestRememberWorkloadKeepsOnlyOurs(t *testing.T) {
 			ManagedFields: []metav1.ManagedFieldsEntry{ours, theirs}},
 		Data: map[string][]byte{"api-key": []byte("secret")},
 	}
-	var r MeterrAPIKeyReconciler
 	var k keyMemo
-	r.rememberWorkload(&k, s, workload{exists: true, owned: true, intact: true, key: "plaintext"}, false)
+	k.rememberWorkload(s, workload{exists: true, owned: true, intact: true, key: "plaintext"}, false)
 	got := k.workload.secret()
 	switch {
 	case got.Data != nil || k.wl.key != "":

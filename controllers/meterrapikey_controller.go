@@ -493,25 +493,9 @@ func (r *MeterrAPIKeyReconciler) readWorkload(ctx context.Context, mak *authv1al
 		wl.key, wl.hash, wl.intact = key, apikey.HashOf(key), true
 	}
 	if wl.owned {
-		r.rememberWorkload(memo, s, wl, false)
+		memo.rememberWorkload(s, wl, false)
 	}
 	return s, wl, nil
-}
-
-// rememberWorkload keeps of s what applyWorkload and writeWorkload look at:
-// never its data, and of its labels, annotations and managed fields only
-// the operator's (a tenant may hang anything on its Secret, and the memory
-// must not grow with it); and wl without its key.
-func (r *MeterrAPIKeyReconciler) rememberWorkload(memo *keyMemo, s *corev1.Secret, wl workload, created bool) {
-	ownedLabels, ownedAnnotations, _ := ownedMetadata(s, FieldManager)
-	kept := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID, ResourceVersion: s.ResourceVersion,
-			Labels: onlyKeys(s.Labels, ownedLabels), Annotations: onlyKeys(s.Annotations, ownedAnnotations)},
-		Type: s.Type,
-	}
-	memo.workload = memo.workload.remember(kept, created)
-	wl.key = ""
-	memo.wl = wl
 }
 
 // onlyKeys returns the entries of m whose keys are in keep.
@@ -644,7 +628,7 @@ func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1a
 			}
 			return nil, fmt.Errorf("writing workload Secret %s/%s: %w", mak.Namespace, name, err)
 		}
-		r.rememberWorkload(memo, s, wl, true)
+		memo.rememberWorkload(s, wl, true)
 		return s, nil
 	}
 	if err := r.foldCreateOwnership(ctx, existing, labels, annotations); err != nil {
@@ -680,7 +664,7 @@ func (r *MeterrAPIKeyReconciler) writeWorkload(ctx context.Context, mak *authv1a
 		// Ours are exactly what was applied (the response's labels and
 		// annotations also hold others', which are not kept).
 		out.ManagedFields = []metav1.ManagedFieldsEntry{appliedEntry(labels, annotations)}
-		r.rememberWorkload(memo, out, wl, false)
+		memo.rememberWorkload(out, wl, false)
 	}
 	return out, nil
 }
