@@ -5,7 +5,10 @@
 // (make bench): the writes a key needs, not the manager around them, set how
 // fast a wave can be.
 //
-//	go run ./test/bench/cmd/writecost -assets bin/k8s/<version> -keys 5000
+//	go run ./test/bench/cmd/writecost -assets bin/k8s/<version> -keys 5000 [-profiles DIR]
+//
+// -profiles saves a CPU profile of the API server during the first 5 s of
+// each kind (go tool pprof), to see where a write's cost goes.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,14 +44,15 @@ func main() {
 	assets := flag.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory with etcd and kube-apiserver.")
 	keys := flag.Int("keys", 5000, "Keys: writes of each kind.")
 	workers := flag.Int("workers", 16, "Concurrent writes (the manager's default --max-concurrent-reconciles in make bench).")
+	profiles := flag.String("profiles", "", "If set, a directory for a CPU profile of the API server during each kind of write (its first 5 s).")
 	flag.Parse()
-	if err := run(*assets, *keys, *workers); err != nil {
+	if err := run(*assets, *keys, *workers, *profiles); err != nil {
 		fmt.Fprintln(os.Stderr, "writecost:", err)
 		os.Exit(1)
 	}
 }
 
-func run(assets string, n, workers int) error {
+func run(assets string, n, workers int, profiles string) error {
 	env := &envtest.Environment{CRDDirectoryPaths: []string{"config/crd/bases"}, BinaryAssetsDirectory: assets, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
@@ -78,8 +83,16 @@ func run(assets string, n, workers int) error {
 		if err != nil {
 			return err
 		}
-		var next atomic.Int64
 		var wg sync.WaitGroup
+		if profiles != "" {
+			file := filepath.Join(profiles, fmt.Sprintf("apiserver-%02d.pprof", len(rows)))
+			wg.Go(func() {
+				if err := profile(ctx, cfg, file); err != nil {
+					fmt.Fprintln(os.Stderr, "writecost: profile:", err)
+				}
+			})
+		}
+		var next atomic.Int64
 		var first atomic.Value
 		for range workers {
 			wg.Go(func() {
@@ -218,6 +231,19 @@ func watch(ctx context.Context, cfg *rest.Config) error {
 		}
 	}
 	return nil
+}
+
+// profile writes a 5 s CPU profile of the API server to file.
+func profile(ctx context.Context, cfg *rest.Config, file string) error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "5").DoRaw(ctx)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, body, 0o600)
 }
 
 // cpuReader returns a reader of the API server's and etcd's
