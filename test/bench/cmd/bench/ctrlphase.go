@@ -378,6 +378,15 @@ func (h *harness) fleetPhase(ctx context.Context, name, bin string, st *fleetSta
 	return h.fleet(ctx, cp, cl, mgr, scaleNS, st)
 }
 
+// fleetKey is the harness's MeterrAPIKey number i in ns, one shape for the
+// write rate, the floor and the fleet, so that each writes the same objects.
+func fleetKey(ns string, i int) *authv1alpha1.MeterrAPIKey {
+	return &authv1alpha1.MeterrAPIKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)},
+		Spec:       authv1alpha1.MeterrAPIKeySpec{Permissions: []authv1alpha1.Permission{authv1alpha1.PermissionRead}},
+	}
+}
+
 // writeRate is the fleet's baseline, measured on the same control plane
 // before the manager starts: the harness alone creates as many MeterrAPIKeys
 // as the fleet has, with the same concurrency, then merge-patches each once as
@@ -399,10 +408,7 @@ func (h *harness) writeRate(ctx context.Context, cl client.Client, rc rest.Inter
 	split0 := h.cpuNow(0)
 	start := time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
-		mak := &authv1alpha1.MeterrAPIKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)},
-			Spec:       authv1alpha1.MeterrAPIKeySpec{Permissions: []authv1alpha1.Permission{authv1alpha1.PermissionRead}},
-		}
+		mak := fleetKey(ns, i)
 		return createRetry(ctx, func() error { return cl.Create(ctx, mak) })
 	}); err != nil {
 		return err
@@ -418,7 +424,7 @@ func (h *harness) writeRate(ctx context.Context, cl client.Client, rc rest.Inter
 	patch := []byte(fmt.Sprintf(`{"spec":{"rotation":{"requestedAt":%q}}}`, time.Now().UTC().Format(time.RFC3339)))
 	start = time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
-		mak := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)}}
+		mak := fleetKey(ns, i)
 		return createRetry(ctx, func() error { return cl.Patch(ctx, mak, client.RawPatch(types.MergePatchType, patch)) })
 	}); err != nil {
 		return err
@@ -599,10 +605,7 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 	split0 := h.cpuNow(mgr.p.pid())
 	start := time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
-		mak := &authv1alpha1.MeterrAPIKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)},
-			Spec:       authv1alpha1.MeterrAPIKeySpec{Permissions: []authv1alpha1.Permission{authv1alpha1.PermissionRead}},
-		}
+		mak := fleetKey(ns, i)
 		return createRetry(ctx, func() error { return cl.Create(ctx, mak) })
 	}); err != nil {
 		return err
@@ -660,7 +663,7 @@ func (h *harness) fleet(ctx context.Context, cp *controlPlane, cl client.Client,
 	split1 := h.cpuNow(mgr.p.pid())
 	start = time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
-		mak := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)}}
+		mak := fleetKey(ns, i)
 		return createRetry(ctx, func() error { return cl.Patch(ctx, mak, client.RawPatch(types.MergePatchType, patch)) })
 	}); err != nil {
 		return err

@@ -169,10 +169,7 @@ func (h *harness) replayWrites(ctx context.Context, cfg *rest.Config, cl client.
 	before := h.cpuNow(0)
 	start := time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
-		mak := &authv1alpha1.MeterrAPIKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)},
-			Spec:       authv1alpha1.MeterrAPIKeySpec{Permissions: []authv1alpha1.Permission{authv1alpha1.PermissionRead}},
-		}
+		mak := fleetKey(ns, i)
 		if err := createRetry(ctx, func() error { return cl.Create(ctx, mak) }); err != nil {
 			return err
 		}
@@ -226,7 +223,7 @@ func (h *harness) replayWrites(ctx context.Context, cfg *rest.Config, cl client.
 	start = time.Now()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
 		k := keys[i]
-		mak := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)}}
+		mak := fleetKey(ns, i)
 		if err := createRetry(ctx, func() error { return cl.Patch(ctx, mak, client.RawPatch(types.MergePatchType, patch)) }); err != nil {
 			return err
 		}
@@ -275,7 +272,7 @@ func (h *harness) replayWrites(ctx context.Context, cfg *rest.Config, cl client.
 	// Clean up before the manager starts: it would take these for its own.
 	stop()
 	if err := parallel(ctx, n, c.createWorkers, func(i int) error {
-		mak := &authv1alpha1.MeterrAPIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%05d", i)}}
+		mak := fleetKey(ns, i)
 		return client.IgnoreNotFound(cl.Patch(ctx, mak, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))))
 	}); err != nil {
 		return err
